@@ -1,0 +1,27 @@
+# CUDA part of the build: torch-free kernel instantiations (csrc/cuda/*.cu) compiled by nvcc for
+# every arch in MOE_EXT_CUDA_ARCHS (+ PTX for the lowest, so newer GPUs JIT it), and the
+# torch-aware CUDA entry points (csrc/binding/*_cuda.cpp) compiled by the host compiler.
+include(${CMAKE_CURRENT_LIST_DIR}/cuda_archs.cmake)
+moe_ext_cuda_architectures("${MOE_EXT_CUDA_ARCHS}" _cuda_archs)
+set(CMAKE_CUDA_ARCHITECTURES ${_cuda_archs})
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+set(CMAKE_CUDA_STANDARD 20)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+message(STATUS "moe_ext: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}")
+
+add_library(moe_ext_cuda_kernels STATIC
+  csrc/cuda/permute.cu
+)
+target_include_directories(moe_ext_cuda_kernels PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
+target_compile_options(moe_ext_cuda_kernels PRIVATE
+  $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo>)
+set_target_properties(moe_ext_cuda_kernels PROPERTIES
+  CUDA_RUNTIME_LIBRARY Shared
+  CUDA_ARCHITECTURES "${_cuda_archs}")
+
+target_sources(_C PRIVATE
+  csrc/binding/permute_cuda.cpp
+)
+target_compile_definitions(_C PRIVATE MOE_EXT_WITH_CUDA)
+target_link_libraries(_C PRIVATE moe_ext_cuda_kernels CUDA::cudart c10_cuda torch_cuda)

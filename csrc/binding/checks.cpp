@@ -1,0 +1,221 @@
+// Argument validation for every op (see checks.h for the policy on value checks).
+#include "checks.h"
+
+#include <cstdlib>
+#include <sstream>
+
+namespace moe_ext {
+
+std::string describe(const at::Tensor& t) {
+  std::ostringstream s;
+  s << c10::toString(t.scalar_type()) << " " << t.sizes() << " on " << t.device();
+  return s.str();
+}
+
+void check_float(const char* op, const char* name, const at::Tensor& t, bool allow_fp64_on_cpu) {
+  auto dt = t.scalar_type();
+  bool ok = dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf ||
+            (dt == at::kDouble && allow_fp64_on_cpu && t.device().is_cpu());
+  MOE_CHECK(op, ok, name, " must be float32, bfloat16 or float16",
+            allow_fp64_on_cpu ? " (or float64 on cpu)" : "", ", got ", describe(t));
+}
+
+void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim) {
+  MOE_CHECK(op, t.dim() == dim, name, " must be ", dim, "-D, got ", describe(t));
+}
+
+void check_int32(const char* op, const char* name, const at::Tensor& t) {
+  MOE_CHECK(op, t.scalar_type() == at::kInt, name, " must be int32, got ", describe(t));
+}
+
+void check_same_device(const char* op, const char* name, const at::Tensor& t,
+                       const char* ref_name, const at::Tensor& ref) {
+  MOE_CHECK(op, t.device() == ref.device(), name, " must be on the same device as ", ref_name,
+            " (", ref.device(), "), got ", describe(t));
+}
+
+bool value_checks_enabled(const at::Tensor& t) {
+  if (t.device().is_cpu()) return true;
+  static const bool debug = [] {
+    const char* v = std::getenv("MOE_EXT_DEBUG");
+    return v != nullptr && std::string(v) != "0" && std::string(v) != "";
+  }();
+  return debug;
+}
+
+// Range check of an integer tensor's values: lo <= v < hi.
+static void check_values_in_range(const char* op, const char* name, const at::Tensor& t,
+                                  int64_t lo, int64_t hi) {
+  if (t.numel() == 0 || !value_checks_enabled(t)) return;
+  auto v = t.to(at::kCPU, at::kLong);
+  int64_t mn = v.min().item<int64_t>(), mx = v.max().item<int64_t>();
+  MOE_CHECK(op, mn >= lo && mx < hi, name, " values must lie in [", lo, ", ", hi, "), got min ",
+            mn, " and max ", mx);
+}
+
+void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view score_func,
+                      const std::optional<at::Tensor>& correction_bias, int64_t num_groups,
+                      int64_t topk_groups) {
+  const char* op = "route";
+  check_dim(op, "logits", logits, 2);
+  check_float(op, "logits", logits, /*allow_fp64_on_cpu=*/true);
+  const int64_t E = logits.size(1);
+  MOE_CHECK(op, E >= 1, "logits must have at least one expert column, got ", describe(logits));
+  MOE_CHECK(op, top_k >= 1 && top_k <= E, "top_k must be in [1, num_experts=", E, "], got ",
+            top_k);
+  MOE_CHECK(op, score_func == "softmax" || score_func == "sigmoid",
+            "score_func must be \"softmax\" or \"sigmoid\", got \"", std::string(score_func), "\"");
+  if (correction_bias) {
+    const auto& b = *correction_bias;
+    check_dim(op, "correction_bias", b, 1);
+    check_float(op, "correction_bias", b, true);
+    MOE_CHECK(op, b.size(0) == E, "correction_bias must have num_experts=", E,
+              " elements, got ", describe(b));
+    check_same_device(op, "correction_bias", b, "logits", logits);
+  }
+  MOE_CHECK(op, num_groups >= 1, "num_groups must be >= 1, got ", num_groups);
+  if (num_groups > 1) {
+    MOE_CHECK(op, E % num_groups == 0, "num_groups=", num_groups,
+              " must divide the number of experts ", E);
+    MOE_CHECK(op, E / num_groups >= 2, "num_groups=", num_groups,
+              " leaves groups of size ", E / num_groups, "; group-limited routing needs >= 2");
+    MOE_CHECK(op, topk_groups >= 1 && topk_groups <= num_groups, "topk_groups must be in [1, ",
+              "num_groups=", num_groups, "], got ", topk_groups);
+    MOE_CHECK(op, top_k <= topk_groups * (E / num_groups), "top_k=", top_k,
+              " exceeds the experts in the topk_groups=", topk_groups, " kept groups (",
+              topk_groups * (E / num_groups), ")");
+  }
+}
+
+void check_sort_tokens_args(const at::Tensor& ids, int64_t num_experts,
+                            std::optional<int64_t> capacity) {
+  const char* op = "sort_tokens";
+  check_dim(op, "ids", ids, 2);
+  MOE_CHECK(op, ids.scalar_type() == at::kInt || ids.scalar_type() == at::kLong,
+            "ids must be int32 or int64, got ", describe(ids));
+  MOE_CHECK(op, num_experts >= 1, "num_experts must be >= 1, got ", num_experts);
+  MOE_CHECK(op, ids.numel() < (int64_t{1} << 31), "ids has ", ids.numel(),
+            " assignments; N = T*top_k must be < 2^31 (int32 indices)");
+  MOE_CHECK(op, !capacity || *capacity >= 0, "capacity must be >= 0 or None, got ",
+            capacity.value_or(0));
+  // -1 means "not routed here"; ids >= E or < -1 are errors (on CUDA they are dropped).
+  check_values_in_range(op, "ids", ids, -1, num_experts);
+}
+
+static void check_order_slot(const char* op, const at::Tensor& order, const at::Tensor& slot,
+                             const at::Tensor& ref, const char* ref_name) {
+  check_dim(op, "order", order, 1);
+  check_dim(op, "slot", slot, 1);
+  check_int32(op, "order", order);
+  check_int32(op, "slot", slot);
+  MOE_CHECK(op, order.size(0) == slot.size(0), "order and slot must have the same length N, got ",
+            describe(order), " and ", describe(slot));
+  check_same_device(op, "order", order, ref_name, ref);
+  check_same_device(op, "slot", slot, ref_name, ref);
+  const int64_t N = order.size(0);
+  check_values_in_range(op, "order", order, 0, N);
+  check_values_in_range(op, "slot", slot, -1, N);
+}
+
+void check_permute_args(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
+                        int64_t top_k) {
+  const char* op = "permute";
+  check_dim(op, "x", x, 2);
+  check_float(op, "x", x, true);
+  MOE_CHECK(op, top_k >= 1, "top_k must be >= 1, got ", top_k);
+  check_order_slot(op, order, slot, x, "x");
+  MOE_CHECK(op, order.size(0) == x.size(0) * top_k, "order must have N = x.size(0) * top_k = ",
+            x.size(0), " * ", top_k, " = ", x.size(0) * top_k, " elements, got ",
+            describe(order));
+}
+
+void check_unpermute_args(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
+                          const at::Tensor& weights) {
+  const char* op = "unpermute";
+  check_dim(op, "yp", yp, 2);
+  check_float(op, "yp", yp, true);
+  check_dim(op, "weights", weights, 2);
+  check_float(op, "weights", weights, true);
+  check_same_device(op, "weights", weights, "yp", yp);
+  check_order_slot(op, order, slot, yp, "yp");
+  MOE_CHECK(op, yp.size(0) == order.size(0), "yp must have N = order.size(0) = ", order.size(0),
+            " rows, got ", describe(yp));
+  MOE_CHECK(op, weights.numel() == order.size(0),
+            "weights must be [T, top_k] with T * top_k = N = ", order.size(0), ", got ",
+            describe(weights));
+}
+
+GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
+                                  const std::optional<at::Tensor>& offs,
+                                  const std::optional<at::Tensor>& bias,
+                                  std::optional<at::ScalarType> out_dtype) {
+  const char* op = "grouped_mm";
+  check_float(op, "a", a, true);
+  check_float(op, "b", b, true);
+  MOE_CHECK(op, a.scalar_type() == b.scalar_type(), "a and b must have the same dtype, got ",
+            describe(a), " and ", describe(b));
+  check_same_device(op, "b", b, "a", a);
+  MOE_CHECK(op, (a.dim() == 2 || a.dim() == 3) && (b.dim() == 2 || b.dim() == 3),
+            "a and b must be 2-D or 3-D, got ", describe(a), " and ", describe(b));
+  if (out_dtype) {
+    auto od = *out_dtype;
+    MOE_CHECK(op, od == at::kFloat || od == at::kBFloat16 || od == at::kHalf || od == at::kDouble,
+              "out_dtype must be a floating dtype, got ", c10::toString(od));
+  }
+  GroupedForm form;
+  int64_t K_a, K_b, G = -1, ragged_extent = 0, n_out = 0;
+  const char* ragged = "";
+  if (a.dim() == 2 && b.dim() == 3) {
+    form = GroupedForm::k2Dx3D;
+    K_a = a.size(1), K_b = b.size(1), G = b.size(0), ragged_extent = a.size(0), ragged = "M";
+    n_out = b.size(2);
+  } else if (a.dim() == 3 && b.dim() == 2) {
+    form = GroupedForm::k3Dx2D;
+    K_a = a.size(2), K_b = b.size(0), G = a.size(0), ragged_extent = b.size(1), ragged = "N";
+    n_out = b.size(1);
+  } else if (a.dim() == 2 && b.dim() == 2) {
+    form = GroupedForm::k2Dx2D;
+    K_a = a.size(1), K_b = b.size(0), ragged_extent = a.size(1), ragged = "K";
+    n_out = b.size(1);
+  } else {
+    form = GroupedForm::k3Dx3D;
+    K_a = a.size(2), K_b = b.size(1), n_out = b.size(2);
+    MOE_CHECK(op, a.size(0) == b.size(0), "a and b must have the same number of groups, got ",
+              describe(a), " and ", describe(b));
+    G = a.size(0);
+  }
+  MOE_CHECK(op, K_a == K_b, "the contraction sizes of a and b differ: a is ", describe(a),
+            ", b is ", describe(b));
+  if (form == GroupedForm::k3Dx3D) {
+    MOE_CHECK(op, !offs.has_value(), "offs must be None for 3-D a with 3-D b (batched), got ",
+              describe(*offs));
+  } else {
+    MOE_CHECK(op, offs.has_value(), "offs is required when a or b is 2-D");
+    const auto& o = *offs;
+    check_dim(op, "offs", o, 1);
+    check_int32(op, "offs", o);
+    check_same_device(op, "offs", o, "a", a);
+    if (G < 0) G = o.size(0);
+    MOE_CHECK(op, o.size(0) == G, "offs must have one entry per group (", G, "), got ",
+              describe(o));
+    if (o.numel() > 0 && value_checks_enabled(o)) {
+      auto v = o.to(at::kCPU, at::kLong);
+      auto prev = at::cat({at::zeros({1}, v.options()), v.narrow(0, 0, v.size(0) - 1)});
+      MOE_CHECK(op, v.ge(prev).all().item<bool>(),
+                "offs must be non-decreasing and >= 0 (cumulative group ends), got ", v);
+      int64_t last = v[-1].item<int64_t>();
+      MOE_CHECK(op, last <= ragged_extent, "offs[-1]=", last, " exceeds the ragged ", ragged,
+                " extent ", ragged_extent);
+    }
+  }
+  if (bias) {
+    const auto& bi = *bias;
+    check_float(op, "bias", bi, true);
+    check_same_device(op, "bias", bi, "a", a);
+    MOE_CHECK(op, bi.dim() == 2 && bi.size(0) == G && bi.size(1) == n_out,
+              "bias must be [num_groups=", G, ", N=", n_out, "], got ", describe(bi));
+  }
+  return form;
+}
+
+}  // namespace moe_ext

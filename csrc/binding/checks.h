@@ -1,0 +1,48 @@
+// Argument checks shared by every backend's op entry point.
+//
+// Every message starts with "moe_ext.<op>: " and names the argument, what was expected and what
+// was got, so a user can fix the call without reading our source (STYLE.md rule 4). Checks that
+// only need metadata (dtype, rank, shape, device) run everywhere. Checks that read tensor values
+// (ids in range, offs monotone, NaN logits) would force a device->host sync on CUDA, so they run
+// on CPU tensors always and on CUDA only when MOE_EXT_DEBUG=1 (DESIGN.md principle 1).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace moe_ext {
+
+#define MOE_CHECK(op, cond, ...) TORCH_CHECK((cond), "moe_ext.", op, ": ", __VA_ARGS__)
+
+// "float32 [3, 4] on cpu": a compact description of a tensor for error messages.
+std::string describe(const at::Tensor& t);
+
+void check_float(const char* op, const char* name, const at::Tensor& t, bool allow_fp64_on_cpu);
+void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim);
+void check_int32(const char* op, const char* name, const at::Tensor& t);
+void check_same_device(const char* op, const char* name, const at::Tensor& t,
+                       const char* ref_name, const at::Tensor& ref);
+
+// True when value checks (which read tensor contents) should run for tensors on this device.
+bool value_checks_enabled(const at::Tensor& t);
+
+// Argument validation per op; each backend calls the one for its op before launching.
+void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view score_func,
+                      const std::optional<at::Tensor>& correction_bias, int64_t num_groups,
+                      int64_t topk_groups);
+void check_sort_tokens_args(const at::Tensor& ids, int64_t num_experts,
+                            std::optional<int64_t> capacity);
+void check_permute_args(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
+                        int64_t top_k);
+void check_unpermute_args(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
+                          const at::Tensor& weights);
+
+// The four torch._grouped_mm forms, told apart by the ranks of a and b.
+enum class GroupedForm { k2Dx3D, k3Dx2D, k2Dx2D, k3Dx3D };
+GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
+                                  const std::optional<at::Tensor>& offs,
+                                  const std::optional<at::Tensor>& bias,
+                                  std::optional<at::ScalarType> out_dtype);
+
+}  // namespace moe_ext

@@ -1,0 +1,35 @@
+// Per-backend entry points of every op, as registered in registration.cpp.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+namespace moe_ext {
+
+// Native CPU implementations (csrc/cpu/).
+std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t top_k,
+                                             c10::string_view score_func, bool renormalize,
+                                             const std::optional<at::Tensor>& correction_bias,
+                                             int64_t num_groups, int64_t topk_groups,
+                                             double scaling_factor);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_cpu(const at::Tensor& ids,
+                                                               int64_t num_experts,
+                                                               std::optional<int64_t> capacity);
+at::Tensor permute_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
+                       int64_t top_k);
+at::Tensor unpermute_cpu(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
+                         const at::Tensor& weights);
+at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
+                          const std::optional<at::Tensor>& offs,
+                          const std::optional<at::Tensor>& bias,
+                          std::optional<at::ScalarType> out_dtype);
+
+#ifdef MOE_EXT_WITH_CUDA
+// CUDA kernels (csrc/kernels/, instantiated in csrc/cuda/).
+at::Tensor permute_cuda(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
+                        int64_t top_k);
+#endif
+
+}  // namespace moe_ext

@@ -1,0 +1,40 @@
+// The op library: every schema once (DESIGN.md "Op contract" is the source of truth), then one
+// TORCH_LIBRARY_IMPL block per backend. Fake (meta) kernels and autograd formulas are attached
+// from Python (python/moe_ext/_fake.py, _autograd.py).
+#include <torch/library.h>
+
+#include "ops.h"
+
+TORCH_LIBRARY(moe_ext, m) {
+  // Router top-k: logits[T,E] -> weights[T,k] fp32 (fp64 for fp64), ids[T,k] int32.
+  m.def(
+      "route(Tensor logits, int top_k, str score_func=\"softmax\", bool renormalize=True, "
+      "Tensor? correction_bias=None, int num_groups=1, int topk_groups=1, "
+      "float scaling_factor=1.0) -> (Tensor weights, Tensor ids)");
+  // Stable sort of the T*k assignments by expert: order[N], slot[N], offsets[E], all int32.
+  m.def(
+      "sort_tokens(Tensor ids, int num_experts, int? capacity=None) -> "
+      "(Tensor order, Tensor slot, Tensor offsets)");
+  // Row gather into expert order: xp[i] = x[order[i] // top_k]; dropped rows are zero.
+  m.def("permute(Tensor x, Tensor order, Tensor slot, int top_k) -> Tensor");
+  // Weighted combine back to token order: y[t] = sum_j weights[t,j] * yp[slot[t*k+j]].
+  m.def("unpermute(Tensor yp, Tensor order, Tensor slot, Tensor weights) -> Tensor");
+  // torch._grouped_mm's four forms (2Dx3D, 3Dx2D, 2Dx2D, 3Dx3D) with optional per-group bias.
+  m.def(
+      "grouped_mm(Tensor a, Tensor b, Tensor? offs=None, Tensor? bias=None, "
+      "ScalarType? out_dtype=None) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
+  m.impl("route", &moe_ext::route_cpu);
+  m.impl("sort_tokens", &moe_ext::sort_tokens_cpu);
+  m.impl("permute", &moe_ext::permute_cpu);
+  m.impl("unpermute", &moe_ext::unpermute_cpu);
+  m.impl("grouped_mm", &moe_ext::grouped_mm_cpu);
+}
+
+#ifdef MOE_EXT_WITH_CUDA
+TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
+  m.impl("permute", &moe_ext::permute_cuda);
+}
+#endif

@@ -1,0 +1,23 @@
+// Portable qualifiers shared by kernel sources compiled with nvcc (GPU) and with g++ (the
+// csrc/simt CPU emulator). Kernels use these instead of raw CUDA keywords so the same source
+// builds on both paths (DESIGN.md principle 3). Torch-free.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define MOE_HOST_DEVICE __host__ __device__
+#define MOE_DEVICE __device__
+#define MOE_FORCEINLINE __forceinline__
+#else
+#define MOE_HOST_DEVICE
+#define MOE_DEVICE
+#define MOE_FORCEINLINE inline
+#endif
+
+namespace moe_ext {
+
+// Integer ceil-division for sizes (int64: row * hidden can pass 2^31).
+MOE_HOST_DEVICE constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace moe_ext

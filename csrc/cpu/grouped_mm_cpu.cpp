@@ -1,0 +1,78 @@
+// Native CPU grouped GEMM: torch._grouped_mm's four forms as one at::mm per group.
+//
+// The output starts as zeros, so rows/columns past offs[-1], empty groups and K = 0 groups are
+// zero without special cases. Each group's product is written through a view of the output:
+// at::mm_out when the result needs no extra rounding step, otherwise (bias, or out_dtype other
+// than the input dtype) the product is formed in fp32 (fp64 for fp64), the bias added there,
+// and the sum rounded once into the output. bf16/fp16 at::mm on CPU accumulates in fp32.
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "../binding/checks.h"
+#include "../binding/ops.h"
+
+namespace moe_ext {
+
+at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
+                          const std::optional<at::Tensor>& offs,
+                          const std::optional<at::Tensor>& bias,
+                          std::optional<at::ScalarType> out_dtype) {
+  const GroupedForm form = check_grouped_mm_args(a, b, offs, bias, out_dtype);
+  const auto od = out_dtype.value_or(a.scalar_type());
+  const auto acc = a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+
+  at::Tensor out;
+  switch (form) {
+    case GroupedForm::k2Dx3D: out = at::zeros({a.size(0), b.size(2)}, a.options().dtype(od)); break;
+    case GroupedForm::k3Dx2D: out = at::zeros({a.size(1), b.size(1)}, a.options().dtype(od)); break;
+    case GroupedForm::k2Dx2D:
+      out = at::zeros({offs->size(0), a.size(0), b.size(1)}, a.options().dtype(od));
+      break;
+    case GroupedForm::k3Dx3D:
+      out = at::zeros({a.size(0), a.size(1), b.size(2)}, a.options().dtype(od));
+      break;
+  }
+  const int64_t G = form == GroupedForm::k3Dx3D ? a.size(0) : offs->size(0);
+  std::vector<int64_t> ends(G);
+  if (offs) {
+    auto o = offs->to(at::kLong).contiguous();
+    std::copy_n(o.const_data_ptr<int64_t>(), G, ends.begin());
+  }
+  const bool direct = !bias && od == a.scalar_type();
+
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t lo = g == 0 || !offs ? 0 : ends[g - 1];
+    const int64_t len = offs ? ends[g] - lo : 0;
+    at::Tensor a_g, b_g, out_g, bias_g;
+    switch (form) {
+      case GroupedForm::k2Dx3D:  // rows [lo, lo+len) of a and out use b[g]
+        a_g = a.narrow(0, lo, len), b_g = b[g], out_g = out.narrow(0, lo, len);
+        if (bias) bias_g = (*bias)[g];
+        break;
+      case GroupedForm::k3Dx2D:  // columns [lo, lo+len) of b and out use a[g]
+        a_g = a[g], b_g = b.narrow(1, lo, len), out_g = out.narrow(1, lo, len);
+        if (bias) bias_g = (*bias)[g].narrow(0, lo, len);
+        break;
+      case GroupedForm::k2Dx2D:  // contraction over k in [lo, lo+len) into out[g]
+        a_g = a.narrow(1, lo, len), b_g = b.narrow(0, lo, len), out_g = out[g];
+        if (bias) bias_g = (*bias)[g];
+        break;
+      case GroupedForm::k3Dx3D:
+        a_g = a[g], b_g = b[g], out_g = out[g];
+        if (bias) bias_g = (*bias)[g];
+        break;
+    }
+    if (out_g.numel() == 0) continue;
+    if (direct) {
+      if (a_g.size(1) > 0) at::mm_out(out_g, a_g, b_g);
+      continue;
+    }
+    auto prod = at::mm(a_g.to(acc), b_g.to(acc));
+    if (bias) prod.add_(bias_g.to(acc));
+    out_g.copy_(prod);
+  }
+  return out;
+}
+
+}  // namespace moe_ext

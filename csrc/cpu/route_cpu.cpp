@@ -1,0 +1,143 @@
+// Native CPU router: scores (softmax/sigmoid) -> optional group-limited selection -> top-k.
+//
+// One token per task of at::parallel_for; scores are computed in fp32 (fp64 for fp64 logits)
+// exactly as reference.route specifies. Selection order is "key descending, expert id ascending",
+// so ties go to the lower expert id and the ids of a token come out in descending key order.
+// NaN logits (and NaN correction_bias) raise; so does a softmax row whose scores are undefined
+// (+inf present, or every logit -inf).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "../binding/checks.h"
+#include "../binding/ops.h"
+
+namespace moe_ext {
+namespace {
+
+constexpr double kRenormEps = 1e-20;
+
+// Strict weak order used for every selection: larger key first, then lower index.
+template <typename acc_t>
+struct KeyDescIdAsc {
+  const acc_t* key;
+  bool operator()(int32_t i, int32_t j) const {
+    return key[i] > key[j] || (key[i] == key[j] && i < j);
+  }
+};
+
+template <typename scalar_t>
+void route_kernel_cpu(const at::Tensor& logits, int64_t top_k, bool softmax, bool renormalize,
+                      const at::Tensor* bias, int64_t num_groups, int64_t topk_groups,
+                      double scaling, at::Tensor& weights, at::Tensor& ids) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t T = logits.size(0), E = logits.size(1);
+  const scalar_t* in = logits.const_data_ptr<scalar_t>();
+  const int64_t row_stride = logits.stride(0), col_stride = logits.stride(1);
+  std::vector<acc_t> bias_v(E, acc_t(0));
+  if (bias) {
+    at::Tensor b = bias->to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+    std::copy_n(b.const_data_ptr<acc_t>(), E, bias_v.begin());
+  }
+  acc_t* w_out = weights.data_ptr<acc_t>();
+  int32_t* id_out = ids.data_ptr<int32_t>();
+  const int64_t gsize = E / num_groups;
+  constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
+
+  at::parallel_for(0, T, std::max<int64_t>(1, 4096 / E), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> score(E), key(E), gscore(num_groups);
+    std::vector<int32_t> idx(E), gidx(num_groups);
+    for (int64_t t = begin; t < end; ++t) {
+      const scalar_t* row = in + t * row_stride;
+      acc_t mx = kNegInf;
+      for (int64_t e = 0; e < E; ++e) {
+        acc_t v = static_cast<acc_t>(row[e * col_stride]);
+        MOE_CHECK("route", !std::isnan(v), "logits contain NaN (token ", t, ", expert ", e, ")");
+        score[e] = v;
+        mx = std::max(mx, v);
+      }
+      if (softmax) {
+        MOE_CHECK("route", std::isfinite(mx), "logits row ", t,
+                  mx > 0 ? " contains +inf" : " is entirely -inf",
+                  ", so its softmax is undefined");
+        acc_t sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += (score[e] = std::exp(score[e] - mx));
+        for (int64_t e = 0; e < E; ++e) score[e] /= sum;
+      } else {
+        for (int64_t e = 0; e < E; ++e) score[e] = acc_t(1) / (acc_t(1) + std::exp(-score[e]));
+      }
+      for (int64_t e = 0; e < E; ++e) key[e] = score[e] + bias_v[e];
+
+      if (num_groups > 1) {
+        // Group score = sum of the group's two largest keys (DeepSeek-V3); keep topk_groups.
+        for (int64_t g = 0; g < num_groups; ++g) {
+          const acc_t* k = key.data() + g * gsize;
+          acc_t first = kNegInf, second = kNegInf;
+          for (int64_t e = 0; e < gsize; ++e) {
+            if (k[e] > first) {
+              second = first;
+              first = k[e];
+            } else if (k[e] > second) {
+              second = k[e];
+            }
+          }
+          gscore[g] = first + second;
+        }
+        std::iota(gidx.begin(), gidx.end(), 0);
+        std::partial_sort(gidx.begin(), gidx.begin() + topk_groups, gidx.end(),
+                          KeyDescIdAsc<acc_t>{gscore.data()});
+        std::vector<bool> keep(num_groups, false);
+        for (int64_t g = 0; g < topk_groups; ++g) keep[gidx[g]] = true;
+        for (int64_t e = 0; e < E; ++e)
+          if (!keep[e / gsize]) key[e] = kNegInf;
+      }
+
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + top_k, idx.end(),
+                        KeyDescIdAsc<acc_t>{key.data()});
+      acc_t* w = w_out + t * top_k;
+      int32_t* id = id_out + t * top_k;
+      acc_t sum = 0;
+      for (int64_t j = 0; j < top_k; ++j) {
+        id[j] = idx[j];
+        w[j] = score[idx[j]];
+        sum += w[j];
+      }
+      const acc_t denom = renormalize ? sum + acc_t(kRenormEps) : acc_t(1);
+      for (int64_t j = 0; j < top_k; ++j) w[j] = w[j] / denom * acc_t(scaling);
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t top_k,
+                                             c10::string_view score_func, bool renormalize,
+                                             const std::optional<at::Tensor>& correction_bias,
+                                             int64_t num_groups, int64_t topk_groups,
+                                             double scaling_factor) {
+  check_route_args(logits, top_k, score_func, correction_bias, num_groups, topk_groups);
+  if (correction_bias) {
+    MOE_CHECK("route", !correction_bias->isnan().any().item<bool>(),
+              "correction_bias contains NaN");
+  }
+  const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t T = logits.size(0);
+  auto weights = at::empty({T, top_k}, logits.options().dtype(acc));
+  auto ids = at::empty({T, top_k}, logits.options().dtype(at::kInt));
+  if (T == 0) return {weights, ids};
+  const at::Tensor* bias = correction_bias ? &*correction_bias : nullptr;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "route_cpu", [&] {
+    route_kernel_cpu<scalar_t>(logits, top_k, score_func == "softmax", renormalize, bias,
+                               num_groups, topk_groups, scaling_factor, weights, ids);
+  });
+  return {weights, ids};
+}
+
+}  // namespace moe_ext

@@ -1,0 +1,26 @@
+// Host-side interface of the permute kernel: a params struct and a launcher. Torch-free, so the
+// binding (.cpp, host compiler) and the instantiation (.cu, nvcc) share it.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace moe_ext {
+
+struct PermuteParams {
+  const void* x;         // [T, H] rows, row stride x_row_stride elements, inner dim contiguous
+  void* xp;              // [N, H] contiguous output
+  const int32_t* order;  // [N] flat assignment index at each sorted row
+  const int32_t* slot;   // [N] sorted row per flat assignment, -1 when dropped
+  int64_t num_rows;      // N = T * top_k
+  int64_t hidden;        // H
+  int64_t x_row_stride;  // in elements
+  int64_t elem_bytes;    // sizeof(element): the copy is dtype-agnostic
+  int32_t top_k;
+};
+
+// Launches the row gather on `stream`; returns the launch status (never syncs).
+cudaError_t launch_permute(const PermuteParams& params, cudaStream_t stream);
+
+}  // namespace moe_ext

@@ -1,0 +1,16 @@
+"""moe_ext: Mixture-of-Experts kernels for PyTorch.
+
+Importing the package loads the native library, which registers the ops under
+``torch.ops.moe_ext``, and attaches their fake (meta) kernels and autograd formulas.
+"""
+
+import torch  # noqa: F401  (loads libtorch before our extension)
+
+from . import _C  # registers torch.ops.moe_ext.*
+from . import _autograd, _fake  # noqa: F401  (attach fake kernels and backward formulas)
+from .ops import grouped_mm, permute, route, sort_tokens, unpermute
+
+build_info = _C.build_info
+
+__all__ = ["build_info", "grouped_mm", "permute", "route", "sort_tokens", "unpermute"]
+__version__ = "0.1.0"

@@ -1,0 +1,164 @@
+"""Backward formulas, attached to the C++ ops with ``torch.library.register_autograd``.
+
+Each backward is written with moe_ext ops (and a few elementwise torch ops), so it runs on every
+backend, is traceable by ``torch.compile`` and never synchronises the device:
+
+* route:      d logits from d weights (softmax / sigmoid, renormalisation, scaling); the
+              selection itself is piecewise constant.
+* permute:    dx[t] = sum_j dxp[slot[t*k+j]]            -> an unweighted unpermute.
+* unpermute:  dyp[i] = w[order[i]] * dy[order[i] // k]   -> a permute of dy, scaled per row;
+              dw[t,j] = <dy[t], yp[slot[t*k+j]]>         -> row dot products in sorted order.
+* grouped_mm: dA and dB are grouped_mm calls in another of the four forms (the weight gradient
+              of the 2D x 3D form is the 2D x 2D ragged-K form), d bias a per-group row sum.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_ops = torch.ops.moe_ext
+RENORM_EPS = 1e-20
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------------------------------- route
+def _route_setup(ctx, inputs, output):
+    logits, _top_k, score_func, renormalize, _bias, _ng, _tg, scaling_factor = inputs
+    ctx.save_for_backward(logits, output[1])
+    ctx.softmax = score_func == "softmax"
+    ctx.renormalize = renormalize
+    ctx.scaling_factor = scaling_factor
+
+
+def _route_backward(ctx, grad_weights, _grad_ids):
+    logits, ids = ctx.saved_tensors
+    if grad_weights is None:
+        return (None,) * 8
+    acc = _acc_dtype(logits.dtype)
+    x = logits.to(acc)
+    s = torch.softmax(x, dim=-1) if ctx.softmax else torch.sigmoid(x)
+    idx = ids.long()
+    g = grad_weights.to(acc) * ctx.scaling_factor
+    if ctx.renormalize:
+        # w_j = s_j / D with D = sum_i s_i + eps  =>  ds_i = g_i / D - <g, s_sel> / D^2
+        s_sel = s.gather(1, idx)
+        denom = s_sel.sum(-1, keepdim=True) + RENORM_EPS
+        g = g / denom - (g * s_sel).sum(-1, keepdim=True) / (denom * denom)
+    ds = torch.zeros_like(s).scatter_add_(1, idx, g)
+    if ctx.softmax:
+        dx = s * (ds - (ds * s).sum(-1, keepdim=True))
+    else:
+        dx = ds * s * (1 - s)
+    return dx.to(logits.dtype), None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("moe_ext::route", _route_backward, setup_context=_route_setup)
+
+
+# -------------------------------------------------------------------------- permute / unpermute
+def _permute_setup(ctx, inputs, output):
+    x, order, slot, top_k = inputs
+    ctx.save_for_backward(order, slot)
+    ctx.num_tokens, ctx.top_k = x.shape[0], top_k
+
+
+def _permute_backward(ctx, grad_xp):
+    order, slot = ctx.saved_tensors
+    ones = grad_xp.new_ones((ctx.num_tokens, ctx.top_k))
+    return _ops.unpermute(grad_xp, order, slot, ones), None, None, None
+
+
+torch.library.register_autograd(
+    "moe_ext::permute", _permute_backward, setup_context=_permute_setup
+)
+
+
+def _unpermute_setup(ctx, inputs, output):
+    yp, order, slot, weights = inputs
+    ctx.save_for_backward(yp, order, slot, weights)
+
+
+def _unpermute_backward(ctx, grad_y):
+    yp, order, slot, weights = ctx.saved_tensors
+    top_k = weights.shape[1]
+    acc = _acc_dtype(yp.dtype)
+    dy_rows = _ops.permute(grad_y, order, slot, top_k).to(acc)  # dy[order[i] // k], 0 if dropped
+    grad_yp = grad_w = None
+    if ctx.needs_input_grad[0]:
+        w_rows = weights.reshape(-1).index_select(0, order.long()).to(acc)
+        grad_yp = (dy_rows * w_rows.unsqueeze(1)).to(yp.dtype)
+    if ctx.needs_input_grad[3]:
+        kept = slot >= 0
+        dots = (dy_rows * yp.to(acc)).sum(-1)  # dot for sorted row i = assignment order[i]
+        per_assignment = dots.index_select(0, slot.long().clamp_min(0))
+        grad_w = torch.where(kept, per_assignment, torch.zeros_like(per_assignment))
+        grad_w = grad_w.view(weights.shape).to(weights.dtype)
+    return grad_yp, None, None, grad_w
+
+
+torch.library.register_autograd(
+    "moe_ext::unpermute", _unpermute_backward, setup_context=_unpermute_setup
+)
+
+
+# ----------------------------------------------------------------------------------- grouped_mm
+def _grouped_mm_setup(ctx, inputs, output):
+    a, b, offs, bias, _out_dtype = inputs
+    ctx.save_for_backward(a, b, offs)
+    ctx.has_bias = bias is not None
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+
+
+def _column_group_mask(offs: torch.Tensor, n: int) -> torch.Tensor:
+    """[G, n] bool: column c belongs to group g (ragged-N form); columns past offs[-1] to none."""
+    cols = torch.arange(n, device=offs.device, dtype=offs.dtype)
+    gid = torch.searchsorted(offs, cols, right=True)
+    return gid.unsqueeze(0) == torch.arange(offs.shape[0], device=offs.device).unsqueeze(1)
+
+
+def _grouped_mm_backward(ctx, grad_out):
+    a, b, offs = ctx.saved_tensors
+    g = grad_out.to(a.dtype)
+    need_a, need_b, _, need_bias, _ = ctx.needs_input_grad
+    da = db = dbias = None
+    bias_dtype = ctx.bias_dtype
+    if a.dim() == 2 and b.dim() == 3:  # out[M,N] = a[M,K] @ b[G,K,N]
+        if need_a:
+            da = _ops.grouped_mm(g, b.transpose(-2, -1), offs)
+        if need_b:
+            db = _ops.grouped_mm(a.t(), g, offs)  # ragged-K: [K,M] @ [M,N] -> [G,K,N]
+        if need_bias:
+            ones = g.new_ones((1, g.shape[0]))
+            dbias = _ops.grouped_mm(ones, g, offs, out_dtype=bias_dtype).squeeze(1)
+    elif a.dim() == 3 and b.dim() == 2:  # out[M,Ntot] = a[G,M,K] @ b[K,Ntot]
+        if need_a:
+            da = _ops.grouped_mm(g, b.t(), offs)  # ragged-K over the columns -> [G,M,K]
+        if need_b:
+            db = _ops.grouped_mm(a.transpose(-2, -1), g, offs)  # [G,K,M] @ [M,Ntot]
+        if need_bias:
+            colsum = grad_out.to(_acc_dtype(a.dtype)).sum(0)
+            mask = _column_group_mask(offs, g.shape[1])
+            dbias = (mask * colsum.unsqueeze(0)).to(bias_dtype)
+    elif a.dim() == 2 and b.dim() == 2:  # out[G,M,N] = a[M,Ktot] @ b[Ktot,N], K ragged
+        if need_a:
+            da = _ops.grouped_mm(g, b.t(), offs)  # [G,M,N] @ [N,Ktot] -> [M,Ktot]
+        if need_b:
+            db = _ops.grouped_mm(a.t(), g, offs)  # [Ktot,M] @ [G,M,N] -> [Ktot,N]
+        if need_bias:
+            dbias = grad_out.to(_acc_dtype(a.dtype)).sum(1).to(bias_dtype)
+    else:  # batched
+        if need_a:
+            da = _ops.grouped_mm(g, b.transpose(-2, -1))
+        if need_b:
+            db = _ops.grouped_mm(a.transpose(-2, -1), g)
+        if need_bias:
+            dbias = grad_out.to(_acc_dtype(a.dtype)).sum(1).to(bias_dtype)
+    return da, db, None, dbias, None
+
+
+torch.library.register_autograd(
+    "moe_ext::grouped_mm", _grouped_mm_backward, setup_context=_grouped_mm_setup
+)

@@ -1,0 +1,58 @@
+"""Fake (meta) kernels: output shapes, dtypes and strides without touching data.
+
+They let ``torch.compile`` trace the ops with symbolic T. Every output shape depends only on
+input shapes (DESIGN.md principle 1), so no data-dependent symbols appear. Outputs are
+contiguous, as the real kernels produce.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("moe_ext::route")
+def _route_fake(logits, top_k, score_func="softmax", renormalize=True, correction_bias=None,
+                num_groups=1, topk_groups=1, scaling_factor=1.0):
+    torch._check(logits.dim() == 2, lambda: f"moe_ext.route: logits must be 2-D, got {logits.dim()}-D")
+    T = logits.shape[0]
+    weights = logits.new_empty((T, top_k), dtype=_acc_dtype(logits.dtype))
+    ids = logits.new_empty((T, top_k), dtype=torch.int32)
+    return weights, ids
+
+
+@torch.library.register_fake("moe_ext::sort_tokens")
+def _sort_tokens_fake(ids, num_experts, capacity=None):
+    N = ids.numel()
+    order = ids.new_empty((N,), dtype=torch.int32)
+    slot = ids.new_empty((N,), dtype=torch.int32)
+    offsets = ids.new_empty((num_experts,), dtype=torch.int32)
+    return order, slot, offsets
+
+
+@torch.library.register_fake("moe_ext::permute")
+def _permute_fake(x, order, slot, top_k):
+    return x.new_empty((order.shape[0], x.shape[1]))
+
+
+@torch.library.register_fake("moe_ext::unpermute")
+def _unpermute_fake(yp, order, slot, weights):
+    return yp.new_empty((weights.shape[0], yp.shape[1]))
+
+
+@torch.library.register_fake("moe_ext::grouped_mm")
+def _grouped_mm_fake(a, b, offs=None, bias=None, out_dtype=None):
+    dtype = out_dtype or a.dtype
+    if a.dim() == 2 and b.dim() == 3:
+        shape = (a.shape[0], b.shape[2])
+    elif a.dim() == 3 and b.dim() == 2:
+        shape = (a.shape[1], b.shape[1])
+    elif a.dim() == 2 and b.dim() == 2:
+        torch._check(offs is not None, lambda: "moe_ext.grouped_mm: offs is required")
+        shape = (offs.shape[0], a.shape[0], b.shape[1])
+    else:
+        shape = (a.shape[0], a.shape[1], b.shape[2])
+    return a.new_empty(shape, dtype=dtype)

@@ -1,0 +1,112 @@
+"""Public Python API: thin wrappers over ``torch.ops.moe_ext.*`` with shapes and dtypes.
+
+T tokens, H hidden size, E experts, k = top_k, N = T * k assignments. The wrappers only forward
+(argument checks live in the C++ ops, so ``torch.ops.moe_ext.*`` callers get them too); none of
+them synchronises the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_ops = torch.ops.moe_ext
+
+
+def route(
+    logits: torch.Tensor,
+    top_k: int,
+    score_func: str = "softmax",
+    renormalize: bool = True,
+    correction_bias: torch.Tensor | None = None,
+    num_groups: int = 1,
+    topk_groups: int = 1,
+    scaling_factor: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router top-k.
+
+    Args:
+        logits: ``[T, E]`` float32/bfloat16/float16 (float64 on CPU).
+        top_k: experts per token, ``1 <= top_k <= E``.
+        score_func: ``"softmax"`` or ``"sigmoid"``; scores are computed in fp32.
+        renormalize: divide the chosen weights by their sum (+1e-20).
+        correction_bias: optional ``[E]`` added to the scores for selection only (DeepSeek-V3).
+        num_groups, topk_groups: group-limited routing (keep the ``topk_groups`` groups with the
+            largest sum of their top-2 scores, then pick top-k among them).
+        scaling_factor: multiplies the final weights.
+
+    Returns:
+        ``weights [T, k]`` float32 (float64 for float64 logits) and ``ids [T, k]`` int32, in
+        descending score order, ties to the lower expert id. Differentiable w.r.t. ``logits``.
+    """
+    return _ops.route(
+        logits, top_k, score_func, renormalize, correction_bias, num_groups, topk_groups,
+        scaling_factor,
+    )
+
+
+def sort_tokens(
+    ids: torch.Tensor, num_experts: int, capacity: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stable sort of the ``N = T*k`` token->expert assignments by expert.
+
+    Args:
+        ids: ``[T, k]`` int32 or int64 in ``[-1, E)``; ``-1`` means "not routed here".
+        num_experts: ``E``.
+        capacity: optional per-expert limit; an expert keeps its first ``capacity`` assignments.
+
+    Returns:
+        ``order [N]`` (flat assignment ``t*k+j`` at each sorted row), ``slot [N]`` (sorted row of
+        each assignment, ``-1`` if dropped) and ``offsets [E]`` (cumulative row ends, as
+        ``torch._grouped_mm``'s ``offs``), all int32. Dropped rows follow ``offsets[-1]``.
+    """
+    return _ops.sort_tokens(ids, num_experts, capacity)
+
+
+def permute(x: torch.Tensor, order: torch.Tensor, slot: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Gather token rows into expert order.
+
+    Args:
+        x: ``[T, H]`` float; ``order``, ``slot``: ``[N]`` int32 from :func:`sort_tokens`.
+
+    Returns:
+        ``xp [N, H]`` in x's dtype: ``xp[i] = x[order[i] // top_k]``; dropped rows are zero.
+    """
+    return _ops.permute(x, order, slot, top_k)
+
+
+def unpermute(
+    yp: torch.Tensor, order: torch.Tensor, slot: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Weighted combine of expert rows back to token order (deterministic, no atomics).
+
+    Args:
+        yp: ``[N, H]`` float; ``order``, ``slot``: ``[N]`` int32; ``weights``: ``[T, k]`` float.
+
+    Returns:
+        ``y [T, H]`` in yp's dtype: ``y[t] = sum_j weights[t, j] * yp[slot[t*k + j]]`` over kept
+        assignments, accumulated in fp32.
+    """
+    return _ops.unpermute(yp, order, slot, weights)
+
+
+def grouped_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    offs: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Grouped GEMM with ``torch._grouped_mm``'s semantics plus an optional per-group bias.
+
+    Forms (``offs [G]`` int32 cumulative group ends, on a's device):
+        * 2D x 3D: ``a [M, K] @ b [G, K, N] -> [M, N]``, rows grouped by ``offs``;
+        * 3D x 2D: ``a [G, M, K] @ b [K, Ntot] -> [M, Ntot]``, columns grouped by ``offs``;
+        * 2D x 2D: ``a [M, Ktot] @ b [Ktot, N] -> [G, M, N]``, contraction grouped (weight grads);
+        * 3D x 3D: ``a [G, M, K] @ b [G, K, N] -> [G, M, N]``, ``offs`` None.
+
+    ``bias [G, N]`` is added to group g's outputs (ragged-N: column c of group g gets
+    ``bias[g, c]``). Inputs float32/bfloat16/float16 (float64 on CPU), accumulated in fp32;
+    output dtype is ``out_dtype`` or a's dtype. Rows/columns past ``offs[-1]`` and K = 0 groups
+    are zero.
+    """
+    return _ops.grouped_mm(a, b, offs, bias, out_dtype)

@@ -1,0 +1,194 @@
+"""Pure-PyTorch reference implementations: the executable spec of every moe_ext op.
+
+Each function is written for clarity, not speed, and every backend (cpu, emu, cuda) is tested
+against it. Notation: T tokens, H hidden size, E experts, k = top_k, N = T * k assignments.
+"""
+
+from __future__ import annotations
+
+import torch
+
+RENORM_EPS = 1e-20
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def route(
+    logits: torch.Tensor,
+    top_k: int,
+    score_func: str = "softmax",
+    renormalize: bool = True,
+    correction_bias: torch.Tensor | None = None,
+    num_groups: int = 1,
+    topk_groups: int = 1,
+    scaling_factor: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router top-k.
+
+    Args:
+        logits: [T, E] float. Scores are computed in fp32 (fp64 for fp64 logits).
+        top_k: experts per token, 1 <= top_k <= E.
+        score_func: "softmax" or "sigmoid".
+        renormalize: divide the chosen weights by their sum + 1e-20.
+        correction_bias: optional [E], added to the scores for selection only (DeepSeek-V3).
+        num_groups, topk_groups: group-limited routing; keep the `topk_groups` groups with the
+            largest sum of their top-2 selection keys, then pick top-k among their experts.
+        scaling_factor: multiplies the final weights.
+    Returns:
+        weights: [T, k] fp32 (fp64 for fp64 logits); ids: [T, k] int32, in descending
+        selection-key order, ties to the lower expert id.
+    """
+    cdt = _compute_dtype(logits.dtype)
+    x = logits.to(cdt)
+    scores = torch.softmax(x, dim=-1) if score_func == "softmax" else torch.sigmoid(x)
+    keys = scores if correction_bias is None else scores + correction_bias.to(cdt)
+    T, E = keys.shape
+    if num_groups > 1:
+        grouped = keys.view(T, num_groups, E // num_groups)
+        top2 = torch.sort(grouped, dim=-1, descending=True, stable=True).values[..., :2]
+        group_scores = top2.sum(-1)  # [T, G]
+        gorder = torch.sort(group_scores, dim=-1, descending=True, stable=True).indices
+        keep = torch.zeros_like(group_scores, dtype=torch.bool)
+        keep.scatter_(1, gorder[:, :topk_groups], True)
+        keep = keep.unsqueeze(-1).expand_as(grouped).reshape(T, E)
+        keys = keys.masked_fill(~keep, float("-inf"))
+    # stable descending sort = top-k with ties to the lower expert id
+    ids = torch.sort(keys, dim=-1, descending=True, stable=True).indices[:, :top_k]
+    weights = scores.gather(1, ids)
+    if renormalize:
+        weights = weights / (weights.sum(-1, keepdim=True) + RENORM_EPS)
+    weights = weights * scaling_factor
+    return weights, ids.to(torch.int32)
+
+
+def sort_tokens(
+    ids: torch.Tensor, num_experts: int, capacity: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Group the N = T*k assignments by expert (stable).
+
+    Args:
+        ids: [T, k] int32/int64 expert ids in [-1, E); -1 means "not routed here".
+        num_experts: E.
+        capacity: if set, each expert keeps only its first `capacity` assignments (flat order).
+    Returns:
+        order [N] int32: flat assignment index (t*k + j) at each sorted row;
+        slot [N] int32: sorted row of each flat assignment, -1 if dropped;
+        offsets [E] int32: cumulative row ends; expert e owns rows [offsets[e-1], offsets[e]).
+        Dropped assignments (over capacity or id -1) occupy the rows after offsets[-1],
+        in flat order.
+    """
+    flat = ids.reshape(-1).long()
+    N, E, dev = flat.numel(), num_experts, flat.device
+    rows = torch.arange(N, device=dev)
+    # rank of each assignment among the earlier assignments to the same expert
+    raw_key = torch.where(flat >= 0, flat, torch.full_like(flat, E))
+    by_expert = torch.sort(raw_key, stable=True).indices
+    starts = torch.bincount(raw_key, minlength=E + 1).cumsum(0) - torch.bincount(
+        raw_key, minlength=E + 1
+    )
+    rank = torch.empty_like(flat)
+    rank[by_expert] = rows - starts[raw_key[by_expert]]
+    kept = flat >= 0
+    if capacity is not None:
+        kept &= rank < capacity
+    key = torch.where(kept, flat, torch.full_like(flat, E))  # dropped sort last
+    order = torch.sort(key, stable=True).indices
+    slot = torch.empty_like(flat)
+    slot[order] = rows
+    slot = torch.where(kept, slot, torch.full_like(slot, -1))
+    offsets = torch.bincount(key, minlength=E + 1)[:E].cumsum(0)
+    return order.to(torch.int32), slot.to(torch.int32), offsets.to(torch.int32)
+
+
+def permute(x: torch.Tensor, order: torch.Tensor, slot: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Gather token rows into expert-sorted order.
+
+    Args:
+        x: [T, H]; order, slot: [N] int32 from sort_tokens; top_k: k with N = T*k.
+    Returns:
+        xp: [N, H] in x's dtype, xp[i] = x[order[i] // k] for kept rows, 0 for dropped rows.
+    """
+    o = order.long()
+    kept = slot.long()[o] >= 0
+    xp = x[o // top_k]
+    return xp * kept.unsqueeze(1).to(x.dtype)
+
+
+def unpermute(
+    yp: torch.Tensor, order: torch.Tensor, slot: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Weighted combine of expert outputs back to token order.
+
+    Args:
+        yp: [N, H]; order, slot: [N] int32; weights: [T, k] any float dtype.
+    Returns:
+        y: [T, H] in yp's dtype, y[t] = sum_j weights[t,j] * yp[slot[t*k+j]] over kept
+        assignments, accumulated in fp32 (fp64 for fp64 yp) in j order.
+    """
+    T, k = weights.shape
+    acc = _compute_dtype(yp.dtype)
+    s = slot.long().view(T, k)
+    y = torch.zeros(T, yp.shape[1], dtype=acc, device=yp.device)
+    for j in range(k):
+        kept = s[:, j] >= 0
+        rows = yp[s[:, j].clamp_min(0)].to(acc)
+        w = torch.where(kept, weights[:, j].to(acc), torch.zeros((), dtype=acc, device=yp.device))
+        y = y + w.unsqueeze(1) * rows
+    return y.to(yp.dtype)
+
+
+def grouped_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    offs: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Grouped GEMM with torch._grouped_mm's four forms.
+
+    Args:
+        a, b: same float dtype; offs: [G] int32 cumulative group ends (None for 3D x 3D);
+        bias: optional [G, N_out] added to every output element of group g
+            (for ragged-N, column c of group g gets bias[g, c]).
+    Forms:
+        2D x 3D  a[M,K] @ b[G,K,N] -> [M,N]; rows [offs[g-1], offs[g]) use b[g].
+        3D x 2D  a[G,M,K] @ b[K,Ntot] -> [M,Ntot]; columns [offs[g-1], offs[g]) use a[g].
+        2D x 2D  a[M,Ktot] @ b[Ktot,N] -> [G,M,N]; out[g] sums over k in [offs[g-1], offs[g]).
+        3D x 3D  a[G,M,K] @ b[G,K,N] -> [G,M,N] (offs None).
+        Rows/columns past offs[-1] are zero. Accumulates in fp32 (fp64 for fp64).
+    Returns:
+        out in out_dtype (default a.dtype).
+    """
+    acc = _compute_dtype(a.dtype)
+    A, B = a.to(acc), b.to(acc)
+    od = out_dtype or a.dtype
+    bounds = [] if offs is None else [0] + offs.tolist()
+    if a.dim() == 2 and b.dim() == 3:
+        out = torch.zeros(a.shape[0], b.shape[2], dtype=acc, device=a.device)
+        for g in range(b.shape[0]):
+            lo, hi = bounds[g], bounds[g + 1]
+            out[lo:hi] = A[lo:hi] @ B[g]
+            if bias is not None:
+                out[lo:hi] += bias[g].to(acc)
+    elif a.dim() == 3 and b.dim() == 2:
+        out = torch.zeros(a.shape[1], b.shape[1], dtype=acc, device=a.device)
+        for g in range(a.shape[0]):
+            lo, hi = bounds[g], bounds[g + 1]
+            out[:, lo:hi] = A[g] @ B[:, lo:hi]
+            if bias is not None:
+                out[:, lo:hi] += bias[g, lo:hi].to(acc)
+    elif a.dim() == 2 and b.dim() == 2:
+        G = offs.numel()
+        out = torch.zeros(G, a.shape[0], b.shape[1], dtype=acc, device=a.device)
+        for g in range(G):
+            lo, hi = bounds[g], bounds[g + 1]
+            out[g] = A[:, lo:hi] @ B[lo:hi]
+            if bias is not None:
+                out[g] += bias[g].to(acc)
+    else:
+        out = A @ B
+        if bias is not None:
+            out = out + bias.to(acc).unsqueeze(1)
+    return out.to(od)

@@ -1,0 +1,122 @@
+"""Build moe_ext: setup.py drives CMake + Ninja (see DESIGN.md, Build).
+
+Environment:
+  MOE_EXT_CUDA=auto|0|1   auto (default): build the CUDA kernels when torch is a CUDA build and
+                          nvcc is found; 1: require them; 0: CPU only.
+  MOE_EXT_CUDA_ARCHS      e.g. "8.0;9.0a" (default; falls back to TORCH_CUDA_ARCH_LIST).
+  CUDA_HOME / CUDA_PATH   toolkit root; default /usr/local/cuda when it exists.
+  MAX_JOBS                parallel compile jobs (default: all cores).
+The build never queries a GPU.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_ARCHS = "8.0;9.0a"
+
+
+def find_cuda_home():
+    """Toolkit root: $CUDA_HOME, $CUDA_PATH, /usr/local/cuda, then nvcc on PATH (resolved)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(var)
+        if home and (Path(home) / "bin" / "nvcc").exists():
+            return Path(home)
+    if Path("/usr/local/cuda/bin/nvcc").exists():
+        return Path("/usr/local/cuda")
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        # /usr/local/bin/nvcc may be a wrapper script: only trust a real toolkit layout.
+        home = Path(nvcc).resolve().parent.parent
+        if (home / "include" / "cuda_runtime.h").exists():
+            return home
+    return None
+
+
+def cuda_config():
+    """Decide whether to build CUDA sources; returns (enabled, cuda_home, archs)."""
+    mode = os.environ.get("MOE_EXT_CUDA", "auto").lower()
+    if mode not in ("auto", "0", "1"):
+        raise SystemExit(f"moe_ext: MOE_EXT_CUDA must be auto, 0 or 1, got {mode!r}")
+    if mode == "0":
+        return False, None, ""
+    import torch
+
+    torch_cuda = torch.version.cuda is not None
+    home = find_cuda_home()
+    archs = os.environ.get("MOE_EXT_CUDA_ARCHS") or os.environ.get("TORCH_CUDA_ARCH_LIST")
+    archs = (archs or DEFAULT_ARCHS).replace(" ", ";")
+    if torch_cuda and home is not None:
+        return True, home, archs
+    why = "torch is a CPU build" if not torch_cuda else "nvcc not found (set CUDA_HOME)"
+    if mode == "1":
+        raise SystemExit(f"moe_ext: MOE_EXT_CUDA=1 but {why}")
+    print(f"moe_ext: building without CUDA kernels: {why}", file=sys.stderr)
+    return False, None, ""
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name):
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext):
+        import torch
+
+        out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        py_tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+        build_dir = ROOT / "build" / f"cmake-{py_tag}-torch{torch.__version__}"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        enabled, home, archs = cuda_config()
+        cmake_bin, ninja_bin = _tool("cmake"), _tool("ninja")
+        args = [
+            "-G", "Ninja",
+            f"-DCMAKE_MAKE_PROGRAM={ninja_bin}",
+            f"-DCMAKE_BUILD_TYPE={os.environ.get('MOE_EXT_BUILD_TYPE', 'Release')}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DMOE_EXT_CUDA={'ON' if enabled else 'OFF'}",
+        ]
+        env = dict(os.environ)
+        if enabled:
+            args += [
+                f"-DMOE_EXT_CUDA_ARCHS={archs}",
+                f"-DCMAKE_CUDA_COMPILER={home / 'bin' / 'nvcc'}",
+                f"-DCUDAToolkit_ROOT={home}",
+            ]
+            env["CUDA_HOME"] = str(home)
+            env["PATH"] = f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        subprocess.check_call([cmake_bin, str(ROOT), *args], cwd=build_dir, env=env)
+        jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
+        subprocess.check_call([cmake_bin, "--build", ".", "-j", jobs], cwd=build_dir, env=env)
+
+
+def _tool(name):
+    """cmake/ninja from their pip packages (build requirements), else from PATH."""
+    try:
+        mod = __import__(name)
+        attr = "CMAKE_BIN_DIR" if name == "cmake" else "BIN_DIR"
+        path = Path(getattr(mod, attr)) / name
+        if path.exists():
+            return str(path)
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which(name)
+    if not found:
+        raise SystemExit(f"moe_ext: {name} not found; pip install {name}")
+    return found
+
+
+setup(
+    packages=find_packages("python"),
+    package_dir={"": "python"},
+    ext_modules=[CMakeExtension("moe_ext._C")],
+    cmdclass={"build_ext": CMakeBuild},
+)
