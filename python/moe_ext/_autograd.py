@@ -24,6 +24,11 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _needs_grad(ctx, i: int) -> bool:
+    # needs_input_grad only covers the arguments the caller passed (defaults may be omitted)
+    return i < len(ctx.needs_input_grad) and ctx.needs_input_grad[i]
+
+
 # ---------------------------------------------------------------------------------------- route
 def _route_setup(ctx, inputs, output):
     logits, _top_k, score_func, renormalize, _bias, _ng, _tg, scaling_factor = inputs
@@ -87,10 +92,10 @@ def _unpermute_backward(ctx, grad_y):
     acc = _acc_dtype(yp.dtype)
     dy_rows = _ops.permute(grad_y, order, slot, top_k).to(acc)  # dy[order[i] // k], 0 if dropped
     grad_yp = grad_w = None
-    if ctx.needs_input_grad[0]:
+    if _needs_grad(ctx, 0):
         w_rows = weights.reshape(-1).index_select(0, order.long()).to(acc)
         grad_yp = (dy_rows * w_rows.unsqueeze(1)).to(yp.dtype)
-    if ctx.needs_input_grad[3]:
+    if _needs_grad(ctx, 3):
         kept = slot >= 0
         dots = (dy_rows * yp.to(acc)).sum(-1)  # dot for sorted row i = assignment order[i]
         per_assignment = dots.index_select(0, slot.long().clamp_min(0))
@@ -122,7 +127,7 @@ def _column_group_mask(offs: torch.Tensor, n: int) -> torch.Tensor:
 def _grouped_mm_backward(ctx, grad_out):
     a, b, offs = ctx.saved_tensors
     g = grad_out.to(a.dtype)
-    need_a, need_b, _, need_bias, _ = ctx.needs_input_grad
+    need_a, need_b, need_bias = (_needs_grad(ctx, i) for i in (0, 1, 3))
     da = db = dbias = None
     bias_dtype = ctx.bias_dtype
     if a.dim() == 2 and b.dim() == 3:  # out[M,N] = a[M,K] @ b[G,K,N]
