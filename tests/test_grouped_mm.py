@@ -33,12 +33,14 @@ def dtypes_for(backend: str) -> list[torch.dtype]:
     return base + [torch.float64] if backend == "cpu" else base
 
 
-def backend_dtype_params(dtypes=None, backends=GMM_BACKENDS):
+def backend_dtype_params(dtypes=None, backends=GMM_BACKENDS, emu_dtypes=None):
+    """(backend, dtype) pairs; `emu_dtypes` thins the slow emulator's share of a sweep."""
     return [
         pytest.param(b, d, id=f"{b}-{str(d)[6:]}")
         for b in backends
         for d in dtypes_for(b)
-        if dtypes is None or d in dtypes
+        if (dtypes is None or d in dtypes)
+        and (b != "emu" or emu_dtypes is None or d in emu_dtypes)
     ]
 
 
@@ -228,12 +230,24 @@ def check_gemm(form, out, a, b, offs=None, bias=None, out_dtype=None):
     scale = max(1.0, truth.abs().max().item())
     tol = TOL[od]
     torch.testing.assert_close(out, expect, rtol=tol["rtol"], atol=tol["atol"] * scale)
-    err = (out.double() - truth).abs().max().item()
     base = torch_baseline(form, a, b, offs, bias, out_dtype)
-    base_err = (base.double() - truth).abs().max().item()
-    assert err <= 3 * base_err + ulp_scale(truth, od), (
-        f"max error {err:.3g} vs torch's own {base_err:.3g} at {od}"
+    assert_error_within(out, base, truth, od)
+
+
+def assert_error_within(out, base, truth, od):
+    """Max error <= 3x torch's (+1/8 ulp at the output's scale, for exactly representable
+    results); for bf16/fp16 outputs also mean error <= 1.5x torch's: a kernel that rounds
+    partial sums to the output dtype passes the max test on short sums but not this one."""
+    err = (out.double() - truth).abs()
+    base_err = (base.double() - truth).abs()
+    slack = ulp_scale(truth, od) / 8
+    assert err.max() <= 3 * base_err.max() + slack, (
+        f"max error {err.max():.3g} vs torch's own {base_err.max():.3g} at {od}"
     )
+    if od in LOW:
+        assert err.mean() <= 1.5 * base_err.mean() + slack / 128, (
+            f"mean error {err.mean():.3g} vs torch's own {base_err.mean():.3g} at {od}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +291,8 @@ def test_forward_large_2x3(backend, dtype):
 @pytest.mark.parametrize("layouts", ["a_t", "b_t", "both_t", "padded"])
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize(
-    "backend,dtype", backend_dtype_params(dtypes=(torch.float32, torch.bfloat16))
+    "backend,dtype",
+    backend_dtype_params((torch.float32, torch.bfloat16), emu_dtypes=(torch.bfloat16,)),
 )
 def test_strided_inputs(backend, dtype, form, layouts):
     """Views with the inner dim contiguous in either orientation, used without a copy."""
@@ -290,7 +305,7 @@ def test_strided_inputs(backend, dtype, form, layouts):
 
 @pytest.mark.parametrize("shape", ["g4_uneven", "empty_groups", "tail", "all_empty", "odd_kn"])
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("backend,dtype", backend_dtype_params())
+@pytest.mark.parametrize("backend,dtype", backend_dtype_params(emu_dtypes=(torch.bfloat16,)))
 def test_bias(backend, dtype, form, shape):
     _, G, M, K, N, kind = next(s for s in SHAPES if s[0] == shape)
     a, b, offs = make_inputs(form, G, M, K, N, kind, dtype, device_of(backend))
@@ -314,9 +329,9 @@ def test_bias_semantics_by_hand(backend):
     out = f(a, torch.zeros(3, 2, 2), offs, torch.tensor([[1.0, 2], [3, 4], [5, 6]]))
     assert torch.equal(out, torch.tensor([[1.0, 2], [5, 6], [5, 6]]))
     # 3x2 ragged N: column c of group g gets bias[g, c]
-    bias = torch.arange(9.0).view(3, 3)
+    bias = torch.arange(1.0, 13.0).view(3, 4)
     out = f(torch.ones(3, 2, 2), torch.zeros(2, 4), offs, bias)
-    assert torch.equal(out, torch.tensor([[0.0, 7, 8, 0], [0, 7, 8, 0]]))
+    assert torch.equal(out, torch.tensor([[1.0, 10, 11, 0], [1, 10, 11, 0]]))
     # 2x2 ragged K: out[g] += bias[g], including the K = 0 group 1
     out = f(torch.ones(2, 3), torch.ones(3, 2), offs, torch.tensor([[1.0, 2], [3, 4], [5, 6]]))
     assert torch.equal(out[1], torch.tensor([[3.0, 4], [3, 4]]))
@@ -487,9 +502,7 @@ def test_backward(backend, dtype, form, with_bias):
     for name, g, r, i in zip(("a", "b", "bias"), ours, theirs, ideal):
         assert g.dtype == dtype and g.shape == r.shape, name
         assert torch.isfinite(g).all(), name
-        err = (g.cpu().float() - r).abs().max().item()
-        base = (i.float() - r).abs().max().item()
-        assert err <= 3 * base + ulp_scale(r, dtype), f"grad {name}: {err:.3g} vs {base:.3g}"
+        assert_error_within(g.cpu(), i, r.double(), dtype)
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -268,7 +268,8 @@ def test_permute_unpermute_roundtrip(backend):
         dev = device_of(backend)
         o, s = order.to(dev), slot.to(dev)
         assert torch.equal(moe_ext.permute(x.to(dev), o, s, 1).cpu(), xp)
-        assert torch.equal(moe_ext.unpermute(xp.to(dev), o, s, torch.ones(300, 1, device=dev)).cpu(), y)
+        ones = torch.ones(300, 1, device=dev)
+        assert torch.equal(moe_ext.unpermute(xp.to(dev), o, s, ones).cpu(), y)
 
 
 @pytest.mark.parametrize("backend", sorted(set(PERMUTE_BACKENDS) & set(UNPERMUTE_BACKENDS)))

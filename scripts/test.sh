@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs moe_ext and its test dependencies (see setup_env.sh), then runs the test suite.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup_env.sh pytest numpy expecttest "transformers>=5" nvidia-cuda-cuobjdump
+python -m pytest -q tests "$@"

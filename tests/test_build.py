@@ -1,0 +1,56 @@
+"""The build: what moe_ext._C reports, and (when CI demands it) that the CUDA kernels really
+were compiled to SASS for every requested arch plus PTX for the lowest one."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import moe_ext
+
+REQUIRE_CUDA = os.environ.get("MOE_EXT_REQUIRE_CUDA_BUILD") == "1"
+
+
+def _cuobjdump():
+    try:
+        import nvidia
+
+        for root in nvidia.__path__:
+            for cand in Path(root).glob("cu*/bin/cuobjdump"):
+                return str(cand)
+    except ImportError:
+        pass
+    return shutil.which("cuobjdump")
+
+
+def test_build_info_fields():
+    info = moe_ext.build_info()
+    assert info["torch_version"] == torch.__version__
+    assert isinstance(info["cuda"], bool)
+    assert info["emulator"] in (True, False)
+    if info["cuda"]:
+        assert info["cuda_archs"], "a CUDA build must list its archs"
+    else:
+        assert info["cuda_archs"] == []
+
+
+def test_ops_registered():
+    for name in ("route", "sort_tokens", "permute", "unpermute", "grouped_mm"):
+        assert hasattr(torch.ops.moe_ext, name)
+
+
+@pytest.mark.skipif(not REQUIRE_CUDA, reason="set MOE_EXT_REQUIRE_CUDA_BUILD=1 to require CUDA")
+def test_cuda_kernels_compiled_for_every_arch():
+    info = moe_ext.build_info()
+    assert info["cuda"], "MOE_EXT_REQUIRE_CUDA_BUILD=1 but the CUDA kernels were not built"
+    assert {"8.0", "9.0a"} <= set(info["cuda_archs"])
+    tool = _cuobjdump()
+    assert tool, "cuobjdump is needed to inspect the fatbinary (pip install nvidia-cuda-cuobjdump)"
+    so = moe_ext._C.__file__
+    elf = subprocess.run([tool, "--list-elf", so], capture_output=True, text=True, check=True)
+    ptx = subprocess.run([tool, "--list-ptx", so], capture_output=True, text=True, check=True)
+    assert ".sm_80.cubin" in elf.stdout and ".sm_90a.cubin" in elf.stdout, elf.stdout
+    assert ".sm_80.ptx" in ptx.stdout, ptx.stdout
