@@ -4,6 +4,8 @@ Environment:
   MOE_EXT_CUDA=auto|0|1   auto (default): build the CUDA kernels when torch is a CUDA build and
                           nvcc is found; 1: require them; 0: CPU only.
   MOE_EXT_CUDA_ARCHS      e.g. "8.0;9.0a" (default; falls back to TORCH_CUDA_ARCH_LIST).
+  MOE_EXT_EMU=auto|0|1    the CPU SIMT emulator backend (torch.ops.moe_ext_emu); auto: built
+                          when the CUDA headers are found (it needs no nvcc and no GPU).
   CUDA_HOME / CUDA_PATH   toolkit root; default /usr/local/cuda when it exists.
   MAX_JOBS                parallel compile jobs (default: all cores).
 The build never queries a GPU.
@@ -61,6 +63,24 @@ def cuda_config():
     return False, None, ""
 
 
+def emu_config():
+    """Decide whether to build the emulator backend; returns (enabled, cuda_include_dir)."""
+    mode = os.environ.get("MOE_EXT_EMU", "auto").lower()
+    if mode not in ("auto", "0", "1"):
+        raise SystemExit(f"moe_ext: MOE_EXT_EMU must be auto, 0 or 1, got {mode!r}")
+    if mode == "0":
+        return False, None
+    home = find_cuda_home()
+    include = home / "include" if home else None
+    if include is not None and (include / "cuda_fp16.h").exists():
+        return True, include
+    if mode == "1":
+        raise SystemExit("moe_ext: MOE_EXT_EMU=1 but the CUDA headers were not found (CUDA_HOME)")
+    print("moe_ext: building without the emulator backend: CUDA headers not found "
+          "(set CUDA_HOME)", file=sys.stderr)
+    return False, None
+
+
 class CMakeExtension(Extension):
     def __init__(self, name):
         super().__init__(name, sources=[])
@@ -84,6 +104,10 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
             f"-DMOE_EXT_CUDA={'ON' if enabled else 'OFF'}",
         ]
+        emu, emu_include = emu_config()
+        args.append(f"-DMOE_EXT_EMU={'ON' if emu else 'OFF'}")
+        if emu:
+            args.append(f"-DMOE_EXT_CUDA_INCLUDE_DIR={emu_include}")
         env = dict(os.environ)
         if enabled:
             args += [

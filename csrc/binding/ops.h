@@ -32,4 +32,10 @@ at::Tensor permute_cuda(const at::Tensor& x, const at::Tensor& order, const at::
                         int64_t top_k);
 #endif
 
+#ifdef MOE_EXT_WITH_EMU
+// The same CUDA kernel sources run on the CPU SIMT emulator (csrc/simt/), on CPU tensors.
+at::Tensor permute_emu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
+                       int64_t top_k);
+#endif
+
 }  // namespace moe_ext

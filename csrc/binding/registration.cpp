@@ -38,3 +38,15 @@ TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
   m.impl("permute", &moe_ext::permute_cuda);
 }
 #endif
+
+#ifdef MOE_EXT_WITH_EMU
+// The CUDA kernels run on the CPU SIMT emulator: same schemas, CPU tensors.
+TORCH_LIBRARY(moe_ext_emu, m) {
+  // Row gather into expert order (see moe_ext::permute).
+  m.def("permute(Tensor x, Tensor order, Tensor slot, int top_k) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) {
+  m.impl("permute", &moe_ext::permute_emu);
+}
+#endif

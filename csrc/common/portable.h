@@ -5,11 +5,15 @@
 
 #include <cstdint>
 
+// Kernels and their launchers live in moe_ext::MOE_KERNEL_NS: `cuda` when nvcc compiles them,
+// `emu` when g++ compiles them for the emulator, so both builds link into one library.
 #if defined(__CUDACC__)
+#define MOE_KERNEL_NS cuda
 #define MOE_HOST_DEVICE __host__ __device__
 #define MOE_DEVICE __device__
 #define MOE_FORCEINLINE __forceinline__
 #else
+#define MOE_KERNEL_NS emu
 #define MOE_HOST_DEVICE
 #define MOE_DEVICE
 #define MOE_FORCEINLINE inline

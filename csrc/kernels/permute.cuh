@@ -10,12 +10,16 @@
 // whose byte size is not a multiple of 16 (H not a multiple of 8 in bf16) still work, at a lower
 // vector width. The copy is dtype-agnostic (bytes), so one instantiation per unit width serves
 // every dtype. Row offsets are computed in int64 (row * H can exceed 2^31).
+// Included once per backend: by csrc/cuda/permute.cu (nvcc) and csrc/emu/permute.cpp (g++).
 #pragma once
 
-#include "../common/portable.h"
+#include <algorithm>
+
+#include "../common/launch.h"
+#include "../common/memory.h"
 #include "permute.h"
 
-namespace moe_ext {
+namespace moe_ext::MOE_KERNEL_NS {
 
 template <typename Vec>
 __global__ void permute_kernel(PermuteParams p) {
@@ -24,14 +28,47 @@ __global__ void permute_kernel(PermuteParams p) {
   const Vec* x = static_cast<const Vec*>(p.x);
   Vec* xp = static_cast<Vec*>(p.xp);
   for (int64_t row = blockIdx.x; row < p.num_rows; row += gridDim.x) {
-    const int32_t a = p.order[row];
-    const bool kept = p.slot[a] >= 0;
+    const int32_t a = ld_global_nc(p.order + row);
+    const bool kept = ld_global_nc(p.slot + a) >= 0;
     const Vec* src = x + static_cast<int64_t>(a / p.top_k) * src_stride;
     Vec* dst = xp + row * units;
-    for (int64_t u = threadIdx.x; u < units; u += blockDim.x) {
-      dst[u] = kept ? src[u] : Vec{};
-    }
+    for (int64_t u = threadIdx.x; u < units; u += blockDim.x)
+      st_global(dst + u, kept ? ld_global_nc(src + u) : Vec{});
   }
 }
 
-}  // namespace moe_ext
+namespace {
+
+template <typename Vec>
+cudaError_t launch_permute_with(const PermuteParams& p, cudaStream_t stream) {
+  const int64_t units = p.hidden * p.elem_bytes / static_cast<int64_t>(sizeof(Vec));
+  const int threads = static_cast<int>(std::clamp<int64_t>((units + 31) / 32 * 32, 32, 256));
+  const int64_t blocks = std::min<int64_t>(p.num_rows, int64_t{1} << 16);
+  return launch_kernel("permute_kernel", permute_kernel<Vec>, dim3(static_cast<unsigned>(blocks)),
+                       dim3(threads), 0, stream, p);
+}
+
+// Widest power-of-two byte unit dividing every byte quantity the kernel steps by.
+int64_t vector_bytes(const PermuteParams& p) {
+  const uint64_t bits = static_cast<uint64_t>(p.hidden * p.elem_bytes) |
+                        static_cast<uint64_t>(p.x_row_stride * p.elem_bytes) |
+                        reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.xp);
+  int64_t v = 16;
+  while (v > 1 && (bits % v) != 0) v /= 2;
+  return v;
+}
+
+}  // namespace
+
+cudaError_t launch_permute(const PermuteParams& p, cudaStream_t stream) {
+  if (p.num_rows == 0 || p.hidden == 0) return cudaSuccess;
+  switch (vector_bytes(p)) {
+    case 16: return launch_permute_with<uint4>(p, stream);
+    case 8: return launch_permute_with<uint2>(p, stream);
+    case 4: return launch_permute_with<uint32_t>(p, stream);
+    case 2: return launch_permute_with<uint16_t>(p, stream);
+    default: return launch_permute_with<uint8_t>(p, stream);
+  }
+}
+
+}  // namespace moe_ext::MOE_KERNEL_NS

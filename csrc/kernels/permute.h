@@ -1,5 +1,5 @@
-// Host-side interface of the permute kernel: a params struct and a launcher. Torch-free, so the
-// binding (.cpp, host compiler) and the instantiation (.cu, nvcc) share it.
+// Host-side interface of the permute kernel: a params struct and its launchers. Torch-free, so the
+// binding (.cpp, host compiler) and the instantiations (.cu for nvcc, emu .cpp for g++) share it.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -20,7 +20,13 @@ struct PermuteParams {
   int32_t top_k;
 };
 
-// Launches the row gather on `stream`; returns the launch status (never syncs).
+// Launch the row gather on `stream` (CUDA) or run it on the CPU SIMT emulator (emu). The CUDA
+// launcher returns the launch status and never syncs; the emulator one throws on checker errors.
+namespace cuda {
 cudaError_t launch_permute(const PermuteParams& params, cudaStream_t stream);
+}
+namespace emu {
+cudaError_t launch_permute(const PermuteParams& params, cudaStream_t stream);
+}
 
 }  // namespace moe_ext

@@ -39,6 +39,8 @@ def route(
     Returns:
         weights: [T, k] fp32 (fp64 for fp64 logits); ids: [T, k] int32, in descending
         selection-key order, ties to the lower expert id.
+    Softmax is undefined for a row holding +inf or only -inf (this function returns NaN there);
+    the ops raise on CPU for such rows and for NaN logits.
     """
     cdt = _compute_dtype(logits.dtype)
     x = logits.to(cdt)

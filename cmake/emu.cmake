@@ -1,0 +1,22 @@
+# The CPU SIMT emulator backend: the CUDA kernel sources (csrc/kernels/) compiled by the host
+# compiler against csrc/simt/, registered as torch.ops.moe_ext_emu.*. Needs only the CUDA
+# headers (cuda_runtime_api.h, cuda_fp16.h, cuda_bf16.h have host implementations), not nvcc.
+if(NOT EXISTS "${MOE_EXT_CUDA_INCLUDE_DIR}/cuda_fp16.h")
+  message(FATAL_ERROR "moe_ext: the emulator needs the CUDA headers; "
+                      "MOE_EXT_CUDA_INCLUDE_DIR=${MOE_EXT_CUDA_INCLUDE_DIR} has no cuda_fp16.h")
+endif()
+message(STATUS "moe_ext: emulator backend with CUDA headers from ${MOE_EXT_CUDA_INCLUDE_DIR}")
+
+add_library(moe_ext_simt STATIC
+  csrc/simt/fiber.cpp
+  csrc/simt/runtime.cpp
+  csrc/emu/permute.cpp
+)
+target_include_directories(moe_ext_simt PUBLIC ${MOE_EXT_CUDA_INCLUDE_DIR})
+target_include_directories(moe_ext_simt PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
+find_package(Threads REQUIRED)
+target_link_libraries(moe_ext_simt PUBLIC Threads::Threads)
+
+target_sources(_C PRIVATE csrc/binding/permute_emu.cpp)
+target_compile_definitions(_C PRIVATE MOE_EXT_WITH_EMU)
+target_link_libraries(_C PRIVATE moe_ext_simt)

@@ -1,0 +1,3 @@
+// Emulator instantiation of the permute kernel and its launcher (moe_ext::emu::launch_permute):
+// the same source as csrc/cuda/permute.cu, compiled by g++ against csrc/simt. Torch-free.
+#include "../kernels/permute.cuh"

@@ -1,0 +1,494 @@
+// The emulator's scheduler, barriers, warp collectives, shared memory and checkers (runtime.h).
+#include "runtime.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <thread>
+#include <unordered_set>
+
+namespace moe_simt {
+namespace {
+
+constexpr size_t kFiberStackBytes = 256 * 1024;
+constexpr size_t kLogFlushThreshold = 1 << 16;
+
+thread_local Block* tl_block = nullptr;
+
+std::mutex g_stats_mutex;
+LaunchStats g_last_stats;
+
+std::string fmt3(const uint3& v) {
+  std::ostringstream s;
+  s << "(" << v.x << "," << v.y << "," << v.z << ")";
+  return s.str();
+}
+
+// Context for error messages: kernel, block and thread.
+std::string where(const Block& b) {
+  std::ostringstream s;
+  s << "kernel " << b.launch->kernel_name << ", block " << fmt3(b.idx);
+  if (b.current) s << ", thread " << fmt3(b.current->idx);
+  return s.str();
+}
+
+// Worker-owned resources reused across the blocks it runs.
+struct Worker {
+  std::vector<std::unique_ptr<FiberStack>> stacks;
+  Block block;
+};
+
+void release_barrier(Block& b) {
+  for (auto& t : b.threads)
+    if (t.state == ThreadState::kAtBarrier) t.state = ThreadState::kRunnable;
+  b.at_barrier = 0;
+  b.barrier_site = nullptr;
+  ++b.epoch;
+  ++b.stats.barriers;
+}
+
+// ---------------------------------------------------------------- warp-level memory statistics
+// Groups one warp's logged accesses by instruction (sequence number) and folds them into the
+// counters: 32-byte sectors for global memory, bank-conflict wavefronts for shared memory.
+void fold_global(std::vector<MemRecord>& log, size_t n, LaunchStats& st) {
+  std::stable_sort(log.begin(), log.begin() + n,
+                   [](const MemRecord& a, const MemRecord& b) { return a.seq < b.seq; });
+  std::unordered_set<uintptr_t> sectors;
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    sectors.clear();
+    for (; j < n && log[j].seq == log[i].seq; ++j)
+      for (uintptr_t s = log[j].addr / 32; s <= (log[j].addr + log[j].bytes - 1) / 32; ++s)
+        sectors.insert(s);
+    ++st.global_requests;
+    st.global_sectors += sectors.size();
+    i = j;
+  }
+}
+
+void fold_shared(std::vector<MemRecord>& log, size_t n, LaunchStats& st) {
+  std::stable_sort(log.begin(), log.begin() + n,
+                   [](const MemRecord& a, const MemRecord& b) { return a.seq < b.seq; });
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j < n && log[j].seq == log[i].seq) ++j;
+    // Accesses wider than 4 bytes are served in phases of 128 bytes (8-byte: half-warps,
+    // 16-byte: quarter-warps); within a phase, a bank serves one distinct 4-byte word per pass.
+    const uint32_t width = std::max<uint32_t>(4, log[i].bytes);
+    const int lanes_per_phase = static_cast<int>(std::max<uint32_t>(1, 128 / width));
+    uint64_t wavefronts = 0, phases = 0;
+    for (int phase = 0; phase < kWarpSize / lanes_per_phase; ++phase) {
+      std::vector<std::unordered_set<uintptr_t>> bank(32);
+      bool any = false;
+      for (size_t r = i; r < j; ++r) {
+        if (log[r].lane / lanes_per_phase != phase) continue;
+        any = true;
+        for (uintptr_t w = log[r].addr / 4; w <= (log[r].addr + log[r].bytes - 1) / 4; ++w)
+          bank[w % 32].insert(w);
+      }
+      if (!any) continue;
+      size_t worst = 1;
+      for (auto& words : bank) worst = std::max(worst, words.size());
+      wavefronts += worst;
+      ++phases;
+    }
+    ++st.shared_requests;
+    st.shared_wavefronts += wavefronts;
+    st.bank_conflicts += wavefronts - phases;
+    i = j;
+  }
+}
+
+// Folds the records of instructions every live lane of the warp has already passed.
+void flush_warp_logs(Block& b, int warp, bool all) {
+  uint64_t gmin = UINT64_MAX, smin = UINT64_MAX;
+  if (!all) {
+    for (int l = 0; l < kWarpSize; ++l) {
+      const size_t id = static_cast<size_t>(warp) * kWarpSize + l;
+      if (id >= b.threads.size()) break;
+      const Thread& t = b.threads[id];
+      if (t.state == ThreadState::kExited) continue;
+      gmin = std::min(gmin, t.global_seq);
+      smin = std::min(smin, t.shared_seq);
+    }
+  }
+  auto flush = [&](std::vector<MemRecord>& log, uint64_t limit, bool global) {
+    auto mid = std::stable_partition(log.begin(), log.end(),
+                                     [&](const MemRecord& r) { return r.seq < limit; });
+    const size_t n = static_cast<size_t>(mid - log.begin());
+    if (n == 0) return;
+    if (global) fold_global(log, n, b.stats); else fold_shared(log, n, b.stats);
+    log.erase(log.begin(), log.begin() + n);
+  };
+  flush(b.global_log[warp], gmin, true);
+  flush(b.shared_log[warp], smin, false);
+}
+
+void thread_entry(void* arg) {
+  auto* t = static_cast<Thread*>(arg);
+  Block& b = *t->block;
+  try {
+    b.launch->body();
+    if (!t->cp_open.empty() || !t->cp_groups.empty())
+      fail("thread exited with cp.async copies never waited for (cp.async.wait_group missing)");
+  } catch (const std::exception& e) {
+    if (b.error.empty()) b.error = e.what();
+  }
+  t->state = ThreadState::kExited;
+  --b.live;
+  if (b.at_barrier > 0 && b.at_barrier == b.live) release_barrier(b);
+  fiber_switch(t->ctx, b.scheduler);
+  __builtin_unreachable();
+}
+
+std::string describe_deadlock(const Block& b) {
+  std::ostringstream s;
+  s << "deadlock in " << where(b) << ": no thread can proceed;";
+  int shown = 0;
+  for (const auto& t : b.threads) {
+    if (t.state == ThreadState::kExited || shown >= 8) continue;
+    s << " thread " << fmt3(t.idx)
+      << (t.state == ThreadState::kAtBarrier ? " waits at __syncthreads" : " waits at a warp collective");
+    if (t.state == ThreadState::kAtCollective && t.collective)
+      s << " (mask 0x" << std::hex << t.collective->mask << std::dec << " at "
+        << t.collective->site << ")";
+    s << ";";
+    ++shown;
+  }
+  int exited = 0;
+  for (const auto& t : b.threads) exited += t.state == ThreadState::kExited;
+  s << " " << exited << " of " << b.threads.size() << " threads have exited";
+  return s.str();
+}
+
+void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
+  Block& b = w.block;
+  const uint64_t gx = cfg.grid.x, gy = cfg.grid.y;
+  b.idx = uint3{static_cast<unsigned>(linear_block % gx),
+                static_cast<unsigned>((linear_block / gx) % gy),
+                static_cast<unsigned>(linear_block / (gx * gy))};
+  b.launch = &cfg;
+  const int nthreads = static_cast<int>(cfg.block.x * cfg.block.y * cfg.block.z);
+  const int nwarps = (nthreads + kWarpSize - 1) / kWarpSize;
+  // Shared memory: poison the bytes the previous block used, reset their shadow state.
+  std::fill(b.shared.begin(), b.shared.begin() + b.shared_used, 0xA5);
+  std::fill(b.shadow.begin(), b.shadow.begin() + (b.shared_used + 3) / 4, SharedShadow{});
+  b.shared_used = (cfg.dynamic_shared + 15) / 16 * 16;
+  b.static_shared.clear();
+  b.epoch = 1;
+  b.live = nthreads;
+  b.at_barrier = 0;
+  b.barrier_site = nullptr;
+  b.pending.clear();
+  b.warp_gen.assign(nwarps, 0);
+  b.global_log.assign(nwarps, {});
+  b.shared_log.assign(nwarps, {});
+  b.error.clear();
+  b.current = nullptr;
+  b.threads.assign(nthreads, Thread{});
+  while (w.stacks.size() < static_cast<size_t>(nthreads))
+    w.stacks.push_back(std::make_unique<FiberStack>(kFiberStackBytes));
+  for (int i = 0; i < nthreads; ++i) {
+    Thread& t = b.threads[i];
+    t.idx = uint3{static_cast<unsigned>(i % cfg.block.x),
+                  static_cast<unsigned>((i / cfg.block.x) % cfg.block.y),
+                  static_cast<unsigned>(i / (cfg.block.x * cfg.block.y))};
+    t.linear = i;
+    t.lane = i % kWarpSize;
+    t.warp = i / kWarpSize;
+    t.block = &b;
+    fiber_init(t.ctx, *w.stacks[i], &thread_entry, &t);
+  }
+  tl_block = &b;
+  while (b.live > 0 && b.error.empty()) {
+    bool ran = false;
+    for (auto& t : b.threads) {
+      if (t.state != ThreadState::kRunnable) continue;
+      b.current = &t;
+      ++b.stats.fiber_switches;
+      fiber_switch(b.scheduler, t.ctx);
+      ran = true;
+      if (!b.error.empty()) break;
+    }
+    b.current = nullptr;
+    if (!ran && b.live > 0 && b.error.empty()) b.error = describe_deadlock(b);
+  }
+  tl_block = nullptr;
+  if (b.error.empty())
+    for (int wi = 0; wi < nwarps; ++wi) flush_warp_logs(b, wi, /*all=*/true);
+  ++b.stats.blocks;
+  b.stats.threads += nthreads;
+}
+
+}  // namespace
+
+void LaunchStats::add(const LaunchStats& o) {
+  global_bytes_read += o.global_bytes_read;
+  global_bytes_written += o.global_bytes_written;
+  global_requests += o.global_requests;
+  global_sectors += o.global_sectors;
+  shared_requests += o.shared_requests;
+  shared_wavefronts += o.shared_wavefronts;
+  bank_conflicts += o.bank_conflicts;
+  barriers += o.barriers;
+  warp_collectives += o.warp_collectives;
+  mma += o.mma;
+  fiber_switches += o.fiber_switches;
+  blocks += o.blocks;
+  threads += o.threads;
+}
+
+[[noreturn]] void fail(const std::string& what) {
+  throw SimtError(tl_block ? where(*tl_block) + ": " + what : what);
+}
+
+LaunchStats run_launch(const LaunchConfig& cfg) {
+  const uint64_t nblocks = uint64_t{cfg.grid.x} * cfg.grid.y * cfg.grid.z;
+  const uint64_t nthreads = uint64_t{cfg.block.x} * cfg.block.y * cfg.block.z;
+  if (nthreads == 0 || nthreads > 1024)
+    throw SimtError("kernel " + cfg.kernel_name + ": block of " + std::to_string(nthreads) +
+                    " threads; CUDA allows 1..1024");
+  if (cfg.dynamic_shared > kMaxSharedBytes)
+    throw SimtError("kernel " + cfg.kernel_name + ": " + std::to_string(cfg.dynamic_shared) +
+                    " bytes of dynamic shared memory exceed the 227 KB per-block limit");
+  LaunchStats total;
+  std::string error;
+  std::mutex mu;
+  std::atomic<uint64_t> next{0};
+  auto work = [&] {
+    Worker w;
+    w.block.shared.assign(kMaxSharedBytes, 0xA5);
+    w.block.shadow.assign(kMaxSharedBytes / 4, SharedShadow{});
+    w.block.shared_used = 0;
+    LaunchStats mine;
+    for (uint64_t blk; (blk = next.fetch_add(1)) < nblocks;) {
+      w.block.stats = LaunchStats{};
+      run_block(w, cfg, blk);
+      mine.add(w.block.stats);
+      if (!w.block.error.empty()) {
+        std::lock_guard<std::mutex> g(mu);
+        if (error.empty()) error = w.block.error;
+        next.store(nblocks);  // stop handing out blocks
+        break;
+      }
+    }
+    std::lock_guard<std::mutex> g(mu);
+    total.add(mine);
+  };
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const uint64_t nworkers = std::min<uint64_t>(hw, nblocks);
+  std::vector<std::thread> pool;
+  for (uint64_t i = 1; i < nworkers; ++i) pool.emplace_back(work);
+  if (nblocks > 0) work();
+  for (auto& th : pool) th.join();
+  {
+    std::lock_guard<std::mutex> g(g_stats_mutex);
+    g_last_stats = total;
+  }
+  if (!error.empty()) throw SimtError(error);
+  return total;
+}
+
+LaunchStats last_launch_stats() {
+  std::lock_guard<std::mutex> g(g_stats_mutex);
+  return g_last_stats;
+}
+
+Thread& this_thread() {
+  if (!tl_block || !tl_block->current) throw SimtError("moe_simt: no kernel is running here");
+  return *tl_block->current;
+}
+
+void syncthreads(const char* site) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  if (b.at_barrier == 0) {
+    b.barrier_site = site;
+  } else if (std::strcmp(b.barrier_site, site) != 0) {
+    fail(std::string("divergent __syncthreads: this thread waits at ") + site +
+         " while others wait at " + b.barrier_site);
+  }
+  ++b.at_barrier;
+  if (b.at_barrier == b.live) {
+    release_barrier(b);
+    for (int wi = 0; wi < static_cast<int>(b.global_log.size()); ++wi) flush_warp_logs(b, wi, false);
+    return;
+  }
+  t.state = ThreadState::kAtBarrier;
+  fiber_switch(t.ctx, b.scheduler);
+}
+
+void threadfence() {}  // the emulator's memory is coherent: every store is visible at once
+
+std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
+                                            const void* ptr,
+                                            void (*compute)(Collective&, void*), void* ctx,
+                                            const char* site) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  const uint32_t bit = 1u << t.lane;
+  if (!(mask & bit))
+    fail("warp collective at " + std::string(site) + " called by lane " +
+         std::to_string(t.lane) + ", which is not in its mask");
+  const size_t warp_lanes = std::min<size_t>(kWarpSize, b.threads.size() - t.warp * kWarpSize);
+  if (warp_lanes < kWarpSize && (mask >> warp_lanes) != 0)
+    fail("warp collective mask names lanes beyond the block's last thread");
+  std::shared_ptr<Collective> c;
+  for (auto& p : b.pending)
+    if (p->warp == t.warp && p->mask == mask && !(p->arrived & bit)) {
+      c = p;
+      break;
+    }
+  if (!c) {
+    c = std::make_shared<Collective>();
+    c->warp = t.warp;
+    c->mask = mask;
+    c->site = site;
+    b.pending.push_back(c);
+  } else if (std::strcmp(c->site, site) != 0) {
+    fail(std::string("divergent warp collective: lane waits at ") + site +
+         " while lanes of the same mask wait at " + c->site);
+  }
+  if (in_bytes > sizeof(c->in[0])) fail("warp collective operand too large");
+  if (in_bytes) std::memcpy(c->in[t.lane], in, in_bytes);
+  c->ptr[t.lane] = ptr;
+  c->arrived |= bit;
+  t.collective = c;
+  if (c->arrived == mask) {
+    if (compute) compute(*c, ctx);
+    ++b.stats.warp_collectives;
+    ++b.warp_gen[t.warp];
+    b.pending.erase(std::find(b.pending.begin(), b.pending.end(), c));
+    for (int l = 0; l < kWarpSize; ++l) {
+      if (!(mask >> l & 1) || l == t.lane) continue;
+      Thread& o = b.threads[t.warp * kWarpSize + l];
+      if (o.state == ThreadState::kAtCollective) o.state = ThreadState::kRunnable;
+    }
+    if (mask == 0xffffffffu) flush_warp_logs(b, t.warp, false);
+  } else {
+    t.state = ThreadState::kAtCollective;
+    fiber_switch(t.ctx, b.scheduler);
+  }
+  auto result = std::move(t.collective);
+  t.collective.reset();
+  return result;
+}
+
+void* shared_static(const void* key, size_t bytes, size_t align) {
+  Block& b = *this_thread().block;
+  for (auto& [k, off] : b.static_shared)
+    if (k == key) return b.shared.data() + off;
+  const size_t off = (b.shared_used + align - 1) / align * align;
+  if (off + bytes > kMaxSharedBytes)
+    fail("static + dynamic shared memory (" + std::to_string(off + bytes) +
+         " bytes) exceeds the 227 KB per-block limit");
+  b.shared_used = off + bytes;
+  b.static_shared.emplace_back(key, off);
+  return b.shared.data() + off;
+}
+
+void* shared_dynamic() { return this_thread().block->shared.data(); }
+
+bool is_shared(const void* p) {
+  const Block& b = *this_thread().block;
+  auto a = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(b.shared.data());
+  return a >= base && a < base + kMaxSharedBytes;
+}
+
+void check_global(const void* p, size_t bytes, bool write, const char* kind) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  const Buffer* hit = nullptr;
+  for (const auto& buf : b.launch->buffers)
+    if (a >= buf.begin && a + bytes <= buf.end) {
+      hit = &buf;
+      break;
+    }
+  if (!hit) {
+    std::ostringstream s;
+    s << "out-of-bounds global " << kind << " of " << bytes << " bytes at 0x" << std::hex << a
+      << std::dec << ", outside every buffer of the launch";
+    for (const auto& buf : b.launch->buffers)
+      if (a + bytes > buf.begin && a < buf.end + 4096)
+        s << " (near " << buf.name << ": byte offset " << static_cast<int64_t>(a - buf.begin)
+          << " of " << (buf.end - buf.begin) << ")";
+    fail(s.str());
+  }
+  if (write && !hit->writable)
+    fail(std::string("global ") + kind + " writes to read-only buffer " + hit->name);
+  (write ? b.stats.global_bytes_written : b.stats.global_bytes_read) += bytes;
+  auto& log = b.global_log[t.warp];
+  log.push_back(MemRecord{t.global_seq++, a, static_cast<uint32_t>(bytes),
+                          static_cast<uint8_t>(t.lane)});
+  if (log.size() > kLogFlushThreshold) flush_warp_logs(b, t.warp, false);
+}
+
+void check_shared(const void* p, size_t bytes, bool write, const char* kind, bool atomic) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  const auto base = reinterpret_cast<uintptr_t>(b.shared.data());
+  if (a < base || a + bytes > base + b.shared_used) {
+    std::ostringstream s;
+    s << "out-of-bounds shared " << kind << " of " << bytes << " bytes at offset "
+      << static_cast<int64_t>(a - base) << "; the block has " << b.shared_used
+      << " bytes of shared memory";
+    fail(s.str());
+  }
+  const size_t off = a - base;
+  const uint64_t gen = b.warp_gen[t.warp];
+  const bool checks = b.launch->check_races || b.launch->check_uninitialized;
+  for (size_t word = off / 4; checks && word <= (off + bytes - 1) / 4; ++word) {
+    SharedShadow& s = b.shadow[word];
+    const size_t lo = std::max(off, word * 4), hi = std::min(off + bytes, word * 4 + 4);
+    const auto m = static_cast<uint8_t>(((1u << (hi - lo)) - 1) << (lo - word * 4));
+    if ((!write || atomic) && b.launch->check_uninitialized && (s.init_mask & m) != m)
+      fail(std::string("shared ") + kind + " reads uninitialized shared memory at offset " +
+           std::to_string(lo));
+    if (write) s.init_mask |= m;
+    if (!b.launch->check_races || atomic) continue;
+    if (s.epoch != b.epoch) {
+      s.epoch = b.epoch;
+      s.writer = s.reader = s.reader_warp = -1;
+    }
+    auto ordered = [&](int other, uint64_t other_gen) {
+      return other == t.linear || (other / kWarpSize == t.warp && gen > other_gen);
+    };
+    auto race = [&](const char* what, int other) {
+      std::ostringstream e;
+      e << "shared-memory race (" << what << ") at offset " << word * 4 << ": thread "
+        << other << " and thread " << t.linear
+        << " access it in the same barrier interval with no __syncthreads/__syncwarp between";
+      fail(e.str());
+    };
+    if (s.writer >= 0 && !ordered(s.writer, s.writer_sync))
+      race(write ? "write after write" : "read after write", s.writer);
+    if (write && s.reader != -1 && s.reader != t.linear) {
+      const bool same_warp_synced = s.reader_warp == t.warp && gen > s.reader_sync;
+      if (!same_warp_synced) race("write after read", s.reader >= 0 ? s.reader : -1);
+    }
+    if (write) {
+      s.writer = t.linear;
+      s.writer_sync = gen;
+      s.reader = s.reader_warp = -1;
+    } else {
+      s.reader = (s.reader == -1 || s.reader == t.linear) ? t.linear : -2;
+      s.reader_warp = (s.reader_warp == -1 || s.reader_warp == t.warp) ? t.warp : -2;
+      s.reader_sync = gen;
+    }
+  }
+  auto& log = b.shared_log[t.warp];
+  log.push_back(MemRecord{t.shared_seq++, a, static_cast<uint32_t>(bytes),
+                          static_cast<uint8_t>(t.lane)});
+  if (log.size() > kLogFlushThreshold) flush_warp_logs(b, t.warp, false);
+}
+
+}  // namespace moe_simt
+
+namespace moe_simt {
+std::vector<Buffer>& pending_buffers() {
+  thread_local std::vector<Buffer> buffers;
+  return buffers;
+}
+}  // namespace moe_simt

@@ -1,0 +1,180 @@
+// The SIMT emulator's execution model: launches, blocks, threads, barriers, warp collectives,
+// shared memory and the checkers/counters fed by the memory helpers.
+//
+// A launch runs its grid of blocks on a few host threads (blocks are independent, as on a GPU).
+// A block's threads are fibers (fiber.h) scheduled round-robin on one host thread: each runs until
+// it blocks -- at __syncthreads, at a warp collective (shuffle, vote, __syncwarp, mma, ldmatrix)
+// or at its end -- so barriers and warp-synchronous code behave as on hardware, including
+// divergence. Threads that have exited count as arrived at later __syncthreads. When no thread
+// can run but some have not finished, the block is deadlocked and the launch fails with the
+// waiting threads named. Torch-free.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <vector_types.h>
+
+#include "fiber.h"
+
+namespace moe_simt {
+
+constexpr int kWarpSize = 32;
+constexpr size_t kMaxSharedBytes = 227 * 1024;  // sm_90's opt-in maximum per block
+
+// A kernel-visible error found by a checker; the launch rethrows it with the kernel's name.
+struct SimtError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Memory the kernel may touch: every pointer argument's buffer is registered before the launch.
+struct Buffer {
+  const char* name;
+  uintptr_t begin;
+  uintptr_t end;
+  bool writable;
+};
+
+// Per-launch counters (summed over blocks). Warp-level statistics group the 32 lanes' accesses
+// of one memory instruction by the per-lane instruction sequence number (lanes that execute
+// the same code issue the same sequence of memory instructions).
+struct LaunchStats {
+  uint64_t global_bytes_read = 0;
+  uint64_t global_bytes_written = 0;
+  uint64_t global_requests = 0;  // warp-level global memory instructions
+  uint64_t global_sectors = 0;   // distinct 32-byte sectors those instructions touched
+  uint64_t shared_requests = 0;  // warp-level shared memory instructions
+  uint64_t shared_wavefronts = 0;  // bank-conflict-serialised passes they needed
+  uint64_t bank_conflicts = 0;   // wavefronts - ideal wavefronts
+  uint64_t barriers = 0;         // __syncthreads completed (per block)
+  uint64_t warp_collectives = 0;
+  uint64_t mma = 0;              // mma.sync instructions (per warp)
+  uint64_t fiber_switches = 0;
+  uint64_t blocks = 0;
+  uint64_t threads = 0;
+  void add(const LaunchStats& o);
+};
+
+struct Block;
+struct Thread;
+
+// One pending warp collective: lanes deposit, the last one to arrive computes, all read back.
+struct Collective {
+  int warp = 0;
+  uint32_t mask = 0;
+  uint32_t arrived = 0;
+  const char* site = nullptr;  // "file:line" of the first lane, to catch divergent calls
+  alignas(16) unsigned char in[kWarpSize][64];   // per-lane operands (up to 64 bytes)
+  alignas(16) unsigned char out[kWarpSize][64];  // per-lane results
+  const void* ptr[kWarpSize];                     // per-lane addresses (ldmatrix rows)
+};
+
+enum class ThreadState : uint8_t { kRunnable, kAtBarrier, kAtCollective, kExited };
+
+struct MemRecord {  // one lane's access, for warp-level coalescing / bank statistics
+  uint64_t seq;
+  uintptr_t addr;
+  uint32_t bytes;
+  uint8_t lane;
+};
+
+struct CpAsyncCopy {
+  void* dst;
+  const void* src;
+  uint32_t bytes;     // bytes written to dst
+  uint32_t src_bytes; // bytes read from src; the rest of dst is zero-filled
+};
+
+struct Thread {
+  uint3 idx;
+  int linear = 0;
+  int lane = 0;
+  int warp = 0;
+  ThreadState state = ThreadState::kRunnable;
+  std::shared_ptr<Collective> collective;  // set while waiting at / reading back a collective
+  FiberContext ctx;
+  Block* block = nullptr;
+  uint64_t global_seq = 0, shared_seq = 0;  // memory-instruction sequence numbers
+  std::vector<std::vector<CpAsyncCopy>> cp_groups;  // committed, not yet waited
+  std::vector<CpAsyncCopy> cp_open;                 // issued since the last commit
+};
+
+// Shadow state of one 4-byte shared-memory word, for race and uninitialised-read checks.
+// Within one barrier interval, accesses by different threads conflict unless both threads are in
+// the same warp and a warp collective (e.g. __syncwarp) of that warp completed in between.
+struct SharedShadow {
+  uint64_t epoch = 0;         // barrier interval of the accesses recorded below (0 = none)
+  int32_t writer = -1;        // linear id of the thread that wrote in that interval
+  int32_t reader = -1;        // a thread that read in that interval (-2: several)
+  int32_t reader_warp = -1;   // the readers' warp (-2: several warps)
+  uint64_t writer_sync = 0;   // the writer's warp generation at the write
+  uint64_t reader_sync = 0;   // the readers' latest warp generation
+  uint8_t init_mask = 0;      // bytes written at least once since the block started
+};
+
+struct LaunchConfig;
+
+struct Block {
+  uint3 idx;
+  const LaunchConfig* launch = nullptr;
+  std::vector<Thread> threads;
+  std::vector<unsigned char> shared;       // dynamic shared memory first, then static
+  std::vector<SharedShadow> shadow;        // one per 4-byte word of `shared`
+  size_t shared_used = 0;                  // bytes handed out so far
+  std::vector<std::pair<const void*, size_t>> static_shared;  // key -> offset
+  uint64_t epoch = 1;                      // barrier interval counter
+  int live = 0;                            // threads not yet exited
+  int at_barrier = 0;
+  std::vector<std::shared_ptr<Collective>> pending;  // open collectives, any warp
+  std::vector<uint64_t> warp_gen;          // per warp: collectives completed
+  const char* barrier_site = nullptr;      // call site of the barrier being gathered
+  std::vector<std::vector<MemRecord>> global_log, shared_log;  // per warp
+  LaunchStats stats;
+  FiberContext scheduler;
+  Thread* current = nullptr;
+  std::string error;  // first checker error in this block
+};
+
+struct LaunchConfig {
+  std::string kernel_name;
+  dim3 grid, block;
+  size_t dynamic_shared = 0;
+  std::vector<Buffer> buffers;
+  bool check_races = true;
+  bool check_uninitialized = true;
+  std::function<void()> body;  // runs the kernel for the current thread
+};
+
+// Runs a launch to completion; throws SimtError naming the kernel, block and thread on the
+// first checker error or deadlock. Returns the launch's counters.
+LaunchStats run_launch(const LaunchConfig& cfg);
+
+// Counters of the most recent launch on any host thread (for tests and benchmarks).
+LaunchStats last_launch_stats();
+
+// Kernel-side services (valid only inside a running kernel).
+Thread& this_thread();
+void syncthreads(const char* site);
+void threadfence();
+// Joins a warp collective over `mask`; `compute` runs once, on the last lane to arrive, with all
+// lanes' inputs deposited. Returns the collective so the caller can read its result.
+std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
+                                            const void* ptr,
+                                            void (*compute)(Collective&, void*), void* ctx,
+                                            const char* site);
+void* shared_static(const void* key, size_t bytes, size_t align);
+void* shared_dynamic();
+// Checked accesses (bounds, races, uninitialised reads, counters). `kind` names the operation.
+void check_global(const void* p, size_t bytes, bool write, const char* kind);
+// Atomics (atomic=true) are exempt from the race check: concurrent atomics are the point.
+void check_shared(const void* p, size_t bytes, bool write, const char* kind, bool atomic = false);
+bool is_shared(const void* p);
+[[noreturn]] void fail(const std::string& what);
+
+}  // namespace moe_simt
