@@ -11,12 +11,18 @@ add_library(moe_ext_simt STATIC
   csrc/simt/fiber.cpp
   csrc/simt/runtime.cpp
   csrc/emu/permute.cpp
+  csrc/emu/selftest_exec.cpp
+  csrc/emu/selftest_ptx.cpp
 )
 target_include_directories(moe_ext_simt PUBLIC ${MOE_EXT_CUDA_INCLUDE_DIR})
 target_include_directories(moe_ext_simt PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 find_package(Threads REQUIRED)
 target_link_libraries(moe_ext_simt PUBLIC Threads::Threads)
 
-target_sources(_C PRIVATE csrc/binding/permute_emu.cpp)
+target_sources(_C PRIVATE
+  csrc/binding/permute_emu.cpp
+  csrc/binding/emu_selftest_exec.cpp
+  csrc/binding/emu_selftest_ptx.cpp
+)
 target_compile_definitions(_C PRIVATE MOE_EXT_WITH_EMU)
 target_link_libraries(_C PRIVATE moe_ext_simt)

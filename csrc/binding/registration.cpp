@@ -49,4 +49,8 @@ TORCH_LIBRARY(moe_ext_emu, m) {
 TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) {
   m.impl("permute", &moe_ext::permute_emu);
 }
+
+// Self-test kernels of the emulator itself (tests/test_emu_*.py); defined in
+// csrc/binding/emu_selftest_*.cpp with TORCH_LIBRARY_FRAGMENT.
+TORCH_LIBRARY(moe_ext_emu_test, m) {}
 #endif

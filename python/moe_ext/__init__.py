@@ -7,7 +7,7 @@ Importing the package loads the native library, which registers the ops under
 import torch  # noqa: F401  (loads libtorch before our extension)
 
 from . import _C  # registers torch.ops.moe_ext.*
-from . import _autograd, _fake  # noqa: F401  (attach fake kernels and backward formulas)
+from . import _autograd, _fake, emu  # noqa: F401  (fake kernels, backward formulas)
 from .ops import grouped_mm, permute, route, sort_tokens, unpermute
 
 build_info = _C.build_info

@@ -1,0 +1,1 @@
+// placeholder: emulator self-test kernels (filled in by the emulator test work)
