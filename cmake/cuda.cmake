@@ -12,6 +12,7 @@ message(STATUS "moe_ext: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CM
 
 add_library(moe_ext_cuda_kernels STATIC
   csrc/cuda/permute.cu
+  csrc/cuda/route.cu
 )
 target_include_directories(moe_ext_cuda_kernels PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 target_compile_options(moe_ext_cuda_kernels PRIVATE
@@ -21,7 +22,7 @@ set_target_properties(moe_ext_cuda_kernels PROPERTIES
   CUDA_ARCHITECTURES "${_cuda_archs}")
 
 target_sources(_C PRIVATE
-  csrc/binding/permute_cuda.cpp
+  csrc/binding/cuda_ops.cpp
 )
 target_compile_definitions(_C PRIVATE MOE_EXT_WITH_CUDA)
 target_link_libraries(_C PRIVATE moe_ext_cuda_kernels CUDA::cudart c10_cuda torch_cuda)

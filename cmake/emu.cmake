@@ -11,6 +11,7 @@ add_library(moe_ext_simt STATIC
   csrc/simt/fiber.cpp
   csrc/simt/runtime.cpp
   csrc/emu/permute.cpp
+  csrc/emu/route.cpp
   csrc/emu/selftest_exec.cpp
   csrc/emu/selftest_ptx.cpp
 )
@@ -20,7 +21,7 @@ find_package(Threads REQUIRED)
 target_link_libraries(moe_ext_simt PUBLIC Threads::Threads)
 
 target_sources(_C PRIVATE
-  csrc/binding/permute_emu.cpp
+  csrc/binding/emu_ops.cpp
   csrc/binding/emu_selftest_exec.cpp
   csrc/binding/emu_selftest_ptx.cpp
 )

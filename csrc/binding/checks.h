@@ -24,8 +24,22 @@ void check_int32(const char* op, const char* name, const at::Tensor& t);
 void check_same_device(const char* op, const char* name, const at::Tensor& t,
                        const char* ref_name, const at::Tensor& ref);
 
-// True when value checks (which read tensor contents) should run for tensors on this device.
+// True when value checks (which read tensor contents) should run: for the native CPU ops always;
+// for the device kernels (CUDA, and the emulator, which stands for CUDA on CPU tensors) only
+// under MOE_EXT_DEBUG=1, so the emulator exercises the kernels' own handling of bad values.
 bool value_checks_enabled(const at::Tensor& t);
+
+// Marks the calls made on this thread while it lives as device-kernel calls (see above).
+class DeviceBackendScope {
+ public:
+  DeviceBackendScope();
+  ~DeviceBackendScope();
+  DeviceBackendScope(const DeviceBackendScope&) = delete;
+  DeviceBackendScope& operator=(const DeviceBackendScope&) = delete;
+
+ private:
+  bool previous_;
+};
 
 // Argument validation per op; each backend calls the one for its op before launching.
 void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view score_func,

@@ -26,16 +26,23 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
                           const std::optional<at::Tensor>& bias,
                           std::optional<at::ScalarType> out_dtype);
 
+// Device backends: the CUDA kernels (csrc/kernels/) launched on the GPU (suffix _cuda) or on
+// the CPU SIMT emulator on CPU tensors (suffix _emu), through the same binding code.
+#define MOE_EXT_DEVICE_OPS(suffix)                                                              \
+  at::Tensor permute_##suffix(const at::Tensor& x, const at::Tensor& order,                     \
+                              const at::Tensor& slot, int64_t top_k);                           \
+  std::tuple<at::Tensor, at::Tensor> route_##suffix(                                            \
+      const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,  \
+      const std::optional<at::Tensor>& correction_bias, int64_t num_groups,                     \
+      int64_t topk_groups, double scaling_factor);                                              \
+  at::Tensor route_backward_##suffix(const at::Tensor& grad_weights, const at::Tensor& logits, \
+                                     const at::Tensor& ids, c10::string_view score_func,       \
+                                     bool renormalize, double scaling_factor);
 #ifdef MOE_EXT_WITH_CUDA
-// CUDA kernels (csrc/kernels/, instantiated in csrc/cuda/).
-at::Tensor permute_cuda(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
-                        int64_t top_k);
+MOE_EXT_DEVICE_OPS(cuda)
 #endif
-
 #ifdef MOE_EXT_WITH_EMU
-// The same CUDA kernel sources run on the CPU SIMT emulator (csrc/simt/), on CPU tensors.
-at::Tensor permute_emu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
-                       int64_t top_k);
+MOE_EXT_DEVICE_OPS(emu)
 #endif
 
 }  // namespace moe_ext

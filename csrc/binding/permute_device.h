@@ -11,6 +11,7 @@ namespace moe_ext {
 template <typename Launch>
 at::Tensor permute_device(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
                           int64_t top_k, Launch&& launch) {
+  const DeviceBackendScope device_checks;
   check_permute_args(x, order, slot, top_k);
   const int64_t N = order.size(0), H = x.size(1);
   auto xp = at::empty({N, H}, x.options());

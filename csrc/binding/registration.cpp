@@ -23,6 +23,10 @@ TORCH_LIBRARY(moe_ext, m) {
   m.def(
       "grouped_mm(Tensor a, Tensor b, Tensor? offs=None, Tensor? bias=None, "
       "ScalarType? out_dtype=None) -> Tensor");
+  // Backward of route: d logits from d weights (scores recomputed from the logits).
+  m.def(
+      "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
+      "bool renormalize, float scaling_factor) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
@@ -35,6 +39,8 @@ TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
 
 #ifdef MOE_EXT_WITH_CUDA
 TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
+  m.impl("route", &moe_ext::route_cuda);
+  m.impl("route_backward", &moe_ext::route_backward_cuda);
   m.impl("permute", &moe_ext::permute_cuda);
 }
 #endif
@@ -42,11 +48,22 @@ TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
 #ifdef MOE_EXT_WITH_EMU
 // The CUDA kernels run on the CPU SIMT emulator: same schemas, CPU tensors.
 TORCH_LIBRARY(moe_ext_emu, m) {
+  // Router top-k (see moe_ext::route).
+  m.def(
+      "route(Tensor logits, int top_k, str score_func=\"softmax\", bool renormalize=True, "
+      "Tensor? correction_bias=None, int num_groups=1, int topk_groups=1, "
+      "float scaling_factor=1.0) -> (Tensor weights, Tensor ids)");
+  // Backward of route (see moe_ext::route_backward).
+  m.def(
+      "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
+      "bool renormalize, float scaling_factor) -> Tensor");
   // Row gather into expert order (see moe_ext::permute).
   m.def("permute(Tensor x, Tensor order, Tensor slot, int top_k) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) {
+  m.impl("route", &moe_ext::route_emu);
+  m.impl("route_backward", &moe_ext::route_backward_emu);
   m.impl("permute", &moe_ext::permute_emu);
 }
 

@@ -3,7 +3,8 @@
 Each backward is written with moe_ext ops (and a few elementwise torch ops), so it runs on every
 backend, is traceable by ``torch.compile`` and never synchronises the device:
 
-* route:      d logits from d weights (softmax / sigmoid, renormalisation, scaling); the
+* route:      d logits from d weights (softmax / sigmoid, renormalisation, scaling) by the
+              route_backward op (a kernel on CUDA / the emulator, torch ops on CPU); the
               selection itself is piecewise constant.
 * permute:    dx[t] = sum_j dxp[slot[t*k+j]]            -> an unweighted unpermute.
 * unpermute:  dyp[i] = w[order[i]] * dy[order[i] // k]   -> a permute of dy, scaled per row;
@@ -15,6 +16,8 @@ backend, is traceable by ``torch.compile`` and never synchronises the device:
 from __future__ import annotations
 
 import torch
+
+from . import _C
 
 _ops = torch.ops.moe_ext
 RENORM_EPS = 1e-20
@@ -30,37 +33,50 @@ def _needs_grad(ctx, i: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- route
-def _route_setup(ctx, inputs, output):
-    logits, _top_k, score_func, renormalize, _bias, _ng, _tg, scaling_factor = inputs
-    ctx.save_for_backward(logits, output[1])
-    ctx.softmax = score_func == "softmax"
-    ctx.renormalize = renormalize
-    ctx.scaling_factor = scaling_factor
-
-
-def _route_backward(ctx, grad_weights, _grad_ids):
-    logits, ids = ctx.saved_tensors
-    if grad_weights is None:
-        return (None,) * 8
+def route_backward_reference(grad_weights, logits, ids, score_func, renormalize, scaling_factor):
+    """d logits from d weights with torch ops: the CPU implementation of route_backward."""
     acc = _acc_dtype(logits.dtype)
     x = logits.to(acc)
-    s = torch.softmax(x, dim=-1) if ctx.softmax else torch.sigmoid(x)
+    softmax = score_func == "softmax"
+    s = torch.softmax(x, dim=-1) if softmax else torch.sigmoid(x)
     idx = ids.long()
-    g = grad_weights.to(acc) * ctx.scaling_factor
-    if ctx.renormalize:
+    g = grad_weights.to(acc) * scaling_factor
+    if renormalize:
         # w_j = s_j / D with D = sum_i s_i + eps  =>  ds_i = g_i / D - <g, s_sel> / D^2
         s_sel = s.gather(1, idx)
         denom = s_sel.sum(-1, keepdim=True) + RENORM_EPS
         g = g / denom - (g * s_sel).sum(-1, keepdim=True) / (denom * denom)
     ds = torch.zeros_like(s).scatter_add_(1, idx, g)
-    if ctx.softmax:
+    if softmax:
         dx = s * (ds - (ds * s).sum(-1, keepdim=True))
     else:
         dx = ds * s * (1 - s)
-    return dx.to(logits.dtype), None, None, None, None, None, None, None
+    return dx.to(logits.dtype)
 
 
-torch.library.register_autograd("moe_ext::route", _route_backward, setup_context=_route_setup)
+torch.library.impl("moe_ext::route_backward", "CPU")(route_backward_reference)
+
+
+def _route_setup(ctx, inputs, output):
+    logits, _top_k, score_func, renormalize, _bias, _ng, _tg, scaling_factor = inputs
+    ctx.save_for_backward(logits, output[1])
+    ctx.score_func = score_func
+    ctx.renormalize = renormalize
+    ctx.scaling_factor = scaling_factor
+
+
+def _route_backward_for(ns):
+    route_backward = getattr(torch.ops, ns).route_backward
+
+    def backward(ctx, grad_weights, _grad_ids):
+        logits, ids = ctx.saved_tensors
+        if grad_weights is None:
+            return (None,) * 8
+        dx = route_backward(grad_weights, logits, ids, ctx.score_func, ctx.renormalize,
+                            ctx.scaling_factor)
+        return dx, None, None, None, None, None, None, None
+
+    return backward
 
 
 # -------------------------------------------------------------------------- permute / unpermute
@@ -76,9 +92,6 @@ def _permute_backward(ctx, grad_xp):
     return _ops.unpermute(grad_xp, order, slot, ones), None, None, None
 
 
-torch.library.register_autograd(
-    "moe_ext::permute", _permute_backward, setup_context=_permute_setup
-)
 
 
 def _unpermute_setup(ctx, inputs, output):
@@ -104,9 +117,6 @@ def _unpermute_backward(ctx, grad_y):
     return grad_yp, None, None, grad_w
 
 
-torch.library.register_autograd(
-    "moe_ext::unpermute", _unpermute_backward, setup_context=_unpermute_setup
-)
 
 
 # ----------------------------------------------------------------------------------- grouped_mm
@@ -164,6 +174,33 @@ def _grouped_mm_backward(ctx, grad_out):
     return da, db, None, dbias, None
 
 
-torch.library.register_autograd(
-    "moe_ext::grouped_mm", _grouped_mm_backward, setup_context=_grouped_mm_setup
-)
+
+
+# ---------------------------------------------------------------------------------- registration
+def _register(ns: str) -> None:
+    """Attach the formulas to namespace `ns` (moe_ext, and moe_ext_emu for the ops it has)."""
+    ops = getattr(torch.ops, ns)
+
+    def has(name):
+        return hasattr(ops, name)
+
+    if has("route") and has("route_backward"):
+        torch.library.register_autograd(
+            f"{ns}::route", _route_backward_for(ns), setup_context=_route_setup
+        )
+    if has("permute"):
+        torch.library.register_autograd(
+            f"{ns}::permute", _permute_backward, setup_context=_permute_setup
+        )
+    if ns == "moe_ext":
+        torch.library.register_autograd(
+            "moe_ext::unpermute", _unpermute_backward, setup_context=_unpermute_setup
+        )
+        torch.library.register_autograd(
+            "moe_ext::grouped_mm", _grouped_mm_backward, setup_context=_grouped_mm_setup
+        )
+
+
+_register("moe_ext")
+if _C.build_info()["emulator"]:
+    _register("moe_ext_emu")

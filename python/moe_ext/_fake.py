@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from . import _C
+
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@torch.library.register_fake("moe_ext::route")
 def _route_fake(logits, top_k, score_func="softmax", renormalize=True, correction_bias=None,
                 num_groups=1, topk_groups=1, scaling_factor=1.0):
     torch._check(logits.dim() == 2, lambda: f"moe_ext.route: logits must be 2-D, got {logits.dim()}-D")
@@ -24,7 +25,6 @@ def _route_fake(logits, top_k, score_func="softmax", renormalize=True, correctio
     return weights, ids
 
 
-@torch.library.register_fake("moe_ext::sort_tokens")
 def _sort_tokens_fake(ids, num_experts, capacity=None):
     N = ids.numel()
     order = ids.new_empty((N,), dtype=torch.int32)
@@ -33,17 +33,14 @@ def _sort_tokens_fake(ids, num_experts, capacity=None):
     return order, slot, offsets
 
 
-@torch.library.register_fake("moe_ext::permute")
 def _permute_fake(x, order, slot, top_k):
     return x.new_empty((order.shape[0], x.shape[1]))
 
 
-@torch.library.register_fake("moe_ext::unpermute")
 def _unpermute_fake(yp, order, slot, weights):
     return yp.new_empty((weights.shape[0], yp.shape[1]))
 
 
-@torch.library.register_fake("moe_ext::grouped_mm")
 def _grouped_mm_fake(a, b, offs=None, bias=None, out_dtype=None):
     dtype = out_dtype or a.dtype
     if a.dim() == 2 and b.dim() == 3:
@@ -56,3 +53,29 @@ def _grouped_mm_fake(a, b, offs=None, bias=None, out_dtype=None):
     else:
         shape = (a.shape[0], a.shape[1], b.shape[2])
     return a.new_empty(shape, dtype=dtype)
+
+
+def _route_backward_fake(grad_weights, logits, ids, score_func, renormalize, scaling_factor):
+    return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
+_FAKES = {
+    "route": _route_fake,
+    "route_backward": _route_backward_fake,
+    "sort_tokens": _sort_tokens_fake,
+    "permute": _permute_fake,
+    "unpermute": _unpermute_fake,
+    "grouped_mm": _grouped_mm_fake,
+}
+
+
+def _register(ns: str) -> None:
+    ops = getattr(torch.ops, ns)
+    for name, fake in _FAKES.items():
+        if hasattr(ops, name):
+            torch.library.register_fake(f"{ns}::{name}", fake)
+
+
+_register("moe_ext")
+if _C.build_info()["emulator"]:
+    _register("moe_ext_emu")

@@ -1,0 +1,102 @@
+// The device-side bindings of route and its backward, shared by the CUDA and emulator backends:
+// checks, tensors -> RouteParams, then `launch(op, params, buffers)`.
+#pragma once
+
+#include "../kernels/route.h"
+#include "checks.h"
+#include "device_buffers.h"
+
+namespace moe_ext {
+
+inline RouteDtype route_dtype(const char* op, const at::Tensor& logits) {
+  switch (logits.scalar_type()) {
+    case at::kFloat: return RouteDtype::kFloat32;
+    case at::kBFloat16: return RouteDtype::kBFloat16;
+    case at::kHalf: return RouteDtype::kFloat16;
+    default:
+      MOE_CHECK(op, false, "logits must be float32, bfloat16 or float16 for the device kernels, "
+                "got ", describe(logits));
+  }
+  return RouteDtype::kFloat32;
+}
+
+inline void check_route_device_limits(const char* op, const at::Tensor& logits) {
+  MOE_CHECK(op, logits.size(1) <= kMaxRouteExperts, "the device router supports up to ",
+            kMaxRouteExperts, " experts, got logits ", describe(logits));
+}
+
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor> route_device(const at::Tensor& logits, int64_t top_k,
+                                                c10::string_view score_func, bool renormalize,
+                                                const std::optional<at::Tensor>& correction_bias,
+                                                int64_t num_groups, int64_t topk_groups,
+                                                double scaling_factor, Launch&& launch) {
+  const DeviceBackendScope device_checks;
+  check_route_args(logits, top_k, score_func, correction_bias, num_groups, topk_groups);
+  if (value_checks_enabled(logits)) {  // MOE_EXT_DEBUG=1: NaN raises as on CPU
+    MOE_CHECK("route", !logits.isnan().any().item<bool>(), "logits contain NaN");
+  }
+  RouteParams p{};
+  p.dtype = route_dtype("route", logits);
+  check_route_device_limits("route", logits);
+  const int64_t T = logits.size(0);
+  auto x = logits.stride(1) == 1 ? logits : logits.contiguous();
+  at::Tensor bias;
+  if (correction_bias) bias = correction_bias->to(at::kFloat).contiguous();
+  auto weights = at::empty({T, top_k}, logits.options().dtype(at::kFloat));
+  auto ids = at::empty({T, top_k}, logits.options().dtype(at::kInt));
+  p.logits = x.const_data_ptr();
+  p.row_stride = x.stride(0);
+  p.bias = bias.defined() ? bias.const_data_ptr<float>() : nullptr;
+  p.weights = weights.data_ptr<float>();
+  p.ids = ids.data_ptr<int32_t>();
+  p.tokens = T;
+  p.experts = static_cast<int32_t>(logits.size(1));
+  p.top_k = static_cast<int32_t>(top_k);
+  p.num_groups = static_cast<int32_t>(num_groups);
+  p.topk_groups = static_cast<int32_t>(topk_groups);
+  p.softmax = score_func == "softmax";
+  p.renormalize = renormalize;
+  p.scaling = static_cast<float>(scaling_factor);
+  launch("route", p,
+         DeviceBuffers{{"logits", x, false}, {"correction_bias", bias, false},
+                       {"weights", weights, true}, {"ids", ids, true}});
+  return {weights, ids};
+}
+
+template <typename Launch>
+at::Tensor route_backward_device(const at::Tensor& grad_weights, const at::Tensor& logits,
+                                 const at::Tensor& ids, c10::string_view score_func,
+                                 bool renormalize, double scaling_factor, Launch&& launch) {
+  const char* op = "route_backward";
+  check_dim(op, "logits", logits, 2);
+  RouteBackwardParams p{};
+  p.dtype = route_dtype(op, logits);
+  check_route_device_limits(op, logits);
+  check_dim(op, "ids", ids, 2);
+  check_int32(op, "ids", ids);
+  MOE_CHECK(op, grad_weights.sizes() == ids.sizes() && ids.size(0) == logits.size(0),
+            "grad_weights and ids must be [T, top_k] with T = logits.size(0), got ",
+            describe(grad_weights), " and ", describe(ids));
+  auto x = logits.stride(1) == 1 ? logits : logits.contiguous();
+  auto gw = grad_weights.to(at::kFloat).contiguous();
+  auto ids_c = ids.contiguous();
+  auto grad = at::empty(logits.sizes(), logits.options());
+  p.logits = x.const_data_ptr();
+  p.row_stride = x.stride(0);
+  p.ids = ids_c.const_data_ptr<int32_t>();
+  p.grad_weights = gw.const_data_ptr<float>();
+  p.grad_logits = grad.data_ptr();
+  p.tokens = logits.size(0);
+  p.experts = static_cast<int32_t>(logits.size(1));
+  p.top_k = static_cast<int32_t>(ids.size(1));
+  p.softmax = score_func == "softmax";
+  p.renormalize = renormalize;
+  p.scaling = static_cast<float>(scaling_factor);
+  launch(op, p,
+         DeviceBuffers{{"logits", x, false}, {"ids", ids_c, false}, {"grad_weights", gw, false},
+                       {"grad_logits", grad, true}});
+  return grad;
+}
+
+}  // namespace moe_ext

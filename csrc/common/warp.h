@@ -1,0 +1,32 @@
+// Warp-wide reductions by butterfly shuffles (every lane gets the result). Both paths.
+#pragma once
+
+#include "portable.h"
+
+#if !defined(__CUDACC__)
+#include "../simt/cuda_compat.h"
+#endif
+
+namespace moe_ext {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+MOE_DEVICE MOE_FORCEINLINE float warp_max(float v) {
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
+  return v;
+}
+
+MOE_DEVICE MOE_FORCEINLINE float warp_sum(float v) {
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+MOE_DEVICE MOE_FORCEINLINE unsigned long long warp_max_u64(unsigned long long v) {
+  for (int o = 16; o > 0; o /= 2) {
+    const unsigned long long other = __shfl_xor_sync(kFullMask, v, o);
+    v = other > v ? other : v;
+  }
+  return v;
+}
+
+}  // namespace moe_ext

@@ -1,0 +1,322 @@
+// route_kernel / route_backward_kernel: the router (scores -> group-limited top-k -> weights)
+// and its gradient w.r.t. the logits, for E <= 1024 experts and any top_k <= E.
+//
+// Forward, per token (one warp per token, grid-stride over tokens):
+//   1. the row's logits are loaded coalesced (expert e = v*32 + lane sits in lane `lane`,
+//      register slot v; V = ceil(E/32) rounded to a power of two is a template parameter, so
+//      all E scores stay in registers), converted to fp32;
+//   2. softmax (warp max, exp, warp sum) or sigmoid; selection keys = score + correction_bias;
+//   3. group-limited routing (num_groups > 1): keys go to shared memory, lanes compute the
+//      groups' top-2 sums, the warp picks the topk_groups best groups (same argmax as below) and
+//      the keys of the other groups become -inf -- the same rule as reference.route, fused in;
+//   4. top-k by k rounds of a warp argmax over 64-bit packed (order-preserving key bits, ~id)
+//      values: one shuffle per butterfly step, ties go to the lower id, NaN ranks below
+//      everything, and the result is identical on every lane (deterministic);
+//   5. weights = chosen scores (summed in selection order for the renormalisation, exactly as
+//      the CPU op does), / (sum + 1e-20) if renormalize, x scaling_factor.
+// Why a warp per token: E <= 1024 scores fit in one warp's registers and all reductions are
+// shuffles, with no block barrier; routers run at T up to 10^5 tokens, which fills the GPU.
+// Backward (same mapping): recompute the scores, scatter d(weights) (through the
+// renormalisation) into a per-warp shared row, apply the softmax / sigmoid Jacobian. No atomics.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "../common/launch.h"
+#include "../common/memory.h"
+#include "../common/shared.h"
+#include "../common/warp.h"
+#include "route.h"
+
+namespace moe_ext::MOE_KERNEL_NS {
+
+namespace route_detail {
+
+constexpr int kThreads = 128;  // 4 warps = 4 tokens per block
+constexpr float kRenormEps = 1e-20f;
+
+MOE_DEVICE MOE_FORCEINLINE float to_float(float x) { return x; }
+MOE_DEVICE MOE_FORCEINLINE float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+MOE_DEVICE MOE_FORCEINLINE float to_float(__half x) { return __half2float(x); }
+template <typename T>
+MOE_DEVICE MOE_FORCEINLINE T from_float(float x);
+template <>
+MOE_DEVICE MOE_FORCEINLINE float from_float<float>(float x) { return x; }
+template <>
+MOE_DEVICE MOE_FORCEINLINE __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16(x);
+}
+template <>
+MOE_DEVICE MOE_FORCEINLINE __half from_float<__half>(float x) { return __float2half(x); }
+
+// Order-preserving 64-bit selection key: larger key first, then lower id; NaN ranks lowest.
+// 0 is reserved for "not selectable" (padding lanes, already chosen).
+MOE_DEVICE MOE_FORCEINLINE unsigned long long pack(float key, int id) {
+  key += 0.0f;  // -0 -> +0, so that they tie as in a float comparison
+#if defined(__CUDACC__)
+  const unsigned bits = __float_as_uint(key);
+#else
+  unsigned bits;
+  std::memcpy(&bits, &key, sizeof(bits));
+#endif
+  const unsigned ordered = key != key ? 0u : (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return (static_cast<unsigned long long>(ordered) << 32) | (0xffffffffu - static_cast<unsigned>(id));
+}
+MOE_DEVICE MOE_FORCEINLINE int unpack_id(unsigned long long packed) {
+  return static_cast<int>(0xffffffffu - static_cast<unsigned>(packed & 0xffffffffu));
+}
+
+// Scores of token row `row` in registers: s[v] for expert v*32 + lane (0 where e >= E).
+template <typename T, int V>
+MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax, float (&s)[V]) {
+  const int lane = threadIdx.x % 32;
+  float mx = -INFINITY;
+  for (int v = 0; v < V; ++v) {
+    const int e = v * 32 + lane;
+    s[v] = e < E ? to_float(ld_global_nc(row + e)) : -INFINITY;
+    mx = fmaxf(mx, s[v]);
+  }
+  if (softmax) {
+    mx = warp_max(mx);
+    float sum = 0.f;
+    for (int v = 0; v < V; ++v) {
+      s[v] = v * 32 + lane < E ? expf(s[v] - mx) : 0.f;
+      sum += s[v];
+    }
+    sum = warp_sum(sum);
+    for (int v = 0; v < V; ++v) s[v] = s[v] / sum;
+  } else {
+    for (int v = 0; v < V; ++v) s[v] = v * 32 + lane < E ? 1.f / (1.f + expf(-s[v])) : 0.f;
+  }
+}
+
+// Keeps the topk_groups groups with the largest top-2 key sums; others' keys become -inf.
+// `keys` is this warp's shared row of E keys followed by G scratch floats.
+template <int V>
+MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E, int G, int TG) {
+  const int lane = threadIdx.x % 32, gs = E / G;
+  for (int v = 0; v < V; ++v)
+    if (v * 32 + lane < E) st_shared(keys + v * 32 + lane, key[v]);
+  __syncwarp();
+  constexpr int kMaxGroupsPerLane = 16;  // G <= E/2 <= 512
+  float gscore[kMaxGroupsPerLane];
+  for (int i = 0; i < kMaxGroupsPerLane; ++i) {
+    const int g = i * 32 + lane;
+    float first = -INFINITY, second = -INFINITY;
+    for (int j = 0; g < G && j < gs; ++j) {
+      const float k = ld_shared(keys + g * gs + j);
+      if (k > first) {
+        second = first;
+        first = k;
+      } else if (k > second) {
+        second = k;
+      }
+    }
+    gscore[i] = first + second;
+  }
+  unsigned taken = 0;
+  for (int r = 0; r < TG; ++r) {
+    unsigned long long best = 0;
+    for (int i = 0; i < kMaxGroupsPerLane; ++i) {
+      const int g = i * 32 + lane;
+      if (g < G && !(taken >> i & 1u)) {
+        const unsigned long long pk = pack(gscore[i], g);
+        best = pk > best ? pk : best;
+      }
+    }
+    const int g = unpack_id(warp_max_u64(best));
+    if (g % 32 == lane) taken |= 1u << (g / 32);
+  }
+  __syncwarp();  // every lane has read the keys before the flags overwrite the scratch
+  for (int i = 0; i < kMaxGroupsPerLane; ++i)
+    if (i * 32 + lane < G) st_shared(keys + E + i * 32 + lane, (taken >> i & 1u) ? 1.f : 0.f);
+  __syncwarp();
+  for (int v = 0; v < V; ++v) {
+    const int e = v * 32 + lane;
+    if (e < E && ld_shared(keys + E + e / gs) == 0.f) key[v] = -INFINITY;
+  }
+  __syncwarp();  // the row is reused by the warp's next token
+}
+
+}  // namespace route_detail
+
+template <typename T, int V>
+__global__ void __launch_bounds__(route_detail::kThreads) route_kernel(RouteParams p) {
+  using namespace route_detail;
+  MOE_SHARED_DYNAMIC(float, smem);  // group-limited routing only: per warp E keys + G flags
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int E = p.experts, k = p.top_k;
+  float* keys = smem + warp * (E + p.num_groups);
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
+       t += static_cast<int64_t>(gridDim.x) * warps) {
+    float s[V], key[V];
+    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.softmax, s);
+    for (int v = 0; v < V; ++v) {
+      const int e = v * 32 + lane;
+      key[v] = s[v] + (p.bias != nullptr && e < E ? ld_global_nc(p.bias + e) : 0.f);
+    }
+    if (p.num_groups > 1) mask_groups<V>(key, keys, E, p.num_groups, p.topk_groups);
+
+    // Selection j is kept by lane j % 32 in slot j / 32 (k <= E <= 32 * V).
+    float sel_score[V];
+    int sel_id[V];
+    unsigned taken = 0;
+    float sum = 0.f;
+    for (int j = 0; j < k; ++j) {
+      unsigned long long best = 0;
+      for (int v = 0; v < V; ++v) {
+        const int e = v * 32 + lane;
+        if (e < E && !(taken >> v & 1u)) {
+          const unsigned long long pk = pack(key[v], e);
+          best = pk > best ? pk : best;
+        }
+      }
+      const int id = unpack_id(warp_max_u64(best));
+      float score = 0.f;
+      for (int v = 0; v < V; ++v)
+        if (v == id / 32) score = s[v];
+      score = __shfl_sync(kFullMask, score, id % 32);
+      if (lane == id % 32) taken |= 1u << (id / 32);
+      sum += score;
+      for (int v = 0; v < V; ++v)
+        if (lane == j % 32 && v == j / 32) {
+          sel_score[v] = score;
+          sel_id[v] = id;
+        }
+    }
+    const float denom = p.renormalize ? sum + kRenormEps : 1.f;
+    for (int v = 0; v < V; ++v) {
+      const int j = v * 32 + lane;
+      if (j < k) {
+        st_global(p.weights + t * k + j, sel_score[v] / denom * p.scaling);
+        st_global(p.ids + t * k + j, sel_id[v]);
+      }
+    }
+  }
+}
+
+template <typename T, int V>
+__global__ void __launch_bounds__(route_detail::kThreads)
+    route_backward_kernel(RouteBackwardParams p) {
+  using namespace route_detail;
+  MOE_SHARED_DYNAMIC(float, smem);  // per warp: scores [E], d scores [E]
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int E = p.experts, k = p.top_k;
+  float* sc = smem + warp * 2 * E;
+  float* ds = sc + E;
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
+       t += static_cast<int64_t>(gridDim.x) * warps) {
+    float s[V];
+    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.softmax, s);
+    for (int v = 0; v < V; ++v) {
+      const int e = v * 32 + lane;
+      if (e < E) {
+        st_shared(sc + e, s[v]);
+        st_shared(ds + e, 0.f);
+      }
+    }
+    __syncwarp();
+    // w_j = s_j / D, D = sum_i s_i + eps  =>  ds_j = g_j / D - <g, s_sel> / D^2
+    float denom = 1.f, dot = 0.f;
+    if (p.renormalize) {
+      float sum = 0.f;
+      for (int j = lane; j < k; j += 32) {
+        const int id = ld_global_nc(p.ids + t * k + j);
+        const float sj = id >= 0 && id < E ? ld_shared(sc + id) : 0.f;
+        sum += sj;
+        dot += ld_global_nc(p.grad_weights + t * k + j) * p.scaling * sj;
+      }
+      denom = warp_sum(sum) + kRenormEps;
+      dot = warp_sum(dot);
+    }
+    for (int j = lane; j < k; j += 32) {
+      const int id = ld_global_nc(p.ids + t * k + j);
+      float g = ld_global_nc(p.grad_weights + t * k + j) * p.scaling;
+      if (p.renormalize) g = g / denom - dot / (denom * denom);
+      if (id >= 0 && id < E) st_shared(ds + id, g);
+    }
+    __syncwarp();
+    float d[V], inner = 0.f;
+    for (int v = 0; v < V; ++v) {
+      const int e = v * 32 + lane;
+      d[v] = e < E ? ld_shared(ds + e) : 0.f;
+      inner += d[v] * s[v];
+    }
+    if (p.softmax) inner = warp_sum(inner);
+    T* out = static_cast<T*>(p.grad_logits) + t * E;
+    for (int v = 0; v < V; ++v) {
+      const int e = v * 32 + lane;
+      if (e < E) {
+        const float dx = p.softmax ? s[v] * (d[v] - inner) : d[v] * s[v] * (1.f - s[v]);
+        st_global(out + e, from_float<T>(dx));
+      }
+    }
+    __syncwarp();  // the shared rows are reused by the warp's next token
+  }
+}
+
+namespace route_detail {
+
+// Calls f(std::integral_constant<int, V>) with V = the register slots per lane for E experts.
+template <typename F>
+cudaError_t with_slots(int E, F&& f) {
+  if (E <= 32) return f(std::integral_constant<int, 1>{});
+  if (E <= 64) return f(std::integral_constant<int, 2>{});
+  if (E <= 128) return f(std::integral_constant<int, 4>{});
+  if (E <= 256) return f(std::integral_constant<int, 8>{});
+  if (E <= 512) return f(std::integral_constant<int, 16>{});
+  if (E <= kMaxRouteExperts) return f(std::integral_constant<int, 32>{});
+  return cudaErrorInvalidValue;
+}
+
+template <typename F>
+cudaError_t with_dtype(RouteDtype dt, F&& f) {
+  switch (dt) {
+    case RouteDtype::kFloat32: return f(float{});
+    case RouteDtype::kBFloat16: return f(__nv_bfloat16{});
+    case RouteDtype::kFloat16: return f(__half{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+inline dim3 route_grid(int64_t tokens) {
+  const int64_t warps_per_block = kThreads / 32;
+  const int64_t blocks = (tokens + warps_per_block - 1) / warps_per_block;
+  return dim3(static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8));
+}
+
+}  // namespace route_detail
+
+cudaError_t launch_route(const RouteParams& p, cudaStream_t stream) {
+  using namespace route_detail;
+  if (p.tokens == 0) return cudaSuccess;
+  const size_t smem =
+      p.num_groups > 1 ? sizeof(float) * (kThreads / 32) * (p.experts + p.num_groups) : 0;
+  return with_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return with_slots(p.experts, [&](auto slots) {
+      return launch_kernel("route_kernel", route_kernel<T, decltype(slots)::value>,
+                           route_grid(p.tokens), dim3(kThreads), smem, stream, p);
+    });
+  });
+}
+
+cudaError_t launch_route_backward(const RouteBackwardParams& p, cudaStream_t stream) {
+  using namespace route_detail;
+  if (p.tokens == 0) return cudaSuccess;
+  const size_t smem = sizeof(float) * (kThreads / 32) * 2 * p.experts;
+  return with_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return with_slots(p.experts, [&](auto slots) {
+      return launch_kernel("route_backward_kernel", route_backward_kernel<T, decltype(slots)::value>,
+                           route_grid(p.tokens), dim3(kThreads), smem, stream, p);
+    });
+  });
+}
+
+}  // namespace moe_ext::MOE_KERNEL_NS
