@@ -19,6 +19,13 @@
 #define MOE_FORCEINLINE inline
 #endif
 
+// Full unrolling of a loop with a compile-time trip count (register arrays stay in registers).
+#if defined(__CUDACC__)
+#define MOE_UNROLL _Pragma("unroll")
+#else
+#define MOE_UNROLL
+#endif
+
 namespace moe_ext {
 
 // Integer ceil-division for sizes (int64: row * hidden can pass 2^31).

@@ -11,7 +11,8 @@
 //      the keys of the other groups become -inf -- the same rule as reference.route, fused in;
 //   4. top-k by k rounds of a warp argmax over 64-bit packed (order-preserving key bits, ~id)
 //      values: one shuffle per butterfly step, ties go to the lower id, NaN ranks below
-//      everything, and the result is identical on every lane (deterministic);
+//      everything, and the result is identical on every lane (deterministic); the choices go
+//      to a per-warp shared row (registers stay below 160 even at E = 1024);
 //   5. weights = chosen scores (summed in selection order for the renormalisation, exactly as
 //      the CPU op does), / (sum + 1e-20) if renormalize, x scaling_factor.
 // Why a warp per token: E <= 1024 scores fit in one warp's registers and all reductions are
@@ -38,6 +39,11 @@ namespace moe_ext::MOE_KERNEL_NS {
 namespace route_detail {
 
 constexpr int kThreads = 128;  // 4 warps = 4 tokens per block
+
+// Shared floats per warp in the forward: k scores + k ids (+ E keys + G flags with groups).
+MOE_HOST_DEVICE inline int route_smem_floats_per_warp(const RouteParams& p) {
+  return 2 * p.top_k + (p.num_groups > 1 ? p.experts + p.num_groups : 0);
+}
 constexpr float kRenormEps = 1e-20f;
 
 MOE_DEVICE MOE_FORCEINLINE float to_float(float x) { return x; }
@@ -76,7 +82,7 @@ template <typename T, int V>
 MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax, float (&s)[V]) {
   const int lane = threadIdx.x % 32;
   float mx = -INFINITY;
-  for (int v = 0; v < V; ++v) {
+  MOE_UNROLL for (int v = 0; v < V; ++v) {
     const int e = v * 32 + lane;
     s[v] = e < E ? to_float(ld_global_nc(row + e)) : -INFINITY;
     mx = fmaxf(mx, s[v]);
@@ -84,14 +90,14 @@ MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax
   if (softmax) {
     mx = warp_max(mx);
     float sum = 0.f;
-    for (int v = 0; v < V; ++v) {
+    MOE_UNROLL for (int v = 0; v < V; ++v) {
       s[v] = v * 32 + lane < E ? expf(s[v] - mx) : 0.f;
       sum += s[v];
     }
     sum = warp_sum(sum);
-    for (int v = 0; v < V; ++v) s[v] = s[v] / sum;
+    MOE_UNROLL for (int v = 0; v < V; ++v) s[v] = s[v] / sum;
   } else {
-    for (int v = 0; v < V; ++v) s[v] = v * 32 + lane < E ? 1.f / (1.f + expf(-s[v])) : 0.f;
+    MOE_UNROLL for (int v = 0; v < V; ++v) s[v] = v * 32 + lane < E ? 1.f / (1.f + expf(-s[v])) : 0.f;
   }
 }
 
@@ -100,11 +106,12 @@ MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax
 template <int V>
 MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E, int G, int TG) {
   const int lane = threadIdx.x % 32, gs = E / G;
-  for (int v = 0; v < V; ++v)
+  MOE_UNROLL for (int v = 0; v < V; ++v)
     if (v * 32 + lane < E) st_shared(keys + v * 32 + lane, key[v]);
   __syncwarp();
-  constexpr int kMaxGroupsPerLane = 16;  // G <= E/2 <= 512
+  constexpr int kMaxGroupsPerLane = V > 1 ? V / 2 : 1;  // G <= E/2 <= 16 V
   float gscore[kMaxGroupsPerLane];
+#pragma unroll
   for (int i = 0; i < kMaxGroupsPerLane; ++i) {
     const int g = i * 32 + lane;
     float first = -INFINITY, second = -INFINITY;
@@ -122,7 +129,8 @@ MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E,
   unsigned taken = 0;
   for (int r = 0; r < TG; ++r) {
     unsigned long long best = 0;
-    for (int i = 0; i < kMaxGroupsPerLane; ++i) {
+  #pragma unroll
+  for (int i = 0; i < kMaxGroupsPerLane; ++i) {
       const int g = i * 32 + lane;
       if (g < G && !(taken >> i & 1u)) {
         const unsigned long long pk = pack(gscore[i], g);
@@ -133,10 +141,11 @@ MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E,
     if (g % 32 == lane) taken |= 1u << (g / 32);
   }
   __syncwarp();  // every lane has read the keys before the flags overwrite the scratch
+#pragma unroll
   for (int i = 0; i < kMaxGroupsPerLane; ++i)
     if (i * 32 + lane < G) st_shared(keys + E + i * 32 + lane, (taken >> i & 1u) ? 1.f : 0.f);
   __syncwarp();
-  for (int v = 0; v < V; ++v) {
+  MOE_UNROLL for (int v = 0; v < V; ++v) {
     const int e = v * 32 + lane;
     if (e < E && ld_shared(keys + E + e / gs) == 0.f) key[v] = -INFINITY;
   }
@@ -146,62 +155,63 @@ MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E,
 }  // namespace route_detail
 
 template <typename T, int V>
-__global__ void __launch_bounds__(route_detail::kThreads) route_kernel(RouteParams p) {
+__global__ void __launch_bounds__(route_detail::kThreads, 1) route_kernel(RouteParams p) {
   using namespace route_detail;
-  MOE_SHARED_DYNAMIC(float, smem);  // group-limited routing only: per warp E keys + G flags
+  MOE_SHARED_DYNAMIC(float, smem);  // per warp: k selected scores, k ids[, E keys + G flags]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const int E = p.experts, k = p.top_k;
-  float* keys = smem + warp * (E + p.num_groups);
+  float* sel_score = smem + warp * route_smem_floats_per_warp(p);
+  int* sel_id = reinterpret_cast<int*>(sel_score + k);
+  float* keys = sel_score + 2 * k;  // group-limited routing only
   for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
        t += static_cast<int64_t>(gridDim.x) * warps) {
     float s[V], key[V];
     compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.softmax, s);
-    for (int v = 0; v < V; ++v) {
+    MOE_UNROLL for (int v = 0; v < V; ++v) {
       const int e = v * 32 + lane;
       key[v] = s[v] + (p.bias != nullptr && e < E ? ld_global_nc(p.bias + e) : 0.f);
     }
     if (p.num_groups > 1) mask_groups<V>(key, keys, E, p.num_groups, p.topk_groups);
 
-    // Selection j is kept by lane j % 32 in slot j / 32 (k <= E <= 32 * V).
-    float sel_score[V];
-    int sel_id[V];
+    // k rounds of a warp argmax; each lane's candidate score and slot ride along, so that no
+    // register array is indexed by a runtime value. Lane 0 records the selections in this
+    // warp's shared row (k scores, k ids), which keeps registers for E <= 1024 in check.
     unsigned taken = 0;
     float sum = 0.f;
     for (int j = 0; j < k; ++j) {
       unsigned long long best = 0;
-      for (int v = 0; v < V; ++v) {
-        const int e = v * 32 + lane;
-        if (e < E && !(taken >> v & 1u)) {
-          const unsigned long long pk = pack(key[v], e);
-          best = pk > best ? pk : best;
+      float my_score = 0.f;
+      int my_slot = 0;
+      MOE_UNROLL for (int u = 0; u < V; ++u) {
+        const int e = u * 32 + lane;
+        const unsigned long long pk = pack(key[u], e);
+        if (e < E && !(taken >> u & 1u) && pk > best) {
+          best = pk;
+          my_score = s[u];
+          my_slot = u;
         }
       }
       const int id = unpack_id(warp_max_u64(best));
-      float score = 0.f;
-      for (int v = 0; v < V; ++v)
-        if (v == id / 32) score = s[v];
-      score = __shfl_sync(kFullMask, score, id % 32);
-      if (lane == id % 32) taken |= 1u << (id / 32);
+      const float score = __shfl_sync(kFullMask, my_score, id % 32);
+      if (lane == id % 32) taken |= 1u << my_slot;
       sum += score;
-      for (int v = 0; v < V; ++v)
-        if (lane == j % 32 && v == j / 32) {
-          sel_score[v] = score;
-          sel_id[v] = id;
-        }
-    }
-    const float denom = p.renormalize ? sum + kRenormEps : 1.f;
-    for (int v = 0; v < V; ++v) {
-      const int j = v * 32 + lane;
-      if (j < k) {
-        st_global(p.weights + t * k + j, sel_score[v] / denom * p.scaling);
-        st_global(p.ids + t * k + j, sel_id[v]);
+      if (lane == 0) {
+        st_shared(sel_score + j, score);
+        st_shared(sel_id + j, id);
       }
     }
+    __syncwarp();
+    const float denom = p.renormalize ? sum + kRenormEps : 1.f;
+    for (int j = lane; j < k; j += 32) {
+      st_global(p.weights + t * k + j, ld_shared(sel_score + j) / denom * p.scaling);
+      st_global(p.ids + t * k + j, ld_shared(sel_id + j));
+    }
+    __syncwarp();  // the selection row is reused by the warp's next token
   }
 }
 
 template <typename T, int V>
-__global__ void __launch_bounds__(route_detail::kThreads)
+__global__ void __launch_bounds__(route_detail::kThreads, 1)
     route_backward_kernel(RouteBackwardParams p) {
   using namespace route_detail;
   MOE_SHARED_DYNAMIC(float, smem);  // per warp: scores [E], d scores [E]
@@ -213,7 +223,7 @@ __global__ void __launch_bounds__(route_detail::kThreads)
        t += static_cast<int64_t>(gridDim.x) * warps) {
     float s[V];
     compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.softmax, s);
-    for (int v = 0; v < V; ++v) {
+    MOE_UNROLL for (int v = 0; v < V; ++v) {
       const int e = v * 32 + lane;
       if (e < E) {
         st_shared(sc + e, s[v]);
@@ -242,14 +252,14 @@ __global__ void __launch_bounds__(route_detail::kThreads)
     }
     __syncwarp();
     float d[V], inner = 0.f;
-    for (int v = 0; v < V; ++v) {
+    MOE_UNROLL for (int v = 0; v < V; ++v) {
       const int e = v * 32 + lane;
       d[v] = e < E ? ld_shared(ds + e) : 0.f;
       inner += d[v] * s[v];
     }
     if (p.softmax) inner = warp_sum(inner);
     T* out = static_cast<T*>(p.grad_logits) + t * E;
-    for (int v = 0; v < V; ++v) {
+    MOE_UNROLL for (int v = 0; v < V; ++v) {
       const int e = v * 32 + lane;
       if (e < E) {
         const float dx = p.softmax ? s[v] * (d[v] - inner) : d[v] * s[v] * (1.f - s[v]);
@@ -295,8 +305,7 @@ inline dim3 route_grid(int64_t tokens) {
 cudaError_t launch_route(const RouteParams& p, cudaStream_t stream) {
   using namespace route_detail;
   if (p.tokens == 0) return cudaSuccess;
-  const size_t smem =
-      p.num_groups > 1 ? sizeof(float) * (kThreads / 32) * (p.experts + p.num_groups) : 0;
+  const size_t smem = sizeof(float) * (kThreads / 32) * route_smem_floats_per_warp(p);
   return with_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     return with_slots(p.experts, [&](auto slots) {
