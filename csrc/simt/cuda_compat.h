@@ -79,6 +79,9 @@ inline void shfl_compute(Collective& c, void*) {
 template <typename T>
 T shfl(const char* site, ShflMode mode, unsigned mask, T var, int arg, int width = 32) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of a >8-byte type");
+  if (width < 1 || width > kWarpSize || (width & (width - 1)) != 0)
+    fail(std::string("shuffle at ") + site + ": width " + std::to_string(width) +
+         " is not a power of two in [1, 32]");
   const int lane = this_thread().lane;
   const int seg = lane & ~(width - 1), pos = lane & (width - 1);
   int src = lane;
@@ -86,7 +89,9 @@ T shfl(const char* site, ShflMode mode, unsigned mask, T var, int arg, int width
     case ShflMode::kIdx: src = seg + (arg & (width - 1)); break;
     case ShflMode::kUp: src = pos >= arg ? lane - arg : lane; break;
     case ShflMode::kDown: src = pos + arg < width ? lane + arg : lane; break;
-    case ShflMode::kXor: src = ((lane ^ arg) & ~(width - 1)) == seg ? (lane ^ arg) : lane; break;
+    // PTX shfl.bfly: a source in an earlier segment is read; one past the caller's segment
+    // (a later segment, or beyond lane 31) yields the caller's own value.
+    case ShflMode::kXor: src = (lane ^ arg) >= 0 && (lane ^ arg) < seg + width ? (lane ^ arg) : lane; break;
   }
   ShflIn in{};
   std::memcpy(in.value, &var, sizeof(T));
