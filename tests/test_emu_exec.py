@@ -272,7 +272,7 @@ def test_divergent_half_warps_run_their_own_collectives():
         for lane in range(32):
             r = expect[32 * w + lane]
             if lane < 16:
-                r[0], r[1] = sum(vw[:16]), 0
+                r[0], r[1] = sum(vw[:16]), 0x0000FFFF  # __activemask() in the divergent branch
             else:
                 r[0], r[1] = u32(upper_ballot), vw[lane + 1] if lane < 31 else vw[lane]
             r[2] = vw[0] if lane % 2 == 0 else vw[lane ^ 2]

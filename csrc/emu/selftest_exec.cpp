@@ -149,7 +149,8 @@ __global__ void vote_kernel(ExecTestParams p) {
 
 // Divergent halves run different collectives with their own masks. v = in[0][g];
 // out[0] int32 [threads, 3]:
-//   lanes 0-15:  xor-butterfly sum over the half-warp (width 16); lanes 16-31: ballot of v & 1
+//   lanes 0-15:  xor-butterfly sum over the half-warp (width 16) and __activemask();
+//   lanes 16-31: ballot of v & 1
 //                over the upper half, then a shfl_down by 1 (lane 31 keeps its own value);
 //   then all lanes __syncwarp(), and even lanes broadcast lane 0's v (mask 0x55555555) while
 //   odd lanes swap v with lane ^ 2 (mask 0xaaaaaaaa).
@@ -162,7 +163,7 @@ __global__ void divergent_collectives_kernel(ExecTestParams p) {
     int32_t sum = v;
     for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0x0000ffffu, sum, off, 16);
     st_global(o, sum);
-    st_global(o + 1, 0);
+    st_global(o + 1, static_cast<int32_t>(__activemask()));  // this branch's lanes: 0x0000ffff
   } else {
     st_global(o, static_cast<int32_t>(__ballot_sync(0xffff0000u, v & 1)));
     st_global(o + 1, __shfl_down_sync(0xffff0000u, v, 1));

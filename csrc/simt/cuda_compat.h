@@ -47,7 +47,7 @@
 #define __any_sync(mask, pred) (::moe_simt::ballot(MOE_SIMT_SITE, mask, pred) != 0u)
 #define __all_sync(mask, pred) \
   (::moe_simt::ballot(MOE_SIMT_SITE, mask, pred) == static_cast<unsigned>(mask))
-#define __activemask() ::moe_simt::activemask()
+#define __activemask() ::moe_simt::activemask(MOE_SIMT_SITE)
 
 namespace moe_simt {
 
@@ -115,18 +115,6 @@ inline unsigned ballot(const char* site, unsigned mask, bool pred) {
   unsigned bits;
   std::memcpy(&bits, c->out[this_thread().lane], sizeof(bits));
   return bits;
-}
-
-// Lanes of this warp that have not exited (the emulator's notion of "converged").
-inline unsigned activemask() {
-  const Thread& t = this_thread();
-  unsigned m = 0;
-  const auto& threads = t.block->threads;
-  for (int l = 0; l < kWarpSize; ++l) {
-    const size_t id = static_cast<size_t>(t.warp) * kWarpSize + l;
-    if (id < threads.size() && threads[id].state != ThreadState::kExited) m |= 1u << l;
-  }
-  return m;
 }
 
 // Atomics: blocks run concurrently on host threads, so these are real host atomics.

@@ -153,7 +153,9 @@ std::string describe_deadlock(const Block& b) {
   for (const auto& t : b.threads) {
     if (t.state == ThreadState::kExited || shown >= 8) continue;
     s << " thread " << fmt3(t.idx);
-    if (t.state == ThreadState::kAtBarrier) {
+    if (t.state == ThreadState::kAtActivemask) {
+      s << " waits at __activemask";
+    } else if (t.state == ThreadState::kAtBarrier) {
       s << " waits at __syncthreads (" << (b.barrier_site ? b.barrier_site : "?") << ")";
     } else {
       s << " waits at a warp collective";
@@ -181,6 +183,41 @@ std::string describe_deadlock(const Block& b) {
   return s.str();
 }
 
+// Releases the __activemask() waiters of every warp none of whose lanes can run; each gets the
+// set of lanes waiting at its call site. Returns whether any was released.
+bool release_activemask(Block& b) {
+  bool released = false;
+  const int nthreads = static_cast<int>(b.threads.size());
+  for (int w0 = 0; w0 < nthreads; w0 += kWarpSize) {
+    const int w1 = std::min(nthreads, w0 + kWarpSize);
+    bool runnable = false, waiting = false;
+    for (int i = w0; i < w1; ++i) {
+      runnable |= b.threads[i].state == ThreadState::kRunnable;
+      waiting |= b.threads[i].state == ThreadState::kAtActivemask;
+    }
+    if (runnable || !waiting) continue;
+    for (int i = w0; i < w1; ++i) {
+      Thread& t = b.threads[i];
+      if (t.state != ThreadState::kAtActivemask) continue;
+      uint32_t lanes = 0;
+      for (int j = w0; j < w1; ++j) {
+        const Thread& o = b.threads[j];
+        if (o.state == ThreadState::kAtActivemask && std::strcmp(o.activemask_site, t.activemask_site) == 0)
+          lanes |= 1u << o.lane;
+      }
+      for (int j = w0; j < w1; ++j) {
+        Thread& o = b.threads[j];
+        if (!(lanes >> o.lane & 1)) continue;
+        o.activemask_result = lanes;
+        o.state = ThreadState::kRunnable;
+        --b.at_activemask;
+      }
+    }
+    released = true;
+  }
+  return released;
+}
+
 void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
   Block& b = w.block;
   const uint64_t gx = cfg.grid.x, gy = cfg.grid.y;
@@ -199,6 +236,7 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
   b.live = nthreads;
   b.at_barrier = 0;
   b.barrier_site = nullptr;
+  b.at_activemask = 0;
   b.pending.clear();
   b.warp_gen.assign(nwarps, 0);
   b.warp_full_sync.assign(nwarps, 0);
@@ -233,6 +271,7 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
       if (!b.error.empty()) break;
     }
     b.current = nullptr;
+    if (b.at_activemask > 0 && b.error.empty() && release_activemask(b)) ran = true;
     if (!ran && b.live > 0 && b.error.empty()) b.error = describe_deadlock(b);
   }
   tl_block = nullptr;
@@ -340,7 +379,17 @@ void syncthreads(const char* site) {
   fiber_switch(t.ctx, b.scheduler);
 }
 
-void threadfence() {}  // the emulator's memory is coherent: every store is visible at once
+void threadfence() {}
+
+unsigned activemask(const char* site) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  t.activemask_site = site;
+  t.state = ThreadState::kAtActivemask;
+  ++b.at_activemask;
+  fiber_switch(t.ctx, b.scheduler);
+  return t.activemask_result;
+}  // the emulator's memory is coherent: every store is visible at once
 
 std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
                                             const void* ptr,

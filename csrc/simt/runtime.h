@@ -75,7 +75,7 @@ struct Collective {
   const void* ptr[kWarpSize];                     // per-lane addresses (ldmatrix rows)
 };
 
-enum class ThreadState : uint8_t { kRunnable, kAtBarrier, kAtCollective, kExited };
+enum class ThreadState : uint8_t { kRunnable, kAtBarrier, kAtCollective, kAtActivemask, kExited };
 
 struct MemRecord {  // one lane's access, for warp-level coalescing / bank statistics
   uint64_t seq;
@@ -98,6 +98,8 @@ struct Thread {
   int warp = 0;
   ThreadState state = ThreadState::kRunnable;
   std::shared_ptr<Collective> collective;  // set while waiting at / reading back a collective
+  const char* activemask_site = nullptr;   // set while waiting at __activemask()
+  uint32_t activemask_result = 0;
   FiberContext ctx;
   Block* block = nullptr;
   uint64_t global_seq = 0, shared_seq = 0;  // memory-instruction sequence numbers
@@ -155,6 +157,7 @@ struct Block {
     return !ps.empty() && ps[a * kWarpSize + b] > gen;
   }
   const char* barrier_site = nullptr;      // call site of the barrier being gathered
+  int at_activemask = 0;                   // threads waiting at __activemask()
   std::vector<std::vector<MemRecord>> global_log, shared_log;  // per warp
   LaunchStats stats;
   FiberContext scheduler;
@@ -183,6 +186,11 @@ LaunchStats last_launch_stats();
 Thread& this_thread();
 void syncthreads(const char* site);
 void threadfence();
+// __activemask(): the lanes of this warp that reach this call site together. The caller waits
+// until no lane of its warp can run (each has exited or waits at a barrier, a collective or an
+// __activemask), then gets the lanes waiting at the same site -- the emulator's model of the
+// converged set, so the answer does not depend on the order in which fibers happen to run.
+unsigned activemask(const char* site);
 // Joins a warp collective over `mask`; `compute` runs once, on the last lane to arrive, with all
 // lanes' inputs deposited. Returns the collective so the caller can read its result.
 std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
