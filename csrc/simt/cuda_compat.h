@@ -47,7 +47,7 @@
 #define __any_sync(mask, pred) (::moe_simt::ballot(MOE_SIMT_SITE, mask, pred) != 0u)
 #define __all_sync(mask, pred) \
   (::moe_simt::ballot(MOE_SIMT_SITE, mask, pred) == static_cast<unsigned>(mask))
-#define __activemask() ::moe_simt::activemask()
+#define __activemask() ::moe_simt::activemask(MOE_SIMT_SITE)
 
 namespace moe_simt {
 
@@ -79,6 +79,9 @@ inline void shfl_compute(Collective& c, void*) {
 template <typename T>
 T shfl(const char* site, ShflMode mode, unsigned mask, T var, int arg, int width = 32) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of a >8-byte type");
+  if (width < 1 || width > kWarpSize || (width & (width - 1)) != 0)
+    fail(std::string("shuffle at ") + site + ": width " + std::to_string(width) +
+         " is not a power of two in [1, 32]");
   const int lane = this_thread().lane;
   const int seg = lane & ~(width - 1), pos = lane & (width - 1);
   int src = lane;
@@ -86,7 +89,9 @@ T shfl(const char* site, ShflMode mode, unsigned mask, T var, int arg, int width
     case ShflMode::kIdx: src = seg + (arg & (width - 1)); break;
     case ShflMode::kUp: src = pos >= arg ? lane - arg : lane; break;
     case ShflMode::kDown: src = pos + arg < width ? lane + arg : lane; break;
-    case ShflMode::kXor: src = ((lane ^ arg) & ~(width - 1)) == seg ? (lane ^ arg) : lane; break;
+    // PTX shfl.bfly: a source in an earlier segment is read; one past the caller's segment
+    // (a later segment, or beyond lane 31) yields the caller's own value.
+    case ShflMode::kXor: src = (lane ^ arg) >= 0 && (lane ^ arg) < seg + width ? (lane ^ arg) : lane; break;
   }
   ShflIn in{};
   std::memcpy(in.value, &var, sizeof(T));
@@ -112,18 +117,6 @@ inline unsigned ballot(const char* site, unsigned mask, bool pred) {
   return bits;
 }
 
-// Lanes of this warp that have not exited (the emulator's notion of "converged").
-inline unsigned activemask() {
-  const Thread& t = this_thread();
-  unsigned m = 0;
-  const auto& threads = t.block->threads;
-  for (int l = 0; l < kWarpSize; ++l) {
-    const size_t id = static_cast<size_t>(t.warp) * kWarpSize + l;
-    if (id < threads.size() && threads[id].state != ThreadState::kExited) m |= 1u << l;
-  }
-  return m;
-}
-
 // Atomics: blocks run concurrently on host threads, so these are real host atomics.
 template <typename T>
 T atomic_rmw(T* p, const char* kind, T (*op)(T, T), T v) {
@@ -140,47 +133,115 @@ T atomic_rmw(T* p, const char* kind, T (*op)(T, T), T v) {
 template <typename T>
 inline T moe_simt_add(T a, T b) { return a + b; }
 template <typename T>
+inline T moe_simt_sub(T a, T b) { return a - b; }
+template <typename T>
 inline T moe_simt_max(T a, T b) { return a < b ? b : a; }
 template <typename T>
 inline T moe_simt_min(T a, T b) { return b < a ? b : a; }
 template <typename T>
 inline T moe_simt_exch(T, T b) { return b; }
-
 template <typename T>
-inline T atomicAdd(T* p, T v) { return moe_simt::atomic_rmw<T>(p, "atomicAdd", &moe_simt_add<T>, v); }
-inline float atomicAdd(float* p, float v) {
-  // floats: compare-exchange on the bit pattern
-  static_assert(sizeof(float) == sizeof(unsigned));
-  if (moe_simt::is_shared(p)) moe_simt::check_shared(p, 4, true, "atomicAdd", true);
-  else moe_simt::check_global(p, 4, true, "atomicAdd");
-  auto* u = reinterpret_cast<unsigned*>(p);
-  unsigned old = __atomic_load_n(u, __ATOMIC_RELAXED), next;
+inline T moe_simt_and(T a, T b) { return a & b; }
+template <typename T>
+inline T moe_simt_or(T a, T b) { return a | b; }
+template <typename T>
+inline T moe_simt_xor(T a, T b) { return a ^ b; }
+inline unsigned moe_simt_inc(unsigned old, unsigned limit) { return old >= limit ? 0u : old + 1u; }
+inline unsigned moe_simt_dec(unsigned old, unsigned limit) {
+  return (old == 0u || old > limit) ? limit : old - 1u;
+}
+
+namespace moe_simt {
+// Floating-point read-modify-write: compare-exchange on the bit pattern.
+template <typename F, typename U>
+F atomic_float_rmw(F* p, const char* kind, F (*op)(F, F), F v) {
+  static_assert(sizeof(F) == sizeof(U));
+  if (is_shared(p)) check_shared(p, sizeof(F), true, kind, true); else check_global(p, sizeof(F), true, kind);
+  auto* u = reinterpret_cast<U*>(p);
+  U old = __atomic_load_n(u, __ATOMIC_RELAXED), next;
   do {
-    float f;
-    std::memcpy(&f, &old, 4);
-    f += v;
-    std::memcpy(&next, &f, 4);
+    F f;
+    std::memcpy(&f, &old, sizeof(F));
+    f = op(f, v);
+    std::memcpy(&next, &f, sizeof(F));
   } while (!__atomic_compare_exchange_n(u, &old, next, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
-  float r;
-  std::memcpy(&r, &old, 4);
+  F r;
+  std::memcpy(&r, &old, sizeof(F));
   return r;
 }
+}  // namespace moe_simt
+
+// CUDA declares these as overloads for fixed types (not templates), so an argument converts to
+// the pointee type as in `atomicAdd(unsigned_ptr, 1)`; the value parameter is not deduced here.
+#define MOE_SIMT_ATOMIC(name, fn, T)                                 \
+  inline T name(T* p, T v) { return moe_simt::atomic_rmw<T>(p, #name, &fn<T>, v); }
+MOE_SIMT_ATOMIC(atomicAdd, moe_simt_add, int)
+MOE_SIMT_ATOMIC(atomicAdd, moe_simt_add, unsigned)
+MOE_SIMT_ATOMIC(atomicAdd, moe_simt_add, unsigned long long)
+MOE_SIMT_ATOMIC(atomicSub, moe_simt_sub, int)
+MOE_SIMT_ATOMIC(atomicSub, moe_simt_sub, unsigned)
+MOE_SIMT_ATOMIC(atomicMax, moe_simt_max, int)
+MOE_SIMT_ATOMIC(atomicMax, moe_simt_max, unsigned)
+MOE_SIMT_ATOMIC(atomicMax, moe_simt_max, long long)
+MOE_SIMT_ATOMIC(atomicMax, moe_simt_max, unsigned long long)
+MOE_SIMT_ATOMIC(atomicMin, moe_simt_min, int)
+MOE_SIMT_ATOMIC(atomicMin, moe_simt_min, unsigned)
+MOE_SIMT_ATOMIC(atomicMin, moe_simt_min, long long)
+MOE_SIMT_ATOMIC(atomicMin, moe_simt_min, unsigned long long)
+MOE_SIMT_ATOMIC(atomicExch, moe_simt_exch, int)
+MOE_SIMT_ATOMIC(atomicExch, moe_simt_exch, unsigned)
+MOE_SIMT_ATOMIC(atomicExch, moe_simt_exch, unsigned long long)
+MOE_SIMT_ATOMIC(atomicAnd, moe_simt_and, int)
+MOE_SIMT_ATOMIC(atomicAnd, moe_simt_and, unsigned)
+MOE_SIMT_ATOMIC(atomicAnd, moe_simt_and, unsigned long long)
+MOE_SIMT_ATOMIC(atomicOr, moe_simt_or, int)
+MOE_SIMT_ATOMIC(atomicOr, moe_simt_or, unsigned)
+MOE_SIMT_ATOMIC(atomicOr, moe_simt_or, unsigned long long)
+MOE_SIMT_ATOMIC(atomicXor, moe_simt_xor, int)
+MOE_SIMT_ATOMIC(atomicXor, moe_simt_xor, unsigned)
+MOE_SIMT_ATOMIC(atomicXor, moe_simt_xor, unsigned long long)
+#undef MOE_SIMT_ATOMIC
+inline unsigned atomicInc(unsigned* p, unsigned v) {
+  return moe_simt::atomic_rmw<unsigned>(p, "atomicInc", &moe_simt_inc, v);
+}
+inline unsigned atomicDec(unsigned* p, unsigned v) {
+  return moe_simt::atomic_rmw<unsigned>(p, "atomicDec", &moe_simt_dec, v);
+}
+inline float atomicAdd(float* p, float v) {
+  return moe_simt::atomic_float_rmw<float, unsigned>(p, "atomicAdd", &moe_simt_add<float>, v);
+}
+inline double atomicAdd(double* p, double v) {
+  return moe_simt::atomic_float_rmw<double, unsigned long long>(p, "atomicAdd",
+                                                                &moe_simt_add<double>, v);
+}
+inline float atomicExch(float* p, float v) {
+  return moe_simt::atomic_float_rmw<float, unsigned>(p, "atomicExch", &moe_simt_exch<float>, v);
+}
 template <typename T>
-inline T atomicMax(T* p, T v) { return moe_simt::atomic_rmw<T>(p, "atomicMax", &moe_simt_max<T>, v); }
-template <typename T>
-inline T atomicMin(T* p, T v) { return moe_simt::atomic_rmw<T>(p, "atomicMin", &moe_simt_min<T>, v); }
-template <typename T>
-inline T atomicExch(T* p, T v) { return moe_simt::atomic_rmw<T>(p, "atomicExch", &moe_simt_exch<T>, v); }
-template <typename T>
-inline T atomicCAS(T* p, T compare, T v) {
+inline T moe_simt_atomic_cas(T* p, T compare, T v) {
   if (moe_simt::is_shared(p)) moe_simt::check_shared(p, sizeof(T), true, "atomicCAS", true);
   else moe_simt::check_global(p, sizeof(T), true, "atomicCAS");
   __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return compare;
 }
+inline int atomicCAS(int* p, int compare, int v) { return moe_simt_atomic_cas(p, compare, v); }
+inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) {
+  return moe_simt_atomic_cas(p, compare, v);
+}
+inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare,
+                                    unsigned long long v) {
+  return moe_simt_atomic_cas(p, compare, v);
+}
+inline unsigned short atomicCAS(unsigned short* p, unsigned short compare, unsigned short v) {
+  return moe_simt_atomic_cas(p, compare, v);
+}
 // Block-scope variants: on the emulator every atomic is at least block-scoped.
 #define atomicAdd_block atomicAdd
+#define atomicSub_block atomicSub
 #define atomicMax_block atomicMax
 #define atomicMin_block atomicMin
 #define atomicExch_block atomicExch
 #define atomicCAS_block atomicCAS
+#define atomicAnd_block atomicAnd
+#define atomicOr_block atomicOr
+#define atomicXor_block atomicXor

@@ -12,6 +12,11 @@ namespace {
 
 constexpr size_t kFiberStackBytes = 256 * 1024;
 constexpr size_t kLogFlushThreshold = 1 << 16;
+// Unaddressable bytes after each shared allocation (dynamic, then every static array), so that
+// indexing just past one array is reported instead of landing silently in its neighbour.
+constexpr size_t kSharedRedZone = 16;
+constexpr size_t kMaxStaticArrays = 256;
+constexpr size_t kSharedArena = kMaxSharedBytes + kSharedRedZone * (kMaxStaticArrays + 2) + 256;
 
 thread_local Block* tl_block = nullptr;
 
@@ -147,11 +152,28 @@ std::string describe_deadlock(const Block& b) {
   int shown = 0;
   for (const auto& t : b.threads) {
     if (t.state == ThreadState::kExited || shown >= 8) continue;
-    s << " thread " << fmt3(t.idx)
-      << (t.state == ThreadState::kAtBarrier ? " waits at __syncthreads" : " waits at a warp collective");
-    if (t.state == ThreadState::kAtCollective && t.collective)
-      s << " (mask 0x" << std::hex << t.collective->mask << std::dec << " at "
-        << t.collective->site << ")";
+    s << " thread " << fmt3(t.idx);
+    if (t.state == ThreadState::kAtActivemask) {
+      s << " waits at __activemask";
+    } else if (t.state == ThreadState::kAtBarrier) {
+      s << " waits at __syncthreads (" << (b.barrier_site ? b.barrier_site : "?") << ")";
+    } else {
+      s << " waits at a warp collective";
+      if (t.collective) {
+        // Lanes of the mask that have exited can never arrive: the usual cause.
+        uint32_t gone = 0;
+        for (int l = 0; l < kWarpSize; ++l) {
+          const size_t id = static_cast<size_t>(t.warp) * kWarpSize + l;
+          if ((t.collective->mask >> l & 1) && id < b.threads.size() &&
+              b.threads[id].state == ThreadState::kExited)
+            gone |= 1u << l;
+        }
+        s << " (mask 0x" << std::hex << t.collective->mask << std::dec << " at "
+          << t.collective->site;
+        if (gone) s << "; lanes 0x" << std::hex << gone << std::dec << " of its mask have exited";
+        s << ")";
+      }
+    }
     s << ";";
     ++shown;
   }
@@ -159,6 +181,41 @@ std::string describe_deadlock(const Block& b) {
   for (const auto& t : b.threads) exited += t.state == ThreadState::kExited;
   s << " " << exited << " of " << b.threads.size() << " threads have exited";
   return s.str();
+}
+
+// Releases the __activemask() waiters of every warp none of whose lanes can run; each gets the
+// set of lanes waiting at its call site. Returns whether any was released.
+bool release_activemask(Block& b) {
+  bool released = false;
+  const int nthreads = static_cast<int>(b.threads.size());
+  for (int w0 = 0; w0 < nthreads; w0 += kWarpSize) {
+    const int w1 = std::min(nthreads, w0 + kWarpSize);
+    bool runnable = false, waiting = false;
+    for (int i = w0; i < w1; ++i) {
+      runnable |= b.threads[i].state == ThreadState::kRunnable;
+      waiting |= b.threads[i].state == ThreadState::kAtActivemask;
+    }
+    if (runnable || !waiting) continue;
+    for (int i = w0; i < w1; ++i) {
+      Thread& t = b.threads[i];
+      if (t.state != ThreadState::kAtActivemask) continue;
+      uint32_t lanes = 0;
+      for (int j = w0; j < w1; ++j) {
+        const Thread& o = b.threads[j];
+        if (o.state == ThreadState::kAtActivemask && std::strcmp(o.activemask_site, t.activemask_site) == 0)
+          lanes |= 1u << o.lane;
+      }
+      for (int j = w0; j < w1; ++j) {
+        Thread& o = b.threads[j];
+        if (!(lanes >> o.lane & 1)) continue;
+        o.activemask_result = lanes;
+        o.state = ThreadState::kRunnable;
+        --b.at_activemask;
+      }
+    }
+    released = true;
+  }
+  return released;
 }
 
 void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
@@ -173,14 +230,17 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
   // Shared memory: poison the bytes the previous block used, reset their shadow state.
   std::fill(b.shared.begin(), b.shared.begin() + b.shared_used, 0xA5);
   std::fill(b.shadow.begin(), b.shadow.begin() + (b.shared_used + 3) / 4, SharedShadow{});
-  b.shared_used = (cfg.dynamic_shared + 15) / 16 * 16;
+  b.shared_used = (cfg.dynamic_shared + 15) / 16 * 16 + kSharedRedZone;
   b.static_shared.clear();
   b.epoch = 1;
   b.live = nthreads;
   b.at_barrier = 0;
   b.barrier_site = nullptr;
+  b.at_activemask = 0;
   b.pending.clear();
   b.warp_gen.assign(nwarps, 0);
+  b.warp_full_sync.assign(nwarps, 0);
+  b.pair_sync.assign(nwarps, {});
   b.global_log.assign(nwarps, {});
   b.shared_log.assign(nwarps, {});
   b.error.clear();
@@ -211,6 +271,7 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
       if (!b.error.empty()) break;
     }
     b.current = nullptr;
+    if (b.at_activemask > 0 && b.error.empty() && release_activemask(b)) ran = true;
     if (!ran && b.live > 0 && b.error.empty()) b.error = describe_deadlock(b);
   }
   tl_block = nullptr;
@@ -257,8 +318,8 @@ LaunchStats run_launch(const LaunchConfig& cfg) {
   std::atomic<uint64_t> next{0};
   auto work = [&] {
     Worker w;
-    w.block.shared.assign(kMaxSharedBytes, 0xA5);
-    w.block.shadow.assign(kMaxSharedBytes / 4, SharedShadow{});
+    w.block.shared.assign(kSharedArena, 0xA5);
+    w.block.shadow.assign(kSharedArena / 4, SharedShadow{});
     w.block.shared_used = 0;
     LaunchStats mine;
     for (uint64_t blk; (blk = next.fetch_add(1)) < nblocks;) {
@@ -318,7 +379,17 @@ void syncthreads(const char* site) {
   fiber_switch(t.ctx, b.scheduler);
 }
 
-void threadfence() {}  // the emulator's memory is coherent: every store is visible at once
+void threadfence() {}
+
+unsigned activemask(const char* site) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  t.activemask_site = site;
+  t.state = ThreadState::kAtActivemask;
+  ++b.at_activemask;
+  fiber_switch(t.ctx, b.scheduler);
+  return t.activemask_result;
+}  // the emulator's memory is coherent: every store is visible at once
 
 std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
                                             const void* ptr,
@@ -330,8 +401,8 @@ std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_
   if (!(mask & bit))
     fail("warp collective at " + std::string(site) + " called by lane " +
          std::to_string(t.lane) + ", which is not in its mask");
-  const size_t warp_lanes = std::min<size_t>(kWarpSize, b.threads.size() - t.warp * kWarpSize);
-  if (warp_lanes < kWarpSize && (mask >> warp_lanes) != 0)
+  const size_t lanes = std::min<size_t>(kWarpSize, b.threads.size() - t.warp * kWarpSize);
+  if (lanes < kWarpSize && (mask >> lanes) != 0)
     fail("warp collective mask names lanes beyond the block's last thread");
   std::shared_ptr<Collective> c;
   for (auto& p : b.pending)
@@ -357,7 +428,20 @@ std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_
   if (c->arrived == mask) {
     if (compute) compute(*c, ctx);
     ++b.stats.warp_collectives;
-    ++b.warp_gen[t.warp];
+    const uint64_t gen = ++b.warp_gen[t.warp];
+    // Record which lanes this collective ordered, for the race check (Block::synced_after).
+    const size_t warp_lanes = std::min<size_t>(kWarpSize, b.threads.size() - t.warp * kWarpSize);
+    const uint32_t all = warp_lanes == kWarpSize ? 0xffffffffu : (1u << warp_lanes) - 1;
+    if (mask == all) {
+      b.warp_full_sync[t.warp] = gen;
+    } else {
+      auto& ps = b.pair_sync[t.warp];
+      if (ps.empty()) ps.assign(kWarpSize * kWarpSize, 0);
+      for (int x = 0; x < kWarpSize; ++x)
+        if (mask >> x & 1)
+          for (int y = 0; y < kWarpSize; ++y)
+            if (mask >> y & 1) ps[x * kWarpSize + y] = gen;
+    }
     b.pending.erase(std::find(b.pending.begin(), b.pending.end(), c));
     for (int l = 0; l < kWarpSize; ++l) {
       if (!(mask >> l & 1) || l == t.lane) continue;
@@ -376,14 +460,18 @@ std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_
 
 void* shared_static(const void* key, size_t bytes, size_t align) {
   Block& b = *this_thread().block;
-  for (auto& [k, off] : b.static_shared)
-    if (k == key) return b.shared.data() + off;
+  for (const auto& a : b.static_shared)
+    if (a.key == key) return b.shared.data() + a.offset;
   const size_t off = (b.shared_used + align - 1) / align * align;
-  if (off + bytes > kMaxSharedBytes)
-    fail("static + dynamic shared memory (" + std::to_string(off + bytes) +
+  size_t total = b.launch->dynamic_shared + bytes;  // what the kernel asked for, no red zones
+  for (const auto& a : b.static_shared) total += a.bytes;
+  if (total > kMaxSharedBytes)
+    fail("static + dynamic shared memory (" + std::to_string(total) +
          " bytes) exceeds the 227 KB per-block limit");
-  b.shared_used = off + bytes;
-  b.static_shared.emplace_back(key, off);
+  if (b.static_shared.size() >= kMaxStaticArrays || off + bytes + kSharedRedZone > kSharedArena)
+    fail("more than " + std::to_string(kMaxStaticArrays) + " static shared arrays");
+  b.shared_used = off + bytes + kSharedRedZone;
+  b.static_shared.push_back(SharedArray{key, off, bytes});
   return b.shared.data() + off;
 }
 
@@ -392,7 +480,7 @@ void* shared_dynamic() { return this_thread().block->shared.data(); }
 bool is_shared(const void* p) {
   const Block& b = *this_thread().block;
   auto a = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(b.shared.data());
-  return a >= base && a < base + kMaxSharedBytes;
+  return a >= base && a < base + b.shared.size();
 }
 
 void check_global(const void* p, size_t bytes, bool write, const char* kind) {
@@ -432,11 +520,29 @@ void check_shared(const void* p, size_t bytes, bool write, const char* kind, boo
   if (a < base || a + bytes > base + b.shared_used) {
     std::ostringstream s;
     s << "out-of-bounds shared " << kind << " of " << bytes << " bytes at offset "
-      << static_cast<int64_t>(a - base) << "; the block has " << b.shared_used
-      << " bytes of shared memory";
+      << static_cast<int64_t>(a - base) << ", past the block's shared memory (dynamic [0, "
+      << b.launch->dynamic_shared << ")";
+    for (const auto& arr : b.static_shared)
+      s << ", static [" << arr.offset << ", " << arr.offset + arr.bytes << ")";
+    s << ")";
     fail(s.str());
   }
   const size_t off = a - base;
+  // The access must lie within one allocation: the dynamic array or one static array. Indexing
+  // past an array into its neighbour (or the alignment gap between them) is out of bounds too.
+  bool inside = off + bytes <= b.launch->dynamic_shared;
+  for (size_t i = 0; !inside && i < b.static_shared.size(); ++i)
+    inside = off >= b.static_shared[i].offset &&
+             off + bytes <= b.static_shared[i].offset + b.static_shared[i].bytes;
+  if (!inside) {
+    std::ostringstream s;
+    s << "out-of-bounds shared " << kind << " of " << bytes << " bytes at offset " << off
+      << ", outside every shared array (dynamic [0, " << b.launch->dynamic_shared << ")";
+    for (const auto& arr : b.static_shared)
+      s << ", static [" << arr.offset << ", " << arr.offset + arr.bytes << ")";
+    s << ")";
+    fail(s.str());
+  }
   const uint64_t gen = b.warp_gen[t.warp];
   const bool checks = b.launch->check_races || b.launch->check_uninitialized;
   for (size_t word = off / 4; checks && word <= (off + bytes - 1) / 4; ++word) {
@@ -451,9 +557,14 @@ void check_shared(const void* p, size_t bytes, bool write, const char* kind, boo
     if (s.epoch != b.epoch) {
       s.epoch = b.epoch;
       s.writer = s.reader = s.reader_warp = -1;
+      s.reader_lanes = 0;
+      s.writer_bytes = s.reader_bytes = 0;
     }
+    // Another thread's access at warp generation other_gen happened before this one.
     auto ordered = [&](int other, uint64_t other_gen) {
-      return other == t.linear || (other / kWarpSize == t.warp && gen > other_gen);
+      return other == t.linear ||
+             (other / kWarpSize == t.warp &&
+              b.synced_after(t.warp, other % kWarpSize, t.lane, other_gen));
     };
     auto race = [&](const char* what, int other) {
       std::ostringstream e;
@@ -462,19 +573,28 @@ void check_shared(const void* p, size_t bytes, bool write, const char* kind, boo
         << " access it in the same barrier interval with no __syncthreads/__syncwarp between";
       fail(e.str());
     };
-    if (s.writer >= 0 && !ordered(s.writer, s.writer_sync))
+    if (s.writer >= 0 && (s.writer_bytes & m) && !ordered(s.writer, s.writer_sync))
       race(write ? "write after write" : "read after write", s.writer);
-    if (write && s.reader != -1 && s.reader != t.linear) {
-      const bool same_warp_synced = s.reader_warp == t.warp && gen > s.reader_sync;
-      if (!same_warp_synced) race("write after read", s.reader >= 0 ? s.reader : -1);
+    if (write && s.reader != -1 && (s.reader_bytes & m)) {
+      // Every earlier reader other than this thread must share its warp and a later collective.
+      bool ok = s.reader_warp == t.warp;
+      for (int l = 0; ok && l < kWarpSize; ++l)
+        if ((s.reader_lanes >> l & 1) && l != t.lane)
+          ok = b.synced_after(t.warp, l, t.lane, s.reader_sync);
+      if (!ok) race("write after read", s.reader >= 0 ? s.reader : -1);
     }
     if (write) {
+      s.writer_bytes = s.writer == t.linear ? (s.writer_bytes | m) : m;
       s.writer = t.linear;
       s.writer_sync = gen;
       s.reader = s.reader_warp = -1;
+      s.reader_lanes = 0;
+      s.reader_bytes = 0;
     } else {
       s.reader = (s.reader == -1 || s.reader == t.linear) ? t.linear : -2;
       s.reader_warp = (s.reader_warp == -1 || s.reader_warp == t.warp) ? t.warp : -2;
+      s.reader_lanes |= 1u << t.lane;
+      s.reader_bytes |= m;
       s.reader_sync = gen;
     }
   }

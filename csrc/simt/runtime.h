@@ -75,7 +75,7 @@ struct Collective {
   const void* ptr[kWarpSize];                     // per-lane addresses (ldmatrix rows)
 };
 
-enum class ThreadState : uint8_t { kRunnable, kAtBarrier, kAtCollective, kExited };
+enum class ThreadState : uint8_t { kRunnable, kAtBarrier, kAtCollective, kAtActivemask, kExited };
 
 struct MemRecord {  // one lane's access, for warp-level coalescing / bank statistics
   uint64_t seq;
@@ -98,6 +98,8 @@ struct Thread {
   int warp = 0;
   ThreadState state = ThreadState::kRunnable;
   std::shared_ptr<Collective> collective;  // set while waiting at / reading back a collective
+  const char* activemask_site = nullptr;   // set while waiting at __activemask()
+  uint32_t activemask_result = 0;
   FiberContext ctx;
   Block* block = nullptr;
   uint64_t global_seq = 0, shared_seq = 0;  // memory-instruction sequence numbers
@@ -106,16 +108,27 @@ struct Thread {
 };
 
 // Shadow state of one 4-byte shared-memory word, for race and uninitialised-read checks.
-// Within one barrier interval, accesses by different threads conflict unless both threads are in
-// the same warp and a warp collective (e.g. __syncwarp) of that warp completed in between.
+// Within one barrier interval, accesses by different threads to overlapping bytes conflict unless
+// both threads are in the same warp and a warp collective (e.g. __syncwarp) whose mask named both
+// completed in between (Block::synced_after). Accesses to disjoint bytes of a word never conflict.
 struct SharedShadow {
   uint64_t epoch = 0;         // barrier interval of the accesses recorded below (0 = none)
   int32_t writer = -1;        // linear id of the thread that wrote in that interval
   int32_t reader = -1;        // a thread that read in that interval (-2: several)
   int32_t reader_warp = -1;   // the readers' warp (-2: several warps)
+  uint32_t reader_lanes = 0;  // the readers' lanes (when all are in reader_warp)
   uint64_t writer_sync = 0;   // the writer's warp generation at the write
   uint64_t reader_sync = 0;   // the readers' latest warp generation
+  uint8_t writer_bytes = 0;   // bytes of the word the writer wrote
+  uint8_t reader_bytes = 0;   // bytes of the word the readers read
   uint8_t init_mask = 0;      // bytes written at least once since the block started
+};
+
+// One static shared array (MOE_SHARED_ARRAY), keyed by its declaration.
+struct SharedArray {
+  const void* key;
+  size_t offset;
+  size_t bytes;
 };
 
 struct LaunchConfig;
@@ -124,16 +137,27 @@ struct Block {
   uint3 idx;
   const LaunchConfig* launch = nullptr;
   std::vector<Thread> threads;
-  std::vector<unsigned char> shared;       // dynamic shared memory first, then static
+  std::vector<unsigned char> shared;       // dynamic shared memory first, then static, each
+                                           // followed by a red zone (runtime.cpp)
   std::vector<SharedShadow> shadow;        // one per 4-byte word of `shared`
   size_t shared_used = 0;                  // bytes handed out so far
-  std::vector<std::pair<const void*, size_t>> static_shared;  // key -> offset
+  std::vector<SharedArray> static_shared;  // allocation order
   uint64_t epoch = 1;                      // barrier interval counter
   int live = 0;                            // threads not yet exited
   int at_barrier = 0;
   std::vector<std::shared_ptr<Collective>> pending;  // open collectives, any warp
   std::vector<uint64_t> warp_gen;          // per warp: collectives completed
+  std::vector<uint64_t> warp_full_sync;    // per warp: generation of the last whole-warp one
+  std::vector<std::vector<uint64_t>> pair_sync;  // per warp, lazily [32 x 32]: the last
+                                                 // partial-mask generation naming both lanes
+  // Whether lanes a and b of `warp` took part in one warp collective completed after `gen`.
+  bool synced_after(int warp, int a, int b, uint64_t gen) const {
+    if (warp_full_sync[warp] > gen) return true;
+    const auto& ps = pair_sync[warp];
+    return !ps.empty() && ps[a * kWarpSize + b] > gen;
+  }
   const char* barrier_site = nullptr;      // call site of the barrier being gathered
+  int at_activemask = 0;                   // threads waiting at __activemask()
   std::vector<std::vector<MemRecord>> global_log, shared_log;  // per warp
   LaunchStats stats;
   FiberContext scheduler;
@@ -162,6 +186,11 @@ LaunchStats last_launch_stats();
 Thread& this_thread();
 void syncthreads(const char* site);
 void threadfence();
+// __activemask(): the lanes of this warp that reach this call site together. The caller waits
+// until no lane of its warp can run (each has exited or waits at a barrier, a collective or an
+// __activemask), then gets the lanes waiting at the same site -- the emulator's model of the
+// converged set, so the answer does not depend on the order in which fibers happen to run.
+unsigned activemask(const char* site);
 // Joins a warp collective over `mask`; `compute` runs once, on the last lane to arrive, with all
 // lanes' inputs deposited. Returns the collective so the caller can read its result.
 std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
