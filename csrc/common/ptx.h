@@ -6,7 +6,7 @@
 //   mma_m16n8k16_f16(d, a, b, c)   mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
 //   mma_m16n8k8_tf32(d, a, b, c)   mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
 //       D[16x8] = A[16xK] * B[Kx8] + C, one warp; per-lane fragments (a: 4 regs, b: 2, c/d: 4)
-//       in the PTX ISA layouts (see `ptx_layout` below; pinned by shared/golden/ptx_fragments.json).
+//       in the PTX ISA layouts (`ptx_layout` below; pinned by shared/golden/ptx_fragments.json).
 //   ldmatrix_x{1,2,4}[_trans](r, smem_row)   ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16
 //       Loads 1/2/4 8x8 matrices of 16-bit elements from shared memory; each lane passes the
 //       address of one 16-byte row (lanes 0-7: rows of matrix 0, 8-15: matrix 1, ...; x1 uses
@@ -31,8 +31,9 @@
 //     .sync.aligned requires: all 32 lanes deposit their operands, the last lane to arrive
 //     computes, every lane reads its result back. A lane missing (divergence, early exit)
 //     deadlocks and is reported. Each mma adds 1 to LaunchStats::mma (per warp instruction).
-//   * mma arithmetic: inputs are widened to fp32 (tf32 inputs first rounded like cvt.rna.tf32 —
-//     tensor cores ignore the low 13 bits, so kernels should round explicitly to match), then
+//   * mma arithmetic: inputs are widened to fp32 (tf32 inputs first rounded like cvt.rna.tf32;
+//     the ISA expects .tf32 operands already in tf32 format and the hardware does not round an
+//     unrounded fp32 that way, so kernels convert with cvt_rna_tf32 to match on both paths), then
 //     d[m][n] = fmaf(a[m][k], b[k][n], d) for k = 0, 1, ..., K-1 in order, starting from c.
 //     Products of bf16/fp16/tf32 values are exact in fp32, so this equals a sequential fp32 sum
 //     of exact products. Hardware adds the K products with at least fp32 precision in an
@@ -420,7 +421,9 @@ inline void cp_async(void* smem_dst, const void* gmem_src, int src_bytes = Bytes
     ::moe_simt::fail("cp.async." + std::to_string(Bytes) + ": " + why);
   };
   if (!::moe_simt::is_shared(smem_dst)) fail("destination is not in shared memory");
-  if (reinterpret_cast<uintptr_t>(smem_dst) % Bytes || reinterpret_cast<uintptr_t>(gmem_src) % Bytes)
+  const auto dst = reinterpret_cast<uintptr_t>(smem_dst);
+  const auto src = reinterpret_cast<uintptr_t>(gmem_src);
+  if (dst % Bytes || src % Bytes)
     fail("source and destination must be " + std::to_string(Bytes) + "-byte aligned");
   if (src_bytes < 0 || src_bytes > Bytes)
     fail("src_bytes " + std::to_string(src_bytes) + " outside [0, " + std::to_string(Bytes) + "]");

@@ -181,7 +181,7 @@ __global__ void gemm_kernel(GemmParams p) {
         b[1] = bit_cast<uint32_t>(ld_shared(bf + (lane % 4 + 4) * p.n + n0 + lane / 4));
       }
       if constexpr (Kind == MmaKind::kTf32) {
-        // Tensor cores read the top 19 bits of a tf32 operand: round first (cvt.rna).
+        // mma expects operands in tf32 format: round them (cvt.rna) rather than pass fp32.
         for (auto& x : a) x = cvt_rna_tf32(bit_cast<float>(x));
         for (auto& x : b) x = cvt_rna_tf32(bit_cast<float>(x));
         mma_m16n8k8_tf32(acc[i], a, b, acc[i]);
@@ -262,10 +262,14 @@ cudaError_t launch_gemm(const GemmParams& p, cudaStream_t s) {
 }
 
 cudaError_t launch_cp_async(const CpAsyncParams& p, cudaStream_t s) {
+  const dim3 grid(1), block(32);
   switch (p.bytes) {
-    case 4: return launch_kernel("ptx_cp_async_kernel<4>", cp_async_kernel<4>, dim3(1), dim3(32), 0, s, p);
-    case 8: return launch_kernel("ptx_cp_async_kernel<8>", cp_async_kernel<8>, dim3(1), dim3(32), 0, s, p);
-    default: return launch_kernel("ptx_cp_async_kernel<16>", cp_async_kernel<16>, dim3(1), dim3(32), 0, s, p);
+    case 4:
+      return launch_kernel("ptx_cp_async_kernel<4>", cp_async_kernel<4>, grid, block, 0, s, p);
+    case 8:
+      return launch_kernel("ptx_cp_async_kernel<8>", cp_async_kernel<8>, grid, block, 0, s, p);
+    default:
+      return launch_kernel("ptx_cp_async_kernel<16>", cp_async_kernel<16>, grid, block, 0, s, p);
   }
 }
 

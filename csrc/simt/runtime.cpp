@@ -496,7 +496,8 @@ void poison_shared(const void* p, size_t bytes) {
   std::memset(b.shared.data() + off, 0xA5, bytes);
   for (size_t word = off / 4; bytes && word <= (off + bytes - 1) / 4; ++word) {
     const size_t lo = std::max(off, word * 4), hi = std::min(off + bytes, word * 4 + 4);
-    b.shadow[word].init_mask &= static_cast<uint8_t>(~(((1u << (hi - lo)) - 1) << (lo - word * 4)));
+    const auto m = static_cast<uint8_t>(((1u << (hi - lo)) - 1) << (lo - word * 4));
+    b.shadow[word].init_mask &= static_cast<uint8_t>(~m);
   }
 }
 
