@@ -13,6 +13,7 @@ message(STATUS "moe_ext: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CM
 add_library(moe_ext_cuda_kernels STATIC
   csrc/cuda/permute.cu
   csrc/cuda/route.cu
+  csrc/cuda/selftest_ptx.cu
 )
 target_include_directories(moe_ext_cuda_kernels PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 target_compile_options(moe_ext_cuda_kernels PRIVATE

@@ -604,6 +604,23 @@ void check_shared(const void* p, size_t bytes, bool write, const char* kind, boo
   if (log.size() > kLogFlushThreshold) flush_warp_logs(b, t.warp, false);
 }
 
+void poison_shared(const void* p, size_t bytes) {
+  Block& b = *this_thread().block;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  const auto base = reinterpret_cast<uintptr_t>(b.shared.data());
+  if (a < base || a + bytes > base + b.shared_used)
+    fail("out-of-bounds shared write of " + std::to_string(bytes) + " bytes at offset " +
+         std::to_string(static_cast<int64_t>(a - base)) + "; the block has " +
+         std::to_string(b.shared_used) + " bytes of shared memory");
+  const size_t off = a - base;
+  std::memset(b.shared.data() + off, 0xA5, bytes);
+  for (size_t word = off / 4; bytes && word <= (off + bytes - 1) / 4; ++word) {
+    const size_t lo = std::max(off, word * 4), hi = std::min(off + bytes, word * 4 + 4);
+    const auto m = static_cast<uint8_t>(((1u << (hi - lo)) - 1) << (lo - word * 4));
+    b.shadow[word].init_mask &= static_cast<uint8_t>(~m);
+  }
+}
+
 }  // namespace moe_simt
 
 namespace moe_simt {

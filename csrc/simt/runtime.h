@@ -204,6 +204,9 @@ void check_global(const void* p, size_t bytes, bool write, const char* kind);
 // Atomics (atomic=true) are exempt from the race check: concurrent atomics are the point.
 void check_shared(const void* p, size_t bytes, bool write, const char* kind, bool atomic = false);
 bool is_shared(const void* p);
+// Marks shared bytes as never written (poison value, shadow cleared): the destination of an
+// in-flight cp.async, so reading it before the copy is waited for fails as uninitialised.
+void poison_shared(const void* p, size_t bytes);
 [[noreturn]] void fail(const std::string& what);
 
 }  // namespace moe_simt
