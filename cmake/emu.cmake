@@ -12,6 +12,7 @@ add_library(moe_ext_simt STATIC
   csrc/simt/runtime.cpp
   csrc/emu/permute.cpp
   csrc/emu/route.cpp
+  csrc/emu/tile_gemm.cpp
   csrc/emu/selftest_exec.cpp
   csrc/emu/selftest_ptx.cpp
 )
@@ -24,6 +25,7 @@ target_sources(_C PRIVATE
   csrc/binding/emu_ops.cpp
   csrc/binding/emu_selftest_exec.cpp
   csrc/binding/emu_selftest_ptx.cpp
+  csrc/binding/emu_selftest_gemm.cpp
 )
 target_compile_definitions(_C PRIVATE MOE_EXT_WITH_EMU)
 target_link_libraries(_C PRIVATE moe_ext_simt)

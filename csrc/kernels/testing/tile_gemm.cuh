@@ -18,15 +18,9 @@
 #include "../../common/memory.h"
 #include "../../common/ptx.h"
 #include "../../common/shared.h"
+#include "tile_gemm.h"
 
 namespace moe_ext::MOE_KERNEL_NS {
-
-struct TileGemmParams {
-  const void* a;  // [M, K] bf16 row-major
-  const void* b;  // [N, K] bf16 (n-major)
-  float* c;       // [M, N] fp32
-  int64_t m, n, k;
-};
 
 namespace tile_gemm {
 constexpr int kBlockM = 64, kBlockN = 64, kBlockK = 32, kStages = 2, kThreads = 128;
@@ -109,7 +103,7 @@ __global__ void __launch_bounds__(tile_gemm::kThreads) tile_gemm_kernel(TileGemm
 }
 
 // Runs C = A @ B^T; returns cudaErrorInvalidValue when the shape preconditions fail.
-inline cudaError_t launch_tile_gemm(const TileGemmParams& p, cudaStream_t stream) {
+cudaError_t launch_tile_gemm(const TileGemmParams& p, cudaStream_t stream) {
   using namespace tile_gemm;
   if (p.m % kBlockM || p.n % kBlockN || p.k % kBlockK) return cudaErrorInvalidValue;
   if (p.m == 0 || p.n == 0) return cudaSuccess;

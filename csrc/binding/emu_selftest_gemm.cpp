@@ -1,0 +1,38 @@
+// torch.ops.moe_ext_emu_test.tile_gemm: the test tile GEMM (csrc/kernels/testing/tile_gemm.cuh)
+// on the emulator, for the end-to-end mma/ldmatrix/cp.async test and the emulator speed figure.
+#include <torch/library.h>
+
+#include "../kernels/testing/tile_gemm.h"
+#include "emu_launch.h"
+
+namespace moe_ext {
+namespace {
+
+// c[M, N] fp32 = a[M, K] @ b[N, K]^T for bf16 a, b (M, N multiples of 64, K of 32).
+at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
+  const char* op = "tile_gemm";
+  MOE_CHECK(op, a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16,
+            "a and b must be bfloat16, got ", describe(a), " and ", describe(b));
+  check_dim(op, "a", a, 2);
+  check_dim(op, "b", b, 2);
+  MOE_CHECK(op, a.size(1) == b.size(1), "a [M, K] and b [N, K] must share K, got ", describe(a),
+            " and ", describe(b));
+  auto ac = a.contiguous(), bc = b.contiguous();
+  auto c = at::empty({a.size(0), b.size(0)}, a.options().dtype(at::kFloat));
+  TileGemmParams p{ac.const_data_ptr(), bc.const_data_ptr(), c.data_ptr<float>(), a.size(0),
+                   b.size(0), a.size(1)};
+  emu_launcher(&emu::launch_tile_gemm)(op, p,
+                                       DeviceBuffers{{"a", ac, false}, {"b", bc, false},
+                                                     {"c", c, true}});
+  return c;
+}
+
+}  // namespace
+}  // namespace moe_ext
+
+TORCH_LIBRARY_FRAGMENT(moe_ext_emu_test, m) {
+  // Test tile GEMM on the emulator: c = a @ b.T (bf16 in, fp32 out).
+  m.def("tile_gemm(Tensor a, Tensor b) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(moe_ext_emu_test, CPU, m) { m.impl("tile_gemm", &moe_ext::tile_gemm_emu); }
