@@ -10,7 +10,7 @@ set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 message(STATUS "moe_ext: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}")
 
-add_library(moe_ext_cuda_kernels STATIC
+add_library(moe_ext_cuda_kernels OBJECT
   csrc/cuda/permute.cu
   csrc/cuda/route.cu
   csrc/cuda/selftest_ptx.cu

@@ -3,5 +3,5 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/setup_env.sh pytest numpy expecttest "transformers>=5" nvidia-cuda-cuobjdump
+. scripts/setup_env.sh pytest numpy expecttest "transformers>=5" nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 python -m pytest -q tests "$@"

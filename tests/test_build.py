@@ -54,3 +54,43 @@ def test_cuda_kernels_compiled_for_every_arch():
     ptx = subprocess.run([tool, "--list-ptx", so], capture_output=True, text=True, check=True)
     assert ".sm_80.cubin" in elf.stdout and ".sm_90a.cubin" in elf.stdout, elf.stdout
     assert ".sm_80.ptx" in ptx.stdout, ptx.stdout
+
+
+def _sass(tool, so):
+    """{(arch, demangled kernel): SASS text} of the CUDA kernels in the library."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(tool).parent}{os.pathsep}{env.get('PATH', '')}"  # finds nvdisasm
+    out = subprocess.run([tool, "-sass", so], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    kernels, arch, name = {}, None, None
+    for line in out.stdout.splitlines():
+        if "arch = " in line:
+            arch, name = line.split("arch = ")[1].strip(), None
+        elif "Function : " in line:
+            name = line.split("Function : ")[1].strip()
+            kernels[(arch, name)] = []
+        elif name is not None:
+            kernels[(arch, name)].append(line)
+    return {k: "\n".join(v) for k, v in kernels.items()}
+
+
+@pytest.mark.skipif(not REQUIRE_CUDA, reason="set MOE_EXT_REQUIRE_CUDA_BUILD=1 to require CUDA")
+def test_sass_main_loops_and_no_local_memory():
+    tool = _cuobjdump()
+    assert tool, "cuobjdump is needed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)"
+    sass = _sass(tool, moe_ext._C.__file__)
+    archs = {arch for arch, _ in sass}
+    assert {"sm_80", "sm_90a"} <= archs, archs
+    for arch in ("sm_80", "sm_90a"):
+        gemm = [text for (a, n), text in sass.items() if a == arch and "tile_gemm_kernel" in n]
+        assert len(gemm) == 1, f"tile_gemm_kernel missing for {arch}"
+        # the tensor-core mainloop: mma.sync -> HMMA, ldmatrix -> LDSM, cp.async -> LDGSTS
+        for op in ("HMMA.16816.F32.BF16", "LDSM", "LDGSTS"):
+            assert op in gemm[0], f"{op} not in tile_gemm_kernel for {arch}"
+    # no library kernel touches local memory (spills or runtime-indexed register arrays); the
+    # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt
+    local = sorted(
+        n for (a, n), text in sass.items()
+        if ("STL" in text or "LDL" in text) and "ptx_selftest" not in n
+    )
+    assert not local, f"kernels using local memory: {local}"
