@@ -17,15 +17,26 @@ std::tuple<at::Tensor, at::Tensor> route_emu(const at::Tensor& logits, int64_t t
                                              const std::optional<at::Tensor>& correction_bias,
                                              int64_t num_groups, int64_t topk_groups,
                                              double scaling_factor) {
+  auto [weights, ids, counts, mean_prob] =
+      route_device(logits, top_k, score_func, renormalize, correction_bias, num_groups,
+                   topk_groups, scaling_factor, /*stats=*/false, emu_launcher(&emu::launch_route));
+  return {weights, ids};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_emu(
+    const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,
+    const std::optional<at::Tensor>& correction_bias, int64_t num_groups, int64_t topk_groups,
+    double scaling_factor) {
   return route_device(logits, top_k, score_func, renormalize, correction_bias, num_groups,
-                      topk_groups, scaling_factor, emu_launcher(&emu::launch_route));
+                      topk_groups, scaling_factor, /*stats=*/true, emu_launcher(&emu::launch_route));
 }
 
 at::Tensor route_backward_emu(const at::Tensor& grad_weights, const at::Tensor& logits,
-                              const at::Tensor& ids, c10::string_view score_func,
-                              bool renormalize, double scaling_factor) {
+                               const at::Tensor& ids, c10::string_view score_func,
+                               bool renormalize, double scaling_factor,
+                               const std::optional<at::Tensor>& grad_mean_prob) {
   return route_backward_device(grad_weights, logits, ids, score_func, renormalize, scaling_factor,
-                               emu_launcher(&emu::launch_route_backward));
+                               grad_mean_prob, emu_launcher(&emu::launch_route_backward));
 }
 
 }  // namespace moe_ext

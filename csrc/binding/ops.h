@@ -35,9 +35,14 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
       const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,  \
       const std::optional<at::Tensor>& correction_bias, int64_t num_groups,                     \
       int64_t topk_groups, double scaling_factor);                                              \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_##suffix(       \
+      const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,  \
+      const std::optional<at::Tensor>& correction_bias, int64_t num_groups,                     \
+      int64_t topk_groups, double scaling_factor);                                              \
   at::Tensor route_backward_##suffix(const at::Tensor& grad_weights, const at::Tensor& logits, \
                                      const at::Tensor& ids, c10::string_view score_func,       \
-                                     bool renormalize, double scaling_factor);
+                                     bool renormalize, double scaling_factor,                  \
+                                     const std::optional<at::Tensor>& grad_mean_prob);
 #ifdef MOE_EXT_WITH_CUDA
 MOE_EXT_DEVICE_OPS(cuda)
 #endif

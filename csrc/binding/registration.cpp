@@ -1,7 +1,10 @@
 // The op library: every schema once (DESIGN.md "Op contract" is the source of truth), then one
 // TORCH_LIBRARY_IMPL block per backend. Fake (meta) kernels and autograd formulas are attached
 // from Python (python/moe_ext/_fake.py, _autograd.py).
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include <string>
 
 #include "ops.h"
 
@@ -23,10 +26,16 @@ TORCH_LIBRARY(moe_ext, m) {
   m.def(
       "grouped_mm(Tensor a, Tensor b, Tensor? offs=None, Tensor? bias=None, "
       "ScalarType? out_dtype=None) -> Tensor");
-  // Backward of route: d logits from d weights (scores recomputed from the logits).
+  // route plus aux-loss statistics: per-expert assignment counts [E] int32, mean score [E].
+  m.def(
+      "route_with_stats(Tensor logits, int top_k, str score_func=\"softmax\", "
+      "bool renormalize=True, Tensor? correction_bias=None, int num_groups=1, "
+      "int topk_groups=1, float scaling_factor=1.0) -> "
+      "(Tensor weights, Tensor ids, Tensor counts, Tensor mean_prob)");
+  // Backward of route / route_with_stats: d logits (scores recomputed from the logits).
   m.def(
       "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
-      "bool renormalize, float scaling_factor) -> Tensor");
+      "bool renormalize, float scaling_factor, Tensor? grad_mean_prob=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
@@ -40,6 +49,7 @@ TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
 #ifdef MOE_EXT_WITH_CUDA
 TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
   m.impl("route", &moe_ext::route_cuda);
+  m.impl("route_with_stats", &moe_ext::route_with_stats_cuda);
   m.impl("route_backward", &moe_ext::route_backward_cuda);
   m.impl("permute", &moe_ext::permute_cuda);
 }
@@ -47,22 +57,21 @@ TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
 
 #ifdef MOE_EXT_WITH_EMU
 // The CUDA kernels run on the CPU SIMT emulator: same schemas, CPU tensors.
+// Same schemas as moe_ext's device ops, copied from the registered moe_ext schemas (this block
+// runs after TORCH_LIBRARY(moe_ext) above, in the same translation unit).
 TORCH_LIBRARY(moe_ext_emu, m) {
-  // Router top-k (see moe_ext::route).
-  m.def(
-      "route(Tensor logits, int top_k, str score_func=\"softmax\", bool renormalize=True, "
-      "Tensor? correction_bias=None, int num_groups=1, int topk_groups=1, "
-      "float scaling_factor=1.0) -> (Tensor weights, Tensor ids)");
-  // Backward of route (see moe_ext::route_backward).
-  m.def(
-      "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
-      "bool renormalize, float scaling_factor) -> Tensor");
-  // Row gather into expert order (see moe_ext::permute).
-  m.def("permute(Tensor x, Tensor order, Tensor slot, int top_k) -> Tensor");
+  for (const char* name : {"route", "route_with_stats", "route_backward", "permute"}) {
+    const auto& schema = c10::Dispatcher::singleton().findSchemaOrThrow(
+        (std::string("moe_ext::") + name).c_str(), "").schema();
+    const std::string text = c10::toString(schema);
+    const std::string unqualified = text.substr(text.find("::") + 2);
+    m.def(unqualified.c_str());
+  }
 }
 
 TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) {
   m.impl("route", &moe_ext::route_emu);
+  m.impl("route_with_stats", &moe_ext::route_with_stats_emu);
   m.impl("route_backward", &moe_ext::route_backward_emu);
   m.impl("permute", &moe_ext::permute_emu);
 }

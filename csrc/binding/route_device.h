@@ -25,49 +25,63 @@ inline void check_route_device_limits(const char* op, const at::Tensor& logits) 
             kMaxRouteExperts, " experts, got logits ", describe(logits));
 }
 
+// Forward; with `stats`, also the per-expert assignment counts [E] int32 and mean scores [E]
+// fp32 of route_with_stats (else those two outputs are undefined tensors).
 template <typename Launch>
-std::tuple<at::Tensor, at::Tensor> route_device(const at::Tensor& logits, int64_t top_k,
-                                                c10::string_view score_func, bool renormalize,
-                                                const std::optional<at::Tensor>& correction_bias,
-                                                int64_t num_groups, int64_t topk_groups,
-                                                double scaling_factor, Launch&& launch) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_device(
+    const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,
+    const std::optional<at::Tensor>& correction_bias, int64_t num_groups, int64_t topk_groups,
+    double scaling_factor, bool stats, Launch&& launch) {
+  const char* op = stats ? "route_with_stats" : "route";
   const DeviceBackendScope device_checks;
   check_route_args(logits, top_k, score_func, correction_bias, num_groups, topk_groups);
   if (value_checks_enabled(logits)) {  // MOE_EXT_DEBUG=1: NaN raises as on CPU
-    MOE_CHECK("route", !logits.isnan().any().item<bool>(), "logits contain NaN");
+    MOE_CHECK(op, !logits.isnan().any().item<bool>(), "logits contain NaN");
   }
   RouteParams p{};
-  p.dtype = route_dtype("route", logits);
-  check_route_device_limits("route", logits);
-  const int64_t T = logits.size(0);
+  p.dtype = route_dtype(op, logits);
+  check_route_device_limits(op, logits);
+  const int64_t T = logits.size(0), E = logits.size(1);
   auto x = logits.stride(1) == 1 ? logits : logits.contiguous();
-  at::Tensor bias;
+  at::Tensor bias, counts, partial, mean_prob;
   if (correction_bias) bias = correction_bias->to(at::kFloat).contiguous();
   auto weights = at::empty({T, top_k}, logits.options().dtype(at::kFloat));
   auto ids = at::empty({T, top_k}, logits.options().dtype(at::kInt));
+  if (stats) {
+    counts = at::zeros({E}, logits.options().dtype(at::kInt));
+    partial = at::empty({route_stats_blocks(T), E}, logits.options().dtype(at::kFloat));
+    // T = 0: the mean of no scores is 0 (not NaN), and no kernel runs
+    mean_prob = at::zeros({E}, logits.options().dtype(at::kFloat));
+    p.counts = counts.data_ptr<int32_t>();
+    p.prob_partial = partial.data_ptr<float>();
+    p.mean_prob = mean_prob.data_ptr<float>();
+  }
   p.logits = x.const_data_ptr();
   p.row_stride = x.stride(0);
   p.bias = bias.defined() ? bias.const_data_ptr<float>() : nullptr;
   p.weights = weights.data_ptr<float>();
   p.ids = ids.data_ptr<int32_t>();
   p.tokens = T;
-  p.experts = static_cast<int32_t>(logits.size(1));
+  p.experts = static_cast<int32_t>(E);
   p.top_k = static_cast<int32_t>(top_k);
   p.num_groups = static_cast<int32_t>(num_groups);
   p.topk_groups = static_cast<int32_t>(topk_groups);
   p.softmax = score_func == "softmax";
   p.renormalize = renormalize;
   p.scaling = static_cast<float>(scaling_factor);
-  launch("route", p,
+  launch(op, p,
          DeviceBuffers{{"logits", x, false}, {"correction_bias", bias, false},
-                       {"weights", weights, true}, {"ids", ids, true}});
-  return {weights, ids};
+                       {"weights", weights, true}, {"ids", ids, true}, {"counts", counts, true},
+                       {"prob_partial", partial, true}, {"mean_prob", mean_prob, true}});
+  return {weights, ids, counts, mean_prob};
 }
 
 template <typename Launch>
 at::Tensor route_backward_device(const at::Tensor& grad_weights, const at::Tensor& logits,
                                  const at::Tensor& ids, c10::string_view score_func,
-                                 bool renormalize, double scaling_factor, Launch&& launch) {
+                                 bool renormalize, double scaling_factor,
+                                 const std::optional<at::Tensor>& grad_mean_prob,
+                                 Launch&& launch) {
   const char* op = "route_backward";
   check_dim(op, "logits", logits, 2);
   RouteBackwardParams p{};
@@ -81,11 +95,18 @@ at::Tensor route_backward_device(const at::Tensor& grad_weights, const at::Tenso
   auto x = logits.stride(1) == 1 ? logits : logits.contiguous();
   auto gw = grad_weights.to(at::kFloat).contiguous();
   auto ids_c = ids.contiguous();
+  at::Tensor gmp;
+  if (grad_mean_prob) {
+    MOE_CHECK(op, grad_mean_prob->numel() == logits.size(1), "grad_mean_prob must have E = ",
+              logits.size(1), " elements, got ", describe(*grad_mean_prob));
+    gmp = grad_mean_prob->to(at::kFloat).contiguous();
+  }
   auto grad = at::empty(logits.sizes(), logits.options());
   p.logits = x.const_data_ptr();
   p.row_stride = x.stride(0);
   p.ids = ids_c.const_data_ptr<int32_t>();
   p.grad_weights = gw.const_data_ptr<float>();
+  p.grad_mean_prob = gmp.defined() ? gmp.const_data_ptr<float>() : nullptr;
   p.grad_logits = grad.data_ptr();
   p.tokens = logits.size(0);
   p.experts = static_cast<int32_t>(logits.size(1));
@@ -95,7 +116,7 @@ at::Tensor route_backward_device(const at::Tensor& grad_weights, const at::Tenso
   p.scaling = static_cast<float>(scaling_factor);
   launch(op, p,
          DeviceBuffers{{"logits", x, false}, {"ids", ids_c, false}, {"grad_weights", gw, false},
-                       {"grad_logits", grad, true}});
+                       {"grad_mean_prob", gmp, false}, {"grad_logits", grad, true}});
   return grad;
 }
 

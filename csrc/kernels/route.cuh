@@ -17,8 +17,12 @@
 //      the CPU op does), / (sum + 1e-20) if renormalize, x scaling_factor.
 // Why a warp per token: E <= 1024 scores fit in one warp's registers and all reductions are
 // shuffles, with no block barrier; routers run at T up to 10^5 tokens, which fills the GPU.
+// Statistics (route_with_stats): counts by integer atomics (exact in any order); score sums in
+// registers per warp, combined per block in warp order, then over blocks in block order by a
+// second small kernel -- deterministic, and no second pass over the logits.
 // Backward (same mapping): recompute the scores, scatter d(weights) (through the
-// renormalisation) into a per-warp shared row, apply the softmax / sigmoid Jacobian. No atomics.
+// renormalisation, plus d(mean_prob) / T) into a per-warp shared row, apply the softmax /
+// sigmoid Jacobian. No atomics.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -38,7 +42,7 @@ namespace moe_ext::MOE_KERNEL_NS {
 
 namespace route_detail {
 
-constexpr int kThreads = 128;  // 4 warps = 4 tokens per block
+constexpr int kThreads = 32 * kRouteWarpsPerBlock;
 
 // Shared floats per warp in the forward: k scores + k ids (+ E keys + G flags with groups).
 MOE_HOST_DEVICE inline int route_smem_floats_per_warp(const RouteParams& p) {
@@ -163,6 +167,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1) route_kernel(RouteP
   float* sel_score = smem + warp * route_smem_floats_per_warp(p);
   int* sel_id = reinterpret_cast<int*>(sel_score + k);
   float* keys = sel_score + 2 * k;  // group-limited routing only
+  float prob_sum[V] = {};              // route_with_stats: this warp's score sums per expert
   for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
        t += static_cast<int64_t>(gridDim.x) * warps) {
     float s[V], key[V];
@@ -193,7 +198,10 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1) route_kernel(RouteP
       }
       const int id = unpack_id(warp_max_u64(best));
       const float score = __shfl_sync(kFullMask, my_score, id % 32);
-      if (lane == id % 32) taken |= 1u << my_slot;
+      if (lane == id % 32) {
+        taken |= 1u << my_slot;
+        if (p.counts != nullptr) atomicAdd(p.counts + id, 1);
+      }
       sum += score;
       if (lane == 0) {
         st_shared(sel_score + j, score);
@@ -206,8 +214,35 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1) route_kernel(RouteP
       st_global(p.weights + t * k + j, ld_shared(sel_score + j) / denom * p.scaling);
       st_global(p.ids + t * k + j, ld_shared(sel_id + j));
     }
+    if (p.prob_partial != nullptr) {
+      MOE_UNROLL for (int v = 0; v < V; ++v) prob_sum[v] += s[v];
+    }
     __syncwarp();  // the selection row is reused by the warp's next token
   }
+  if (p.prob_partial != nullptr) {
+    // Block partial = the warps' sums added in warp order, through a shared row of E floats.
+    float* row = smem + warps * route_smem_floats_per_warp(p);
+    for (int w = 0; w < warps; ++w) {
+      if (warp == w) {
+        MOE_UNROLL for (int v = 0; v < V; ++v) {
+          const int e = v * 32 + lane;
+          if (e < E) st_shared(row + e, (w == 0 ? 0.f : ld_shared(row + e)) + prob_sum[v]);
+        }
+      }
+      __syncthreads();
+    }
+    for (int e = threadIdx.x; e < E; e += blockDim.x)
+      st_global(p.prob_partial + static_cast<int64_t>(blockIdx.x) * E + e, ld_shared(row + e));
+  }
+}
+
+// mean_prob[e] = (sum over blocks b, in order, of prob_partial[b][e]) / tokens.
+__global__ void route_stats_reduce_kernel(RouteParams p, int blocks) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= p.experts) return;
+  float sum = 0.f;
+  for (int b = 0; b < blocks; ++b) sum += ld_global(p.prob_partial + static_cast<int64_t>(b) * p.experts + e);
+  st_global(p.mean_prob + e, sum / static_cast<float>(p.tokens));
 }
 
 template <typename T, int V>
@@ -227,7 +262,10 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1)
       const int e = v * 32 + lane;
       if (e < E) {
         st_shared(sc + e, s[v]);
-        st_shared(ds + e, 0.f);
+        // d(mean_prob[e]) / d(score[t, e]) = 1 / T
+        st_shared(ds + e, p.grad_mean_prob != nullptr
+                              ? ld_global_nc(p.grad_mean_prob + e) / static_cast<float>(p.tokens)
+                              : 0.f);
       }
     }
     __syncwarp();
@@ -248,7 +286,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1)
       const int id = ld_global_nc(p.ids + t * k + j);
       float g = ld_global_nc(p.grad_weights + t * k + j) * p.scaling;
       if (p.renormalize) g = g / denom - dot / (denom * denom);
-      if (id >= 0 && id < E) st_shared(ds + id, g);
+      if (id >= 0 && id < E) st_shared(ds + id, ld_shared(ds + id) + g);
     }
     __syncwarp();
     float d[V], inner = 0.f;
@@ -300,19 +338,31 @@ inline dim3 route_grid(int64_t tokens) {
   return dim3(static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8));
 }
 
+// Fewer, fuller blocks when the per-block score sums must be kept (and reduced afterwards).
+inline dim3 route_stats_grid(int64_t tokens) {
+  return dim3(static_cast<unsigned>(route_stats_blocks(tokens)));
+}
+
 }  // namespace route_detail
 
 cudaError_t launch_route(const RouteParams& p, cudaStream_t stream) {
   using namespace route_detail;
   if (p.tokens == 0) return cudaSuccess;
-  const size_t smem = sizeof(float) * (kThreads / 32) * route_smem_floats_per_warp(p);
-  return with_dtype(p.dtype, [&](auto tag) {
+  const bool stats = p.prob_partial != nullptr;
+  const size_t smem = sizeof(float) * ((kThreads / 32) * route_smem_floats_per_warp(p) +
+                                       (stats ? p.experts : 0));
+  const dim3 grid = stats ? route_stats_grid(p.tokens) : route_grid(p.tokens);
+  const cudaError_t err = with_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     return with_slots(p.experts, [&](auto slots) {
-      return launch_kernel("route_kernel", route_kernel<T, decltype(slots)::value>,
-                           route_grid(p.tokens), dim3(kThreads), smem, stream, p);
+      return launch_kernel("route_kernel", route_kernel<T, decltype(slots)::value>, grid,
+                           dim3(kThreads), smem, stream, p);
     });
   });
+  if (err != cudaSuccess || !stats) return err;
+  return launch_kernel("route_stats_reduce_kernel", route_stats_reduce_kernel,
+                       dim3(static_cast<unsigned>((p.experts + 255) / 256)), dim3(256), 0, stream,
+                       p, static_cast<int>(grid.x));
 }
 
 cudaError_t launch_route_backward(const RouteBackwardParams& p, cudaStream_t stream) {

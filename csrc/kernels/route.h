@@ -25,6 +25,12 @@ struct RouteParams {
   bool softmax;            // else sigmoid
   bool renormalize;
   float scaling;
+  // Aux-loss statistics (route_with_stats), or nullptr: per-expert assignment counts [E]
+  // (integer atomics: exact and order-independent), per-block partial sums of the scores
+  // [gridDim.x, E] (summed in a fixed order by launch_route, so deterministic) and their mean.
+  int32_t* counts;
+  float* prob_partial;
+  float* mean_prob;
 };
 
 struct RouteBackwardParams {
@@ -33,6 +39,7 @@ struct RouteBackwardParams {
   int64_t row_stride;
   const int32_t* ids;      // [T, k]
   const float* grad_weights;  // [T, k] fp32, contiguous
+  const float* grad_mean_prob;  // [E] d(mean_prob) of route_with_stats, or nullptr
   void* grad_logits;       // [T, E] contiguous, logits' dtype
   int64_t tokens;
   int32_t experts, top_k;
@@ -41,6 +48,15 @@ struct RouteBackwardParams {
 };
 
 constexpr int kMaxRouteExperts = 1024;  // 32 lanes x 32 register-resident scores
+
+constexpr int kRouteWarpsPerBlock = 4;  // one token per warp
+constexpr int64_t kRouteMaxStatsBlocks = 1024;
+
+// Grid of the route_with_stats launch = rows of RouteParams::prob_partial the caller provides.
+inline int64_t route_stats_blocks(int64_t tokens) {
+  const int64_t blocks = (tokens + kRouteWarpsPerBlock - 1) / kRouteWarpsPerBlock;
+  return blocks < 1 ? 1 : blocks < kRouteMaxStatsBlocks ? blocks : kRouteMaxStatsBlocks;
+}
 
 namespace cuda {
 cudaError_t launch_route(const RouteParams& p, cudaStream_t stream);

@@ -33,8 +33,10 @@ def _needs_grad(ctx, i: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- route
-def route_backward_reference(grad_weights, logits, ids, score_func, renormalize, scaling_factor):
-    """d logits from d weights with torch ops: the CPU implementation of route_backward."""
+def route_backward_reference(grad_weights, logits, ids, score_func, renormalize, scaling_factor,
+                             grad_mean_prob=None):
+    """d logits from d weights (and d mean_prob of route_with_stats) with torch ops: the CPU
+    implementation of route_backward."""
     acc = _acc_dtype(logits.dtype)
     x = logits.to(acc)
     softmax = score_func == "softmax"
@@ -46,7 +48,10 @@ def route_backward_reference(grad_weights, logits, ids, score_func, renormalize,
         s_sel = s.gather(1, idx)
         denom = s_sel.sum(-1, keepdim=True) + RENORM_EPS
         g = g / denom - (g * s_sel).sum(-1, keepdim=True) / (denom * denom)
-    ds = torch.zeros_like(s).scatter_add_(1, idx, g)
+    ds = torch.zeros_like(s)
+    if grad_mean_prob is not None:  # mean_prob[e] = mean_t s[t, e]
+        ds = ds + (grad_mean_prob.to(acc) / s.shape[0]).unsqueeze(0)
+    ds = ds.scatter_add(1, idx, g)
     if softmax:
         dx = s * (ds - (ds * s).sum(-1, keepdim=True))
     else:
@@ -55,6 +60,23 @@ def route_backward_reference(grad_weights, logits, ids, score_func, renormalize,
 
 
 torch.library.impl("moe_ext::route_backward", "CPU")(route_backward_reference)
+
+
+def route_with_stats_cpu(logits, top_k, score_func="softmax", renormalize=True,
+                         correction_bias=None, num_groups=1, topk_groups=1, scaling_factor=1.0):
+    """CPU route_with_stats: the native route, then counts and mean scores with torch ops."""
+    weights, ids = torch.ops.moe_ext.route(logits, top_k, score_func, renormalize,
+                                           correction_bias, num_groups, topk_groups,
+                                           scaling_factor)
+    E = logits.shape[1]
+    counts = torch.bincount(ids.reshape(-1).long(), minlength=E).to(torch.int32)
+    x = logits.to(_acc_dtype(logits.dtype))
+    scores = torch.softmax(x, dim=-1) if score_func == "softmax" else torch.sigmoid(x)
+    mean_prob = scores.mean(0) if logits.shape[0] > 0 else scores.new_zeros(E)
+    return weights, ids, counts, mean_prob
+
+
+torch.library.impl("moe_ext::route_with_stats", "CPU")(route_with_stats_cpu)
 
 
 def _route_setup(ctx, inputs, output):
@@ -66,14 +88,17 @@ def _route_setup(ctx, inputs, output):
 
 
 def _route_backward_for(ns):
+    """Backward of route / route_with_stats: (weights, ids[, counts, mean_prob]) grads."""
     route_backward = getattr(torch.ops, ns).route_backward
 
-    def backward(ctx, grad_weights, _grad_ids):
+    def backward(ctx, grad_weights, _grad_ids, _grad_counts=None, grad_mean_prob=None):
         logits, ids = ctx.saved_tensors
-        if grad_weights is None:
+        if grad_weights is None and grad_mean_prob is None:
             return (None,) * 8
+        if grad_weights is None:
+            grad_weights = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
         dx = route_backward(grad_weights, logits, ids, ctx.score_func, ctx.renormalize,
-                            ctx.scaling_factor)
+                            ctx.scaling_factor, grad_mean_prob)
         return dx, None, None, None, None, None, None, None
 
     return backward
@@ -184,10 +209,11 @@ def _register(ns: str) -> None:
     def has(name):
         return hasattr(ops, name)
 
-    if has("route") and has("route_backward"):
-        torch.library.register_autograd(
-            f"{ns}::route", _route_backward_for(ns), setup_context=_route_setup
-        )
+    for name in ("route", "route_with_stats"):
+        if has(name) and has("route_backward"):
+            torch.library.register_autograd(
+                f"{ns}::{name}", _route_backward_for(ns), setup_context=_route_setup
+            )
     if has("permute"):
         torch.library.register_autograd(
             f"{ns}::permute", _permute_backward, setup_context=_permute_setup

@@ -55,12 +55,24 @@ def _grouped_mm_fake(a, b, offs=None, bias=None, out_dtype=None):
     return a.new_empty(shape, dtype=dtype)
 
 
-def _route_backward_fake(grad_weights, logits, ids, score_func, renormalize, scaling_factor):
+def _route_with_stats_fake(logits, top_k, score_func="softmax", renormalize=True,
+                           correction_bias=None, num_groups=1, topk_groups=1,
+                           scaling_factor=1.0):
+    weights, ids = _route_fake(logits, top_k)
+    E = logits.shape[1]
+    counts = logits.new_empty((E,), dtype=torch.int32)
+    mean_prob = logits.new_empty((E,), dtype=_acc_dtype(logits.dtype))
+    return weights, ids, counts, mean_prob
+
+
+def _route_backward_fake(grad_weights, logits, ids, score_func, renormalize, scaling_factor,
+                         grad_mean_prob=None):
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
 _FAKES = {
     "route": _route_fake,
+    "route_with_stats": _route_with_stats_fake,
     "route_backward": _route_backward_fake,
     "sort_tokens": _sort_tokens_fake,
     "permute": _permute_fake,

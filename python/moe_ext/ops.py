@@ -44,6 +44,30 @@ def route(
     )
 
 
+def route_with_stats(
+    logits: torch.Tensor,
+    top_k: int,
+    score_func: str = "softmax",
+    renormalize: bool = True,
+    correction_bias: torch.Tensor | None = None,
+    num_groups: int = 1,
+    topk_groups: int = 1,
+    scaling_factor: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`route` plus the aux-loss statistics, from the same pass over the logits.
+
+    Returns:
+        ``weights [T, k]``, ``ids [T, k]`` as :func:`route`; ``counts [E]`` int32 (assignments
+        per expert over all k choices; ``counts.sum() == T * k``) and ``mean_prob [E]`` float32
+        (float64 for float64 logits; the mean over tokens of the unbiased scores, differentiable),
+        computed deterministically. Feed them to :func:`moe_ext.load_balancing_loss`.
+    """
+    return _ops.route_with_stats(
+        logits, top_k, score_func, renormalize, correction_bias, num_groups, topk_groups,
+        scaling_factor,
+    )
+
+
 def sort_tokens(
     ids: torch.Tensor, num_experts: int, capacity: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
