@@ -52,19 +52,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("emu_last_launch_stats", [] {
     const moe_simt::LaunchStats s = moe_simt::last_launch_stats();
     pybind11::dict d;
-    d["global_bytes_read"] = s.global_bytes_read;
-    d["global_bytes_written"] = s.global_bytes_written;
-    d["global_requests"] = s.global_requests;
-    d["global_sectors"] = s.global_sectors;
-    d["shared_requests"] = s.shared_requests;
-    d["shared_wavefronts"] = s.shared_wavefronts;
-    d["bank_conflicts"] = s.bank_conflicts;
-    d["barriers"] = s.barriers;
-    d["warp_collectives"] = s.warp_collectives;
-    d["mma"] = s.mma;
-    d["fiber_switches"] = s.fiber_switches;
-    d["blocks"] = s.blocks;
-    d["threads"] = s.threads;
+#define MOE_EXT_EXPORT_STAT(name) d[#name] = s.name;
+    MOE_SIMT_LAUNCH_STATS(MOE_EXT_EXPORT_STAT)
+#undef MOE_EXT_EXPORT_STAT
     return d;
   }, "Counters of the most recent emulated kernel launch.");
 #endif

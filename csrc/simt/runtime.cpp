@@ -283,22 +283,6 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
 
 }  // namespace
 
-void LaunchStats::add(const LaunchStats& o) {
-  global_bytes_read += o.global_bytes_read;
-  global_bytes_written += o.global_bytes_written;
-  global_requests += o.global_requests;
-  global_sectors += o.global_sectors;
-  shared_requests += o.shared_requests;
-  shared_wavefronts += o.shared_wavefronts;
-  bank_conflicts += o.bank_conflicts;
-  barriers += o.barriers;
-  warp_collectives += o.warp_collectives;
-  mma += o.mma;
-  fiber_switches += o.fiber_switches;
-  blocks += o.blocks;
-  threads += o.threads;
-}
-
 [[noreturn]] void fail(const std::string& what) {
   throw SimtError(tl_block ? where(*tl_block) + ": " + what : what);
 }

@@ -44,21 +44,31 @@ struct Buffer {
 // Per-launch counters (summed over blocks). Warp-level statistics group the 32 lanes' accesses
 // of one memory instruction by the per-lane instruction sequence number (lanes that execute
 // the same code issue the same sequence of memory instructions).
+// X-macro over the counters: the struct, its sum and the Python export list them once.
+#define MOE_SIMT_LAUNCH_STATS(X)                                                      \
+  X(global_bytes_read)                                                                \
+  X(global_bytes_written)                                                             \
+  X(global_requests)   /* warp-level global memory instructions */                    \
+  X(global_sectors)    /* distinct 32-byte sectors those instructions touched */      \
+  X(shared_requests)   /* warp-level shared memory instructions */                    \
+  X(shared_wavefronts) /* bank-conflict-serialised passes they needed */              \
+  X(bank_conflicts)    /* wavefronts - ideal wavefronts */                            \
+  X(barriers)          /* __syncthreads completed (per block) */                      \
+  X(warp_collectives)                                                                 \
+  X(mma)               /* mma.sync instructions (per warp) */                         \
+  X(fiber_switches)                                                                   \
+  X(blocks)                                                                           \
+  X(threads)
+
 struct LaunchStats {
-  uint64_t global_bytes_read = 0;
-  uint64_t global_bytes_written = 0;
-  uint64_t global_requests = 0;  // warp-level global memory instructions
-  uint64_t global_sectors = 0;   // distinct 32-byte sectors those instructions touched
-  uint64_t shared_requests = 0;  // warp-level shared memory instructions
-  uint64_t shared_wavefronts = 0;  // bank-conflict-serialised passes they needed
-  uint64_t bank_conflicts = 0;   // wavefronts - ideal wavefronts
-  uint64_t barriers = 0;         // __syncthreads completed (per block)
-  uint64_t warp_collectives = 0;
-  uint64_t mma = 0;              // mma.sync instructions (per warp)
-  uint64_t fiber_switches = 0;
-  uint64_t blocks = 0;
-  uint64_t threads = 0;
-  void add(const LaunchStats& o);
+#define MOE_SIMT_STATS_FIELD(name) uint64_t name = 0;
+  MOE_SIMT_LAUNCH_STATS(MOE_SIMT_STATS_FIELD)
+#undef MOE_SIMT_STATS_FIELD
+  void add(const LaunchStats& o) {
+#define MOE_SIMT_STATS_ADD(name) name += o.name;
+    MOE_SIMT_LAUNCH_STATS(MOE_SIMT_STATS_ADD)
+#undef MOE_SIMT_STATS_ADD
+  }
 };
 
 struct Block;
