@@ -25,12 +25,7 @@ MOE_DEVICE MOE_FORCEINLINE T ld_global(const T* p) {
 // Read-only data for the whole kernel: the non-coherent (texture) cache path on the GPU.
 template <typename T>
 MOE_DEVICE MOE_FORCEINLINE T ld_global_nc(const T* p) {
-#if defined(__CUDACC__)
-  return __ldg(p);
-#else
-  ::moe_simt::check_global(p, sizeof(T), false, "load");
-  return *p;
-#endif
+  return __ldg(p);  // the emulator's __ldg is a checked load (simt/cuda_compat.h)
 }
 
 template <typename T>

@@ -49,6 +49,13 @@
   (::moe_simt::ballot(MOE_SIMT_SITE, mask, pred) == static_cast<unsigned>(mask))
 #define __activemask() ::moe_simt::activemask(MOE_SIMT_SITE)
 
+// __ldg: a read-only (non-coherent cache) load on the GPU; a checked load here.
+template <typename T>
+inline T __ldg(const T* p) {
+  ::moe_simt::check_global(p, sizeof(T), false, "load");
+  return *p;
+}
+
 namespace moe_simt {
 
 inline void syncwarp(const char* site, unsigned mask = 0xffffffffu) {
