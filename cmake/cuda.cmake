@@ -13,6 +13,7 @@ message(STATUS "moe_ext: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CM
 add_library(moe_ext_cuda_kernels OBJECT
   csrc/cuda/permute.cu
   csrc/cuda/route.cu
+  csrc/cuda/unpermute.cu
   csrc/cuda/selftest_ptx.cu
   csrc/cuda/tile_gemm.cu
 )

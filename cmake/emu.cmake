@@ -12,6 +12,7 @@ add_library(moe_ext_simt STATIC
   csrc/simt/runtime.cpp
   csrc/emu/permute.cpp
   csrc/emu/route.cpp
+  csrc/emu/unpermute.cpp
   csrc/emu/tile_gemm.cpp
   csrc/emu/selftest_exec.cpp
   csrc/emu/selftest_ptx.cpp

@@ -12,6 +12,11 @@ at::Tensor permute_cuda(const at::Tensor& x, const at::Tensor& order, const at::
   return permute_device(x, order, slot, top_k, cuda_launcher(x, &cuda::launch_permute));
 }
 
+at::Tensor unpermute_cuda(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
+                         const at::Tensor& weights) {
+  return unpermute_device(yp, order, slot, weights, cuda_launcher(yp, &cuda::launch_unpermute));
+}
+
 std::tuple<at::Tensor, at::Tensor> route_cuda(const at::Tensor& logits, int64_t top_k,
                                              c10::string_view score_func, bool renormalize,
                                              const std::optional<at::Tensor>& correction_bias,

@@ -31,6 +31,8 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
 #define MOE_EXT_DEVICE_OPS(suffix)                                                              \
   at::Tensor permute_##suffix(const at::Tensor& x, const at::Tensor& order,                     \
                               const at::Tensor& slot, int64_t top_k);                           \
+  at::Tensor unpermute_##suffix(const at::Tensor& yp, const at::Tensor& order,                  \
+                                const at::Tensor& slot, const at::Tensor& weights);             \
   std::tuple<at::Tensor, at::Tensor> route_##suffix(                                            \
       const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,  \
       const std::optional<at::Tensor>& correction_bias, int64_t num_groups,                     \

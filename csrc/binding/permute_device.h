@@ -3,6 +3,7 @@
 #pragma once
 
 #include "../kernels/permute.h"
+#include "../kernels/unpermute.h"
 #include "checks.h"
 #include "device_buffers.h"
 
@@ -31,6 +32,39 @@ at::Tensor permute_device(const at::Tensor& x, const at::Tensor& order, const at
          DeviceBuffers{{"x", xc, false}, {"order", order_c, false}, {"slot", slot_c, false},
                        {"xp", xp, true}});
   return xp;
+}
+
+template <typename Launch>
+at::Tensor unpermute_device(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
+                            const at::Tensor& weights, Launch&& launch) {
+  const DeviceBackendScope device_checks;
+  check_unpermute_args(yp, order, slot, weights);
+  const int64_t T = weights.size(0), k = weights.size(1), H = yp.size(1);
+  auto y = at::empty({T, H}, yp.options());
+  const bool fp64 = yp.scalar_type() == at::kDouble;
+  auto ypc = yp.stride(1) == 1 ? yp : yp.contiguous();
+  auto w = weights.to(fp64 ? at::kDouble : at::kFloat).contiguous();
+  auto slot_c = slot.contiguous();
+  UnpermuteParams p{};
+  p.yp = ypc.const_data_ptr();
+  p.slot = slot_c.const_data_ptr<int32_t>();
+  p.weights = w.const_data_ptr();
+  p.y = y.data_ptr();
+  switch (yp.scalar_type()) {
+    case at::kFloat: p.dtype = FloatDtype::kFloat32; break;
+    case at::kBFloat16: p.dtype = FloatDtype::kBFloat16; break;
+    case at::kHalf: p.dtype = FloatDtype::kFloat16; break;
+    default: p.dtype = FloatDtype::kFloat64; break;  // check_unpermute_args admitted fp64 on cpu
+  }
+  p.tokens = T;
+  p.hidden = H;
+  p.yp_row_stride = ypc.stride(0);
+  p.num_rows = yp.size(0);
+  p.top_k = static_cast<int32_t>(k);
+  launch("unpermute", p,
+         DeviceBuffers{{"yp", ypc, false}, {"slot", slot_c, false}, {"weights", w, false},
+                       {"y", y, true}});
+  return y;
 }
 
 }  // namespace moe_ext

@@ -218,10 +218,11 @@ def _register(ns: str) -> None:
         torch.library.register_autograd(
             f"{ns}::permute", _permute_backward, setup_context=_permute_setup
         )
-    if ns == "moe_ext":
+    if has("unpermute"):
         torch.library.register_autograd(
-            "moe_ext::unpermute", _unpermute_backward, setup_context=_unpermute_setup
+            f"{ns}::unpermute", _unpermute_backward, setup_context=_unpermute_setup
         )
+    if ns == "moe_ext":
         torch.library.register_autograd(
             "moe_ext::grouped_mm", _grouped_mm_backward, setup_context=_grouped_mm_setup
         )

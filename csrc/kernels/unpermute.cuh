@@ -1,0 +1,129 @@
+// unpermute_kernel: weighted combine of expert rows back to token order.
+//
+//   y[t, :] = sum_j weights[t, j] * yp[slot[t*k + j], :]   over kept assignments (slot >= 0)
+//
+// A gather, not a scatter: one CTA per token row (grid-stride over tokens), each thread owns
+// kVec consecutive columns, loaded as one 16/8/4/2-byte vector per source row, and accumulates
+// in fp32 (fp64 for fp64) in j order -- the same order as the CPU op, so results are
+// deterministic and need no atomics. Dropped assignments contribute nothing. The vector width
+// is the widest that divides H, the row stride and both base addresses (any H works; H = 7 runs
+// with kVec = 1). Row offsets are int64. Traffic: each kept yp row is read once, y written once.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "../common/launch.h"
+#include "../common/memory.h"
+#include "unpermute.h"
+
+namespace moe_ext::MOE_KERNEL_NS {
+
+namespace unpermute_detail {
+
+constexpr int kThreads = 128;
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vec {
+  T v[N];
+};
+
+template <typename T>
+struct Acc {
+  using type = float;
+};
+template <>
+struct Acc<double> {
+  using type = double;
+};
+
+MOE_DEVICE MOE_FORCEINLINE float to_acc(float x) { return x; }
+MOE_DEVICE MOE_FORCEINLINE double to_acc(double x) { return x; }
+MOE_DEVICE MOE_FORCEINLINE float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+MOE_DEVICE MOE_FORCEINLINE float to_acc(__half x) { return __half2float(x); }
+template <typename T>
+MOE_DEVICE MOE_FORCEINLINE T from_acc(typename Acc<T>::type x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16(x);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __float2half(x);
+  } else {
+    return x;
+  }
+}
+
+}  // namespace unpermute_detail
+
+template <typename T, int kVec>
+__global__ void __launch_bounds__(unpermute_detail::kThreads) unpermute_kernel(UnpermuteParams p) {
+  using namespace unpermute_detail;
+  using V = Vec<T, kVec>;
+  using A = typename Acc<T>::type;
+  const int k = p.top_k;
+  const int64_t vecs = p.hidden / kVec, src_stride = p.yp_row_stride / kVec;
+  const V* yp = static_cast<const V*>(p.yp);
+  V* y = static_cast<V*>(p.y);
+  for (int64_t t = blockIdx.x; t < p.tokens; t += gridDim.x) {
+    for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
+      A acc[kVec];
+      MOE_UNROLL for (int i = 0; i < kVec; ++i) acc[i] = A(0);
+      for (int j = 0; j < k; ++j) {
+        const int32_t s = ld_global_nc(p.slot + t * k + j);
+        if (s < 0 || s >= p.num_rows) continue;  // dropped (out-of-range slots never read)
+        const A w = ld_global_nc(static_cast<const A*>(p.weights) + t * k + j);
+        const V v = ld_global(yp + static_cast<int64_t>(s) * src_stride + c);
+        MOE_UNROLL for (int i = 0; i < kVec; ++i) acc[i] += w * to_acc(v.v[i]);
+      }
+      V out;
+      MOE_UNROLL for (int i = 0; i < kVec; ++i) out.v[i] = from_acc<T>(acc[i]);
+      st_global(y + t * vecs + c, out);
+    }
+  }
+}
+
+namespace unpermute_detail {
+
+template <typename T, int kVec>
+cudaError_t launch_with(const UnpermuteParams& p, cudaStream_t stream) {
+  const int64_t vecs = p.hidden / kVec;
+  const int threads = static_cast<int>(std::clamp<int64_t>((vecs + 31) / 32 * 32, 32, kThreads));
+  const int64_t blocks = std::min<int64_t>(p.tokens, int64_t{1} << 16);
+  return launch_kernel("unpermute_kernel", unpermute_kernel<T, kVec>,
+                       dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, stream, p);
+}
+
+// Widest vector (in elements, at most 16 bytes) dividing H, the row stride and the addresses.
+template <typename T>
+cudaError_t launch_typed(const UnpermuteParams& p, cudaStream_t stream) {
+  const uint64_t bits = static_cast<uint64_t>(p.hidden * sizeof(T)) |
+                        static_cast<uint64_t>(p.yp_row_stride * sizeof(T)) |
+                        reinterpret_cast<uintptr_t>(p.yp) | reinterpret_cast<uintptr_t>(p.y);
+  size_t bytes = 16;
+  while (bytes > sizeof(T) && bits % bytes != 0) bytes /= 2;
+  switch (bytes / sizeof(T)) {
+    case 8: if constexpr (sizeof(T) <= 2) return launch_with<T, 8>(p, stream); break;
+    case 4: if constexpr (sizeof(T) <= 4) return launch_with<T, 4>(p, stream); break;
+    case 2: return launch_with<T, 2>(p, stream);
+    default: break;
+  }
+  return launch_with<T, 1>(p, stream);
+}
+
+}  // namespace unpermute_detail
+
+cudaError_t launch_unpermute(const UnpermuteParams& p, cudaStream_t stream) {
+  using namespace unpermute_detail;
+  if (p.tokens == 0 || p.hidden == 0) return cudaSuccess;
+  switch (p.dtype) {
+    case FloatDtype::kFloat32: return launch_typed<float>(p, stream);
+    case FloatDtype::kBFloat16: return launch_typed<__nv_bfloat16>(p, stream);
+    case FloatDtype::kFloat16: return launch_typed<__half>(p, stream);
+    case FloatDtype::kFloat64: return launch_typed<double>(p, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace moe_ext::MOE_KERNEL_NS
