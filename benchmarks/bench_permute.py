@@ -61,7 +61,8 @@ def make_ids(T, k, E, routing, zipf_s, device):
 def torch_sort_tokens(ids, E):
     """sort_tokens' three outputs in plain torch (no -1 ids, no capacity)."""
     vals, order = torch.sort(ids.flatten(), stable=True)
-    slot = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=ids.device))
+    rows = torch.arange(order.numel(), device=ids.device)
+    slot = torch.empty_like(order).scatter_(0, order, rows)
     offsets = torch.searchsorted(vals, torch.arange(E, device=ids.device, dtype=vals.dtype),
                                  right=True)
     return order, slot, offsets
@@ -104,10 +105,11 @@ def main():
     p.add_argument("--zipf", type=float, default=1.2, help="Zipf exponent s of the skewed routing")
     p.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
     p.add_argument("--unpermute-baseline", default="gather", choices=["gather", "index_add"])
-    p.add_argument("--iters", type=int, default=None, help="timed samples (default 20 CUDA, 10 CPU)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="timed samples (default 20 CUDA, 10 CPU)")
     p.add_argument("--graph-iters", type=int, default=20)
     p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads on CPU (1 avoids OpenMP wake-up stalls on a busy box)")
+                   help="torch.set_num_threads (1 avoids OpenMP wake-up stalls on a busy CPU)")
     p.add_argument("--json", type=str, default=None)
     args = p.parse_args()
     if args.threads:
@@ -122,7 +124,8 @@ def main():
     def timeit(fn):
         return time_cuda(fn, iters, args.graph_iters) if cuda else time_cpu(fn, iters)
 
-    device_name = torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    device_name = torch.cuda.get_device_name() if cuda else f"cpu ({threads} threads)"
     rows = []
     print(f"device {device_name}, bf16, T / {scale}, unpermute baseline {args.unpermute_baseline}")
     print(f"{'preset':14s} {'T':>5s} {'routing':8s} {'op':11s} {'us p50':>9s} {'p95':>9s} "

@@ -1,6 +1,8 @@
 // Warp-wide reductions by butterfly shuffles (every lane gets the result). Both paths.
 #pragma once
 
+#include <cmath>
+
 #include "portable.h"
 
 #if !defined(__CUDACC__)

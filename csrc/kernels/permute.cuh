@@ -4,8 +4,9 @@
 //   xp[i, :] = 0                        if it was dropped (over capacity / id -1)
 //
 // Layout: x [T, H] with a contiguous inner dim and any row stride; xp [N, H] contiguous.
-// Design: a pure memory-bound copy, so one CTA per output row (grid-stride over rows) and each
-// thread moves `Vec`-sized units across the row. The launcher picks the widest unit (16, 8, 4, 2
+// Design: a pure memory-bound copy, so one warp per output row (grid-stride over rows; the row's
+// order/slot indices are broadcast loads, one transaction per warp), and the lanes move
+// `Vec`-sized units across the row, consecutive lanes on consecutive units (coalesced). The launcher picks the widest unit (16, 8, 4, 2
 // or 1 bytes) that divides the row size, the source row stride and both base addresses, so rows
 // whose byte size is not a multiple of 16 (H not a multiple of 8 in bf16) still work, at a lower
 // vector width. The copy is dtype-agnostic (bytes), so one instantiation per unit width serves
@@ -27,13 +28,15 @@ __global__ void permute_kernel(PermuteParams p) {
   const int64_t src_stride = p.x_row_stride * p.elem_bytes / static_cast<int64_t>(sizeof(Vec));
   const Vec* x = static_cast<const Vec*>(p.x);
   Vec* xp = static_cast<Vec*>(p.xp);
-  for (int64_t row = blockIdx.x; row < p.num_rows; row += gridDim.x) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * warps + warp; row < p.num_rows;
+       row += static_cast<int64_t>(gridDim.x) * warps) {
+    // Every lane loads the row's indices: one broadcast transaction per warp.
     const int32_t a = ld_global_nc(p.order + row);
     const bool kept = ld_global_nc(p.slot + a) >= 0;
     const Vec* src = x + static_cast<int64_t>(a / p.top_k) * src_stride;
     Vec* dst = xp + row * units;
-    for (int64_t u = threadIdx.x; u < units; u += blockDim.x)
-      st_global(dst + u, kept ? ld_global_nc(src + u) : Vec{});
+    for (int64_t u = lane; u < units; u += 32) st_global(dst + u, kept ? ld_global_nc(src + u) : Vec{});
   }
 }
 
@@ -41,11 +44,10 @@ namespace {
 
 template <typename Vec>
 cudaError_t launch_permute_with(const PermuteParams& p, cudaStream_t stream) {
-  const int64_t units = p.hidden * p.elem_bytes / static_cast<int64_t>(sizeof(Vec));
-  const int threads = static_cast<int>(std::clamp<int64_t>((units + 31) / 32 * 32, 32, 256));
-  const int64_t blocks = std::min<int64_t>(p.num_rows, int64_t{1} << 16);
+  constexpr int kThreads = 128;  // 4 warps, one row each
+  const int64_t blocks = std::min<int64_t>((p.num_rows + 3) / 4, int64_t{1} << 16);
   return launch_kernel("permute_kernel", permute_kernel<Vec>, dim3(static_cast<unsigned>(blocks)),
-                       dim3(threads), 0, stream, p);
+                       dim3(kThreads), 0, stream, p);
 }
 
 // Widest power-of-two byte unit dividing every byte quantity the kernel steps by.

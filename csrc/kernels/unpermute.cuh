@@ -2,7 +2,8 @@
 //
 //   y[t, :] = sum_j weights[t, j] * yp[slot[t*k + j], :]   over kept assignments (slot >= 0)
 //
-// A gather, not a scatter: one CTA per token row (grid-stride over tokens), each thread owns
+// A gather, not a scatter: one CTA per token row (grid-stride over tokens; the token's k slots and
+// weights staged once in shared memory), each thread owns
 // kVec consecutive columns, loaded as one 16/8/4/2-byte vector per source row, and accumulates
 // in fp32 (fp64 for fp64) in j order -- the same order as the CPU op, so results are
 // deterministic and need no atomics. Dropped assignments contribute nothing. The vector width
@@ -18,6 +19,7 @@
 
 #include "../common/launch.h"
 #include "../common/memory.h"
+#include "../common/shared.h"
 #include "unpermute.h"
 
 namespace moe_ext::MOE_KERNEL_NS {
@@ -66,14 +68,24 @@ __global__ void __launch_bounds__(unpermute_detail::kThreads) unpermute_kernel(U
   const int64_t vecs = p.hidden / kVec, src_stride = p.yp_row_stride / kVec;
   const V* yp = static_cast<const V*>(p.yp);
   V* y = static_cast<V*>(p.y);
+  // The token's k slots and weights are read from global memory once, into shared memory.
+  MOE_SHARED_DYNAMIC(unsigned char, smem);
+  int32_t* s_slot = reinterpret_cast<int32_t*>(smem);
+  A* s_weight = reinterpret_cast<A*>(smem + (k * sizeof(int32_t) + 15) / 16 * 16);
   for (int64_t t = blockIdx.x; t < p.tokens; t += gridDim.x) {
+    __syncthreads();  // every thread is done with the previous token's slots
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+      st_shared(s_slot + j, ld_global_nc(p.slot + t * k + j));
+      st_shared(s_weight + j, ld_global_nc(static_cast<const A*>(p.weights) + t * k + j));
+    }
+    __syncthreads();
     for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
       A acc[kVec];
       MOE_UNROLL for (int i = 0; i < kVec; ++i) acc[i] = A(0);
       for (int j = 0; j < k; ++j) {
-        const int32_t s = ld_global_nc(p.slot + t * k + j);
+        const int32_t s = ld_shared(s_slot + j);
         if (s < 0 || s >= p.num_rows) continue;  // dropped (out-of-range slots never read)
-        const A w = ld_global_nc(static_cast<const A*>(p.weights) + t * k + j);
+        const A w = ld_shared(s_weight + j);
         const V v = ld_global(yp + static_cast<int64_t>(s) * src_stride + c);
         MOE_UNROLL for (int i = 0; i < kVec; ++i) acc[i] += w * to_acc(v.v[i]);
       }
@@ -91,8 +103,10 @@ cudaError_t launch_with(const UnpermuteParams& p, cudaStream_t stream) {
   const int64_t vecs = p.hidden / kVec;
   const int threads = static_cast<int>(std::clamp<int64_t>((vecs + 31) / 32 * 32, 32, kThreads));
   const int64_t blocks = std::min<int64_t>(p.tokens, int64_t{1} << 16);
+  using A = typename Acc<T>::type;
+  const size_t smem = (p.top_k * sizeof(int32_t) + 15) / 16 * 16 + p.top_k * sizeof(A);
   return launch_kernel("unpermute_kernel", unpermute_kernel<T, kVec>,
-                       dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, stream, p);
+                       dim3(static_cast<unsigned>(blocks)), dim3(threads), smem, stream, p);
 }
 
 // Widest vector (in elements, at most 16 bytes) dividing H, the row stride and the addresses.
