@@ -12,6 +12,11 @@ at::Tensor permute_cuda(const at::Tensor& x, const at::Tensor& order, const at::
   return permute_device(x, order, slot, top_k, cuda_launcher(x, &cuda::launch_permute));
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_cuda(
+    const at::Tensor& ids, int64_t num_experts, std::optional<int64_t> capacity) {
+  return sort_tokens_device(ids, num_experts, capacity, cuda_launcher(ids, &cuda::launch_sort_tokens));
+}
+
 at::Tensor unpermute_cuda(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
                          const at::Tensor& weights) {
   return unpermute_device(yp, order, slot, weights, cuda_launcher(yp, &cuda::launch_unpermute));

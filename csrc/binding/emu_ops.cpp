@@ -12,6 +12,11 @@ at::Tensor permute_emu(const at::Tensor& x, const at::Tensor& order, const at::T
   return permute_device(x, order, slot, top_k, emu_launcher(&emu::launch_permute));
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_emu(
+    const at::Tensor& ids, int64_t num_experts, std::optional<int64_t> capacity) {
+  return sort_tokens_device(ids, num_experts, capacity, emu_launcher(&emu::launch_sort_tokens));
+}
+
 at::Tensor unpermute_emu(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
                          const at::Tensor& weights) {
   return unpermute_device(yp, order, slot, weights, emu_launcher(&emu::launch_unpermute));

@@ -2,7 +2,10 @@
 // -> PermuteParams, then `launch(params, buffers)`; only the launch target differs.
 #pragma once
 
+#include <limits>
+
 #include "../kernels/permute.h"
+#include "../kernels/sort_tokens.h"
 #include "../kernels/unpermute.h"
 #include "checks.h"
 #include "device_buffers.h"
@@ -32,6 +35,38 @@ at::Tensor permute_device(const at::Tensor& x, const at::Tensor& order, const at
          DeviceBuffers{{"x", xc, false}, {"order", order_c, false}, {"slot", slot_c, false},
                        {"xp", xp, true}});
   return xp;
+}
+
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_device(const at::Tensor& ids,
+                                                                  int64_t num_experts,
+                                                                  std::optional<int64_t> capacity,
+                                                                  Launch&& launch) {
+  const char* op = "sort_tokens";
+  const DeviceBackendScope device_checks;
+  check_sort_tokens_args(ids, num_experts, capacity);
+  MOE_CHECK(op, num_experts <= kSortMaxExperts, "the device sort supports up to ",
+            kSortMaxExperts, " experts, got num_experts=", num_experts);
+  const int64_t N = ids.numel();
+  auto opts = ids.options().dtype(at::kInt);
+  auto order = at::empty({N}, opts), slot = at::empty({N}, opts);
+  auto offsets = at::zeros({num_experts}, opts);
+  auto ids_c = ids.contiguous();
+  auto workspace = at::empty({sort_tokens_workspace_ints(N, num_experts)}, opts);
+  SortTokensParams p{};
+  p.ids = ids_c.const_data_ptr();
+  p.ids_are_int64 = ids.scalar_type() == at::kLong;
+  p.num_assignments = N;
+  p.num_experts = static_cast<int32_t>(num_experts);
+  p.capacity = capacity.value_or(std::numeric_limits<int64_t>::max());
+  p.order = order.data_ptr<int32_t>();
+  p.slot = slot.data_ptr<int32_t>();
+  p.offsets = offsets.data_ptr<int32_t>();
+  p.workspace = workspace.data_ptr<int32_t>();
+  launch(op, p,
+         DeviceBuffers{{"ids", ids_c, false}, {"order", order, true}, {"slot", slot, true},
+                       {"offsets", offsets, true}, {"workspace", workspace, true}});
+  return {order, slot, offsets};
 }
 
 template <typename Launch>

@@ -51,6 +51,7 @@ TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
   m.impl("route", &moe_ext::route_cuda);
   m.impl("route_with_stats", &moe_ext::route_with_stats_cuda);
   m.impl("route_backward", &moe_ext::route_backward_cuda);
+  m.impl("sort_tokens", &moe_ext::sort_tokens_cuda);
   m.impl("permute", &moe_ext::permute_cuda);
   m.impl("unpermute", &moe_ext::unpermute_cuda);
 }
@@ -61,7 +62,7 @@ TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
 // Same schemas as moe_ext's device ops, copied from the registered moe_ext schemas (this block
 // runs after TORCH_LIBRARY(moe_ext) above, in the same translation unit).
 TORCH_LIBRARY(moe_ext_emu, m) {
-  for (const char* name : {"route", "route_with_stats", "route_backward", "permute", "unpermute"}) {
+  for (const char* name : {"route", "route_with_stats", "route_backward", "sort_tokens", "permute", "unpermute"}) {
     const auto& schema = c10::Dispatcher::singleton().findSchemaOrThrow(
         (std::string("moe_ext::") + name).c_str(), "").schema();
     const std::string text = c10::toString(schema);
@@ -74,6 +75,7 @@ TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) {
   m.impl("route", &moe_ext::route_emu);
   m.impl("route_with_stats", &moe_ext::route_with_stats_emu);
   m.impl("route_backward", &moe_ext::route_backward_emu);
+  m.impl("sort_tokens", &moe_ext::sort_tokens_emu);
   m.impl("permute", &moe_ext::permute_emu);
   m.impl("unpermute", &moe_ext::unpermute_emu);
 }

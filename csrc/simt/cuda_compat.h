@@ -49,6 +49,12 @@
   (::moe_simt::ballot(MOE_SIMT_SITE, mask, pred) == static_cast<unsigned>(mask))
 #define __activemask() ::moe_simt::activemask(MOE_SIMT_SITE)
 
+// Integer intrinsics (bit counts) with their CUDA names.
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+
 // __ldg: a read-only (non-coherent cache) load on the GPU; a checked load here.
 template <typename T>
 inline T __ldg(const T* p) {
