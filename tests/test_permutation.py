@@ -404,3 +404,36 @@ def test_permute_unpermute_opcheck(backend, case, name):
         yp = torch.randn(T * k, 8, dtype=BF16, device=dev, requires_grad=True)
         args = (yp, o, s, make_weights(T, k, F32, device=dev).requires_grad_())
     torch.library.opcheck(getattr(torch.ops.moe_ext, name).default, args)
+
+
+# --- sort_tokens_into: caller-provided outputs and workspace (device backends) ----------------
+
+INTO_BACKENDS = [b for b in backends_for("sort_tokens_into") if b != "cpu"]
+
+
+@pytest.mark.parametrize("backend", INTO_BACKENDS)
+@pytest.mark.parametrize("T,k,E,cap", [(0, 2, 4, None), (37, 2, 8, None), (500, 4, 60, 20)])
+def test_sort_tokens_into_matches_sort_tokens(backend, T, k, E, cap):
+    dev = device_of(backend)
+    ids = make_ids(T, k, E, "skewed").to(dev) if T else torch.zeros(0, k, dtype=torch.int32, device=dev)
+    n = ids.numel()
+    size = torch.ops.moe_ext.sort_tokens_workspace_size(n, E)
+    assert size >= E
+    order = torch.full((n,), -7, dtype=torch.int32, device=dev)
+    slot = torch.full((n,), -7, dtype=torch.int32, device=dev)
+    offsets = torch.full((E,), -7, dtype=torch.int32, device=dev)
+    workspace = torch.full((size,), -7, dtype=torch.int32, device=dev)  # any contents
+    op(backend, "sort_tokens_into")(ids, E, cap, order, slot, offsets, workspace)
+    for got, want in zip((order, slot, offsets), reference.sort_tokens(ids.cpu(), E, cap)):
+        assert torch.equal(got.cpu(), want)
+
+
+@pytest.mark.parametrize("backend", INTO_BACKENDS)
+def test_sort_tokens_into_rejects_small_workspace(backend):
+    dev = device_of(backend)
+    ids = make_ids(64, 2, 8, "uniform").to(dev)
+    outs = [torch.empty(128, dtype=torch.int32, device=dev) for _ in range(2)]
+    offsets = torch.empty(8, dtype=torch.int32, device=dev)
+    small = torch.empty(8, dtype=torch.int32, device=dev)
+    with pytest.raises(RuntimeError, match="workspace"):
+        op(backend, "sort_tokens_into")(ids, 8, None, *outs, offsets, small)

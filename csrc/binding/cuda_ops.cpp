@@ -17,6 +17,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_cuda(
   return sort_tokens_device(ids, num_experts, capacity, cuda_launcher(ids, &cuda::launch_sort_tokens));
 }
 
+void sort_tokens_into_cuda(const at::Tensor& ids, int64_t num_experts,
+                          std::optional<int64_t> capacity, const at::Tensor& order,
+                          const at::Tensor& slot, const at::Tensor& offsets,
+                          const at::Tensor& workspace) {
+  sort_tokens_into_device(ids, num_experts, capacity, order, slot, offsets, workspace, cuda_launcher(ids, &cuda::launch_sort_tokens));
+}
+
 at::Tensor unpermute_cuda(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
                          const at::Tensor& weights) {
   return unpermute_device(yp, order, slot, weights, cuda_launcher(yp, &cuda::launch_unpermute));

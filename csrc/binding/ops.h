@@ -33,6 +33,10 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
                               const at::Tensor& slot, int64_t top_k);                           \
   std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_##suffix(                          \
       const at::Tensor& ids, int64_t num_experts, std::optional<int64_t> capacity);            \
+  void sort_tokens_into_##suffix(const at::Tensor& ids, int64_t num_experts,                    \
+                                 std::optional<int64_t> capacity, const at::Tensor& order,     \
+                                 const at::Tensor& slot, const at::Tensor& offsets,             \
+                                 const at::Tensor& workspace);                                  \
   at::Tensor unpermute_##suffix(const at::Tensor& yp, const at::Tensor& order,                  \
                                 const at::Tensor& slot, const at::Tensor& weights);             \
   std::tuple<at::Tensor, at::Tensor> route_##suffix(                                            \

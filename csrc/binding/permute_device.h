@@ -2,7 +2,9 @@
 // -> PermuteParams, then `launch(params, buffers)`; only the launch target differs.
 #pragma once
 
+#include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "../kernels/permute.h"
 #include "../kernels/sort_tokens.h"
@@ -37,22 +39,31 @@ at::Tensor permute_device(const at::Tensor& x, const at::Tensor& order, const at
   return xp;
 }
 
+// Sorts into caller-provided outputs and workspace (sort_tokens_workspace_ints(N, E) int32).
 template <typename Launch>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_device(const at::Tensor& ids,
-                                                                  int64_t num_experts,
-                                                                  std::optional<int64_t> capacity,
-                                                                  Launch&& launch) {
+void sort_tokens_into_device(const at::Tensor& ids, int64_t num_experts,
+                             std::optional<int64_t> capacity, const at::Tensor& order,
+                             const at::Tensor& slot, const at::Tensor& offsets,
+                             const at::Tensor& workspace, Launch&& launch) {
   const char* op = "sort_tokens";
   const DeviceBackendScope device_checks;
   check_sort_tokens_args(ids, num_experts, capacity);
   MOE_CHECK(op, num_experts <= kSortMaxExperts, "the device sort supports up to ",
             kSortMaxExperts, " experts, got num_experts=", num_experts);
   const int64_t N = ids.numel();
-  auto opts = ids.options().dtype(at::kInt);
-  auto order = at::empty({N}, opts), slot = at::empty({N}, opts);
-  auto offsets = at::zeros({num_experts}, opts);
+  auto check_out = [&](const char* name, const at::Tensor& t, int64_t n) {
+    check_int32(op, name, t);
+    check_same_device(op, name, t, "ids", ids);
+    MOE_CHECK(op, t.dim() == 1 && t.numel() >= n && t.is_contiguous(), name,
+              " must be a contiguous 1-D int32 tensor of at least ", n, " elements, got ",
+              describe(t));
+  };
+  check_out("order", order, N);
+  check_out("slot", slot, N);
+  check_out("offsets", offsets, num_experts);
+  check_out("workspace", workspace, sort_tokens_workspace_ints(N, num_experts));
+  if (N == 0) offsets.narrow(0, 0, num_experts).zero_();
   auto ids_c = ids.contiguous();
-  auto workspace = at::empty({sort_tokens_workspace_ints(N, num_experts)}, opts);
   SortTokensParams p{};
   p.ids = ids_c.const_data_ptr();
   p.ids_are_int64 = ids.scalar_type() == at::kLong;
@@ -66,6 +77,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_device(const at::Tens
   launch(op, p,
          DeviceBuffers{{"ids", ids_c, false}, {"order", order, true}, {"slot", slot, true},
                        {"offsets", offsets, true}, {"workspace", workspace, true}});
+}
+
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_device(const at::Tensor& ids,
+                                                                  int64_t num_experts,
+                                                                  std::optional<int64_t> capacity,
+                                                                  Launch&& launch) {
+  const int64_t N = ids.numel(), E = std::max<int64_t>(num_experts, 0);
+  auto opts = ids.options().dtype(at::kInt);
+  auto order = at::empty({N}, opts), slot = at::empty({N}, opts), offsets = at::empty({E}, opts);
+  auto workspace = at::empty({sort_tokens_workspace_ints(N, E)}, opts);
+  sort_tokens_into_device(ids, num_experts, capacity, order, slot, offsets, workspace,
+                          std::forward<Launch>(launch));
   return {order, slot, offsets};
 }
 

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "../kernels/sort_tokens_layout.h"
+#include "checks.h"
 #include "ops.h"
 
 TORCH_LIBRARY(moe_ext, m) {
@@ -32,10 +34,26 @@ TORCH_LIBRARY(moe_ext, m) {
       "bool renormalize=True, Tensor? correction_bias=None, int num_groups=1, "
       "int topk_groups=1, float scaling_factor=1.0) -> "
       "(Tensor weights, Tensor ids, Tensor counts, Tensor mean_prob)");
+  // sort_tokens into caller-provided outputs and workspace (for CUDA-graph capture without the
+  // caching allocator); not differentiable. Device backends only.
+  m.def(
+      "sort_tokens_into(Tensor ids, int num_experts, int? capacity, Tensor(a!) order, "
+      "Tensor(b!) slot, Tensor(c!) offsets, Tensor(d!) workspace) -> ()");
+  // int32 elements of sort_tokens_into's workspace for N assignments and E experts.
+  m.def("sort_tokens_workspace_size(int num_assignments, int num_experts) -> int");
   // Backward of route / route_with_stats: d logits (scores recomputed from the logits).
   m.def(
       "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
       "bool renormalize, float scaling_factor, Tensor? grad_mean_prob=None) -> Tensor");
+}
+
+// Backend-independent (reads no tensor).
+TORCH_LIBRARY_IMPL(moe_ext, CompositeExplicitAutograd, m) {
+  m.impl("sort_tokens_workspace_size", [](int64_t n, int64_t e) -> int64_t {
+    MOE_CHECK("sort_tokens_workspace_size", n >= 0 && e >= 1, "num_assignments must be >= 0 and "
+              "num_experts >= 1, got ", n, " and ", e);
+    return moe_ext::sort_tokens_workspace_ints(n, e);
+  });
 }
 
 TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
@@ -52,6 +70,7 @@ TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
   m.impl("route_with_stats", &moe_ext::route_with_stats_cuda);
   m.impl("route_backward", &moe_ext::route_backward_cuda);
   m.impl("sort_tokens", &moe_ext::sort_tokens_cuda);
+  m.impl("sort_tokens_into", &moe_ext::sort_tokens_into_cuda);
   m.impl("permute", &moe_ext::permute_cuda);
   m.impl("unpermute", &moe_ext::unpermute_cuda);
 }
@@ -62,7 +81,7 @@ TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
 // Same schemas as moe_ext's device ops, copied from the registered moe_ext schemas (this block
 // runs after TORCH_LIBRARY(moe_ext) above, in the same translation unit).
 TORCH_LIBRARY(moe_ext_emu, m) {
-  for (const char* name : {"route", "route_with_stats", "route_backward", "sort_tokens", "permute", "unpermute"}) {
+  for (const char* name : {"route", "route_with_stats", "route_backward", "sort_tokens", "sort_tokens_into", "permute", "unpermute"}) {
     const auto& schema = c10::Dispatcher::singleton().findSchemaOrThrow(
         (std::string("moe_ext::") + name).c_str(), "").schema();
     const std::string text = c10::toString(schema);
@@ -76,6 +95,7 @@ TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) {
   m.impl("route_with_stats", &moe_ext::route_with_stats_emu);
   m.impl("route_backward", &moe_ext::route_backward_emu);
   m.impl("sort_tokens", &moe_ext::sort_tokens_emu);
+  m.impl("sort_tokens_into", &moe_ext::sort_tokens_into_emu);
   m.impl("permute", &moe_ext::permute_emu);
   m.impl("unpermute", &moe_ext::unpermute_emu);
 }

@@ -62,7 +62,7 @@ MOE_DEVICE MOE_FORCEINLINE int64_t kept_of(int64_t capacity, int64_t rank_base, 
 }  // namespace sort_detail
 
 template <typename IdT>
-__global__ void __launch_bounds__(sort_detail::kHistThreads)
+__global__ void __launch_bounds__(sort_detail::kHistThreads, 1)
     sort_histogram_kernel(SortTokensParams p, int64_t chunk, int64_t nb) {
   using namespace sort_detail;
   MOE_SHARED_DYNAMIC(int, hist);  // [E+1]
@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(sort_detail::kHistThreads)
     st_global(ws.count + blockIdx.x * B + e, ld_shared(hist + e));
 }
 
-__global__ void __launch_bounds__(sort_detail::kScanThreads)
+__global__ void __launch_bounds__(sort_detail::kScanThreads, 1)
     sort_scan_kernel(SortTokensParams p, int64_t nb) {
   using namespace sort_detail;
   MOE_SHARED_DYNAMIC(int, part);  // [blockDim.x] per-thread partial sums
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(sort_detail::kScanThreads)
 }
 
 template <typename IdT>
-__global__ void __launch_bounds__(sort_detail::kScatterThreads)
+__global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
     sort_scatter_kernel(SortTokensParams p, int64_t chunk, int64_t nb) {
   using namespace sort_detail;
   MOE_SHARED_DYNAMIC(int, sm);  // rank[kSortWarps][E+1], then dropped[kSortWarps]
