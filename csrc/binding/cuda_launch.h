@@ -11,9 +11,10 @@
 namespace moe_ext {
 
 template <typename Params>
-auto cuda_launcher(const at::Tensor& device_of, cudaError_t (*launch)(const Params&, cudaStream_t)) {
-  return [&device_of, launch](const char* op, const Params& p, const DeviceBuffers&) {
-    const c10::cuda::CUDAGuard guard(device_of.device());
+auto cuda_launcher(cudaError_t (*launch)(const Params&, cudaStream_t)) {
+  return [launch](const char* op, const Params& p, const DeviceBuffers& buffers) {
+    // the launch runs on the device of its (first) tensor, on that device's current stream
+    const c10::cuda::CUDAGuard guard(buffers.front().tensor.device());
     const cudaError_t err = launch(p, c10::cuda::getCurrentCUDAStream());
     MOE_CHECK(op, err == cudaSuccess, "CUDA launch failed: ", cudaGetErrorString(err));
   };
