@@ -32,6 +32,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../common/convert.h"
 #include "../common/launch.h"
 #include "../common/memory.h"
 #include "../common/shared.h"
@@ -50,19 +51,6 @@ MOE_HOST_DEVICE inline int route_smem_floats_per_warp(const RouteParams& p) {
 }
 constexpr float kRenormEps = 1e-20f;
 
-MOE_DEVICE MOE_FORCEINLINE float to_float(float x) { return x; }
-MOE_DEVICE MOE_FORCEINLINE float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-MOE_DEVICE MOE_FORCEINLINE float to_float(__half x) { return __half2float(x); }
-template <typename T>
-MOE_DEVICE MOE_FORCEINLINE T from_float(float x);
-template <>
-MOE_DEVICE MOE_FORCEINLINE float from_float<float>(float x) { return x; }
-template <>
-MOE_DEVICE MOE_FORCEINLINE __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-template <>
-MOE_DEVICE MOE_FORCEINLINE __half from_float<__half>(float x) { return __float2half(x); }
 
 // Order-preserving 64-bit selection key: larger key first, then lower id; NaN ranks lowest.
 // 0 is reserved for "not selectable" (padding lanes, already chosen).
@@ -88,7 +76,7 @@ MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax
   float mx = -INFINITY;
   MOE_UNROLL for (int v = 0; v < V; ++v) {
     const int e = v * 32 + lane;
-    s[v] = e < E ? to_float(ld_global_nc(row + e)) : -INFINITY;
+    s[v] = e < E ? to_acc(ld_global_nc(row + e)) : -INFINITY;
     mx = fmaxf(mx, s[v]);
   }
   if (softmax) {
@@ -301,7 +289,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1)
       const int e = v * 32 + lane;
       if (e < E) {
         const float dx = p.softmax ? s[v] * (d[v] - inner) : d[v] * s[v] * (1.f - s[v]);
-        st_global(out + e, from_float<T>(dx));
+        st_global(out + e, from_acc<T>(dx));
       }
     }
     __syncwarp();  // the shared rows are reused by the warp's next token

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "../common/convert.h"
 #include "../common/launch.h"
 #include "../common/memory.h"
 #include "../common/shared.h"
@@ -33,37 +34,13 @@ struct alignas(sizeof(T) * N) Vec {
   T v[N];
 };
 
-template <typename T>
-struct Acc {
-  using type = float;
-};
-template <>
-struct Acc<double> {
-  using type = double;
-};
-
-MOE_DEVICE MOE_FORCEINLINE float to_acc(float x) { return x; }
-MOE_DEVICE MOE_FORCEINLINE double to_acc(double x) { return x; }
-MOE_DEVICE MOE_FORCEINLINE float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-MOE_DEVICE MOE_FORCEINLINE float to_acc(__half x) { return __half2float(x); }
-template <typename T>
-MOE_DEVICE MOE_FORCEINLINE T from_acc(typename Acc<T>::type x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16(x);
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return __float2half(x);
-  } else {
-    return x;
-  }
-}
-
 }  // namespace unpermute_detail
 
 template <typename T, int kVec>
 __global__ void __launch_bounds__(unpermute_detail::kThreads) unpermute_kernel(UnpermuteParams p) {
   using namespace unpermute_detail;
   using V = Vec<T, kVec>;
-  using A = typename Acc<T>::type;
+  using A = acc_type_t<T>;
   const int k = p.top_k;
   const int64_t vecs = p.hidden / kVec, src_stride = p.yp_row_stride / kVec;
   const V* yp = static_cast<const V*>(p.yp);
@@ -103,7 +80,7 @@ cudaError_t launch_with(const UnpermuteParams& p, cudaStream_t stream) {
   const int64_t vecs = p.hidden / kVec;
   const int threads = static_cast<int>(std::clamp<int64_t>((vecs + 31) / 32 * 32, 32, kThreads));
   const int64_t blocks = std::min<int64_t>(p.tokens, int64_t{1} << 16);
-  using A = typename Acc<T>::type;
+  using A = acc_type_t<T>;
   const size_t smem = (p.top_k * sizeof(int32_t) + 15) / 16 * 16 + p.top_k * sizeof(A);
   return launch_kernel("unpermute_kernel", unpermute_kernel<T, kVec>,
                        dim3(static_cast<unsigned>(blocks)), dim3(threads), smem, stream, p);
