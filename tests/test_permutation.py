@@ -437,3 +437,31 @@ def test_sort_tokens_into_rejects_small_workspace(backend):
     small = torch.empty(8, dtype=torch.int32, device=dev)
     with pytest.raises(RuntimeError, match="workspace"):
         op(backend, "sort_tokens_into")(ids, 8, None, *outs, offsets, small)
+
+
+@pytest.mark.parametrize("backend", backends_for("unpermute"))
+def test_permute_unpermute_deepseek_hidden(backend):
+    # DeepSeek-V3's H = 7168 (not a power of two), k = 8 of E = 256, with capacity drops
+    dev = device_of(backend)
+    T, k, E, H = 16, 8, 256, 7168
+    ids = make_ids(T, k, E, "skewed").to(dev)
+    order, slot, _ = op(backend, "sort_tokens")(ids, E, 1)
+    x = torch.randn(T, H, dtype=torch.bfloat16).to(dev)
+    xp = op(backend, "permute")(x, order, slot, k)
+    assert torch.equal(xp.cpu(), reference.permute(x.cpu(), order.cpu(), slot.cpu(), k))
+    w = make_weights(T, k, torch.float32).to(dev)
+    y = op(backend, "unpermute")(xp, order, slot, w)
+    ref = reference.unpermute(xp.cpu(), order.cpu(), slot.cpu(), w.cpu())
+    torch.testing.assert_close(y.cpu(), ref, **TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("backend", [b for b in backends_for("sort_tokens") if b != "cpu"])
+@pytest.mark.parametrize("T", [512, 513])  # N = 4096: single-block path; N = 4104: multi-block
+def test_sort_tokens_small_and_multi_block_paths(backend, T):
+    # the device sort runs as one block up to N = 4096 (decode sizes) and as histogram + scan +
+    # scatter above; both must give the reference result, with capacity drops and -1 ids
+    ids = make_ids(T, 8, 256, "skewed")
+    ids[::7, 0] = -1
+    got = op(backend, "sort_tokens")(ids.to(device_of(backend)), 256, 10)
+    for g, want in zip(got, reference.sort_tokens(ids, 256, 10)):
+        assert torch.equal(g.cpu(), want)

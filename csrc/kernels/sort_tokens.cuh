@@ -17,6 +17,8 @@
 //      time, finds the lanes holding the same expert with log2(E+2) ballots (a radix "match"),
 //      ranks each lane among them, and writes order/slot. Every position is computed, never
 //      atomically claimed, so the result is the same on every run.
+// Small N (<= one chunk, e.g. decode): the scatter kernel alone, as one block that also does the
+// histogram and the scan in shared memory -- one launch.
 // The ids are read 3 times in total (histogram, per-warp count, scatter).
 #pragma once
 
@@ -136,27 +138,68 @@ __global__ void __launch_bounds__(sort_detail::kScanThreads, 1)
   }
 }
 
-template <typename IdT>
+// kSingleBlock: the small-N path (N <= kSortChunk, decode), where this one block also does the
+// histogram's and the scan's work: its bases are 0 and it computes the expert starts and offsets
+// itself, in shared memory, so the whole sort is one launch.
+template <typename IdT, bool kSingleBlock>
 __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
     sort_scatter_kernel(SortTokensParams p, int64_t chunk, int64_t nb) {
   using namespace sort_detail;
-  MOE_SHARED_DYNAMIC(int, sm);  // rank[kSortWarps][E+1], then dropped[kSortWarps]
+  // rank[kSortWarps][E+1], dropped[kSortWarps]; single block: + start[E], part[threads], total
+  MOE_SHARED_DYNAMIC(int, sm);
   const int E = p.num_experts, B = E + 1;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int* rank = sm;
   int* wdrop = sm + kSortWarps * B;
-  for (int i = threadIdx.x; i < kSortWarps * B + kSortWarps; i += blockDim.x) st_shared(sm + i, 0);
+  int* start_s = wdrop + kSortWarps;
+  int* part = start_s + E;
+  int* kept_total_s = part + kScatterThreads;
+  const int zeroed = kSortWarps * B + kSortWarps;
+  for (int i = threadIdx.x; i < zeroed; i += blockDim.x) st_shared(sm + i, 0);
   __syncthreads();
   const int64_t lo = blockIdx.x * chunk, hi = std::min(p.num_assignments, lo + chunk);
   const int64_t sub = (hi - lo + kSortWarps - 1) / kSortWarps;
   const int64_t wlo = std::min(hi, lo + warp * sub), whi = std::min(hi, wlo + sub);
   for (int64_t i = wlo + lane; i < whi; i += 32) atomicAdd(rank + warp * B + bucket_of<IdT>(p, i), 1);
   __syncthreads();
-  // Counts -> each warp's base rank per expert; count each warp's dropped assignments.
   const Workspace ws(p, nb);
+  if constexpr (kSingleBlock) {
+    // kept per expert, their exclusive scan (each thread a contiguous range) -> starts, offsets
+    const int nt = blockDim.x, per = (E + nt - 1) / nt;
+    const int e0 = std::min(E, static_cast<int>(threadIdx.x) * per), e1 = std::min(E, e0 + per);
+    int sum = 0;
+    for (int e = e0; e < e1; ++e) {
+      int total = 0;
+      for (int w = 0; w < kSortWarps; ++w) total += ld_shared(rank + w * B + e);
+      const int kept = static_cast<int>(kept_of(p.capacity, 0, total));
+      st_shared(start_s + e, kept);
+      sum += kept;
+    }
+    st_shared(part + threadIdx.x, sum);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int run = 0;
+      for (int t = 0; t < nt; ++t) {
+        const int v = ld_shared(part + t);
+        st_shared(part + t, run);
+        run += v;
+      }
+      st_shared(kept_total_s, run);
+    }
+    __syncthreads();
+    int run = ld_shared(part + threadIdx.x);
+    for (int e = e0; e < e1; ++e) {
+      const int kept = ld_shared(start_s + e);
+      st_shared(start_s + e, run);
+      run += kept;
+      st_global(p.offsets + e, run);
+    }
+    __syncthreads();
+  }
+  // Counts -> each warp's base rank per expert; count each warp's dropped assignments.
   int dropped[kSortWarps] = {};
   for (int e = threadIdx.x; e < B; e += blockDim.x) {
-    int64_t running = ld_global(ws.base + blockIdx.x * B + e);
+    int64_t running = kSingleBlock ? 0 : ld_global(ws.base + blockIdx.x * B + e);
     for (int w = 0; w < kSortWarps; ++w) {
       const int c = ld_shared(rank + w * B + e);
       dropped[w] += e < E ? static_cast<int>(c - kept_of(p.capacity, running, c)) : c;
@@ -167,7 +210,8 @@ __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
   for (int w = 0; w < kSortWarps; ++w)
     if (dropped[w] != 0) atomicAdd(wdrop + w, dropped[w]);
   __syncthreads();
-  int64_t next_dropped = ld_global(ws.kept_total) + ld_global(ws.dropped_base + blockIdx.x);
+  int64_t next_dropped = kSingleBlock ? ld_shared(kept_total_s)
+                                      : ld_global(ws.kept_total) + ld_global(ws.dropped_base + blockIdx.x);
   for (int w = 0; w < warp; ++w) next_dropped += ld_shared(wdrop + w);
 
   int bits = 0;
@@ -189,8 +233,8 @@ __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
     const bool kept = routed && r < p.capacity;
     const unsigned dropped_lanes = __ballot_sync(0xffffffffu, valid && !kept);
     if (valid) {
-      const int64_t pos = kept ? ld_global(ws.start + e) + r
-                               : next_dropped + __popc(dropped_lanes & lt);
+      const int64_t start = kSingleBlock ? ld_shared(start_s + e) : ld_global(ws.start + e);
+      const int64_t pos = kept ? start + r : next_dropped + __popc(dropped_lanes & lt);
       st_global(p.order + pos, static_cast<int32_t>(i));
       st_global(p.slot + i, kept ? static_cast<int32_t>(pos) : -1);
     }
@@ -206,6 +250,15 @@ cudaError_t launch_sort_tokens(const SortTokensParams& p, cudaStream_t stream) {
   const int64_t nb = sort_tokens_blocks(N), chunk = (N + nb - 1) / nb;
   const size_t B = static_cast<size_t>(p.num_experts) + 1;
   const dim3 grid(static_cast<unsigned>(nb));
+  const size_t scatter_smem = (kSortWarps * B + kSortWarps) * sizeof(int);
+  if (nb == 1) {  // small N: one block, one launch
+    const size_t smem = scatter_smem + (p.num_experts + kScatterThreads + 1) * sizeof(int);
+    return p.ids_are_int64
+               ? launch_kernel("sort_scatter_kernel", sort_scatter_kernel<int64_t, true>, grid,
+                               dim3(kScatterThreads), smem, stream, p, chunk, nb)
+               : launch_kernel("sort_scatter_kernel", sort_scatter_kernel<int32_t, true>, grid,
+                               dim3(kScatterThreads), smem, stream, p, chunk, nb);
+  }
   cudaError_t err;
   if (p.ids_are_int64) {
     err = launch_kernel("sort_histogram_kernel", sort_histogram_kernel<int64_t>, grid,
@@ -218,13 +271,12 @@ cudaError_t launch_sort_tokens(const SortTokensParams& p, cudaStream_t stream) {
   err = launch_kernel("sort_scan_kernel", sort_scan_kernel, dim3(1), dim3(kScanThreads),
                       kScanThreads * sizeof(int), stream, p, nb);
   if (err != cudaSuccess) return err;
-  const size_t smem = (kSortWarps * B + kSortWarps) * sizeof(int);
   if (p.ids_are_int64) {
-    return launch_kernel("sort_scatter_kernel", sort_scatter_kernel<int64_t>, grid,
-                         dim3(kScatterThreads), smem, stream, p, chunk, nb);
+    return launch_kernel("sort_scatter_kernel", sort_scatter_kernel<int64_t, false>, grid,
+                         dim3(kScatterThreads), scatter_smem, stream, p, chunk, nb);
   }
-  return launch_kernel("sort_scatter_kernel", sort_scatter_kernel<int32_t>, grid,
-                       dim3(kScatterThreads), smem, stream, p, chunk, nb);
+  return launch_kernel("sort_scatter_kernel", sort_scatter_kernel<int32_t, false>, grid,
+                       dim3(kScatterThreads), scatter_smem, stream, p, chunk, nb);
 }
 
 }  // namespace moe_ext::MOE_KERNEL_NS
