@@ -26,6 +26,11 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
                           const std::optional<at::Tensor>& bias,
                           std::optional<at::ScalarType> out_dtype);
 
+// The ops with device kernels (one list for the CUDA and emulator registrations).
+#define MOE_EXT_FOR_EACH_DEVICE_OP(X) \
+  X(route) X(route_with_stats) X(route_backward) X(sort_tokens) X(sort_tokens_into) X(permute) \
+  X(unpermute)
+
 // Device backends: the CUDA kernels (csrc/kernels/) launched on the GPU (suffix _cuda) or on
 // the CPU SIMT emulator on CPU tensors (suffix _emu), through the same binding code.
 #define MOE_EXT_DEVICE_OPS(suffix)                                                              \

@@ -66,22 +66,20 @@ TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
 
 #ifdef MOE_EXT_WITH_CUDA
 TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
-  m.impl("route", &moe_ext::route_cuda);
-  m.impl("route_with_stats", &moe_ext::route_with_stats_cuda);
-  m.impl("route_backward", &moe_ext::route_backward_cuda);
-  m.impl("sort_tokens", &moe_ext::sort_tokens_cuda);
-  m.impl("sort_tokens_into", &moe_ext::sort_tokens_into_cuda);
-  m.impl("permute", &moe_ext::permute_cuda);
-  m.impl("unpermute", &moe_ext::unpermute_cuda);
+#define MOE_EXT_IMPL_CUDA(name) m.impl(#name, &moe_ext::name##_cuda);
+  MOE_EXT_FOR_EACH_DEVICE_OP(MOE_EXT_IMPL_CUDA)
+#undef MOE_EXT_IMPL_CUDA
 }
 #endif
 
 #ifdef MOE_EXT_WITH_EMU
-// The CUDA kernels run on the CPU SIMT emulator: same schemas, CPU tensors.
-// Same schemas as moe_ext's device ops, copied from the registered moe_ext schemas (this block
-// runs after TORCH_LIBRARY(moe_ext) above, in the same translation unit).
+// The CUDA kernels run on the CPU SIMT emulator, on CPU tensors, with the same schemas: copied
+// from the registered moe_ext ones (this block runs after TORCH_LIBRARY(moe_ext) above, in the
+// same translation unit).
 TORCH_LIBRARY(moe_ext_emu, m) {
-  for (const char* name : {"route", "route_with_stats", "route_backward", "sort_tokens", "sort_tokens_into", "permute", "unpermute"}) {
+#define MOE_EXT_NAME(name) #name,
+  for (const char* name : {MOE_EXT_FOR_EACH_DEVICE_OP(MOE_EXT_NAME)}) {
+#undef MOE_EXT_NAME
     const auto& schema = c10::Dispatcher::singleton().findSchemaOrThrow(
         (std::string("moe_ext::") + name).c_str(), "").schema();
     const std::string text = c10::toString(schema);
@@ -91,13 +89,9 @@ TORCH_LIBRARY(moe_ext_emu, m) {
 }
 
 TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) {
-  m.impl("route", &moe_ext::route_emu);
-  m.impl("route_with_stats", &moe_ext::route_with_stats_emu);
-  m.impl("route_backward", &moe_ext::route_backward_emu);
-  m.impl("sort_tokens", &moe_ext::sort_tokens_emu);
-  m.impl("sort_tokens_into", &moe_ext::sort_tokens_into_emu);
-  m.impl("permute", &moe_ext::permute_emu);
-  m.impl("unpermute", &moe_ext::unpermute_emu);
+#define MOE_EXT_IMPL_EMU(name) m.impl(#name, &moe_ext::name##_emu);
+  MOE_EXT_FOR_EACH_DEVICE_OP(MOE_EXT_IMPL_EMU)
+#undef MOE_EXT_IMPL_EMU
 }
 
 // Self-test kernels of the emulator itself (tests/test_emu_*.py); defined in
