@@ -17,6 +17,7 @@ add_library(moe_ext_cuda_kernels OBJECT
   csrc/cuda/sort_tokens.cu
   csrc/cuda/selftest_ptx.cu
   csrc/cuda/tile_gemm.cu
+  csrc/cuda/grouped_gemm.cu
 )
 target_include_directories(moe_ext_cuda_kernels PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 target_compile_options(moe_ext_cuda_kernels PRIVATE

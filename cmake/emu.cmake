@@ -15,6 +15,7 @@ add_library(moe_ext_simt STATIC
   csrc/emu/unpermute.cpp
   csrc/emu/sort_tokens.cpp
   csrc/emu/tile_gemm.cpp
+  csrc/emu/grouped_gemm.cpp
   csrc/emu/selftest_exec.cpp
   csrc/emu/selftest_ptx.cpp
 )

@@ -87,6 +87,17 @@ def test_sass_main_loops_and_no_local_memory():
         # the tensor-core mainloop: mma.sync -> HMMA, ldmatrix -> LDSM, cp.async -> LDGSTS
         for op in ("HMMA.16816.F32.BF16", "LDSM", "LDGSTS"):
             assert op in gemm[0], f"{op} not in tile_gemm_kernel for {arch}"
+        # the grouped GEMM: every tensor-core instantiation (2 dtypes x 4 operand layouts x 2
+        # configs) issues HMMA from LDSM-read, LDGSTS-filled shared memory; the fp32 kernel is FFMA
+        tc = {n: t for (a, n), t in sass.items() if a == arch and "grouped_gemm_tc_kernel" in n}
+        assert len(tc) == 16, f"{arch}: expected 16 grouped_gemm_tc_kernel instantiations, got {len(tc)}"
+        for n, text in tc.items():
+            for op in ("HMMA.16816.F32", "LDSM", "LDGSTS"):
+                assert op in text, f"{op} not in {n} for {arch}"
+        simt = {n: t for (a, n), t in sass.items() if a == arch and "grouped_gemm_simt_kernel" in n}
+        assert len(simt) == 4, f"{arch}: expected 4 grouped_gemm_simt_kernel instantiations"
+        for n, text in simt.items():
+            assert "FFMA" in text and "HMMA" not in text, n
     # no library kernel touches local memory (spills or runtime-indexed register arrays); the
     # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt
     local = sorted(

@@ -2,6 +2,7 @@
 // launched on the tensors' device and current stream.
 #include "cuda_launch.h"
 #include "ops.h"
+#include "grouped_mm_device.h"
 #include "permute_device.h"
 #include "route_device.h"
 

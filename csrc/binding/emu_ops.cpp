@@ -2,6 +2,7 @@
 // CPU SIMT emulator with every tensor registered as a bounds-checked buffer.
 #include "emu_launch.h"
 #include "ops.h"
+#include "grouped_mm_device.h"
 #include "permute_device.h"
 #include "route_device.h"
 

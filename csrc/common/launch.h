@@ -2,9 +2,27 @@
 // kernel launch for both paths. With nvcc it is `kernel<<<...>>>(args...)` and returns the launch
 // status (never synchronises); on the emulator it runs the grid on the CPU and throws on a
 // checker error. `name` labels emulator diagnostics.
+//
+// For persistent kernels that size their grid and shared memory to the device:
+//   device_limits()                     SM count and shared-memory limits of the current device
+//                                       (host queries, cached per device; never synchronise). The
+//                                       emulator models a 2-SM sm_90 (227 KB per block, 228 KB
+//                                       per SM), so persistent CTAs there walk several tiles each.
+//   allow_dynamic_smem(kernel, bytes)   opts a kernel into > 48 KB of dynamic shared memory.
+//   max_active_blocks(kernel, threads, bytes)   resident CTAs per SM (occupancy calculator).
 #pragma once
 
+#include <cstddef>
+
 #include "portable.h"
+
+namespace moe_ext {
+struct DeviceLimits {
+  int sm_count;
+  size_t smem_per_block_optin;  // the most dynamic + static shared memory one block may use
+  size_t smem_per_sm;
+};
+}  // namespace moe_ext
 
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
@@ -18,11 +36,59 @@ cudaError_t launch_kernel(const char* /*name*/, void (*kernel)(KArgs...), dim3 g
   kernel<<<grid, block, dynamic_smem, stream>>>(std::forward<Args>(args)...);
   return cudaGetLastError();
 }
+
+inline DeviceLimits device_limits() {
+  constexpr int kMaxDevices = 64;
+  static DeviceLimits cache[kMaxDevices] = {};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) dev = 0;
+  DeviceLimits& l = cache[dev];
+  if (l.sm_count == 0) {  // benign race: every thread computes the same values
+    int sms = 0, optin = 0, per_sm = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+    l.smem_per_block_optin = static_cast<size_t>(optin);
+    l.smem_per_sm = static_cast<size_t>(per_sm);
+    l.sm_count = sms > 0 ? sms : 1;
+  }
+  return l;
+}
+
+template <typename... KArgs>
+cudaError_t allow_dynamic_smem(void (*kernel)(KArgs...), size_t bytes) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(bytes));
+}
+
+template <typename... KArgs>
+int max_active_blocks(void (*kernel)(KArgs...), int threads, size_t dynamic_smem) {
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, dynamic_smem) !=
+      cudaSuccess)
+    return 1;
+  return n > 0 ? n : 1;
+}
 }  // namespace moe_ext
 #else
 #include "../simt/launch.h"
 
 namespace moe_ext {
 using ::moe_simt::launch_kernel;
+
+inline DeviceLimits device_limits() { return {2, 227 * 1024, 228 * 1024}; }
+
+template <typename... KArgs>
+cudaError_t allow_dynamic_smem(void (*)(KArgs...), size_t) {
+  return cudaSuccess;
+}
+
+// Shared memory is the only per-SM limit the emulator models (1 KB reserved per block, as sm_90).
+template <typename... KArgs>
+int max_active_blocks(void (*)(KArgs...), int /*threads*/, size_t dynamic_smem) {
+  const size_t per_block = dynamic_smem + 1024;
+  const int n = static_cast<int>(device_limits().smem_per_sm / per_block);
+  return n < 1 ? 1 : (n > 32 ? 32 : n);
+}
 }  // namespace moe_ext
 #endif

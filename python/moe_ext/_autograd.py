@@ -159,7 +159,18 @@ def _column_group_mask(offs: torch.Tensor, n: int) -> torch.Tensor:
     return gid.unsqueeze(0) == torch.arange(offs.shape[0], device=offs.device).unsqueeze(1)
 
 
-def _grouped_mm_backward(ctx, grad_out):
+def _grouped_mm_backward_for(ns: str):
+    """The grouped_mm backward of namespace `ns`: dA, dB and d bias through that namespace's
+    grouped_mm (the CUDA/emulator kernel, or the CPU op)."""
+    mm = getattr(torch.ops, ns).grouped_mm
+
+    def backward(ctx, grad_out):
+        return _grouped_mm_backward(ctx, grad_out, mm)
+
+    return backward
+
+
+def _grouped_mm_backward(ctx, grad_out, mm):
     a, b, offs = ctx.saved_tensors
     g = grad_out.to(a.dtype)
     need_a, need_b, need_bias = (_needs_grad(ctx, i) for i in (0, 1, 3))
@@ -167,33 +178,33 @@ def _grouped_mm_backward(ctx, grad_out):
     bias_dtype = ctx.bias_dtype
     if a.dim() == 2 and b.dim() == 3:  # out[M,N] = a[M,K] @ b[G,K,N]
         if need_a:
-            da = _ops.grouped_mm(g, b.transpose(-2, -1), offs)
+            da = mm(g, b.transpose(-2, -1), offs)
         if need_b:
-            db = _ops.grouped_mm(a.t(), g, offs)  # ragged-K: [K,M] @ [M,N] -> [G,K,N]
+            db = mm(a.t(), g, offs)  # ragged-K: [K,M] @ [M,N] -> [G,K,N]
         if need_bias:
             ones = g.new_ones((1, g.shape[0]))
-            dbias = _ops.grouped_mm(ones, g, offs, out_dtype=bias_dtype).squeeze(1)
+            dbias = mm(ones, g, offs, out_dtype=bias_dtype).squeeze(1)
     elif a.dim() == 3 and b.dim() == 2:  # out[M,Ntot] = a[G,M,K] @ b[K,Ntot]
         if need_a:
-            da = _ops.grouped_mm(g, b.t(), offs)  # ragged-K over the columns -> [G,M,K]
+            da = mm(g, b.t(), offs)  # ragged-K over the columns -> [G,M,K]
         if need_b:
-            db = _ops.grouped_mm(a.transpose(-2, -1), g, offs)  # [G,K,M] @ [M,Ntot]
+            db = mm(a.transpose(-2, -1), g, offs)  # [G,K,M] @ [M,Ntot]
         if need_bias:
             colsum = grad_out.to(_acc_dtype(a.dtype)).sum(0)
             mask = _column_group_mask(offs, g.shape[1])
             dbias = (mask * colsum.unsqueeze(0)).to(bias_dtype)
     elif a.dim() == 2 and b.dim() == 2:  # out[G,M,N] = a[M,Ktot] @ b[Ktot,N], K ragged
         if need_a:
-            da = _ops.grouped_mm(g, b.t(), offs)  # [G,M,N] @ [N,Ktot] -> [M,Ktot]
+            da = mm(g, b.t(), offs)  # [G,M,N] @ [N,Ktot] -> [M,Ktot]
         if need_b:
-            db = _ops.grouped_mm(a.t(), g, offs)  # [Ktot,M] @ [G,M,N] -> [Ktot,N]
+            db = mm(a.t(), g, offs)  # [Ktot,M] @ [G,M,N] -> [Ktot,N]
         if need_bias:
             dbias = grad_out.to(_acc_dtype(a.dtype)).sum(1).to(bias_dtype)
     else:  # batched
         if need_a:
-            da = _ops.grouped_mm(g, b.transpose(-2, -1))
+            da = mm(g, b.transpose(-2, -1))
         if need_b:
-            db = _ops.grouped_mm(a.transpose(-2, -1), g)
+            db = mm(a.transpose(-2, -1), g)
         if need_bias:
             dbias = grad_out.to(_acc_dtype(a.dtype)).sum(1).to(bias_dtype)
     return da, db, None, dbias, None
@@ -222,9 +233,9 @@ def _register(ns: str) -> None:
         torch.library.register_autograd(
             f"{ns}::unpermute", _unpermute_backward, setup_context=_unpermute_setup
         )
-    if ns == "moe_ext":
+    if has("grouped_mm"):
         torch.library.register_autograd(
-            "moe_ext::grouped_mm", _grouped_mm_backward, setup_context=_grouped_mm_setup
+            f"{ns}::grouped_mm", _grouped_mm_backward_for(ns), setup_context=_grouped_mm_setup
         )
 
 

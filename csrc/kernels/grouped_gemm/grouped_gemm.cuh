@@ -1,0 +1,124 @@
+// launch_grouped_gemm: picks the kernel, tile config, pipeline depth and persistent grid for a
+// grouped GEMM (grouped_gemm.h) and launches it; no host synchronisation, no device allocation,
+// so it is safe inside CUDA-graph capture.
+//
+//   * kernel: bf16/fp16 -> grouped_gemm_tc_kernel (tensor cores), fp32 -> grouped_gemm_simt_kernel
+//     (FFMA, full fp32). One instantiation per (dtype, A major, B major, config), 4 operand
+//     layouts because all occur: forward (a K-major, b N- or K-major), dA (dC K-major, bᵀ),
+//     dB (aᵀ M-major, dC N-major).
+//   * config: the small-M tile when groups average <= 48 rows (decode; the average M / G is
+//     known on the host without reading offs), else the large one; `p.config` overrides.
+//   * pipeline depth: the deepest (<= 5) whose shared memory still lets two CTAs share an SM
+//     (A100: 164 KB/SM -> 5 stages of 16 KB; sm_86/89: 100 KB -> the 69.6 KB epilogue staging
+//     already limits to one CTA, so 4 stages come free; H100: 5), never below 2.
+//   * grid: SMs x resident CTAs per SM (occupancy API), capped by an upper bound of the tile count
+//     computed from the shapes alone (the true count depends on offs, read only on the device).
+#pragma once
+
+#include <algorithm>
+
+#include "../../common/launch.h"
+#include "grouped_gemm.h"
+#include "scheduler.cuh"
+#include "simt.cuh"
+#include "tensor_core.cuh"
+
+namespace moe_ext::MOE_KERNEL_NS {
+
+namespace grouped_gemm_detail {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Upper bound of the tiles the scheduler will visit, from shapes only.
+inline int64_t max_tiles(const GroupedGemmParams& p, int bm, int bn) {
+  const int64_t tm = ceil_div(p.m, bm), tn = ceil_div(p.n, bn), groups = p.num_groups;
+  switch (p.form) {
+    case GroupedGemmForm::kRaggedM: return (tm + groups + 1) * tn;  // each cut adds <= 1 m-tile
+    case GroupedGemmForm::kRaggedN: return tm * (tn + groups + 1);
+    default: return groups * tm * tn;
+  }
+}
+
+template <typename... KArgs, typename... Args>
+cudaError_t launch_persistent(const char* name, void (*kernel)(KArgs...), int threads, size_t smem,
+                              int64_t tiles, cudaStream_t stream, Args&&... args) {
+  if (tiles <= 0) return cudaSuccess;
+  if (tiles >= (int64_t{1} << 31)) return cudaErrorInvalidValue;  // tile indices are int32
+  const DeviceLimits lim = device_limits();
+  if (smem > lim.smem_per_block_optin) return cudaErrorInvalidConfiguration;
+  if (smem > 48 * 1024) {
+    const cudaError_t err = allow_dynamic_smem(kernel, smem);
+    if (err != cudaSuccess) return err;
+  }
+  const int64_t resident = static_cast<int64_t>(lim.sm_count) * max_active_blocks(kernel, threads, smem);
+  const int64_t grid = std::min<int64_t>(tiles, std::max<int64_t>(resident, 1));
+  return launch_kernel(name, kernel, dim3(static_cast<unsigned>(grid)), dim3(threads), smem, stream,
+                       std::forward<Args>(args)...);
+}
+
+template <typename Tile>
+int pick_stages(const DeviceLimits& lim) {
+  const size_t epilogue = EpilogueStaging<Tile::BM, Tile::BN>::kBytes;
+  const size_t two_per_sm = lim.smem_per_sm / 2 > 1024 ? lim.smem_per_sm / 2 - 1024 : 0;
+  const size_t budget = std::min(std::max(two_per_sm, epilogue), lim.smem_per_block_optin);
+  int stages = Tile::kMaxStages;
+  while (stages > 2 && static_cast<size_t>(stages) * Tile::kStageBytes > budget) --stages;
+  return stages;
+}
+
+template <typename T, typename Tile, bool kAKMajor, bool kBKMajor>
+cudaError_t launch_tensor_core(const GroupedGemmParams& p, cudaStream_t stream) {
+  const int stages = p.stages > 0 ? std::min(std::max(p.stages, 2), Tile::kMaxStages)
+                                  : pick_stages<Tile>(device_limits());
+  const size_t smem = std::max<size_t>(static_cast<size_t>(stages) * Tile::kStageBytes,
+                                       EpilogueStaging<Tile::BM, Tile::BN>::kBytes);
+  return launch_persistent("grouped_gemm_tc_kernel", grouped_gemm_tc_kernel<T, Tile, kAKMajor, kBKMajor>,
+                           Tile::kThreads, smem, max_tiles(p, Tile::BM, Tile::BN), stream, p, stages);
+}
+
+template <typename T, typename Tile>
+cudaError_t launch_tensor_core_layout(const GroupedGemmParams& p, cudaStream_t stream) {
+  if (p.a_k_major) {
+    return p.b_k_major ? launch_tensor_core<T, Tile, true, true>(p, stream)
+                       : launch_tensor_core<T, Tile, true, false>(p, stream);
+  }
+  return p.b_k_major ? launch_tensor_core<T, Tile, false, true>(p, stream)
+                     : launch_tensor_core<T, Tile, false, false>(p, stream);
+}
+
+template <typename T>
+cudaError_t launch_tensor_core_config(const GroupedGemmParams& p, cudaStream_t stream) {
+  int config = p.config;
+  if (config == kGemmConfigAuto) {
+    const int64_t groups = p.form == GroupedGemmForm::kRaggedM ? std::max<int64_t>(p.num_groups, 1) : 1;
+    config = p.m <= 48 * groups ? kGemmConfigSmallM : kGemmConfigLarge;
+  }
+  switch (config) {
+    case kGemmConfigLarge: return launch_tensor_core_layout<T, TensorCoreLarge>(p, stream);
+    case kGemmConfigSmallM: return launch_tensor_core_layout<T, TensorCoreSmallM>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <bool kAKMajor, bool kBKMajor>
+cudaError_t launch_simt(const GroupedGemmParams& p, cudaStream_t stream) {
+  return launch_persistent("grouped_gemm_simt_kernel", grouped_gemm_simt_kernel<kAKMajor, kBKMajor>,
+                           SimtTile::kThreads, SimtTile::kSmemBytes,
+                           max_tiles(p, SimtTile::BM, SimtTile::BN), stream, p);
+}
+
+}  // namespace grouped_gemm_detail
+
+cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream) {
+  using namespace grouped_gemm_detail;
+  if (p.m <= 0 || p.n <= 0) return cudaSuccess;  // c is empty
+  switch (p.in_type) {
+    case GemmElem::kBF16: return launch_tensor_core_config<__nv_bfloat16>(p, stream);
+    case GemmElem::kF16: return launch_tensor_core_config<__half>(p, stream);
+    default:
+      if (p.a_k_major) return p.b_k_major ? launch_simt<true, true>(p, stream) : launch_simt<true, false>(p, stream);
+      return p.b_k_major ? launch_simt<false, true>(p, stream) : launch_simt<false, false>(p, stream);
+  }
+}
+
+}  // namespace moe_ext::MOE_KERNEL_NS

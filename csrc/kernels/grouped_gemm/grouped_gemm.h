@@ -1,0 +1,63 @@
+// Host-side interface of the grouped GEMM (grouped_gemm.cuh): the problem description the
+// binding fills from tensors, and the launchers. Torch-free.
+//
+// One description covers torch._grouped_mm's four forms. Group g multiplies A_g[m_g, k_g] by
+// B_g[k_g, n_g] into C_g[m_g, n_g]; which extent is ragged (cut by `offs`) is the form:
+//   kRaggedM  (2D x 3D)  a[M,K] @ b[G,K,N] -> c[M,N]      rows [offs[g-1], offs[g]) use b[g]
+//   kRaggedN  (3D x 2D)  a[G,M,K] @ b[K,N] -> c[M,N]      columns [offs[g-1], offs[g]) use a[g]
+//   kRaggedK  (2D x 2D)  a[M,K] @ b[K,N] -> c[G,M,N]      k in [offs[g-1], offs[g]) into c[g]
+//   kBatched  (3D x 3D)  a[G,M,K] @ b[G,K,N] -> c[G,M,N]
+// Strides are in elements. Each operand has one unit-stride dim among its two matrix dims
+// (`a_k_major`: a's K is contiguous, else its M is; `b_k_major`: b's K is contiguous, else its
+// N is), so both b[G,K,N] and w.transpose(-2,-1) of w[G,N,K] are read in place, and so is aᵀ.
+// c is written whole: rows (kRaggedM) or columns (kRaggedN) past offs[-1] are zeros, groups with
+// k_g = 0 are bias (or zeros). `offs` is read on the device only (no host sync).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "../../common/portable.h"
+
+namespace moe_ext {
+
+enum class GroupedGemmForm : int32_t { kRaggedM, kRaggedN, kRaggedK, kBatched };
+enum class GemmElem : int32_t { kF32, kBF16, kF16 };
+
+MOE_HOST_DEVICE constexpr int gemm_elem_bytes(GemmElem e) { return e == GemmElem::kF32 ? 4 : 2; }
+
+struct GroupedGemmParams {
+  GroupedGemmForm form;
+  GemmElem in_type;    // a and b
+  GemmElem out_type;   // c
+  GemmElem bias_type;  // bias (when given)
+  const void* a;
+  int64_t a_stride_g, a_stride_m, a_stride_k;
+  const void* b;
+  int64_t b_stride_g, b_stride_k, b_stride_n;
+  void* c;                       // unit stride along n
+  int64_t c_stride_g, c_stride_m;
+  const void* bias;              // bias[g, n], unit stride along n; nullptr for none
+  int64_t bias_stride_g;
+  const int32_t* offs;           // [num_groups] cumulative ends; nullptr for kBatched
+  int32_t num_groups;
+  int64_t m, n, k;               // full extents of c's rows, c's columns and the contraction
+  bool a_k_major, b_k_major;
+  int32_t config;                // tile config (GemmConfigId); kGemmConfigAuto: by heuristic
+  int32_t stages;                // cp.async pipeline depth 2..5 (tensor-core kernel); 0: by smem
+};
+
+// Tile configurations of the tensor-core kernel (bf16/fp16). kAuto lets the launcher choose.
+// The binding takes overrides from the environment (MOE_EXT_GEMM_CONFIG=large|small_m,
+// MOE_EXT_GEMM_STAGES=2..5), for tests and the tuning script.
+enum GemmConfigId : int32_t { kGemmConfigAuto = -1, kGemmConfigLarge = 0, kGemmConfigSmallM = 1 };
+
+namespace cuda {
+cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
+}
+namespace emu {
+cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
+}
+
+}  // namespace moe_ext

@@ -1,0 +1,226 @@
+// grouped_gemm_tc_kernel: the bf16/fp16 grouped GEMM on tensor cores (mma.sync, sm_80 and later).
+//
+// Per output tile (BM x BN of one problem, from the persistent TileScheduler):
+//   * mainloop: a `stages`-deep cp.async pipeline (run-time depth, 2..5, chosen by the launcher
+//     from the device's shared memory) of BK-wide slices of A and B; one __syncthreads per
+//     slice: wait for slice kt, barrier, refill the stage read in the previous iteration with
+//     slice kt + stages - 1, compute slice kt. Warps tile the block kWarpsM x kWarpsN; each warp
+//     owns kWarpM x kWarpN of fp32 accumulators in registers and issues m16n8k16 mma.sync.
+//   * operand layouts: each operand tile keeps its global unit-stride dim contiguous in shared
+//     memory (16-byte cp.async chunks), so a K-major operand is stored rows = m (or n) and read
+//     with ldmatrix, an M/N-major one (aᵀ, b[K,N]) rows = k and read with ldmatrix.trans: one
+//     template flag per operand, no transposing copies anywhere.
+//   * swizzle: chunk c of row r sits at c ^ (r & 7) (rows of >= 128 bytes) or c ^ ((r >> 1) & 3)
+//     (64-byte rows), so the 8 row addresses of each ldmatrix phase hit 8 distinct 16-byte bank
+//     groups: no bank conflicts (the emulator counts them; tests assert 0).
+//   * edges: chunks past the problem's m/n/k extents are zero-filled by cp.async's src-size
+//     (predicated tails, any M, N, K); where a problem's operand origin or row pitch is not
+//     16-byte aligned (odd K, a group starting at an odd row of an M-major aᵀ, ...) that operand
+//     is loaded element by element instead (correct, slower; decided per problem at run time).
+//   * epilogue (epilogue.cuh): accumulators staged through shared memory, bias, dtype, 16-byte
+//     coalesced stores.
+// Configs (launcher): kGemmConfigLarge 128x128x32, 2x2 warps of 64x64 (128 fp32 accumulators
+// per thread, the CUTLASS sm80 default shape); kGemmConfigSmallM 32x128x32, 1x4 warps of 32x32,
+// for decode-sized groups (few rows per expert: the weights stream, wasted rows are cheap).
+#pragma once
+
+#include "../../common/launch.h"
+#include "../../common/memory.h"
+#include "../../common/ptx.h"
+#include "../../common/shared.h"
+#include "epilogue.cuh"
+#include "grouped_gemm.h"
+#include "scheduler.cuh"
+
+namespace moe_ext::MOE_KERNEL_NS {
+
+template <int BM_, int BN_, int BK_, int WarpsM, int WarpsN, int MinBlocks>
+struct TensorCoreTile {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_;
+  static constexpr int kMinBlocksPerSm = MinBlocks;  // __launch_bounds__: caps registers/thread
+  static constexpr int kWarpsM = WarpsM, kWarpsN = WarpsN, kThreads = 32 * WarpsM * WarpsN;
+  static constexpr int kWarpM = BM / WarpsM, kWarpN = BN / WarpsN;
+  static constexpr int kMmaM = kWarpM / 16, kMmaN = kWarpN / 8;
+  static constexpr int kABytes = BM * BK * 2, kStageBytes = (BM + BN) * BK * 2;
+  static constexpr int kMaxStages = 5;
+  static_assert(kWarpM % 16 == 0 && kWarpN % 16 == 0 && BK % 16 == 0, "mma tiling");
+};
+using TensorCoreLarge = TensorCoreTile<128, 128, 32, 2, 2, 2>;
+using TensorCoreSmallM = TensorCoreTile<32, 128, 32, 1, 4, 3>;
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of RowBytes-byte rows.
+template <int RowBytes>
+MOE_DEVICE MOE_FORCEINLINE int swizzled(int row, int chunk) {
+  static_assert(RowBytes == 64 || RowBytes % 128 == 0, "swizzle for 64-byte or 128n-byte rows");
+  if constexpr (RowBytes == 64) {
+    return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
+  } else {
+    return row * RowBytes + ((chunk ^ (row & 7)) << 4);
+  }
+}
+
+// Copies a Rows x Cols tile of 2-byte elements (Cols contiguous) into swizzled shared memory.
+// `src` is the tile's origin, `pitch` the global row pitch in bytes; rows >= rows_left and
+// columns >= cols_left are zero-filled.
+template <int Rows, int Cols, int Threads>
+MOE_DEVICE MOE_FORCEINLINE void load_tile(unsigned char* smem, const char* src, int64_t pitch,
+                                          int rows_left, int cols_left, bool vec_ok, int tid) {
+  constexpr int kChunksPerRow = Cols / 8, kChunks = Rows * kChunksPerRow;
+  static_assert(kChunks % Threads == 0, "whole chunks per thread");
+  if (vec_ok) {
+    MOE_UNROLL for (int j = 0; j < kChunks / Threads; ++j) {
+      const int i = tid + j * Threads, r = i / kChunksPerRow, c = i % kChunksPerRow;
+      const int left = cols_left - c * 8;
+      const int bytes = r < rows_left && left > 0 ? (left >= 8 ? 16 : left * 2) : 0;
+      cp_async<16>(smem + swizzled<Cols * 2>(r, c), src + (bytes ? r * pitch + c * 16 : 0), bytes);
+    }
+  } else {
+    for (int i = tid; i < Rows * Cols; i += Threads) {
+      const int r = i / Cols, col = i % Cols;
+      const uint16_t v = r < rows_left && col < cols_left
+                             ? ld_global(reinterpret_cast<const uint16_t*>(src + r * pitch + col * 2))
+                             : uint16_t{0};
+      st_shared(reinterpret_cast<uint16_t*>(smem + swizzled<Cols * 2>(r, col / 8) + (col % 8) * 2), v);
+    }
+  }
+}
+
+MOE_DEVICE MOE_FORCEINLINE void cp_async_wait_pending(int pending) {
+  switch (pending) {  // wait_group takes an immediate
+    case 0: cp_async_wait<0>(); break;
+    case 1: cp_async_wait<1>(); break;
+    case 2: cp_async_wait<2>(); break;
+    default: cp_async_wait<3>(); break;
+  }
+}
+
+template <typename T>
+MOE_DEVICE MOE_FORCEINLINE void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    mma_m16n8k16_bf16(d, a, b, d);
+  } else {
+    mma_m16n8k16_f16(d, a, b, d);
+  }
+}
+
+template <typename T, typename Tile, bool kAKMajor, bool kBKMajor>
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
+    grouped_gemm_tc_kernel(GroupedGemmParams p, int stages) {
+  constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, kThreads = Tile::kThreads;
+  using Staging = EpilogueStaging<BM, BN>;
+  MOE_SHARED_DYNAMIC(unsigned char, smem);
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int warp_m0 = (warp / Tile::kWarpsN) * Tile::kWarpM;
+  const int warp_n0 = (warp % Tile::kWarpsN) * Tile::kWarpN;
+  const int64_t a_pitch = (kAKMajor ? p.a_stride_m : p.a_stride_k) * 2;  // bytes per smem row source
+  const int64_t b_pitch = (kBKMajor ? p.b_stride_n : p.b_stride_k) * 2;
+
+  TileScheduler<BM, BN> scheduler(p);
+  TileCoord tc;
+  for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc); tile += gridDim.x) {
+    // What the mainloop needs of the problem, kept small (registers): tile origins and extents
+    // left (clamped to the tile); the epilogue recomputes the problem.
+    const char *a_tile, *b_tile;
+    int m_left, n_left;
+    int64_t k_total;
+    bool a_vec, b_vec;
+    {
+      const GroupProblem q = group_problem(p, tc.problem);
+      const int64_t m0 = static_cast<int64_t>(tc.tile_m) * BM, n0 = static_cast<int64_t>(tc.tile_n) * BN;
+      const char* a_group = static_cast<const char*>(p.a) + q.a_off * 2;
+      const char* b_group = static_cast<const char*>(p.b) + q.b_off * 2;
+      a_vec = ((reinterpret_cast<uintptr_t>(a_group) | static_cast<uint64_t>(a_pitch)) % 16) == 0;
+      b_vec = ((reinterpret_cast<uintptr_t>(b_group) | static_cast<uint64_t>(b_pitch)) % 16) == 0;
+      a_tile = a_group + m0 * p.a_stride_m * 2;
+      b_tile = b_group + n0 * p.b_stride_n * 2;
+      m_left = static_cast<int>(q.m - m0 < BM ? q.m - m0 : BM);
+      n_left = static_cast<int>(q.n - n0 < BN ? q.n - n0 : BN);
+      k_total = q.k;
+    }
+    const int k_tiles = static_cast<int>((k_total + BK - 1) / BK);
+
+    auto load_stage = [&](int stage, int kt) {
+      unsigned char* sa = smem + stage * Tile::kStageBytes;
+      unsigned char* sb = sa + Tile::kABytes;
+      const int64_t k0 = static_cast<int64_t>(kt) * BK;
+      const int k_left = static_cast<int>(k_total - k0 < BK ? k_total - k0 : BK);
+      if constexpr (kAKMajor) {  // rows m, columns k
+        load_tile<BM, BK, kThreads>(sa, a_tile + k0 * 2, a_pitch, m_left, k_left, a_vec, tid);
+      } else {  // rows k, columns m
+        load_tile<BK, BM, kThreads>(sa, a_tile + k0 * a_pitch, a_pitch, k_left, m_left, a_vec, tid);
+      }
+      if constexpr (kBKMajor) {  // rows n, columns k
+        load_tile<BN, BK, kThreads>(sb, b_tile + k0 * 2, b_pitch, n_left, k_left, b_vec, tid);
+      } else {  // rows k, columns n
+        load_tile<BK, BN, kThreads>(sb, b_tile + k0 * b_pitch, b_pitch, k_left, n_left, b_vec, tid);
+      }
+    };
+
+    float acc[Tile::kMmaM][Tile::kMmaN][4];
+    MOE_UNROLL for (int i = 0; i < Tile::kMmaM; ++i)
+      MOE_UNROLL for (int j = 0; j < Tile::kMmaN; ++j)
+        MOE_UNROLL for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    for (int s = 0; s < stages - 1; ++s) {  // prologue: slices 0 .. stages-2 in flight
+      if (s < k_tiles) load_stage(s, s);
+      cp_async_commit();
+    }
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      cp_async_wait_pending(stages - 2);  // slice kt has landed (this thread's copies)
+      __syncthreads();                    // ... everyone's; and slice kt-1's stage is free
+      const int next = kt + stages - 1;
+      if (next < k_tiles) load_stage(next % stages, next);
+      cp_async_commit();
+      const unsigned char* sa = smem + (kt % stages) * Tile::kStageBytes;
+      const unsigned char* sb = sa + Tile::kABytes;
+      MOE_UNROLL for (int ks = 0; ks < BK / 16; ++ks) {
+        uint32_t fa[Tile::kMmaM][4], fb[Tile::kMmaN][2];
+        MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt) {
+          if constexpr (kAKMajor) {  // matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15)
+            const int row = warp_m0 + mt * 16 + (lane & 15), chunk = ks * 2 + (lane >> 4);
+            ldmatrix_x4(fa[mt], sa + swizzled<BK * 2>(row, chunk));
+          } else {  // stored rows are k: transpose while loading
+            const int k = ks * 16 + (lane & 7) + ((lane >> 4) << 3);
+            const int chunk = (warp_m0 + mt * 16 + (((lane >> 3) & 1) << 3)) / 8;
+            ldmatrix_x4_trans(fa[mt], sa + swizzled<BM * 2>(k, chunk));
+          }
+        }
+        MOE_UNROLL for (int np = 0; np < Tile::kMmaN / 2; ++np) {  // two n8 tiles per ldmatrix
+          uint32_t r[4];
+          if constexpr (kBKMajor) {
+            const int row = warp_n0 + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+            const int chunk = ks * 2 + ((lane >> 3) & 1);
+            ldmatrix_x4(r, sb + swizzled<BK * 2>(row, chunk));
+          } else {
+            const int k = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
+            const int chunk = (warp_n0 + np * 16 + ((lane >> 4) << 3)) / 8;
+            ldmatrix_x4_trans(r, sb + swizzled<BN * 2>(k, chunk));
+          }
+          fb[2 * np][0] = r[0], fb[2 * np][1] = r[1];
+          fb[2 * np + 1][0] = r[2], fb[2 * np + 1][1] = r[3];
+        }
+        MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
+          MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt) mma_16816<T>(acc[mt][nt], fa[mt], fb[nt]);
+      }
+    }
+    cp_async_wait_all();  // (only empty groups can be pending here)
+    __syncthreads();      // every warp is done with the stages: reuse them for staging
+
+    float* staged = reinterpret_cast<float*>(smem);
+    const int g = lane / 4, t = lane % 4;
+    MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
+      MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
+        MOE_UNROLL for (int half = 0; half < 2; ++half) {
+          const int row = warp_m0 + mt * 16 + g + half * 8, col = warp_n0 + nt * 8 + 2 * t;
+          st_shared(reinterpret_cast<float2*>(staged + Staging::index(row, col)),
+                    float2{acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]});
+        }
+    __syncthreads();
+    store_tile<BM, BN, kThreads>(staged, p, group_problem(p, tc.problem),
+                                 static_cast<int64_t>(tc.tile_m) * BM,
+                                 static_cast<int64_t>(tc.tile_n) * BN, tid);
+    __syncthreads();  // the next tile's prologue overwrites the staging area
+  }
+}
+
+}  // namespace moe_ext::MOE_KERNEL_NS
