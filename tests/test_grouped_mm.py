@@ -20,10 +20,10 @@ from conftest import BACKENDS, TOL, backends_for, device_of, op, reference
 
 FORMS = ("2x3", "3x2", "2x2", "3x3")
 GMM_BACKENDS = backends_for("grouped_mm")
-# Autograd and fake kernels are registered on torch.ops.moe_ext (cpu and cuda tensors); the
-# emulator namespace is a forward-only test vehicle for the CUDA kernel source.
-AUTOGRAD_BACKENDS = [b for b in BACKENDS if b != "emu"]
-BIG_BACKENDS = AUTOGRAD_BACKENDS  # the emulator is too slow for realistic GEMM sizes
+# Autograd and fake kernels are registered for every backend, the emulator's included (its
+# backward runs the CUDA kernel source for dA and dB too).
+AUTOGRAD_BACKENDS = GMM_BACKENDS
+BIG_BACKENDS = [b for b in BACKENDS if b != "emu"]  # covered by test_grouped_gemm_kernel.py
 LOW = (torch.bfloat16, torch.float16)
 
 

@@ -89,9 +89,11 @@ MOE_DEVICE void store_tile(const float* staged, const GroupedGemmParams& p, cons
   constexpr int kPerRow = BN / 8;
   for (int i = tid; i < BM * kPerRow; i += Threads) {
     const int r = i / kPerRow, col = (i % kPerRow) * 8;
-    if (r >= rows || col >= cols) continue;
+    // every thread reads (the whole tile is staged), only valid positions are stored: the
+    // shared-memory reads stay warp-uniform
     const float4 lo = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col)));
     const float4 hi = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + 4)));
+    if (r >= rows || col >= cols) continue;
     float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     const int valid = cols - col < 8 ? static_cast<int>(cols - col) : 8;
     if (q.bias_off >= 0) {

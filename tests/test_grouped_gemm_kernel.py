@@ -1,0 +1,185 @@
+"""The grouped GEMM kernels themselves (csrc/kernels/grouped_gemm/), run on the SIMT emulator.
+
+test_grouped_mm.py checks the op's semantics on every backend with small shapes; this file
+drives the CUDA kernel source through what only it has: both tile configs and every pipeline
+depth (MOE_EXT_GEMM_CONFIG / MOE_EXT_GEMM_STAGES), shapes that span many tiles per persistent
+CTA (the emulator models 2 SMs x 2 CTAs, so 4 CTAs walk every tile list), tile-multiple and
+ragged edges, 128 skewed experts, the element-wise fallback for unaligned operands, and the
+emulator's counters: zero shared-memory bank conflicts, exact mma counts, global traffic equal
+to the tiling's. The emulator's bounds, race and uninitialised-read checkers run on every
+launch (a violation raises), so each test also asserts those are clean.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import backends_for
+from test_grouped_mm import check_gemm, group_sizes, make_inputs, make_offs
+
+import moe_ext
+
+pytestmark = pytest.mark.skipif(
+    "emu" not in backends_for("grouped_mm"), reason="needs the emulator backend (MOE_EXT_EMU)"
+)
+
+CONFIGS = {"large": (128, 128), "small_m": (32, 128)}  # (BM, BN) of tensor_core.cuh
+BK = 32
+
+
+def emu_mm():
+    return torch.ops.moe_ext_emu.grouped_mm
+
+
+@pytest.fixture
+def config(request, monkeypatch):
+    name, stages = request.param
+    monkeypatch.setenv("MOE_EXT_GEMM_CONFIG", name)
+    if stages:
+        monkeypatch.setenv("MOE_EXT_GEMM_STAGES", str(stages))
+    return name
+
+
+CONFIG_PARAMS = [("large", 0), ("small_m", 0), ("large", 2), ("small_m", 3), ("large", 5)]
+CONFIG_IDS = ["large", "small_m", "large-2stages", "small_m-3stages", "large-5stages"]
+
+
+# (id, form, G, M, K, N, group kind): shapes chosen for the kernel's edges
+KERNEL_SHAPES = [
+    ("tile_multiple", "2x3", 2, 256, 64, 256, "even"),
+    ("ragged_edges", "2x3", 3, 200, 72, 136, "uneven"),  # partial m/n tiles, k tail of 8
+    ("k_tail_chunk", "2x3", 2, 64, 40, 64, "even"),  # k tail of 8 in the last slice
+    ("odd_k_unaligned", "2x3", 3, 50, 37, 24, "uneven"),  # 74-byte rows: element-wise loads
+    ("g1_all_rows", "2x3", 1, 160, 48, 96, "even"),
+    ("one_group_of_4", "2x3", 4, 96, 32, 64, "one"),
+    ("ragged_n", "3x2", 3, 40, 48, 200, "uneven"),
+    ("ragged_k_with_empty", "2x2", 4, 48, 200, 40, "empty"),  # K = 0 groups -> zeros
+    ("batched", "3x3", 3, 70, 80, 50, "even"),
+]
+
+
+@pytest.mark.parametrize("config", CONFIG_PARAMS, ids=CONFIG_IDS, indirect=True)
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=[s[0] for s in KERNEL_SHAPES])
+def test_configs_and_depths(config, shape):
+    _, form, G, M, K, N, kind = shape
+    torch.manual_seed(0)
+    a, b, offs = make_inputs(form, G, M, K, N, kind, torch.bfloat16, "cpu")
+    out = emu_mm()(a, b, offs)
+    assert moe_ext.emu.last_launch_stats()["bank_conflicts"] == 0
+    check_gemm(form, out, a, b, offs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("layouts", ["aK_bN", "aK_bK", "aM_bN", "aM_bK"])
+def test_operand_majors(dtype, layouts):
+    """All four operand layouts of each kernel (4 tensor-core + 4 SIMT instantiations)."""
+    torch.manual_seed(1)
+    a_lay = "t" if layouts.startswith("aM") else "contig"
+    b_lay = "t" if layouts.endswith("bK") else "contig"
+    a, b, offs = make_inputs("2x3", 3, 150, 64, 96, "uneven", dtype, "cpu", a_lay, b_lay)
+    assert (a.stride(-1) == 1) == (a_lay == "contig") and (b.stride(-1) == 1) == (b_lay == "contig")
+    check_gemm("2x3", emu_mm()(a, b, offs), a, b, offs)
+
+
+def test_128_experts_skewed_zipf():
+    """Qwen3-like routing at a small size: 128 experts, Zipf-skewed rows, many empty."""
+    torch.manual_seed(2)
+    a, b, offs = make_inputs("2x3", 128, 640, 64, 64, "skewed", torch.bfloat16, "cpu")
+    sizes = offs.diff(prepend=offs.new_zeros(1))
+    assert (sizes == 0).sum() > 32 and sizes.max() > 200  # really skewed
+    check_gemm("2x3", emu_mm()(a, b, offs), a, b, offs)
+
+
+def test_unaligned_group_starts_of_m_major_a():
+    """aᵀ (M-major) with groups starting at odd rows: per-group element-wise loads of A,
+    vector loads of B, in the same launch (the dB GEMM of a 2D x 3D layer, 2x2 form)."""
+    torch.manual_seed(3)
+    x = torch.randn(61, 48, dtype=torch.bfloat16)  # tokens x hidden
+    dy = torch.randn(61, 40, dtype=torch.bfloat16)
+    offs = make_offs([13, 0, 27, 21], "cpu")
+    out = emu_mm()(x.t(), dy, offs)  # [G, 48, 40] = per group x_gᵀ @ dy_g
+    check_gemm("2x2", out, x.t(), dy, offs)
+
+
+def test_malformed_offs_stay_in_bounds(monkeypatch):
+    """Unchecked on the device (no MOE_EXT_DEBUG): decreasing offs and offs past M must not make
+    the kernel read or write out of bounds (the emulator's bounds checker would raise)."""
+    monkeypatch.delenv("MOE_EXT_DEBUG", raising=False)
+    a = torch.randn(40, 16, dtype=torch.bfloat16)
+    b = torch.randn(3, 16, 24, dtype=torch.bfloat16)
+    for bad in ([30, 10, 35], [10, 99, 200], [-5, 20, 40]):
+        out = emu_mm()(a, b, torch.tensor(bad, dtype=torch.int32))
+        assert out.shape == (40, 24) and torch.isfinite(out).all()
+
+
+def test_deterministic_bit_identical():
+    torch.manual_seed(4)
+    a, b, offs = make_inputs("2x3", 5, 300, 96, 160, "skewed", torch.bfloat16, "cpu")
+    first = emu_mm()(a, b, offs)
+    for _ in range(2):
+        assert torch.equal(emu_mm()(a, b, offs), first)
+
+
+def tiles(extent, size):
+    return math.ceil(extent / size)
+
+
+@pytest.mark.parametrize("config", [("large", 0), ("small_m", 0)], ids=["large", "small_m"], indirect=True)
+@pytest.mark.parametrize("layouts", ["aK_bN", "aK_bK", "aM_bN", "aM_bK"])
+def test_counters_bank_conflicts_mma_traffic(config, layouts):
+    """Tile-multiple aligned shapes: no bank conflicts anywhere (swizzled ldmatrix operands,
+    padded+swizzled epilogue staging), the exact number of mma.sync the tiling needs, and
+    global traffic equal to the tiling's (each A tile read once per n-tile, each B tile once
+    per m-tile, c written once; nothing re-read, nothing extra)."""
+    BM, BN = CONFIGS[config]
+    torch.manual_seed(5)
+    G, M, K, N = 2, 256, 64, 256
+    a_lay = "t" if layouts.startswith("aM") else "contig"
+    b_lay = "t" if layouts.endswith("bK") else "contig"
+    a, b, offs = make_inputs("2x3", G, M, K, N, "even", torch.bfloat16, "cpu", a_lay, b_lay)
+    emu_mm()(a, b, offs)
+    s = moe_ext.emu.last_launch_stats()
+    assert s["bank_conflicts"] == 0
+    rows = group_sizes(M, G, "even")
+    n_tiles = tiles(N, BN)
+    m_tiles = sum(tiles(r, BM) for r in rows)
+    assert s["mma"] == m_tiles * n_tiles * (BM // 16) * (BN // 8) * (K // 16)
+    elem = 2
+    a_bytes = M * K * elem * n_tiles
+    b_bytes = m_tiles * n_tiles * K * BN * elem
+    # the rest is offs: each thread reads <= 2 entries per problem lookup (one per scheduler
+    # window per CTA, two per tile); broadcast loads that stay in L1 on a GPU
+    threads = s["threads"] // s["blocks"]
+    offs_bound = (m_tiles * n_tiles * 2 + s["blocks"]) * threads * 8
+    assert a_bytes + b_bytes <= s["global_bytes_read"] <= a_bytes + b_bytes + offs_bound, s
+    assert s["global_bytes_written"] == M * N * elem
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_backward_through_kernels(dtype):
+    """dA (grouped_mm(dC, bᵀ)) and dB (ragged-K grouped_mm(aᵀ, dC)) on the emulator equal the
+    CPU op's to within dtype rounding, for HF-layout weights (b = w.transpose(-2, -1))."""
+    torch.manual_seed(6)
+    a, b, offs = make_inputs("2x3", 4, 130, 48, 72, "uneven", dtype, "cpu", "contig", "t")
+    gout = torch.randn(130, 72).to(dtype)
+    grads = []
+    for f in (emu_mm(), torch.ops.moe_ext.grouped_mm):
+        x, w = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+        f(x, w, offs).backward(gout)
+        grads.append((x.grad, w.grad))
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for ours, cpu in zip(grads[0], grads[1]):
+        torch.testing.assert_close(ours, cpu, **tol)
+
+
+def test_medium_expert_gemm_many_tiles_per_cta():
+    """A Mixtral-like expert GEMM at 1/16 scale: 8 experts, 1024 skewed rows, K=256, N=512
+    (~40 tiles of 128x128 for 4 persistent CTAs), checked against torch's error."""
+    torch.manual_seed(7)
+    a, b, offs = make_inputs("2x3", 8, 1024, 256, 512, "skewed", torch.bfloat16, "cpu", "contig", "t")
+    out = emu_mm()(a, b, offs)
+    s = moe_ext.emu.last_launch_stats()
+    assert s["blocks"] == 4 and s["bank_conflicts"] == 0
+    check_gemm("2x3", out, a, b, offs)
