@@ -165,13 +165,16 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
       if (s < k_tiles) load_stage(s, s);
       cp_async_commit();
     }
+    // stage indices advance with wrap-around (no run-time modulo in the loop)
+    int read_stage = 0, write_stage = stages - 1;
     for (int kt = 0; kt < k_tiles; ++kt) {
       cp_async_wait_pending(stages - 2);  // slice kt has landed (this thread's copies)
       __syncthreads();                    // ... everyone's; and slice kt-1's stage is free
-      const int next = kt + stages - 1;
-      if (next < k_tiles) load_stage(next % stages, next);
+      if (kt + stages - 1 < k_tiles) load_stage(write_stage, kt + stages - 1);
       cp_async_commit();
-      const unsigned char* sa = smem + (kt % stages) * Tile::kStageBytes;
+      write_stage = write_stage + 1 == stages ? 0 : write_stage + 1;
+      const unsigned char* sa = smem + read_stage * Tile::kStageBytes;
+      read_stage = read_stage + 1 == stages ? 0 : read_stage + 1;
       const unsigned char* sb = sa + Tile::kABytes;
       MOE_UNROLL for (int ks = 0; ks < BK / 16; ++ks) {
         uint32_t fa[Tile::kMmaM][4], fb[Tile::kMmaN][2];
