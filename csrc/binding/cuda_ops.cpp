@@ -3,6 +3,7 @@
 #include "cuda_launch.h"
 #include "ops.h"
 #include "grouped_mm_device.h"
+#include "moe_mlp_device.h"
 #include "permute_device.h"
 #include "route_device.h"
 

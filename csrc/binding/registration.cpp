@@ -28,6 +28,12 @@ TORCH_LIBRARY(moe_ext, m) {
   m.def(
       "grouped_mm(Tensor a, Tensor b, Tensor? offs=None, Tensor? bias=None, "
       "ScalarType? out_dtype=None) -> Tensor");
+  // The expert MLP over expert-sorted assignments (x[T,H], w1[E,2I,H] HF gate_up_proj with
+  // gate rows first (or [E,I,H] for ungated activations), w2[E,H,I], weights[T,k], sort_tokens'
+  // order/slot/offsets): y[T,H] = sum_j weights[t,j] * w2[e] act(w1[e] x[t]), e = ids[t,j].
+  m.def(
+      "moe_mlp(Tensor x, Tensor w1, Tensor w2, Tensor weights, Tensor order, Tensor slot, "
+      "Tensor offsets, str activation=\"swiglu\") -> Tensor");
   // route plus aux-loss statistics: per-expert assignment counts [E] int32, mean score [E].
   m.def(
       "route_with_stats(Tensor logits, int top_k, str score_func=\"softmax\", "
@@ -62,6 +68,7 @@ TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
   m.impl("permute", &moe_ext::permute_cpu);
   m.impl("unpermute", &moe_ext::unpermute_cpu);
   m.impl("grouped_mm", &moe_ext::grouped_mm_cpu);
+  m.impl("moe_mlp", &moe_ext::moe_mlp_cpu);
 }
 
 #ifdef MOE_EXT_WITH_CUDA

@@ -212,6 +212,78 @@ def _grouped_mm_backward(ctx, grad_out, mm):
 
 
 
+# -------------------------------------------------------------------------------------- moe_mlp
+_GATED = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
+
+
+def _activation_fn(name: str):
+    return {
+        "silu": torch.nn.functional.silu,
+        "gelu": torch.nn.functional.gelu,
+        "gelu_tanh": lambda v: torch.nn.functional.gelu(v, approximate="tanh"),
+        "relu": torch.relu,
+        "identity": lambda v: v,
+    }[name]
+
+
+def _moe_mlp_setup(ctx, inputs, output):
+    x, w1, w2, weights, order, slot, offsets, *rest = inputs
+    ctx.activation = rest[0] if rest else "swiglu"
+    ctx.save_for_backward(x, w1, w2, weights, order, slot, offsets)
+
+
+def _moe_mlp_backward_for(ns: str):
+    """moe_mlp's backward on namespace `ns`. Memory: only the inputs are saved; the backward
+    recomputes xp, h = xp @ w1ᵀ, the activation and z = act(h) @ w2ᵀ with the same ops, then
+    runs the chain rule through them (all grouped GEMMs on that backend's kernels)."""
+    ops = getattr(torch.ops, ns)
+
+    def backward(ctx, dy):
+        x, w1, w2, weights, order, slot, offsets = ctx.saved_tensors
+        k = weights.shape[1]
+        gated = ctx.activation in _GATED
+        act = _activation_fn(_GATED.get(ctx.activation, ctx.activation))
+        acc = _acc_dtype(x.dtype)
+        xp = ops.permute(x, order, slot, k)
+        h = ops.grouped_mm(xp, w1.transpose(-2, -1), offsets)
+        with torch.enable_grad():  # the activation's derivative, by autograd on [N, I]
+            hh = h.to(acc).detach().requires_grad_(True)
+            if gated:
+                inner = hh.shape[1] // 2
+                a_acc = act(hh[:, :inner]) * hh[:, inner:]
+            else:
+                a_acc = act(hh)
+        a = a_acc.detach().to(x.dtype)
+        z = ops.grouped_mm(a, w2.transpose(-2, -1), offsets)
+        # combine's backward: dz[i] = w[order[i]] dy[t], dweights[t, j] = <dy[t], z[slot]>
+        dz, dweights = _unpermute_grads(z, order, slot, weights, dy.to(x.dtype), ops)
+        da = ops.grouped_mm(dz, w2, offsets)  # [N, I]
+        dw2 = ops.grouped_mm(dz.t(), a, offsets)  # [E, H, I]
+        (dh,) = torch.autograd.grad(a_acc, hh, da.to(acc))
+        dh = dh.to(x.dtype)
+        dw1 = ops.grouped_mm(dh.t(), xp, offsets)  # [E, 2I or I, H]
+        dxp = ops.grouped_mm(dh, w1, offsets)  # [N, H]
+        ones = torch.ones_like(weights, dtype=torch.float32)
+        dx = ops.unpermute(dxp, order, slot, ones)
+        return dx, dw1, dw2, dweights, None, None, None, None
+
+    return backward
+
+
+def _unpermute_grads(yp, order, slot, weights, grad_y, ops):
+    """(d yp, d weights) of unpermute(yp, order, slot, weights) for upstream grad_y."""
+    top_k = weights.shape[1]
+    acc = _acc_dtype(yp.dtype)
+    dy_rows = ops.permute(grad_y, order, slot, top_k).to(acc)
+    w_rows = weights.reshape(-1).index_select(0, order.long()).to(acc)
+    grad_yp = (dy_rows * w_rows.unsqueeze(1)).to(yp.dtype)
+    kept = slot >= 0
+    dots = (dy_rows * yp.to(acc)).sum(-1)
+    per_assignment = dots.index_select(0, slot.long().clamp_min(0))
+    grad_w = torch.where(kept, per_assignment, torch.zeros_like(per_assignment))
+    return grad_yp, grad_w.view(weights.shape).to(weights.dtype)
+
+
 # ---------------------------------------------------------------------------------- registration
 def _register(ns: str) -> None:
     """Attach the formulas to namespace `ns` (moe_ext, and moe_ext_emu for the ops it has)."""
@@ -232,6 +304,10 @@ def _register(ns: str) -> None:
     if has("unpermute"):
         torch.library.register_autograd(
             f"{ns}::unpermute", _unpermute_backward, setup_context=_unpermute_setup
+        )
+    if has("moe_mlp"):
+        torch.library.register_autograd(
+            f"{ns}::moe_mlp", _moe_mlp_backward_for(ns), setup_context=_moe_mlp_setup
         )
     if has("grouped_mm"):
         torch.library.register_autograd(

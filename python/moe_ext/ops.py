@@ -134,3 +134,27 @@ def grouped_mm(
     are zero.
     """
     return _ops.grouped_mm(a, b, offs, bias, out_dtype)
+
+
+def moe_mlp(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    weights: torch.Tensor,
+    order: torch.Tensor,
+    slot: torch.Tensor,
+    offsets: torch.Tensor,
+    activation: str = "swiglu",
+) -> torch.Tensor:
+    """The experts' MLP over expert-sorted assignments, combined back to tokens.
+
+    ``y[t] = sum_j weights[t, j] * w2[e] @ act(w1[e] @ x[t])`` with ``e = ids[t, j]``, given
+    ``order, slot, offsets = sort_tokens(ids, E)``. Weights in HF layout: ``w1`` is
+    ``gate_up_proj`` ``[E, 2I, H]`` (gate rows first) for the gated activations ``"swiglu"``,
+    ``"geglu"``, ``"geglu_tanh"``, or ``[E, I, H]`` for ``"silu"``, ``"gelu"``, ``"gelu_tanh"``,
+    ``"relu"``, ``"identity"``; ``w2`` is ``down_proj`` ``[E, H, I]``. On CUDA (bf16/fp16) the
+    token gather runs inside the first grouped GEMM's loads and the activation and routing
+    weights in the GEMMs' epilogues. Differentiable in x, w1, w2 and weights (the backward
+    recomputes the intermediate activations instead of storing them).
+    """
+    return _ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, activation)

@@ -194,3 +194,41 @@ def grouped_mm(
         if bias is not None:
             out = out + bias.to(acc).unsqueeze(1)
     return out.to(od)
+
+
+_MLP_ACTIVATIONS = {
+    "silu": torch.nn.functional.silu,
+    "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": lambda v: torch.nn.functional.gelu(v, approximate="tanh"),
+    "relu": torch.relu,
+    "identity": lambda v: v,
+}
+_MLP_GATED = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
+
+
+def moe_mlp(x, w1, w2, weights, order, slot, offsets, activation="swiglu"):
+    """y[t] = sum_j weights[t,j] * w2[e] @ act(w1[e] @ x[t]) over kept assignments (slot >= 0),
+    e the expert whose row range [offsets[e-1], offsets[e]) holds the assignment's sorted row.
+    Dense per-assignment math in x's dtype (use fp64 inputs for ground truth); differentiable."""
+    T, H = x.shape
+    k = weights.shape[1]
+    N = T * k
+    E = w1.shape[0]
+    gated = activation in _MLP_GATED
+    act = _MLP_ACTIVATIONS[_MLP_GATED.get(activation, activation)]
+    rows = torch.arange(N, device=x.device)
+    expert_of_row = torch.searchsorted(offsets.long(), rows, right=True)  # E: no expert
+    expert = torch.empty(N, dtype=torch.long, device=x.device)
+    expert[order.long()] = expert_of_row
+    kept = (slot >= 0) & (expert < E)
+    e = expert.clamp_max(E - 1)
+    xt = x.repeat_interleave(k, dim=0)  # [N, H], flat assignment order t*k+j
+    h = torch.einsum("nih,nh->ni", w1[e], xt)
+    if gated:
+        inner = h.shape[1] // 2
+        a = act(h[:, :inner]) * h[:, inner:]
+    else:
+        a = act(h)
+    z = torch.einsum("nhi,ni->nh", w2[e], a)
+    w = weights.reshape(-1).to(z.dtype) * kept.to(z.dtype)
+    return (z * w.unsqueeze(1)).view(T, k, H).sum(1)

@@ -1,5 +1,6 @@
 // Epilogue of the grouped GEMM kernels: the fp32 accumulator tile staged in shared memory, then
-// written to c with the bias added and the output dtype applied.
+// written to c with the bias, the activation (or the gated SwiGLU/GeGLU product) and the row
+// scale (routing weights) applied, in the output dtype.
 //
 // Staging: every mainloop (tensor-core or SIMT) writes its accumulators into a BM x (BN + 8)
 // fp32 array in shared memory (the pipeline buffers, reused), then the CTA copies it out row by
@@ -16,6 +17,7 @@
 // which makes both reads conflict-free and keeps each fragment's float2 inside one float4.
 #pragma once
 
+#include <cmath>
 #include <cstring>
 
 #include "../../common/convert.h"
@@ -74,32 +76,62 @@ MOE_DEVICE MOE_FORCEINLINE void store1(char* dst, float v, GemmElem type) {
   else st_global(reinterpret_cast<__half*>(dst), from_acc<__half>(v));
 }
 
-// Copies the staged tile (rows m0.., columns n0.. of problem q) to c. Call after a barrier that
-// follows the staging writes; the caller syncs again before reusing the staging memory.
-template <int BM, int BN, int Threads>
+MOE_DEVICE MOE_FORCEINLINE float activate(float x, GemmActivation act) {
+  switch (act) {
+    case GemmActivation::kSilu: return x / (1.f + expf(-x));
+    case GemmActivation::kGelu: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case GemmActivation::kGeluTanh: {
+      const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      return 0.5f * x * (1.f + tanhf(inner));
+    }
+    case GemmActivation::kRelu: return x > 0.f ? x : 0.f;
+    default: return x;
+  }
+}
+
+// Copies the staged tile (rows m0.., output columns n0.. of problem q) to c. Call after a
+// barrier that follows the staging writes; the caller syncs again before reusing the staging
+// memory. kGated: the staged tile holds BN/2 gate columns then BN/2 up columns, and c gets
+// act(gate) * up (BN/2 columns); otherwise c gets act(acc + bias). Then the row scale.
+template <int BM, int BN, int Threads, bool kGated = false>
 MOE_DEVICE void store_tile(const float* staged, const GroupedGemmParams& p, const GroupProblem& q,
                            int64_t m0, int64_t n0, int tid) {
   using Staging = EpilogueStaging<BM, BN>;
+  constexpr int kOutN = kGated ? BN / 2 : BN;
   const int64_t rows = q.m - m0 < BM ? q.m - m0 : BM;
-  const int64_t cols = q.n - n0 < BN ? q.n - n0 : BN;
+  const int64_t cols = q.n - n0 < kOutN ? q.n - n0 : kOutN;
   const int out_bytes = gemm_elem_bytes(p.out_type);
   char* c = static_cast<char*>(p.c) + (q.c_off + m0 * p.c_stride_m + n0) * out_bytes;
   const int64_t row_bytes = p.c_stride_m * out_bytes;
   const bool vec_ok = ((reinterpret_cast<uintptr_t>(c) | static_cast<uint64_t>(row_bytes)) % 16) == 0;
-  constexpr int kPerRow = BN / 8;
+  constexpr int kPerRow = kOutN / 8;
   for (int i = tid; i < BM * kPerRow; i += Threads) {
     const int r = i / kPerRow, col = (i % kPerRow) * 8;
     // every thread reads (the whole tile is staged), only valid positions are stored: the
     // shared-memory reads stay warp-uniform
     const float4 lo = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col)));
     const float4 hi = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + 4)));
-    if (r >= rows || col >= cols) continue;
     float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    if constexpr (kGated) {
+      const float4 ulo = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + kOutN)));
+      const float4 uhi = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + kOutN + 4)));
+      const float up[8] = {ulo.x, ulo.y, ulo.z, ulo.w, uhi.x, uhi.y, uhi.z, uhi.w};
+      MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] = activate(v[e], p.activation) * up[e];
+    }
+    if (r >= rows || col >= cols) continue;
     const int valid = cols - col < 8 ? static_cast<int>(cols - col) : 8;
-    if (q.bias_off >= 0) {
+    if (!kGated && q.bias_off >= 0) {
       MOE_UNROLL for (int e = 0; e < 8; ++e) {  // constant indices: v stays in registers
         if (e < valid) v[e] += load_as_float(p.bias, q.bias_off + n0 + col + e, p.bias_type);
       }
+    }
+    if (!kGated && p.activation != GemmActivation::kNone) {
+      MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] = activate(v[e], p.activation);
+    }
+    if (p.row_scale != nullptr) {
+      const int64_t row = q.start + m0 + r;  // the sorted row (kRaggedM)
+      const float scale = load_as_float(p.row_scale, ld_global_nc(p.row_scale_index + row), p.row_scale_type);
+      MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] *= scale;
     }
     char* dst = c + r * row_bytes + static_cast<int64_t>(col) * out_bytes;
     if (vec_ok && valid == 8) {

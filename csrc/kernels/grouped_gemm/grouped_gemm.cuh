@@ -66,18 +66,26 @@ int pick_stages(const DeviceLimits& lim) {
   return stages;
 }
 
-template <typename T, typename Tile, bool kAKMajor, bool kBKMajor>
+template <typename T, typename Tile, bool kAKMajor, bool kBKMajor, bool kGated = false>
 cudaError_t launch_tensor_core(const GroupedGemmParams& p, cudaStream_t stream) {
   const int stages = p.stages > 0 ? std::min(std::max(p.stages, 2), Tile::kMaxStages)
                                   : pick_stages<Tile>(device_limits());
-  const size_t smem = std::max<size_t>(static_cast<size_t>(stages) * Tile::kStageBytes,
-                                       EpilogueStaging<Tile::BM, Tile::BN>::kBytes);
-  return launch_persistent("grouped_gemm_tc_kernel", grouped_gemm_tc_kernel<T, Tile, kAKMajor, kBKMajor>,
-                           Tile::kThreads, smem, max_tiles(p, Tile::BM, Tile::BN), stream, p, stages);
+  size_t smem = std::max<size_t>(static_cast<size_t>(stages) * Tile::kStageBytes,
+                                 EpilogueStaging<Tile::BM, Tile::BN>::kBytes);
+  if (p.a_gather != nullptr) smem += Tile::BM * sizeof(int64_t);  // the gathered rows' offsets
+  const int tile_n = kGated ? Tile::BN / 2 : Tile::BN;
+  return launch_persistent("grouped_gemm_tc_kernel",
+                           grouped_gemm_tc_kernel<T, Tile, kAKMajor, kBKMajor, kGated>,
+                           Tile::kThreads, smem, max_tiles(p, Tile::BM, tile_n), stream, p, stages);
 }
 
 template <typename T, typename Tile>
 cudaError_t launch_tensor_core_layout(const GroupedGemmParams& p, cudaStream_t stream) {
+  if (p.gated) {  // the fused MLP's first GEMM (x row-major)
+    if (!p.a_k_major) return cudaErrorInvalidValue;
+    return p.b_k_major ? launch_tensor_core<T, Tile, true, true, true>(p, stream)
+                       : launch_tensor_core<T, Tile, true, false, true>(p, stream);
+  }
   if (p.a_k_major) {
     return p.b_k_major ? launch_tensor_core<T, Tile, true, true>(p, stream)
                        : launch_tensor_core<T, Tile, true, false>(p, stream);
@@ -112,6 +120,10 @@ cudaError_t launch_simt(const GroupedGemmParams& p, cudaStream_t stream) {
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream) {
   using namespace grouped_gemm_detail;
   if (p.m <= 0 || p.n <= 0) return cudaSuccess;  // c is empty
+  const bool fused = p.a_gather != nullptr || p.gated || p.row_scale != nullptr;
+  if (fused && (p.form != GroupedGemmForm::kRaggedM || p.in_type == GemmElem::kF32))
+    return cudaErrorInvalidValue;  // the fused-MLP extensions exist for kRaggedM bf16/fp16
+  if (p.a_gather != nullptr && (!p.a_k_major || p.a_gather_div <= 0)) return cudaErrorInvalidValue;
   switch (p.in_type) {
     case GemmElem::kBF16: return launch_tensor_core_config<__nv_bfloat16>(p, stream);
     case GemmElem::kF16: return launch_tensor_core_config<__half>(p, stream);

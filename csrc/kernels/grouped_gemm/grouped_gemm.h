@@ -24,6 +24,10 @@ namespace moe_ext {
 
 enum class GroupedGemmForm : int32_t { kRaggedM, kRaggedN, kRaggedK, kBatched };
 enum class GemmElem : int32_t { kF32, kBF16, kF16 };
+// Epilogue activation, applied after the bias (and before the row scale). With `gated`, the
+// GEMM computes 2n columns per row -- B's columns [0, n) ("gate") and [n, 2n) ("up") -- and
+// writes act(gate) * up to c's n columns: SwiGLU (kSilu) / GeGLU (kGelu, kGeluTanh).
+enum class GemmActivation : int32_t { kNone, kSilu, kGelu, kGeluTanh, kRelu };
 
 MOE_HOST_DEVICE constexpr int gemm_elem_bytes(GemmElem e) { return e == GemmElem::kF32 ? 4 : 2; }
 
@@ -44,6 +48,14 @@ struct GroupedGemmParams {
   int32_t num_groups;
   int64_t m, n, k;               // full extents of c's rows, c's columns and the contraction
   bool a_k_major, b_k_major;
+  // Fused MoE-MLP extensions (kRaggedM, bf16/fp16 only; moe_mlp):
+  const int32_t* a_gather;       // non-null: row r of A is row a_gather[r] / a_gather_div of a
+  int32_t a_gather_div;          //   (x[T, H] read through the sorted order; < 0: a zero row)
+  GemmActivation activation;
+  bool gated;                    // see GemmActivation; needs a_k_major
+  const void* row_scale;         // non-null: c row r *= row_scale[row_scale_index[r]]
+  const int32_t* row_scale_index;
+  GemmElem row_scale_type;
   int32_t config;                // tile config (GemmConfigId); kGemmConfigAuto: by heuristic
   int32_t stages;                // cp.async pipeline depth 2..5 (tensor-core kernel); 0: by smem
 };

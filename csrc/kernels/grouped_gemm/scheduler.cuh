@@ -31,6 +31,7 @@ struct GroupProblem {
   int64_t m, n, k;
   int64_t a_off, b_off, c_off;  // element offsets of the problem's A, B, C origins
   int64_t bias_off;             // element offset of its bias row (column 0), -1 for none
+  int64_t start;                // first row (kRaggedM) / column (kRaggedN) / k of the problem
 };
 
 MOE_DEVICE MOE_FORCEINLINE int num_problems(const GroupedGemmParams& p) {
@@ -43,7 +44,7 @@ MOE_DEVICE MOE_FORCEINLINE int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
 }
 
 MOE_DEVICE inline GroupProblem group_problem(const GroupedGemmParams& p, int g) {
-  GroupProblem q{p.m, p.n, p.k, 0, 0, 0, -1};
+  GroupProblem q{p.m, p.n, p.k, 0, 0, 0, -1, 0};
   const bool has_bias = p.bias != nullptr;
   if (p.form == GroupedGemmForm::kBatched) {
     q.a_off = g * p.a_stride_g, q.b_off = g * p.b_stride_g, q.c_off = g * p.c_stride_g;
@@ -56,6 +57,7 @@ MOE_DEVICE inline GroupProblem group_problem(const GroupedGemmParams& p, int g) 
   const bool tail = g == p.num_groups;  // past offs[-1]: zeros, no bias
   const int64_t lo = g == 0 ? 0 : clamp64(ld_global_nc(p.offs + g - 1), 0, extent);
   const int64_t hi = tail ? extent : clamp64(ld_global_nc(p.offs + g), lo, extent);
+  q.start = lo;
   switch (p.form) {
     case GroupedGemmForm::kRaggedM:
       q.m = hi - lo, q.a_off = lo * p.a_stride_m, q.c_off = lo * p.c_stride_m;

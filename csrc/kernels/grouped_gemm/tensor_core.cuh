@@ -59,28 +59,40 @@ MOE_DEVICE MOE_FORCEINLINE int swizzled(int row, int chunk) {
   }
 }
 
-// Copies a Rows x Cols tile of 2-byte elements (Cols contiguous) into swizzled shared memory.
-// `src` is the tile's origin, `pitch` the global row pitch in bytes; rows >= rows_left and
-// columns >= cols_left are zero-filled.
-template <int Rows, int Cols, int Threads>
+// Copies a Rows x Cols tile of 2-byte elements (Cols contiguous) into swizzled shared memory
+// whose rows are SmemCols elements wide, at chunk column `chunk0` (a column half of a gated B
+// tile; 0 otherwise). `src` is the tile's origin, `pitch` the global row pitch in bytes; rows
+// >= rows_left and columns >= cols_left are zero-filled. With `row_offsets` (shared memory, the
+// gathered A rows), row r starts at src + row_offsets[r] instead, and a negative offset is a
+// zero row.
+template <int Rows, int Cols, int Threads, int SmemCols = Cols>
 MOE_DEVICE MOE_FORCEINLINE void load_tile(unsigned char* smem, const char* src, int64_t pitch,
-                                          int rows_left, int cols_left, bool vec_ok, int tid) {
+                                          int rows_left, int cols_left, bool vec_ok, int tid,
+                                          int chunk0 = 0, const int64_t* row_offsets = nullptr) {
   constexpr int kChunksPerRow = Cols / 8, kChunks = Rows * kChunksPerRow;
   static_assert(kChunks % Threads == 0, "whole chunks per thread");
+  auto row_start = [&](int r, bool& live) -> const char* {
+    if (row_offsets == nullptr) return src + r * pitch;
+    const int64_t off = ld_shared(row_offsets + r);
+    live = live && off >= 0;
+    return src + (off >= 0 ? off : 0);
+  };
   if (vec_ok) {
     MOE_UNROLL for (int j = 0; j < kChunks / Threads; ++j) {
       const int i = tid + j * Threads, r = i / kChunksPerRow, c = i % kChunksPerRow;
       const int left = cols_left - c * 8;
-      const int bytes = r < rows_left && left > 0 ? (left >= 8 ? 16 : left * 2) : 0;
-      cp_async<16>(smem + swizzled<Cols * 2>(r, c), src + (bytes ? r * pitch + c * 16 : 0), bytes);
+      bool live = r < rows_left && left > 0;
+      const char* row = row_start(r < rows_left ? r : 0, live);
+      const int bytes = live ? (left >= 8 ? 16 : left * 2) : 0;
+      cp_async<16>(smem + swizzled<SmemCols * 2>(r, chunk0 + c), bytes ? row + c * 16 : src, bytes);
     }
   } else {
     for (int i = tid; i < Rows * Cols; i += Threads) {
       const int r = i / Cols, col = i % Cols;
-      const uint16_t v = r < rows_left && col < cols_left
-                             ? ld_global(reinterpret_cast<const uint16_t*>(src + r * pitch + col * 2))
-                             : uint16_t{0};
-      st_shared(reinterpret_cast<uint16_t*>(smem + swizzled<Cols * 2>(r, col / 8) + (col % 8) * 2), v);
+      bool live = r < rows_left && col < cols_left;
+      const char* row = row_start(r < rows_left ? r : 0, live);
+      const uint16_t v = live ? ld_global(reinterpret_cast<const uint16_t*>(row + col * 2)) : uint16_t{0};
+      st_shared(reinterpret_cast<uint16_t*>(smem + swizzled<SmemCols * 2>(r, chunk0 + col / 8) + (col % 8) * 2), v);
     }
   }
 }
@@ -103,11 +115,13 @@ MOE_DEVICE MOE_FORCEINLINE void mma_16816(float (&d)[4], const uint32_t (&a)[4],
   }
 }
 
-template <typename T, typename Tile, bool kAKMajor, bool kBKMajor>
+template <typename T, typename Tile, bool kAKMajor, bool kBKMajor, bool kGated>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
     grouped_gemm_tc_kernel(GroupedGemmParams p, int stages) {
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, kThreads = Tile::kThreads;
+  constexpr int kTileN = kGated ? BN / 2 : BN;  // output columns per tile
   using Staging = EpilogueStaging<BM, BN>;
+  static_assert(!kGated || kAKMajor, "the gated (fused MLP) kernel reads x row-major");
   MOE_SHARED_DYNAMIC(unsigned char, smem);
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int warp_m0 = (warp / Tile::kWarpsN) * Tile::kWarpM;
@@ -115,7 +129,13 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
   const int64_t a_pitch = (kAKMajor ? p.a_stride_m : p.a_stride_k) * 2;  // bytes per smem row source
   const int64_t b_pitch = (kBKMajor ? p.b_stride_n : p.b_stride_k) * 2;
 
-  TileScheduler<BM, BN> scheduler(p);
+  // gathered A rows (moe_mlp): the tile's x-row byte offsets, after the pipeline/staging memory
+  const bool gather = p.a_gather != nullptr;
+  const int main_bytes = stages * Tile::kStageBytes > Staging::kBytes ? stages * Tile::kStageBytes
+                                                                      : Staging::kBytes;
+  int64_t* row_offsets = reinterpret_cast<int64_t*>(smem + main_bytes);
+
+  TileScheduler<BM, kTileN> scheduler(p);
   TileCoord tc;
   for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc); tile += gridDim.x) {
     // What the mainloop needs of the problem, kept small (registers): tile origins and extents
@@ -126,16 +146,23 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
     bool a_vec, b_vec;
     {
       const GroupProblem q = group_problem(p, tc.problem);
-      const int64_t m0 = static_cast<int64_t>(tc.tile_m) * BM, n0 = static_cast<int64_t>(tc.tile_n) * BN;
-      const char* a_group = static_cast<const char*>(p.a) + q.a_off * 2;
+      const int64_t m0 = static_cast<int64_t>(tc.tile_m) * BM, n0 = static_cast<int64_t>(tc.tile_n) * kTileN;
+      const char* a_group = static_cast<const char*>(p.a) + (gather ? 0 : q.a_off * 2);
       const char* b_group = static_cast<const char*>(p.b) + q.b_off * 2;
       a_vec = ((reinterpret_cast<uintptr_t>(a_group) | static_cast<uint64_t>(a_pitch)) % 16) == 0;
       b_vec = ((reinterpret_cast<uintptr_t>(b_group) | static_cast<uint64_t>(b_pitch)) % 16) == 0;
-      a_tile = a_group + m0 * p.a_stride_m * 2;
+      a_tile = gather ? a_group : a_group + m0 * p.a_stride_m * 2;
       b_tile = b_group + n0 * p.b_stride_n * 2;
       m_left = static_cast<int>(q.m - m0 < BM ? q.m - m0 : BM);
-      n_left = static_cast<int>(q.n - n0 < BN ? q.n - n0 : BN);
+      n_left = static_cast<int>(q.n - n0 < kTileN ? q.n - n0 : kTileN);
       k_total = q.k;
+      if (gather) {  // the previous tile ended with a barrier: the table is free
+        for (int r = tid; r < BM; r += kThreads) {
+          const int32_t src = r < m_left ? ld_global_nc(p.a_gather + q.start + m0 + r) : -1;
+          st_shared(row_offsets + r, src >= 0 ? (src / p.a_gather_div) * p.a_stride_m * 2 : int64_t{-1});
+        }
+        __syncthreads();
+      }
     }
     const int k_tiles = static_cast<int>((k_total + BK - 1) / BK);
 
@@ -145,11 +172,24 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
       const int64_t k0 = static_cast<int64_t>(kt) * BK;
       const int k_left = static_cast<int>(k_total - k0 < BK ? k_total - k0 : BK);
       if constexpr (kAKMajor) {  // rows m, columns k
-        load_tile<BM, BK, kThreads>(sa, a_tile + k0 * 2, a_pitch, m_left, k_left, a_vec, tid);
+        load_tile<BM, BK, kThreads>(sa, a_tile + k0 * 2, a_pitch, m_left, k_left, a_vec, tid, 0,
+                                    gather ? row_offsets : nullptr);
       } else {  // rows k, columns m
         load_tile<BK, BM, kThreads>(sa, a_tile + k0 * a_pitch, a_pitch, k_left, m_left, a_vec, tid);
       }
-      if constexpr (kBKMajor) {  // rows n, columns k
+      if constexpr (kGated) {  // B columns [0, BN/2): gate n0.., [BN/2, BN): up n + n0..
+        const char* up = b_tile + p.n * p.b_stride_n * 2;
+        if constexpr (kBKMajor) {  // rows n: the halves are row ranges
+          load_tile<kTileN, BK, kThreads>(sb, b_tile + k0 * 2, b_pitch, n_left, k_left, b_vec, tid);
+          load_tile<kTileN, BK, kThreads>(sb + kTileN * BK * 2, up + k0 * 2, b_pitch, n_left, k_left,
+                                          b_vec, tid);
+        } else {  // rows k: the halves are chunk-column ranges of each row
+          load_tile<BK, kTileN, kThreads, BN>(sb, b_tile + k0 * b_pitch, b_pitch, k_left, n_left,
+                                              b_vec, tid);
+          load_tile<BK, kTileN, kThreads, BN>(sb, up + k0 * b_pitch, b_pitch, k_left, n_left, b_vec,
+                                              tid, kTileN / 8);
+        }
+      } else if constexpr (kBKMajor) {  // rows n, columns k
         load_tile<BN, BK, kThreads>(sb, b_tile + k0 * 2, b_pitch, n_left, k_left, b_vec, tid);
       } else {  // rows k, columns n
         load_tile<BK, BN, kThreads>(sb, b_tile + k0 * b_pitch, b_pitch, k_left, n_left, b_vec, tid);
@@ -219,9 +259,9 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
                     float2{acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]});
         }
     __syncthreads();
-    store_tile<BM, BN, kThreads>(staged, p, group_problem(p, tc.problem),
-                                 static_cast<int64_t>(tc.tile_m) * BM,
-                                 static_cast<int64_t>(tc.tile_n) * BN, tid);
+    store_tile<BM, BN, kThreads, kGated>(staged, p, group_problem(p, tc.problem),
+                                         static_cast<int64_t>(tc.tile_m) * BM,
+                                         static_cast<int64_t>(tc.tile_n) * kTileN, tid);
     __syncthreads();  // the next tile's prologue overwrites the staging area
   }
 }
