@@ -26,6 +26,21 @@ set_target_properties(moe_ext_cuda_kernels PROPERTIES
   CUDA_RUNTIME_LIBRARY Shared
   CUDA_ARCHITECTURES "${_cuda_archs}")
 
+# Hopper-only kernels (wgmma, TMA, setmaxnreg need sm_90a): built when 9.0a is listed.
+if("90a-real" IN_LIST _cuda_archs)
+  add_library(moe_ext_cuda_sm90 OBJECT
+    csrc/cuda/sm90/wgmma_gemm.cu
+  )
+  target_include_directories(moe_ext_cuda_sm90 PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
+  target_compile_options(moe_ext_cuda_sm90 PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo>)
+  set_target_properties(moe_ext_cuda_sm90 PROPERTIES
+    CUDA_RUNTIME_LIBRARY Shared
+    CUDA_ARCHITECTURES "90a-real")
+  target_link_libraries(_C PRIVATE moe_ext_cuda_sm90)
+  target_compile_definitions(_C PRIVATE MOE_EXT_WITH_SM90)
+endif()
+
 target_sources(_C PRIVATE
   csrc/binding/cuda_ops.cpp
 )

@@ -16,6 +16,7 @@ add_library(moe_ext_simt STATIC
   csrc/emu/sort_tokens.cpp
   csrc/emu/tile_gemm.cpp
   csrc/emu/grouped_gemm.cpp
+  csrc/emu/wgmma_gemm.cpp
   csrc/emu/selftest_exec.cpp
   csrc/emu/selftest_ptx.cpp
 )

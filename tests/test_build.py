@@ -98,6 +98,12 @@ def test_sass_main_loops_and_no_local_memory():
         assert len(simt) == 4, f"{arch}: expected 4 grouped_gemm_simt_kernel instantiations"
         for n, text in simt.items():
             assert "FFMA" in text and "HMMA" not in text, n
+    # the Hopper layer (sm_90a only): TMA loads, mbarrier waits and wgmma in the test GEMM
+    hopper = [t for (a, n), t in sass.items() if a == "sm_90a" and "wgmma_gemm_kernel" in n]
+    assert len(hopper) == 1, "wgmma_gemm_kernel missing from the sm_90a cubin"
+    for op in ("HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"):
+        assert op in hopper[0], f"{op} not in wgmma_gemm_kernel"
+    assert not any("wgmma_gemm_kernel" in n for (a, n) in sass if a == "sm_80")
     # no library kernel touches local memory (spills or runtime-indexed register arrays); the
     # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt
     local = sorted(

@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "../kernels/testing/tile_gemm.h"
+#include "../kernels/testing/wgmma_gemm.h"
 #include "emu_launch.h"
 
 namespace moe_ext {
@@ -27,12 +28,37 @@ at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
   return c;
 }
 
+// c[M, N] fp32 = a[M, K] @ b[N, K]^T through the Hopper test GEMM (TMA, mbarriers, wgmma); M % 64,
+// N % 128, K % 64 == 0; `fault` plants a synchronisation bug the emulator must report.
+at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stages, int64_t fault) {
+  const char* op = "wgmma_gemm";
+  MOE_CHECK(op, a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16,
+            "a and b must be bfloat16, got ", describe(a), " and ", describe(b));
+  check_dim(op, "a", a, 2);
+  check_dim(op, "b", b, 2);
+  MOE_CHECK(op, a.size(1) == b.size(1), "a [M, K] and b [N, K] must share K, got ", describe(a),
+            " and ", describe(b));
+  auto ac = a.contiguous(), bc = b.contiguous();
+  auto c = at::empty({a.size(0), b.size(0)}, a.options().dtype(at::kFloat));
+  WgmmaGemmParams p{ac.const_data_ptr(), bc.const_data_ptr(), c.data_ptr<float>(), a.size(0),
+                    b.size(0), a.size(1), static_cast<int>(stages), static_cast<int>(fault)};
+  emu_launcher(&emu::launch_wgmma_gemm)(op, p,
+                                        DeviceBuffers{{"a", ac, false}, {"b", bc, false},
+                                                      {"c", c, true}});
+  return c;
+}
+
 }  // namespace
 }  // namespace moe_ext
 
 TORCH_LIBRARY_FRAGMENT(moe_ext_emu_test, m) {
   // Test tile GEMM on the emulator: c = a @ b.T (bf16 in, fp32 out).
   m.def("tile_gemm(Tensor a, Tensor b) -> Tensor");
+  // Hopper test GEMM on the emulator (TMA + mbarrier + wgmma): c = a @ b.T, bf16 in, fp32 out.
+  m.def("wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(moe_ext_emu_test, CPU, m) { m.impl("tile_gemm", &moe_ext::tile_gemm_emu); }
+TORCH_LIBRARY_IMPL(moe_ext_emu_test, CPU, m) {
+  m.impl("tile_gemm", &moe_ext::tile_gemm_emu);
+  m.impl("wgmma_gemm", &moe_ext::wgmma_gemm_emu);
+}

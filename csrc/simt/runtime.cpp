@@ -146,6 +146,18 @@ void thread_entry(void* arg) {
   __builtin_unreachable();
 }
 
+const Mbarrier* find_mbarrier(const Block& b, size_t off) {
+  for (const auto& [o, m] : b.mbarriers)
+    if (o == off) return &m;
+  return nullptr;
+}
+
+// Whether the phase of parity `parity` of the mbarrier at `off` has completed.
+bool mbarrier_done(const Block& b, size_t off, uint32_t parity) {
+  const Mbarrier* m = find_mbarrier(b, off);
+  return m != nullptr && (m->phase & 1u) != (parity & 1u);
+}
+
 std::string describe_deadlock(const Block& b) {
   std::ostringstream s;
   s << "deadlock in " << where(b) << ": no thread can proceed;";
@@ -155,6 +167,11 @@ std::string describe_deadlock(const Block& b) {
     s << " thread " << fmt3(t.idx);
     if (t.state == ThreadState::kAtActivemask) {
       s << " waits at __activemask";
+    } else if (t.state == ThreadState::kAtMbarrier) {
+      const Mbarrier* m = find_mbarrier(b, t.mbar_offset);
+      s << " waits on the mbarrier at shared offset " << t.mbar_offset << " for phase parity "
+        << t.mbar_parity;
+      if (m) s << " (" << m->pending << " arrivals and " << m->tx << " tx bytes missing)";
     } else if (t.state == ThreadState::kAtBarrier) {
       s << " waits at __syncthreads (" << (b.barrier_site ? b.barrier_site : "?") << ")";
     } else {
@@ -238,6 +255,7 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
   b.barrier_site = nullptr;
   b.at_activemask = 0;
   b.pending.clear();
+  b.mbarriers.clear();
   b.warp_gen.assign(nwarps, 0);
   b.warp_full_sync.assign(nwarps, 0);
   b.pair_sync.assign(nwarps, {});
@@ -263,6 +281,8 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
   while (b.live > 0 && b.error.empty()) {
     bool ran = false;
     for (auto& t : b.threads) {
+      if (t.state == ThreadState::kAtMbarrier && mbarrier_done(b, t.mbar_offset, t.mbar_parity))
+        t.state = ThreadState::kRunnable;
       if (t.state != ThreadState::kRunnable) continue;
       b.current = &t;
       ++b.stats.fiber_switches;
@@ -612,4 +632,102 @@ std::vector<Buffer>& pending_buffers() {
   thread_local std::vector<Buffer> buffers;
   return buffers;
 }
+}  // namespace moe_simt
+
+// ------------------------------------------------------------ sm_90 asynchronous proxy, mbarrier
+namespace moe_simt {
+namespace {
+size_t shared_offset_checked(const Block& b, const void* p, size_t bytes, const char* kind) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  const auto base = reinterpret_cast<uintptr_t>(b.shared.data());
+  if (a < base || a + bytes > base + b.launch->dynamic_shared) {
+    std::ostringstream s;
+    s << kind << " of " << bytes << " bytes at shared offset " << static_cast<int64_t>(a - base)
+      << " is outside the dynamic shared memory [0, " << b.launch->dynamic_shared << ")";
+    fail(s.str());
+  }
+  return a - base;
+}
+}  // namespace
+
+void async_shared_write(const void* p, size_t bytes, const char* kind) {
+  Block& b = *this_thread().block;
+  const size_t off = shared_offset_checked(b, p, bytes, kind);
+  for (size_t word = off / 4; bytes && word <= (off + bytes - 1) / 4; ++word) {
+    const size_t lo = std::max(off, word * 4), hi = std::min(off + bytes, word * 4 + 4);
+    b.shadow[word].init_mask |= static_cast<uint8_t>(((1u << (hi - lo)) - 1) << (lo - word * 4));
+  }
+}
+
+void async_shared_read(const void* p, size_t bytes, const char* kind) {
+  Block& b = *this_thread().block;
+  const size_t off = shared_offset_checked(b, p, bytes, kind);
+  if (!b.launch->check_uninitialized) return;
+  for (size_t word = off / 4; bytes && word <= (off + bytes - 1) / 4; ++word) {
+    const size_t lo = std::max(off, word * 4), hi = std::min(off + bytes, word * 4 + 4);
+    const auto m = static_cast<uint8_t>(((1u << (hi - lo)) - 1) << (lo - word * 4));
+    if ((b.shadow[word].init_mask & m) != m)
+      fail(std::string(kind) + " reads uninitialized shared memory at offset " + std::to_string(lo));
+  }
+}
+
+Mbarrier& mbarrier_at(const void* p, const char* kind) {
+  Block& b = *this_thread().block;
+  if (reinterpret_cast<uintptr_t>(p) % 8) fail(std::string(kind) + ": mbarrier not 8-byte aligned");
+  const size_t off = shared_offset_checked(b, p, 8, kind);
+  for (auto& [o, m] : b.mbarriers)
+    if (o == off) return m;
+  fail(std::string(kind) + " on shared offset " + std::to_string(off) +
+       ", which holds no initialised mbarrier (mbarrier.init missing or not yet executed)");
+}
+
+void mbarrier_init(const void* p, int count) {
+  Block& b = *this_thread().block;
+  if (reinterpret_cast<uintptr_t>(p) % 8) fail("mbarrier.init: address not 8-byte aligned");
+  if (count < 1) fail("mbarrier.init: count must be >= 1");
+  const size_t off = shared_offset_checked(b, p, 8, "mbarrier.init");
+  async_shared_write(p, 8, "mbarrier.init");
+  for (auto& [o, m] : b.mbarriers)
+    if (o == off) {
+      m = Mbarrier{count, count, 0, 0};
+      return;
+    }
+  b.mbarriers.push_back({off, Mbarrier{count, count, 0, 0}});
+}
+
+namespace {
+void mbarrier_maybe_complete(Mbarrier& m) {
+  if (m.pending == 0 && m.tx == 0) {
+    ++m.phase;
+    m.pending = m.count;
+  }
+}
+}  // namespace
+
+void mbarrier_arrive(const void* p, int64_t expect_tx_bytes) {
+  Mbarrier& m = mbarrier_at(p, "mbarrier.arrive");
+  m.tx += expect_tx_bytes;
+  if (m.pending <= 0) fail("mbarrier.arrive: more arrivals than the barrier's count in one phase");
+  --m.pending;
+  mbarrier_maybe_complete(m);
+}
+
+void mbarrier_complete_tx(const void* p, int64_t bytes) {
+  Mbarrier& m = mbarrier_at(p, "complete_tx");
+  m.tx -= bytes;
+  mbarrier_maybe_complete(m);
+}
+
+void mbarrier_wait(const void* p, uint32_t parity) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  mbarrier_at(p, "mbarrier.try_wait");
+  const size_t off = reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(b.shared.data());
+  if (mbarrier_done(b, off, parity)) return;
+  t.mbar_offset = off;
+  t.mbar_parity = parity;
+  t.state = ThreadState::kAtMbarrier;
+  fiber_switch(t.ctx, b.scheduler);
+}
+
 }  // namespace moe_simt

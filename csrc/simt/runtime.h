@@ -85,7 +85,9 @@ struct Collective {
   const void* ptr[kWarpSize];                     // per-lane addresses (ldmatrix rows)
 };
 
-enum class ThreadState : uint8_t { kRunnable, kAtBarrier, kAtCollective, kAtActivemask, kExited };
+enum class ThreadState : uint8_t {
+  kRunnable, kAtBarrier, kAtCollective, kAtActivemask, kAtMbarrier, kExited
+};
 
 struct MemRecord {  // one lane's access, for warp-level coalescing / bank statistics
   uint64_t seq;
@@ -113,6 +115,8 @@ struct Thread {
   FiberContext ctx;
   Block* block = nullptr;
   uint64_t global_seq = 0, shared_seq = 0;  // memory-instruction sequence numbers
+  size_t mbar_offset = 0;                   // while waiting at an mbarrier: its shared offset
+  uint32_t mbar_parity = 0;                 //   and the phase parity waited for
   std::vector<std::vector<CpAsyncCopy>> cp_groups;  // committed, not yet waited
   std::vector<CpAsyncCopy> cp_open;                 // issued since the last commit
 };
@@ -132,6 +136,15 @@ struct SharedShadow {
   uint8_t writer_bytes = 0;   // bytes of the word the writer wrote
   uint8_t reader_bytes = 0;   // bytes of the word the readers read
   uint8_t init_mask = 0;      // bytes written at least once since the block started
+};
+
+// An mbarrier (sm_90 transaction barrier) in shared memory: its state lives here, keyed by the
+// shared offset of its 8 bytes. A phase completes when `pending` arrivals and `tx` bytes reach 0.
+struct Mbarrier {
+  int count = 0;      // arrivals per phase (init)
+  int pending = 0;    // arrivals still missing in the current phase
+  int64_t tx = 0;     // expected transaction bytes not yet completed
+  uint32_t phase = 0; // phases completed so far (the current phase's parity is phase & 1)
 };
 
 // One static shared array (MOE_SHARED_ARRAY), keyed by its declaration.
@@ -166,6 +179,7 @@ struct Block {
     const auto& ps = pair_sync[warp];
     return !ps.empty() && ps[a * kWarpSize + b] > gen;
   }
+  std::vector<std::pair<size_t, Mbarrier>> mbarriers;  // by shared offset (few per block)
   const char* barrier_site = nullptr;      // call site of the barrier being gathered
   int at_activemask = 0;                   // threads waiting at __activemask()
   std::vector<std::vector<MemRecord>> global_log, shared_log;  // per warp
@@ -218,5 +232,17 @@ bool is_shared(const void* p);
 // in-flight cp.async, so reading it before the copy is waited for fails as uninitialised.
 void poison_shared(const void* p, size_t bytes);
 [[noreturn]] void fail(const std::string& what);
+
+// sm_90 asynchronous-proxy services (ptx_sm90.h). Accesses by the copy engine (TMA) and the
+// tensor cores (wgmma) are ordered by mbarriers and wgmma waits, not by __syncthreads, so they
+// skip the race check: writes mark bytes initialised, reads require it; bounds are checked.
+void async_shared_write(const void* p, size_t bytes, const char* kind);
+void async_shared_read(const void* p, size_t bytes, const char* kind);
+Mbarrier& mbarrier_at(const void* p, const char* kind);  // checked: an initialised mbarrier
+void mbarrier_init(const void* p, int count);
+void mbarrier_arrive(const void* p, int64_t expect_tx_bytes);  // arrive (+ expect_tx first)
+void mbarrier_complete_tx(const void* p, int64_t bytes);
+// Blocks the calling thread until the phase with parity `parity` has completed.
+void mbarrier_wait(const void* p, uint32_t parity);
 
 }  // namespace moe_simt

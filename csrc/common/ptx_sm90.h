@@ -1,0 +1,375 @@
+// sm_90 (Hopper) PTX the Hopper grouped GEMM needs, one spelling for both paths (as ptx.h):
+//
+//   TmaDescriptor, make_tma_descriptor(...)  (host) a tiled tensor map: CUtensorMap encoded by the
+//       driver's cuTensorMapEncodeTiled (reached through cudaGetDriverEntryPoint, so nothing links
+//       libcuda at build time); on the emulator a plain struct with the same fields.
+//   mbarrier_init / mbarrier_arrive / mbarrier_arrive_expect_tx / mbarrier_wait(parity)
+//       mbarrier.{init,arrive,arrive.expect_tx,try_wait.parity}.shared::cta.b64
+//   fence_barrier_init()       fence.mbarrier_init.release.cluster (init visible to the copy engine)
+//   fence_proxy_async_shared() fence.proxy.async.shared::cta (generic-proxy writes -> async proxy)
+//   tma_load_2d / tma_load_3d  cp.async.bulk.tensor.{2,3}d.shared::cluster.global.tile
+//                              .mbarrier::complete_tx::bytes (box at the given coordinates,
+//                              innermost first; out-of-range elements are zero-filled)
+//   wgmma_desc(smem, lbo, sbo, swizzle128)   a shared-memory matrix descriptor
+//   wgmma_fence / wgmma_commit / wgmma_wait<N>   wgmma.{fence,commit_group,wait_group}.sync.aligned
+//   wgmma_m64n128k16<T>(d, desc_a, desc_b, accumulate)
+//       wgmma.mma_async.sync.aligned.m64n128k16.f32.{bf16,f16}: D[64x128] (+)= A[64x16] B[16x128]
+//       with A and B K-major in shared memory; warp w of the warpgroup holds rows 16w..16w+15,
+//       d[4j + e] = (row 16w + lane/4 + 8(e/2), column 8j + 2(lane%4) + e%2) -- the mma.m16n8
+//       C layout for each 8-column block j.
+//   setmaxnreg_inc<N>() / setmaxnreg_dec<N>()   setmaxnreg.{inc,dec}.sync.aligned.u32
+//
+// Layouts (the emulator computes with exactly these): the 128-byte swizzle maps shared byte
+// address a to a ^ (((a >> 7) & 7) << 4) (16-byte chunk c of a 128-byte row r of a 1024-byte-
+// aligned atom lands at chunk c ^ (r % 8)), for TMA writes and wgmma reads alike. A K-major
+// operand with the 128-byte swizzle: element (row r, k) at start + (r / 8) * SBO + (r % 8) * 128
+// + 2k before the swizzle (LBO unused; the k16 steps of a 64-wide atom advance `start` by 32
+// bytes). Without swizzle: 8x8 core matrices of 128 contiguous bytes, element (r, k) at
+// start + (r / 8) * SBO + (k / 8) * LBO + (r % 8) * 16 + 2 (k % 8).
+//
+// Emulator semantics: the copy engine and wgmma are the asynchronous proxy -- their shared
+// accesses skip the race check (mbarriers and wgmma waits order them) but are bounds-checked and
+// require initialised data; a TMA copy lands and completes its transaction bytes at issue; a
+// wgmma reads its operands and updates D at issue (the fence/commit/wait calls are then no-ops,
+// so a kernel that overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a
+// no-op. mbarrier waits block the thread (fiber) until the phase completes; a wait that can
+// never complete is reported as a deadlock with the barrier's missing arrivals and bytes.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "portable.h"
+#include "ptx.h"
+
+#if defined(__CUDACC__)
+#include <cuda.h>
+#else
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "../simt/runtime.h"
+#endif
+
+// Everything is in moe_ext::cuda / moe_ext::emu (MOE_KERNEL_NS): the descriptor type and its
+// host-side encoder differ between the two builds, which link into one library.
+#if defined(__CUDACC__)
+#define MOE_GRID_CONSTANT __grid_constant__
+#else
+#define MOE_GRID_CONSTANT
+#endif
+
+namespace moe_ext::MOE_KERNEL_NS {
+
+// Address of a shared-memory pointer in the shared window (GPU) / offset in the block's shared
+// memory (emulator): what alignment rules (1024 bytes for 128-byte swizzled tiles) refer to.
+MOE_DEVICE MOE_FORCEINLINE uint32_t shared_address(const void* p) {
+#if defined(__CUDACC__)
+  return smem_u32(p);
+#else
+  return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p) -
+                               reinterpret_cast<uintptr_t>(::moe_simt::this_thread().block->shared.data()));
+#endif
+}
+
+enum class TmaSwizzle : int { kNone = 0, k128B = 128 };
+
+#if defined(__CUDACC__)
+struct TmaDescriptor {  // CUtensorMap is itself 64-byte aligned
+  CUtensorMap map;
+};
+#else
+struct alignas(64) TmaDescriptor {
+  const void* base;
+  int rank;
+  int elem_bytes;
+  uint64_t dims[3];
+  uint64_t strides[3];  // bytes; strides[0] is the element size
+  uint32_t box[3];
+  TmaSwizzle swizzle;
+};
+#endif
+
+// Encodes a tiled tensor map over `base` (dims innermost first; strides_bytes[i] is dim i+1's
+// stride, a multiple of 16). Host code. Returns false when the driver (or the emulator's
+// model of its rules) rejects the description.
+inline bool make_tma_descriptor(TmaDescriptor* out, const void* base, int elem_bytes, int rank,
+                                const uint64_t* dims, const uint64_t* strides_bytes,
+                                const uint32_t* box, TmaSwizzle swizzle) {
+  if (rank < 1 || rank > 3 || reinterpret_cast<uintptr_t>(base) % 16) return false;
+  for (int i = 0; i + 1 < rank; ++i)
+    if (strides_bytes[i] % 16) return false;
+  for (int i = 0; i < rank; ++i)
+    if (box[i] == 0 || box[i] > 256) return false;
+#if defined(__CUDACC__)
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                              const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                              CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static const Encode encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &status) != cudaSuccess ||
+        status != cudaDriverEntryPointSuccess)
+      return static_cast<Encode>(nullptr);
+    return reinterpret_cast<Encode>(fn);
+  }();
+  if (encode == nullptr) return false;
+  const CUtensorMapDataType type = elem_bytes == 2   ? CU_TENSOR_MAP_DATA_TYPE_UINT16
+                                   : elem_bytes == 4 ? CU_TENSOR_MAP_DATA_TYPE_UINT32
+                                                     : CU_TENSOR_MAP_DATA_TYPE_UINT8;
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  return encode(&out->map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims,
+                strides_bytes, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle == TmaSwizzle::k128B ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+#else
+  if (swizzle == TmaSwizzle::k128B && box[0] * static_cast<uint64_t>(elem_bytes) != 128) return false;
+  *out = TmaDescriptor{};
+  out->base = base;
+  out->rank = rank;
+  out->elem_bytes = elem_bytes;
+  out->swizzle = swizzle;
+  out->strides[0] = static_cast<uint64_t>(elem_bytes);
+  for (int i = 0; i < rank; ++i) {
+    out->dims[i] = dims[i];
+    out->box[i] = box[i];
+    if (i > 0) out->strides[i] = strides_bytes[i - 1];
+  }
+  return true;
+#endif
+}
+
+#if defined(__CUDACC__)
+// ======================================================================== GPU: inline PTX
+
+MOE_DEVICE MOE_FORCEINLINE void mbarrier_init(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void fence_barrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void fence_proxy_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void mbarrier_arrive(uint64_t* bar) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n"
+               ::"r"(smem_u32(bar)) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n"
+               ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nwait_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n}\n" ::"r"(smem_u32(bar)), "r"(parity) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void tma_load_2d(void* smem, const TmaDescriptor* desc, int c0, int c1,
+                                            uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(smem_u32(smem)), "l"(desc), "r"(c0), "r"(c1),
+      "r"(smem_u32(bar)) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void tma_load_3d(void* smem, const TmaDescriptor* desc, int c0, int c1,
+                                            int c2, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(smem_u32(smem)), "l"(desc), "r"(c0), "r"(c1),
+      "r"(c2), "r"(smem_u32(bar)) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE uint64_t wgmma_desc(const void* smem, uint32_t lbo, uint32_t sbo,
+                                               bool swizzle128) {
+  const uint64_t addr = (smem_u32(smem) & 0x3FFFF) >> 4;
+  return addr | (uint64_t{(lbo & 0x3FFFF) >> 4} << 16) | (uint64_t{(sbo & 0x3FFFF) >> 4} << 32) |
+         (uint64_t{swizzle128 ? 1u : 0u} << 62);
+}
+MOE_DEVICE MOE_FORCEINLINE void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+MOE_DEVICE MOE_FORCEINLINE void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+template <typename T>
+MOE_DEVICE MOE_FORCEINLINE void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b,
+                                                 bool accumulate) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)));
+  } else {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)));
+  }
+}
+template <int N>
+MOE_DEVICE MOE_FORCEINLINE void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+MOE_DEVICE MOE_FORCEINLINE void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
+#else
+// ======================================================================== CPU SIMT emulator
+
+namespace sm90_emu {
+
+inline size_t shared_offset(const void* p) {
+  const auto& b = *::moe_simt::this_thread().block;
+  return reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(b.shared.data());
+}
+inline unsigned char* shared_at(size_t off) {
+  return ::moe_simt::this_thread().block->shared.data() + off;
+}
+// The 128-byte swizzle on a shared byte offset.
+inline size_t swizzle128(size_t a) { return a ^ (((a >> 7) & 7) << 4); }
+
+}  // namespace sm90_emu
+
+inline void mbarrier_init(uint64_t* bar, int count) { ::moe_simt::mbarrier_init(bar, count); }
+inline void fence_barrier_init() {}
+inline void fence_proxy_async_shared() {}
+inline void mbarrier_arrive(uint64_t* bar) { ::moe_simt::mbarrier_arrive(bar, 0); }
+inline void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  ::moe_simt::mbarrier_arrive(bar, bytes);
+}
+inline void mbarrier_wait(uint64_t* bar, uint32_t parity) { ::moe_simt::mbarrier_wait(bar, parity); }
+
+inline void tma_load(void* smem, const TmaDescriptor* desc, const int* coord, uint64_t* bar) {
+  const TmaDescriptor& d = *desc;
+  if (sm90_emu::shared_offset(smem) % (d.swizzle == TmaSwizzle::k128B ? 1024 : 128))
+    ::moe_simt::fail("cp.async.bulk.tensor: shared destination not aligned (1024 bytes for the "
+                     "128-byte swizzle, else 128)");
+  const uint32_t b0 = d.box[0], b1 = d.rank > 1 ? d.box[1] : 1, b2 = d.rank > 2 ? d.box[2] : 1;
+  const size_t row_bytes = size_t{b0} * d.elem_bytes, total = row_bytes * b1 * b2;
+  if (d.swizzle == TmaSwizzle::k128B && row_bytes != 128)
+    ::moe_simt::fail("cp.async.bulk.tensor: the 128-byte swizzle needs 128-byte box rows");
+  ::moe_simt::async_shared_write(smem, total, "cp.async.bulk.tensor");
+  const size_t base = sm90_emu::shared_offset(smem);
+  for (uint32_t z = 0; z < b2; ++z)
+    for (uint32_t y = 0; y < b1; ++y)
+      for (uint32_t x = 0; x < b0; ++x) {
+        const int64_t g[3] = {int64_t{coord[0]} + x, int64_t{coord[1]} + y, int64_t{coord[2]} + z};
+        bool inside = true;
+        for (int i = 0; i < d.rank; ++i) inside = inside && g[i] >= 0 && uint64_t(g[i]) < d.dims[i];
+        size_t off = base + (size_t{z} * b1 + y) * row_bytes + size_t{x} * d.elem_bytes;
+        if (d.swizzle == TmaSwizzle::k128B) off = sm90_emu::swizzle128(off);
+        unsigned char* dst = sm90_emu::shared_at(off);
+        if (!inside) {
+          std::memset(dst, 0, d.elem_bytes);
+          continue;
+        }
+        const auto* src = static_cast<const unsigned char*>(d.base) + g[0] * d.strides[0] +
+                          (d.rank > 1 ? g[1] * d.strides[1] : 0) +
+                          (d.rank > 2 ? g[2] * d.strides[2] : 0);
+        ::moe_simt::check_global(src, d.elem_bytes, false, "cp.async.bulk.tensor read");
+        std::memcpy(dst, src, d.elem_bytes);
+      }
+  ::moe_simt::mbarrier_complete_tx(bar, static_cast<int64_t>(total));
+}
+inline void tma_load_2d(void* smem, const TmaDescriptor* desc, int c0, int c1, uint64_t* bar) {
+  const int c[3] = {c0, c1, 0};
+  tma_load(smem, desc, c, bar);
+}
+inline void tma_load_3d(void* smem, const TmaDescriptor* desc, int c0, int c1, int c2,
+                        uint64_t* bar) {
+  const int c[3] = {c0, c1, c2};
+  tma_load(smem, desc, c, bar);
+}
+
+inline uint64_t wgmma_desc(const void* smem, uint32_t lbo, uint32_t sbo, bool swizzle128) {
+  const uint64_t addr = (sm90_emu::shared_offset(smem) & 0x3FFFF) >> 4;
+  return addr | (uint64_t{(lbo & 0x3FFFF) >> 4} << 16) | (uint64_t{(sbo & 0x3FFFF) >> 4} << 32) |
+         (uint64_t{swizzle128 ? 1u : 0u} << 62);
+}
+inline void wgmma_fence() {}
+inline void wgmma_commit() {}
+template <int N>
+inline void wgmma_wait() {}
+template <int N>
+inline void setmaxnreg_inc() {}
+template <int N>
+inline void setmaxnreg_dec() {}
+
+namespace sm90_emu {
+
+// Shared offset of element (row, k) of a K-major operand described by `desc`.
+inline size_t wgmma_elem_offset(uint64_t desc, int row, int k) {
+  const size_t start = (desc & 0x3FFF) << 4, lbo = ((desc >> 16) & 0x3FFF) << 4;
+  const size_t sbo = ((desc >> 32) & 0x3FFF) << 4;
+  const int mode = static_cast<int>(desc >> 62);
+  if (mode == 1) return swizzle128(start + (row / 8) * sbo + (row % 8) * 128 + 2 * k);
+  if (mode == 0) return start + (row / 8) * sbo + (k / 8) * lbo + (row % 8) * 16 + 2 * (k % 8);
+  ::moe_simt::fail("wgmma: only the 128-byte swizzle and no swizzle are modelled");
+}
+
+struct WgmmaIn {
+  uint64_t desc_a, desc_b;
+  int accumulate;
+};
+
+// The warp's 16 rows of D = A B (+ D): the last lane computes, writing every lane's d.
+template <bool Bf16>
+void wgmma_compute(::moe_simt::Collective& col, void*) {
+  WgmmaIn in;
+  std::memcpy(&in, col.in[0], sizeof(in));
+  const int w = col.warp % 4;
+  auto elem = [](uint64_t desc, int row, int k) {
+    const size_t off = wgmma_elem_offset(desc, row, k);
+    ::moe_simt::async_shared_read(shared_at(off), 2, "wgmma operand");
+    uint16_t h;
+    std::memcpy(&h, shared_at(off), 2);
+    return Bf16 ? ::moe_ext::ptx_emu::bf16_to_float(h) : ::moe_ext::ptx_emu::f16_to_float(h);
+  };
+  float A[16][16], B[16][128];
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 16; ++k) A[r][k] = elem(in.desc_a, 16 * w + r, k);
+  for (int n = 0; n < 128; ++n)
+    for (int k = 0; k < 16; ++k) B[k][n] = elem(in.desc_b, n, k);
+  for (int lane = 0; lane < ::moe_simt::kWarpSize; ++lane) {
+    float* d = static_cast<float*>(const_cast<void*>(col.ptr[lane]));
+    for (int j = 0; j < 16; ++j)
+      for (int e = 0; e < 4; ++e) {
+        const int r = lane / 4 + 8 * (e / 2), n = 8 * j + 2 * (lane % 4) + e % 2;
+        float acc = in.accumulate ? d[4 * j + e] : 0.f;
+        for (int k = 0; k < 16; ++k) acc = std::fma(A[r][k], B[k][n], acc);
+        d[4 * j + e] = acc;
+      }
+  }
+}
+
+}  // namespace sm90_emu
+
+template <typename T>
+inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+  const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0};
+  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  auto col = ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d,
+                                         &sm90_emu::wgmma_compute<kBf16>, nullptr,
+                                         "wgmma.mma_async.m64n128k16");
+  (void)col;
+}
+
+#endif  // __CUDACC__
+
+}  // namespace moe_ext::MOE_KERNEL_NS

@@ -1,0 +1,27 @@
+// Host-side interface of the Hopper test GEMM (wgmma_gemm.cuh). Torch-free.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace moe_ext {
+
+struct WgmmaGemmParams {
+  const void* a;  // [M, K] bf16 row-major
+  const void* b;  // [N, K] bf16 (n-major)
+  float* c;       // [M, N] fp32
+  int64_t m, n, k;
+  int stages;     // 1..4 pipeline stages
+  int fault;      // self-test of the checkers: 0 none, 1 consumers skip the full-barrier wait,
+                  // 2 the producer never loads (consumers wait forever)
+};
+
+namespace cuda {
+cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream);
+}
+namespace emu {
+cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream);
+}
+
+}  // namespace moe_ext
