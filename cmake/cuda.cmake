@@ -30,6 +30,7 @@ set_target_properties(moe_ext_cuda_kernels PROPERTIES
 if("90a-real" IN_LIST _cuda_archs)
   add_library(moe_ext_cuda_sm90 OBJECT
     csrc/cuda/sm90/wgmma_gemm.cu
+    csrc/cuda/sm90/grouped_gemm_sm90.cu
   )
   target_include_directories(moe_ext_cuda_sm90 PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
   target_compile_options(moe_ext_cuda_sm90 PRIVATE
@@ -39,6 +40,7 @@ if("90a-real" IN_LIST _cuda_archs)
     CUDA_ARCHITECTURES "90a-real")
   target_link_libraries(_C PRIVATE moe_ext_cuda_sm90)
   target_compile_definitions(_C PRIVATE MOE_EXT_WITH_SM90)
+  target_compile_definitions(moe_ext_cuda_kernels PRIVATE MOE_EXT_WITH_SM90)
 endif()
 
 target_sources(_C PRIVATE

@@ -104,6 +104,12 @@ def test_sass_main_loops_and_no_local_memory():
     for op in ("HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"):
         assert op in hopper[0], f"{op} not in wgmma_gemm_kernel"
     assert not any("wgmma_gemm_kernel" in n for (a, n) in sass if a == "sm_80")
+    # the Hopper grouped GEMM (bf16, fp16): TMA + mbarrier + wgmma in every instantiation
+    sm90 = {n: t for (a, n), t in sass.items() if a == "sm_90a" and "grouped_gemm_sm90_kernel" in n}
+    assert len(sm90) == 2, f"expected 2 grouped_gemm_sm90_kernel instantiations, got {len(sm90)}"
+    for n, text in sm90.items():
+        for op in ("HGMMA.64x128x16.F32", "UTMALDG", "SYNCS.PHASECHK"):
+            assert op in text, f"{op} not in {n}"
     # no library kernel touches local memory (spills or runtime-indexed register arrays); the
     # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt
     local = sorted(

@@ -174,12 +174,65 @@ def test_backward_through_kernels(dtype):
         torch.testing.assert_close(ours, cpu, **tol)
 
 
-def test_medium_expert_gemm_many_tiles_per_cta():
+# Kernel families: (MOE_EXT_GEMM_PATH, persistent CTAs the emulator's 2-SM sm_90 runs, threads)
+PATHS = {"sm80": (4, 128), "sm90": (2, 384)}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_medium_expert_gemm_many_tiles_per_cta(path, monkeypatch):
     """A Mixtral-like expert GEMM at 1/16 scale: 8 experts, 1024 skewed rows, K=256, N=512
-    (~40 tiles of 128x128 for 4 persistent CTAs), checked against torch's error."""
+    (~40 tiles of 128x128 for the persistent CTAs), on the Ampere kernel and on the Hopper
+    one (TMA + wgmma), checked against torch's error."""
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", path)
     torch.manual_seed(7)
     a, b, offs = make_inputs("2x3", 8, 1024, 256, 512, "skewed", torch.bfloat16, "cpu", "contig", "t")
     out = emu_mm()(a, b, offs)
     s = moe_ext.emu.last_launch_stats()
-    assert s["blocks"] == 4 and s["bank_conflicts"] == 0
+    ctas, threads = PATHS[path]
+    assert s["blocks"] == ctas and s["threads"] == ctas * threads and s["bank_conflicts"] == 0
+    check_gemm("2x3", out, a, b, offs)
+
+
+# (id, form, G, M, K, N, kind): what the Hopper kernel takes (K-major a and b, 16-byte pitches)
+SM90_SHAPES = [
+    ("ragged_edges", "2x3", 3, 200, 72, 136, "uneven"),  # K tail 8 (TMA zero fill), partial tiles
+    ("empty_and_tail", "2x3", 6, 150, 64, 128, "empty_tail"),  # empty experts, rows past offs[-1]
+    ("one_group", "2x3", 4, 300, 128, 256, "one"),
+    ("batched", "3x3", 3, 70, 80, 136, "even"),
+    ("many_experts", "2x3", 64, 256, 64, 128, "skewed"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", SM90_SHAPES, ids=[s[0] for s in SM90_SHAPES])
+def test_sm90_kernel(shape, dtype, monkeypatch):
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
+    _, form, G, M, K, N, kind = shape
+    torch.manual_seed(8)
+    a, b, offs = make_inputs(form, G, M, K, N, kind, dtype, "cpu", "contig", "t")
+    out = emu_mm()(a, b, offs)
+    assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0  # the Hopper kernel ran
+    check_gemm(form, out, a, b, offs)
+
+
+def test_sm90_bias_and_out_dtype(monkeypatch):
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
+    torch.manual_seed(9)
+    a, b, offs = make_inputs("2x3", 4, 130, 64, 72, "uneven", torch.bfloat16, "cpu", "contig", "t")
+    bias = torch.randn(4, 72).to(torch.bfloat16)
+    out = emu_mm()(a, b, offs, bias, torch.float32)
+    assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0
+    check_gemm("2x3", out, a, b, offs, bias, torch.float32)
+
+
+def test_sm90_path_refuses_what_it_cannot_run(monkeypatch):
+    """Forcing the Hopper path on an N-major b (b[G, K, N] row-major) is an error, not a silent
+    fallback; auto picks the Ampere kernel for it."""
+    a, b, offs = make_inputs("2x3", 2, 64, 32, 64, "even", torch.bfloat16, "cpu")
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
+    with pytest.raises(RuntimeError, match="rejected its arguments"):
+        emu_mm()(a, b, offs)
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "auto")
+    out = emu_mm()(a, b, offs)
+    assert moe_ext.emu.last_launch_stats()["threads"] % 384 != 0
     check_gemm("2x3", out, a, b, offs)

@@ -31,6 +31,15 @@ inline int32_t stages_from_env(const char* op) {
   return s;
 }
 
+inline int32_t path_from_env(const char* op) {
+  const char* v = std::getenv("MOE_EXT_GEMM_PATH");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return kGemmPathAuto;
+  if (std::strcmp(v, "sm80") == 0) return kGemmPathSm80;
+  if (std::strcmp(v, "sm90") == 0) return kGemmPathSm90;
+  MOE_CHECK(op, false, "MOE_EXT_GEMM_PATH must be auto, sm80 or sm90, got '", v, "'");
+  return kGemmPathAuto;
+}
+
 inline GemmElem gemm_elem(at::ScalarType t) {
   return t == at::kBFloat16 ? GemmElem::kBF16 : t == at::kHalf ? GemmElem::kF16 : GemmElem::kF32;
 }
@@ -130,6 +139,7 @@ at::Tensor grouped_mm_device(const at::Tensor& a, const at::Tensor& b,
   }
   p.config = config_from_env(op);
   p.stages = stages_from_env(op);
+  p.path = path_from_env(op);
   launch(op, p,
          DeviceBuffers{{"a", A.t, false}, {"b", B.t, false}, {"offs", offs_c, false},
                        {"bias", bias_c, false}, {"out", out, true}});

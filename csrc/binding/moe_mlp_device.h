@@ -63,6 +63,7 @@ at::Tensor moe_mlp_device(const at::Tensor& x, const at::Tensor& w1, const at::T
     p.a_k_major = true;
     p.config = config_from_env(op);
     p.stages = stages_from_env(op);
+    p.path = path_from_env(op);
     return B.t;
   };
 

@@ -7,7 +7,7 @@
 //   device_limits()                     SM count and shared-memory limits of the current device
 //                                       (host queries, cached per device; never synchronise). The
 //                                       emulator models a 2-SM sm_90 (227 KB per block, 228 KB
-//                                       per SM), so persistent CTAs there walk several tiles each.
+//                                       per SM, cc 9), so persistent CTAs there walk several tiles.
 //   allow_dynamic_smem(kernel, bytes)   opts a kernel into > 48 KB of dynamic shared memory.
 //   max_active_blocks(kernel, threads, bytes)   resident CTAs per SM (occupancy calculator).
 #pragma once
@@ -21,6 +21,7 @@ struct DeviceLimits {
   int sm_count;
   size_t smem_per_block_optin;  // the most dynamic + static shared memory one block may use
   size_t smem_per_sm;
+  int cc_major;  // compute capability major (9 = Hopper)
 };
 }  // namespace moe_ext
 
@@ -44,7 +45,9 @@ inline DeviceLimits device_limits() {
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) dev = 0;
   DeviceLimits& l = cache[dev];
   if (l.sm_count == 0) {  // benign race: every thread computes the same values
-    int sms = 0, optin = 0, per_sm = 0;
+    int sms = 0, optin = 0, per_sm = 0, major = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    l.cc_major = major;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
     cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
@@ -76,7 +79,7 @@ int max_active_blocks(void (*kernel)(KArgs...), int threads, size_t dynamic_smem
 namespace moe_ext {
 using ::moe_simt::launch_kernel;
 
-inline DeviceLimits device_limits() { return {2, 227 * 1024, 228 * 1024}; }
+inline DeviceLimits device_limits() { return {2, 227 * 1024, 228 * 1024, 9}; }
 
 template <typename... KArgs>
 cudaError_t allow_dynamic_smem(void (*)(KArgs...), size_t) {

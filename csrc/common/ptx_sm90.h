@@ -48,6 +48,7 @@
 #if defined(__CUDACC__)
 #include <cuda.h>
 #else
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -266,25 +267,32 @@ inline void tma_load(void* smem, const TmaDescriptor* desc, const int* coord, ui
     ::moe_simt::fail("cp.async.bulk.tensor: the 128-byte swizzle needs 128-byte box rows");
   ::moe_simt::async_shared_write(smem, total, "cp.async.bulk.tensor");
   const size_t base = sm90_emu::shared_offset(smem);
+  const auto* gbase = static_cast<const unsigned char*>(d.base);
   for (uint32_t z = 0; z < b2; ++z)
-    for (uint32_t y = 0; y < b1; ++y)
+    for (uint32_t y = 0; y < b1; ++y) {
+      const int64_t gy = int64_t{coord[1]} + y, gz = int64_t{coord[2]} + z;
+      const bool row_inside = (d.rank < 2 || (gy >= 0 && uint64_t(gy) < d.dims[1])) &&
+                              (d.rank < 3 || (gz >= 0 && uint64_t(gz) < d.dims[2]));
+      // the in-range elements of a box row are contiguous in global memory: one bulk read
+      const int64_t x_lo = std::max<int64_t>(0, -int64_t{coord[0]});
+      const int64_t x_hi = std::min<int64_t>(b0, int64_t(d.dims[0]) - coord[0]);
+      const unsigned char* row = gbase + (d.rank > 1 ? gy * int64_t(d.strides[1]) : 0) +
+                                 (d.rank > 2 ? gz * int64_t(d.strides[2]) : 0) +
+                                 int64_t{coord[0]} * d.elem_bytes;
+      if (row_inside && x_hi > x_lo)
+        ::moe_simt::check_global(row + x_lo * d.elem_bytes, (x_hi - x_lo) * d.elem_bytes, false,
+                                 "cp.async.bulk.tensor read", /*bulk=*/true);
       for (uint32_t x = 0; x < b0; ++x) {
-        const int64_t g[3] = {int64_t{coord[0]} + x, int64_t{coord[1]} + y, int64_t{coord[2]} + z};
-        bool inside = true;
-        for (int i = 0; i < d.rank; ++i) inside = inside && g[i] >= 0 && uint64_t(g[i]) < d.dims[i];
         size_t off = base + (size_t{z} * b1 + y) * row_bytes + size_t{x} * d.elem_bytes;
         if (d.swizzle == TmaSwizzle::k128B) off = sm90_emu::swizzle128(off);
         unsigned char* dst = sm90_emu::shared_at(off);
-        if (!inside) {
+        if (row_inside && int64_t{x} >= x_lo && int64_t{x} < x_hi) {
+          std::memcpy(dst, row + int64_t{x} * d.elem_bytes, d.elem_bytes);
+        } else {
           std::memset(dst, 0, d.elem_bytes);
-          continue;
         }
-        const auto* src = static_cast<const unsigned char*>(d.base) + g[0] * d.strides[0] +
-                          (d.rank > 1 ? g[1] * d.strides[1] : 0) +
-                          (d.rank > 2 ? g[2] * d.strides[2] : 0);
-        ::moe_simt::check_global(src, d.elem_bytes, false, "cp.async.bulk.tensor read");
-        std::memcpy(dst, src, d.elem_bytes);
       }
+    }
   ::moe_simt::mbarrier_complete_tx(bar, static_cast<int64_t>(total));
 }
 inline void tma_load_2d(void* smem, const TmaDescriptor* desc, int c0, int c1, uint64_t* bar) {

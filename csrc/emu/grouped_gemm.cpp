@@ -2,3 +2,4 @@
 // (moe_ext::emu::launch_grouped_gemm): the same source as csrc/cuda/grouped_gemm.cu, compiled by
 // g++ against csrc/simt. Torch-free.
 #include "../kernels/grouped_gemm/grouped_gemm.cuh"
+#include "../kernels/grouped_gemm/hopper.cuh"

@@ -487,7 +487,7 @@ bool is_shared(const void* p) {
   return a >= base && a < base + b.shared.size();
 }
 
-void check_global(const void* p, size_t bytes, bool write, const char* kind) {
+void check_global(const void* p, size_t bytes, bool write, const char* kind, bool bulk) {
   Thread& t = this_thread();
   Block& b = *t.block;
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -510,6 +510,11 @@ void check_global(const void* p, size_t bytes, bool write, const char* kind) {
   if (write && !hit->writable)
     fail(std::string("global ") + kind + " writes to read-only buffer " + hit->name);
   (write ? b.stats.global_bytes_written : b.stats.global_bytes_read) += bytes;
+  if (bulk) {  // a copy-engine transfer: one request over its sectors, not a lane's access
+    ++b.stats.global_requests;
+    b.stats.global_sectors += (a + bytes - 1) / 32 - a / 32 + 1;
+    return;
+  }
   auto& log = b.global_log[t.warp];
   log.push_back(MemRecord{t.global_seq++, a, static_cast<uint32_t>(bytes),
                           static_cast<uint8_t>(t.lane)});

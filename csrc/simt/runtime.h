@@ -224,7 +224,9 @@ std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_
 void* shared_static(const void* key, size_t bytes, size_t align);
 void* shared_dynamic();
 // Checked accesses (bounds, races, uninitialised reads, counters). `kind` names the operation.
-void check_global(const void* p, size_t bytes, bool write, const char* kind);
+// `bulk`: a copy-engine (TMA) transfer of contiguous bytes, counted as one request over its
+// sectors instead of a lane's access in the warp-level coalescing statistics.
+void check_global(const void* p, size_t bytes, bool write, const char* kind, bool bulk = false);
 // Atomics (atomic=true) are exempt from the race check: concurrent atomics are the point.
 void check_shared(const void* p, size_t bytes, bool write, const char* kind, bool atomic = false);
 bool is_shared(const void* p);

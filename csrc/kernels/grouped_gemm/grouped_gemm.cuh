@@ -13,12 +13,15 @@
 //     already limits to one CTA, so 4 stages come free; H100: 5), never below 2.
 //   * grid: SMs x resident CTAs per SM (occupancy API), capped by an upper bound of the tile count
 //     computed from the shapes alone (the true count depends on offs, read only on the device).
+//   * path: on sm_90 (and on the emulator, which models one) the Hopper kernel (hopper.cuh,
+//     TMA + wgmma) takes the problems it supports; everything else runs here.
 #pragma once
 
 #include <algorithm>
 
 #include "../../common/launch.h"
 #include "grouped_gemm.h"
+#include "persistent.cuh"
 #include "scheduler.cuh"
 #include "simt.cuh"
 #include "tensor_core.cuh"
@@ -26,35 +29,6 @@
 namespace moe_ext::MOE_KERNEL_NS {
 
 namespace grouped_gemm_detail {
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Upper bound of the tiles the scheduler will visit, from shapes only.
-inline int64_t max_tiles(const GroupedGemmParams& p, int bm, int bn) {
-  const int64_t tm = ceil_div(p.m, bm), tn = ceil_div(p.n, bn), groups = p.num_groups;
-  switch (p.form) {
-    case GroupedGemmForm::kRaggedM: return (tm + groups + 1) * tn;  // each cut adds <= 1 m-tile
-    case GroupedGemmForm::kRaggedN: return tm * (tn + groups + 1);
-    default: return groups * tm * tn;
-  }
-}
-
-template <typename... KArgs, typename... Args>
-cudaError_t launch_persistent(const char* name, void (*kernel)(KArgs...), int threads, size_t smem,
-                              int64_t tiles, cudaStream_t stream, Args&&... args) {
-  if (tiles <= 0) return cudaSuccess;
-  if (tiles >= (int64_t{1} << 31)) return cudaErrorInvalidValue;  // tile indices are int32
-  const DeviceLimits lim = device_limits();
-  if (smem > lim.smem_per_block_optin) return cudaErrorInvalidConfiguration;
-  if (smem > 48 * 1024) {
-    const cudaError_t err = allow_dynamic_smem(kernel, smem);
-    if (err != cudaSuccess) return err;
-  }
-  const int64_t resident = static_cast<int64_t>(lim.sm_count) * max_active_blocks(kernel, threads, smem);
-  const int64_t grid = std::min<int64_t>(tiles, std::max<int64_t>(resident, 1));
-  return launch_kernel(name, kernel, dim3(static_cast<unsigned>(grid)), dim3(threads), smem, stream,
-                       std::forward<Args>(args)...);
-}
 
 template <typename Tile>
 int pick_stages(const DeviceLimits& lim) {
@@ -124,6 +98,13 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream)
   if (fused && (p.form != GroupedGemmForm::kRaggedM || p.in_type == GemmElem::kF32))
     return cudaErrorInvalidValue;  // the fused-MLP extensions exist for kRaggedM bf16/fp16
   if (p.a_gather != nullptr && (!p.a_k_major || p.a_gather_div <= 0)) return cudaErrorInvalidValue;
+#if !defined(__CUDACC__) || defined(MOE_EXT_WITH_SM90)  // the emulator models an sm_90
+  if (p.path != kGemmPathSm80 && p.config == kGemmConfigAuto && device_limits().cc_major == 9) {
+    const cudaError_t err = launch_grouped_gemm_sm90(p, stream);
+    if (err != cudaErrorNotSupported) return err;
+  }
+#endif
+  if (p.path == kGemmPathSm90) return cudaErrorNotSupported;
   switch (p.in_type) {
     case GemmElem::kBF16: return launch_tensor_core_config<__nv_bfloat16>(p, stream);
     case GemmElem::kF16: return launch_tensor_core_config<__half>(p, stream);

@@ -58,7 +58,13 @@ struct GroupedGemmParams {
   GemmElem row_scale_type;
   int32_t config;                // tile config (GemmConfigId); kGemmConfigAuto: by heuristic
   int32_t stages;                // cp.async pipeline depth 2..5 (tensor-core kernel); 0: by smem
+  int32_t path;                  // GemmPath: which kernel family may run it
 };
+
+// kGemmPathAuto: the Hopper kernel (hopper.cuh) on sm_90 where it applies, else the Ampere one;
+// kGemmPathSm80: always the Ampere kernels; kGemmPathSm90: the Hopper kernel or an error.
+// (MOE_EXT_GEMM_PATH=auto|sm80|sm90 in the environment, read by the binding.)
+enum GemmPath : int32_t { kGemmPathAuto = 0, kGemmPathSm80 = 80, kGemmPathSm90 = 90 };
 
 // Tile configurations of the tensor-core kernel (bf16/fp16). kAuto lets the launcher choose.
 // The binding takes overrides from the environment (MOE_EXT_GEMM_CONFIG=large|small_m,
@@ -67,9 +73,12 @@ enum GemmConfigId : int32_t { kGemmConfigAuto = -1, kGemmConfigLarge = 0, kGemmC
 
 namespace cuda {
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
+// The Hopper kernel alone (built only for sm_90a); cudaErrorNotSupported where it does not apply.
+cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t stream);
 }
 namespace emu {
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
+cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t stream);
 }
 
 }  // namespace moe_ext

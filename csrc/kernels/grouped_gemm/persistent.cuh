@@ -1,0 +1,44 @@
+// Launch helpers shared by the grouped GEMM kernels' launchers (grouped_gemm.cuh, hopper.cuh).
+#pragma once
+
+#include <algorithm>
+
+#include "../../common/launch.h"
+#include "grouped_gemm.h"
+
+namespace moe_ext::MOE_KERNEL_NS {
+
+namespace grouped_gemm_detail {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Upper bound of the tiles the scheduler will visit, from shapes only.
+inline int64_t max_tiles(const GroupedGemmParams& p, int bm, int bn) {
+  const int64_t tm = ceil_div(p.m, bm), tn = ceil_div(p.n, bn), groups = p.num_groups;
+  switch (p.form) {
+    case GroupedGemmForm::kRaggedM: return (tm + groups + 1) * tn;  // each cut adds <= 1 m-tile
+    case GroupedGemmForm::kRaggedN: return tm * (tn + groups + 1);
+    default: return groups * tm * tn;
+  }
+}
+
+template <typename... KArgs, typename... Args>
+cudaError_t launch_persistent(const char* name, void (*kernel)(KArgs...), int threads, size_t smem,
+                              int64_t tiles, cudaStream_t stream, Args&&... args) {
+  if (tiles <= 0) return cudaSuccess;
+  if (tiles >= (int64_t{1} << 31)) return cudaErrorInvalidValue;  // tile indices are int32
+  const DeviceLimits lim = device_limits();
+  if (smem > lim.smem_per_block_optin) return cudaErrorInvalidConfiguration;
+  if (smem > 48 * 1024) {
+    const cudaError_t err = allow_dynamic_smem(kernel, smem);
+    if (err != cudaSuccess) return err;
+  }
+  const int64_t resident = static_cast<int64_t>(lim.sm_count) * max_active_blocks(kernel, threads, smem);
+  const int64_t grid = std::min<int64_t>(tiles, std::max<int64_t>(resident, 1));
+  return launch_kernel(name, kernel, dim3(static_cast<unsigned>(grid)), dim3(threads), smem, stream,
+                       std::forward<Args>(args)...);
+}
+
+}  // namespace grouped_gemm_detail
+
+}  // namespace moe_ext::MOE_KERNEL_NS
