@@ -129,3 +129,59 @@ def test_matches_single_process(world, case, capacity):
             for name in ("y", "gx", "gw", "gw1", "gw2"):
                 torch.testing.assert_close(res[name], res[name + "_ref"], rtol=1e-5, atol=1e-5,
                                            msg=lambda m: f"rank {r} {name}: {m}")
+
+
+def run_layer_rank(rank, world, init_file, result_dir):
+    """moe_ext.MoE(expert_parallel_group=...) vs the single-process layer with the same weights:
+    outputs, d x and the local experts' weight gradients (from every rank's tokens)."""
+    try:
+        import moe_ext
+
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                world_size=world)
+        torch.manual_seed(0)
+        full = moe_ext.MoE(H, I, E, K, shared_ffn_size=8)
+        layer = moe_ext.MoE(H, I, E, K, shared_ffn_size=8, expert_parallel_group=dist.group.WORLD)
+        first, last = layer.local_experts
+        with torch.no_grad():
+            layer.router.weight.copy_(full.router.weight)
+            layer.gate_up_proj.copy_(full.gate_up_proj[first:last])
+            layer.down_proj.copy_(full.down_proj[first:last])
+            layer.shared_expert.load_state_dict(full.shared_expert.state_dict())
+        xs = [torch.randn(4 + r, H, generator=torch.Generator().manual_seed(10 + r))
+              for r in range(world)]
+        x = xs[rank].clone().requires_grad_(True)
+        y = layer(x)
+        y.square().sum().backward()
+        refs = []
+        for r in range(world):
+            xr = xs[r].clone().requires_grad_(True)
+            yr = full(xr)
+            yr.square().sum().backward()
+            refs.append((yr.detach(), xr.grad))
+        torch.save(dict(y=y.detach(), y_ref=refs[rank][0], gx=x.grad, gx_ref=refs[rank][1],
+                        gw1=layer.gate_up_proj.grad, gw1_ref=full.gate_up_proj.grad[first:last]),
+                   os.path.join(result_dir, f"rank{rank}.pt"))
+        dist.destroy_process_group()
+    except Exception:
+        with open(os.path.join(result_dir, f"rank{rank}.err"), "w") as f:
+            f.write(traceback.format_exc())
+        raise
+
+
+def test_layer_expert_parallel_matches_single_process():
+    world = 2
+    with tempfile.TemporaryDirectory() as d:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=run_layer_rank, args=(r, world, os.path.join(d, "init"), d))
+                 for r in range(world)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        errors = [open(os.path.join(d, f)).read() for f in os.listdir(d) if f.endswith(".err")]
+        assert not errors, errors[0]
+        for r in range(world):
+            res = torch.load(os.path.join(d, f"rank{r}.pt"))
+            for name in ("y", "gx", "gw1"):
+                torch.testing.assert_close(res[name], res[name + "_ref"], rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ import torch  # noqa: F401  (loads libtorch before our extension)
 
 from . import _C  # registers torch.ops.moe_ext.*
 from . import _autograd, _fake, emu  # noqa: F401  (fake kernels, backward formulas)
+from .layer import MoE
 from .losses import load_balancing_loss, router_z_loss
 from .ops import (
     grouped_mm, moe_mlp, permute, route, route_with_stats, sort_tokens, unpermute,
@@ -16,7 +17,7 @@ from .ops import (
 build_info = _C.build_info
 
 __all__ = [
-    "build_info", "grouped_mm", "load_balancing_loss", "moe_mlp", "permute", "route", "route_with_stats",
+    "MoE", "build_info", "grouped_mm", "load_balancing_loss", "moe_mlp", "permute", "route", "route_with_stats",
     "router_z_loss", "sort_tokens", "unpermute",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,318 @@
+"""moe_ext.MoE: a Mixture-of-Experts layer on the package's ops.
+
+    layer = moe_ext.MoE(hidden_size=4096, ffn_size=14336, num_experts=8, top_k=2)   # Mixtral
+    y = layer(x)                       # x [..., H] -> y [..., H]
+    loss = task_loss + layer.aux_loss + layer.z_loss
+
+Forward: router logits (fp32) -> ``route_with_stats`` (top-k, softmax or sigmoid scores, group-
+limited selection, DeepSeek-V3's selection-only correction bias, renormalisation, scaling) ->
+``sort_tokens`` (optional capacity: Switch-style token dropping) -> the experts' fused
+``moe_mlp`` (token gather inside the first grouped GEMM, SwiGLU/GeGLU/... epilogue, routing
+weights in the second GEMM's epilogue, deterministic combine) -> plus an optional shared expert
+(DeepSeek / Qwen2-MoE), run on a second CUDA stream so it overlaps the routed experts.
+
+Training-time options of the seminal designs:
+  * ``noisy_gating`` (Shazeer et al. 2017): logits += N(0, 1) * softplus(x W_noise) in training;
+  * ``router_jitter`` (Switch): x *= U(1 - eps, 1 + eps) at the router input in training;
+  * ``aux_loss_coef`` (Switch / HF load-balancing loss over the k choices) -> ``self.aux_loss``;
+    ``z_loss_coef`` (ST-MoE) -> ``self.z_loss``; both are 0-dim tensors after every forward;
+  * ``correction_bias=True`` (DeepSeek-V3 aux-loss-free balancing): a selection-only bias buffer,
+    updated by ``update_correction_bias(rate)`` from the counts accumulated since the last update
+    (bias += rate * sign(mean count - count)); ``seq_aux_loss_coef`` adds DeepSeek-V3's
+    sequence-wise balance loss (for [B, S, H] inputs) to ``aux_loss``;
+  * ``capacity_factor`` (Switch): each expert keeps at most ceil(cf * T * k / E) assignments;
+  * ``apply_weights_to_input`` (Llama 4): the routing weight scales the expert's input instead of
+    its output;
+  * ``checkpoint_experts``: recompute the experts in backward (torch.utils.checkpoint);
+  * ``expert_parallel_group``: shard the experts over a process group (moe_ext.distributed):
+    this rank holds experts [r E/W, (r+1) E/W) and exchanges token rows with all-to-all.
+
+Weights are in HF layout: ``gate_up_proj [E, 2I, H]`` (gate rows first; ``[E, I, H]`` for an
+ungated activation), ``down_proj [E, H, I]``, ``router.weight [E, H]``, so ``from_hf`` adopts an
+HF MoE block's tensors as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import distributed as ep
+from . import ops
+from .losses import load_balancing_loss, router_z_loss
+
+_GATED = ("swiglu", "geglu", "geglu_tanh")
+_ACT = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
+
+
+def _act_fn(name: str):
+    return {
+        "silu": nn.functional.silu,
+        "gelu": nn.functional.gelu,
+        "gelu_tanh": lambda v: nn.functional.gelu(v, approximate="tanh"),
+        "relu": torch.relu,
+        "identity": lambda v: v,
+    }[_ACT.get(name, name)]
+
+
+class SharedExpert(nn.Module):
+    """A dense MLP every token goes through (DeepSeek's / Qwen2-MoE's shared experts)."""
+
+    def __init__(self, hidden_size, ffn_size, activation, dtype=None, device=None):
+        super().__init__()
+        gated = activation in _GATED
+        self.activation = activation
+        self.ffn_size = ffn_size
+        self.gate_up_proj = nn.Linear(hidden_size, (2 if gated else 1) * ffn_size, bias=False,
+                                      dtype=dtype, device=device)
+        self.down_proj = nn.Linear(ffn_size, hidden_size, bias=False, dtype=dtype, device=device)
+
+    def forward(self, x):
+        h = self.gate_up_proj(x)
+        act = _act_fn(self.activation)
+        if self.activation in _GATED:
+            h = act(h[..., : self.ffn_size]) * h[..., self.ffn_size:]
+        else:
+            h = act(h)
+        return self.down_proj(h)
+
+
+class MoE(nn.Module):
+    def __init__(
+        self,
+        hidden_size: int,
+        ffn_size: int,
+        num_experts: int,
+        top_k: int,
+        *,
+        score_func: str = "softmax",
+        renormalize: bool = True,
+        num_groups: int = 1,
+        topk_groups: int = 1,
+        scaling_factor: float = 1.0,
+        activation: str = "swiglu",
+        shared_ffn_size: int = 0,
+        shared_gate: bool = False,
+        capacity_factor: float | None = None,
+        noisy_gating: bool = False,
+        router_jitter: float = 0.0,
+        correction_bias: bool = False,
+        aux_loss_coef: float = 0.0,
+        seq_aux_loss_coef: float = 0.0,
+        z_loss_coef: float = 0.0,
+        apply_weights_to_input: bool = False,
+        checkpoint_experts: bool = False,
+        expert_parallel_group=None,
+        dtype: torch.dtype | None = None,
+        device=None,
+    ):
+        super().__init__()
+        if top_k < 1 or top_k > num_experts:
+            raise ValueError(f"moe_ext.MoE: top_k must be in [1, num_experts={num_experts}], got {top_k}")
+        if activation not in (*_GATED, "silu", "gelu", "gelu_tanh", "relu", "identity"):
+            raise ValueError(f"moe_ext.MoE: unknown activation {activation!r}")
+        self.hidden_size, self.ffn_size = hidden_size, ffn_size
+        self.num_experts, self.top_k = num_experts, top_k
+        self.route_args = dict(score_func=score_func, renormalize=renormalize,
+                               num_groups=num_groups, topk_groups=topk_groups,
+                               scaling_factor=scaling_factor)
+        self.activation = activation
+        self.capacity_factor = capacity_factor
+        self.router_jitter = router_jitter
+        self.aux_loss_coef, self.seq_aux_loss_coef = aux_loss_coef, seq_aux_loss_coef
+        self.z_loss_coef = z_loss_coef
+        self.apply_weights_to_input = apply_weights_to_input
+        self.checkpoint_experts = checkpoint_experts
+        self.expert_parallel_group = expert_parallel_group
+        first, last = 0, num_experts
+        if expert_parallel_group is not None:
+            first, last = ep.expert_range(num_experts, expert_parallel_group)
+        self.local_experts = (first, last)
+        E_local = last - first
+        kw = dict(dtype=dtype, device=device)
+        rows = (2 if activation in _GATED else 1) * ffn_size
+        self.router = nn.Linear(hidden_size, num_experts, bias=False, **kw)
+        self.noise = nn.Linear(hidden_size, num_experts, bias=False, **kw) if noisy_gating else None
+        self.gate_up_proj = nn.Parameter(torch.empty(E_local, rows, hidden_size, **kw))
+        self.down_proj = nn.Parameter(torch.empty(E_local, hidden_size, ffn_size, **kw))
+        nn.init.normal_(self.gate_up_proj, std=hidden_size**-0.5)
+        nn.init.normal_(self.down_proj, std=ffn_size**-0.5)
+        self.shared_expert = (SharedExpert(hidden_size, shared_ffn_size, activation, **kw)
+                              if shared_ffn_size > 0 else None)
+        self.shared_expert_gate = (nn.Linear(hidden_size, 1, bias=False, **kw)
+                                   if shared_ffn_size > 0 and shared_gate else None)
+        if correction_bias:
+            self.register_buffer("correction_bias", torch.zeros(num_experts, device=device))
+            self.register_buffer("_bias_counts", torch.zeros(num_experts, device=device))
+        else:
+            self.correction_bias = None
+        self.aux_loss = torch.zeros(())
+        self.z_loss = torch.zeros(())
+        self.last_counts: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------------ routing
+    def _route(self, x: torch.Tensor):
+        x_router = x
+        if self.training and self.router_jitter > 0:
+            eps = self.router_jitter
+            x_router = x * torch.empty_like(x).uniform_(1.0 - eps, 1.0 + eps)
+        logits = self.router(x_router).float()
+        if self.noise is not None and self.training:
+            logits = logits + torch.randn_like(logits) * nn.functional.softplus(
+                self.noise(x_router).float())
+        weights, ids, counts, mean_prob = ops.route_with_stats(
+            logits, self.top_k, correction_bias=self.correction_bias, **self.route_args)
+        return logits, weights, ids, counts, mean_prob
+
+    def _losses(self, logits, ids, counts, mean_prob, T, batch_shape):
+        aux = logits.new_zeros(())
+        if self.aux_loss_coef:
+            aux = aux + self.aux_loss_coef * load_balancing_loss(counts, mean_prob, T)
+        if self.seq_aux_loss_coef and len(batch_shape) == 2 and T > 0:
+            aux = aux + self.seq_aux_loss_coef * self._sequence_balance_loss(logits, ids, batch_shape)
+        self.aux_loss = aux
+        self.z_loss = (self.z_loss_coef * router_z_loss(logits) if self.z_loss_coef
+                       else logits.new_zeros(()))
+
+    def _sequence_balance_loss(self, logits, ids, batch_shape):
+        """DeepSeek-V3's sequence-wise balance loss: per sequence, sum_i f_i P_i with
+        f_i = E / (k S) * #(tokens of the sequence choosing i), P_i = mean over the sequence of
+        the normalised scores s_i / sum_j s_j; averaged over sequences."""
+        B, S = batch_shape
+        E, k = self.num_experts, self.top_k
+        scores = (torch.sigmoid(logits) if self.route_args["score_func"] == "sigmoid"
+                  else torch.softmax(logits, -1))
+        p = (scores / scores.sum(-1, keepdim=True)).view(B, S, E).mean(1)  # [B, E]
+        chosen = torch.zeros(B * S, E, device=logits.device).scatter_(1, ids.long(), 1.0)
+        f = chosen.view(B, S, E).sum(1) * (E / (k * S))
+        return (f * p).sum(-1).mean()
+
+    @torch.no_grad()
+    def update_correction_bias(self, rate: float = 1e-3) -> None:
+        """DeepSeek-V3's aux-loss-free balancing step: raise the selection bias of experts that
+        received fewer than the mean number of assignments since the last call, lower it for
+        the overloaded ones (by `rate`), then reset the counts. Call after the optimizer step."""
+        if self.correction_bias is None:
+            raise RuntimeError("moe_ext.MoE: built without correction_bias=True")
+        c = self._bias_counts
+        if self.expert_parallel_group is not None:
+            torch.distributed.all_reduce(c, group=self.expert_parallel_group)
+        self.correction_bias += rate * torch.sign(c.mean() - c)
+        c.zero_()
+
+    # ------------------------------------------------------------------------------ experts
+    def _experts(self, x, weights, ids, order, slot, offsets):
+        w1, w2, act = self.gate_up_proj, self.down_proj, self.activation
+        if self.expert_parallel_group is not None:
+            capacity = self._capacity(x.shape[0])
+            x_local, offs, handle = ep.dispatch(x, ids, weights, self.num_experts,
+                                                self.expert_parallel_group, capacity)
+            y_local = _grouped_mlp(x_local, w1, w2, offs, act)
+            return ep.combine(y_local, handle)
+        if self.apply_weights_to_input:  # Llama 4: expert(w * x), combined with weight 1
+            k = weights.shape[1]
+            xp = ops.permute(x, order, slot, k)
+            w_rows = weights.reshape(-1).index_select(0, order.long()).to(x.dtype)
+            y_rows = _grouped_mlp(xp * w_rows.unsqueeze(1), w1, w2, offsets, act)
+            return ops.unpermute(y_rows, order, slot, torch.ones_like(weights))
+        return ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, act)
+
+    def _capacity(self, T: int) -> int | None:
+        if self.capacity_factor is None:
+            return None
+        return max(1, math.ceil(self.capacity_factor * T * self.top_k / self.num_experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        if shape[-1] != self.hidden_size:
+            raise ValueError(f"moe_ext.MoE: x must be [..., {self.hidden_size}], got {tuple(shape)}")
+        flat = x.reshape(-1, self.hidden_size)
+        T = flat.shape[0]
+        shared_out, side = None, None
+        if self.shared_expert is not None and flat.is_cuda and not torch.compiler.is_compiling():
+            side = torch.cuda.Stream(device=flat.device)  # overlap with the routed experts
+            side.wait_stream(torch.cuda.current_stream(flat.device))
+            with torch.cuda.stream(side):
+                shared_out = self._shared(flat)
+        logits, weights, ids, counts, mean_prob = self._route(flat)
+        self.last_counts = counts
+        if self.correction_bias is not None and self.training:
+            self._bias_counts += counts.to(self._bias_counts.dtype)
+        self._losses(logits, ids, counts, mean_prob, T, shape[:-1])
+        capacity = None if self.expert_parallel_group is not None else self._capacity(T)
+        order, slot, offsets = (None, None, None)
+        if self.expert_parallel_group is None:
+            order, slot, offsets = ops.sort_tokens(ids, self.num_experts, capacity)
+        if self.checkpoint_experts and self.training:
+            y = torch.utils.checkpoint.checkpoint(self._experts, flat, weights, ids, order, slot,
+                                                  offsets, use_reentrant=False)
+        else:
+            y = self._experts(flat, weights, ids, order, slot, offsets)
+        if self.shared_expert is not None:
+            if side is not None:
+                torch.cuda.current_stream(flat.device).wait_stream(side)
+                shared_out.record_stream(torch.cuda.current_stream(flat.device))
+            else:
+                shared_out = self._shared(flat)
+            y = y + shared_out
+        return y.reshape(shape)
+
+    def _shared(self, x):
+        out = self.shared_expert(x)
+        if self.shared_expert_gate is not None:
+            out = torch.sigmoid(self.shared_expert_gate(x)) * out
+        return out
+
+    # ------------------------------------------------------------------------------ HF
+    @classmethod
+    def from_hf(cls, block: nn.Module, **overrides) -> "MoE":
+        """A MoE layer with an HF MoE block's weights and routing (Mixtral, Qwen2/3-MoE, OLMoE,
+        DeepSeek-V3 families): the tensors are shared, not copied."""
+        gate, experts = block.gate, block.experts
+        cfg = getattr(experts, "config", None)
+        E, H = gate.weight.shape
+        gated = getattr(experts, "has_gate", True)
+        if getattr(experts, "has_bias", False) or getattr(experts, "is_transposed", False) or \
+                not getattr(experts, "is_concatenated", True):
+            raise ValueError("moe_ext.MoE.from_hf: experts with biases, transposed or interleaved "
+                             "weights (e.g. gpt-oss) are not supported; use moe_ext.hf.register()")
+        w_up = experts.gate_up_proj if gated else experts.up_proj
+        act_name = getattr(cfg, "hidden_act", "silu")
+        base = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu",
+                "gelu_pytorch_tanh": "geglu_tanh"}[act_name] if gated else act_name
+        I = w_up.shape[1] // (2 if gated else 1)
+        kwargs = dict(top_k=gate.top_k, activation=base)
+        if hasattr(gate, "e_score_correction_bias"):  # DeepSeek-V3 router
+            kwargs.update(score_func="sigmoid", num_groups=gate.num_group, topk_groups=gate.topk_group,
+                          scaling_factor=float(gate.routed_scaling_factor),
+                          renormalize=bool(gate.norm_topk_prob), correction_bias=True)
+        else:
+            kwargs.update(renormalize=bool(getattr(gate, "norm_topk_prob", True)))
+        shared = getattr(block, "shared_experts", None) or getattr(block, "shared_expert", None)
+        if shared is not None:
+            kwargs["shared_ffn_size"] = shared.down_proj.weight.shape[1]
+            kwargs["shared_gate"] = getattr(block, "shared_expert_gate", None) is not None
+        kwargs.update(overrides)
+        layer = cls(H, I, E, dtype=gate.weight.dtype, device=gate.weight.device, **kwargs)
+        layer.router.weight = gate.weight
+        layer.gate_up_proj = w_up
+        layer.down_proj = experts.down_proj
+        if hasattr(gate, "e_score_correction_bias"):
+            layer.correction_bias = gate.e_score_correction_bias
+        if shared is not None:
+            w = torch.cat([shared.gate_proj.weight, shared.up_proj.weight]) if gated else shared.up_proj.weight
+            layer.shared_expert.gate_up_proj.weight = nn.Parameter(w.detach().clone())
+            layer.shared_expert.down_proj.weight = shared.down_proj.weight
+            if layer.shared_expert_gate is not None:
+                layer.shared_expert_gate.weight = block.shared_expert_gate.weight
+        return layer
+
+
+def _grouped_mlp(x_rows, w1, w2, offsets, activation):
+    """The expert MLP over rows already grouped by expert (moe_mlp with the identity order)."""
+    R = x_rows.shape[0]
+    ident = torch.arange(R, device=x_rows.device, dtype=torch.int32)
+    ones = torch.ones((R, 1), device=x_rows.device, dtype=torch.float32)
+    return ops.moe_mlp(x_rows, w1, w2, ones, ident, ident, offsets, activation)
