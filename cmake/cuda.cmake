@@ -14,6 +14,7 @@ add_library(moe_ext_cuda_kernels OBJECT
   csrc/cuda/permute.cu
   csrc/cuda/route.cu
   csrc/cuda/unpermute.cu
+  csrc/cuda/unpermute_backward.cu
   csrc/cuda/sort_tokens.cu
   csrc/cuda/selftest_ptx.cu
   csrc/cuda/tile_gemm.cu

@@ -13,6 +13,7 @@ add_library(moe_ext_simt STATIC
   csrc/emu/permute.cpp
   csrc/emu/route.cpp
   csrc/emu/unpermute.cpp
+  csrc/emu/unpermute_backward.cpp
   csrc/emu/sort_tokens.cpp
   csrc/emu/tile_gemm.cpp
   csrc/emu/grouped_gemm.cpp

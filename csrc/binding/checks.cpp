@@ -154,6 +154,19 @@ void check_unpermute_args(const at::Tensor& yp, const at::Tensor& order, const a
             describe(weights));
 }
 
+void check_unpermute_backward_args(const at::Tensor& grad_y, const at::Tensor& yp,
+                                   const at::Tensor& order, const at::Tensor& slot,
+                                   const at::Tensor& weights) {
+  const char* op = "unpermute_backward";
+  check_unpermute_args(yp, order, slot, weights);
+  check_dim(op, "grad_y", grad_y, 2);
+  check_same_device(op, "grad_y", grad_y, "yp", yp);
+  MOE_CHECK(op, grad_y.scalar_type() == yp.scalar_type(), "grad_y must have yp's dtype, got ",
+            describe(grad_y), " and ", describe(yp));
+  MOE_CHECK(op, grad_y.size(0) == weights.size(0) && grad_y.size(1) == yp.size(1),
+            "grad_y must be [T=", weights.size(0), ", H=", yp.size(1), "], got ", describe(grad_y));
+}
+
 GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
                                   const std::optional<at::Tensor>& offs,
                                   const std::optional<at::Tensor>& bias,

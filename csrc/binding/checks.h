@@ -51,6 +51,9 @@ void check_permute_args(const at::Tensor& x, const at::Tensor& order, const at::
                         int64_t top_k);
 void check_unpermute_args(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
                           const at::Tensor& weights);
+void check_unpermute_backward_args(const at::Tensor& grad_y, const at::Tensor& yp,
+                                   const at::Tensor& order, const at::Tensor& slot,
+                                   const at::Tensor& weights);
 
 // The four torch._grouped_mm forms, told apart by the ranks of a and b.
 enum class GroupedForm { k2Dx3D, k3Dx2D, k2Dx2D, k3Dx3D };

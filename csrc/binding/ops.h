@@ -21,6 +21,11 @@ at::Tensor permute_cpu(const at::Tensor& x, const at::Tensor& order, const at::T
                        int64_t top_k);
 at::Tensor unpermute_cpu(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
                          const at::Tensor& weights);
+std::tuple<at::Tensor, at::Tensor> unpermute_backward_cpu(const at::Tensor& grad_y,
+                                                          const at::Tensor& yp,
+                                                          const at::Tensor& order,
+                                                          const at::Tensor& slot,
+                                                          const at::Tensor& weights);
 at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                        const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
                        const at::Tensor& offsets, c10::string_view activation);
@@ -32,7 +37,7 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
 // The ops with device kernels (one list for the CUDA and emulator registrations).
 #define MOE_EXT_FOR_EACH_DEVICE_OP(X) \
   X(route) X(route_with_stats) X(route_backward) X(sort_tokens) X(sort_tokens_into) X(permute) \
-  X(unpermute) X(grouped_mm) X(moe_mlp)
+  X(unpermute) X(unpermute_backward) X(grouped_mm) X(moe_mlp)
 
 // Device backends: the CUDA kernels (csrc/kernels/) launched on the GPU (suffix _cuda) or on
 // the CPU SIMT emulator on CPU tensors (suffix _emu), through the same binding code.
@@ -55,6 +60,9 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
       const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,  \
       const std::optional<at::Tensor>& correction_bias, int64_t num_groups,                     \
       int64_t topk_groups, double scaling_factor);                                              \
+  std::tuple<at::Tensor, at::Tensor> unpermute_backward_##suffix(                              \
+      const at::Tensor& grad_y, const at::Tensor& yp, const at::Tensor& order,                  \
+      const at::Tensor& slot, const at::Tensor& weights);                                       \
   at::Tensor moe_mlp_##suffix(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,   \
                               const at::Tensor& weights, const at::Tensor& order,               \
                               const at::Tensor& slot, const at::Tensor& offsets,                \

@@ -9,6 +9,7 @@
 #include "../kernels/permute.h"
 #include "../kernels/sort_tokens.h"
 #include "../kernels/unpermute.h"
+#include "../kernels/unpermute_backward.h"
 #include "checks.h"
 #include "device_buffers.h"
 
@@ -124,6 +125,50 @@ at::Tensor unpermute_device(const at::Tensor& yp, const at::Tensor& order, const
          DeviceBuffers{{"yp", ypc, false}, {"slot", slot_c, false}, {"weights", w, false},
                        {"y", y, true}});
   return y;
+}
+
+// Both gradients of unpermute from one kernel (unpermute_backward.cuh).
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor> unpermute_backward_device(const at::Tensor& grad_y,
+                                                             const at::Tensor& yp,
+                                                             const at::Tensor& order,
+                                                             const at::Tensor& slot,
+                                                             const at::Tensor& weights,
+                                                             Launch&& launch) {
+  const DeviceBackendScope device_checks;
+  check_unpermute_backward_args(grad_y, yp, order, slot, weights);
+  const int64_t N = yp.size(0), H = yp.size(1), T = weights.size(0), k = weights.size(1);
+  const bool fp64 = yp.scalar_type() == at::kDouble;
+  auto grad_yp = at::empty({N, H}, yp.options());
+  auto w = weights.to(fp64 ? at::kDouble : at::kFloat).contiguous();
+  auto grad_w = at::zeros({T, k}, w.options());
+  auto dy = grad_y.contiguous();
+  auto ypc = yp.stride(1) == 1 ? yp : yp.contiguous();
+  auto order_c = order.contiguous(), slot_c = slot.contiguous();
+  UnpermuteBackwardParams p{};
+  p.grad_y = dy.const_data_ptr();
+  p.yp = ypc.const_data_ptr();
+  p.order = order_c.const_data_ptr<int32_t>();
+  p.slot = slot_c.const_data_ptr<int32_t>();
+  p.weights = w.const_data_ptr();
+  p.grad_yp = grad_yp.data_ptr();
+  p.grad_weights = grad_w.data_ptr();
+  switch (yp.scalar_type()) {
+    case at::kFloat: p.dtype = FloatDtype::kFloat32; break;
+    case at::kBFloat16: p.dtype = FloatDtype::kBFloat16; break;
+    case at::kHalf: p.dtype = FloatDtype::kFloat16; break;
+    default: p.dtype = FloatDtype::kFloat64; break;
+  }
+  p.tokens = T;
+  p.hidden = H;
+  p.yp_row_stride = ypc.stride(0);
+  p.num_rows = N;
+  p.top_k = static_cast<int32_t>(k);
+  launch("unpermute_backward", p,
+         DeviceBuffers{{"grad_y", dy, false}, {"yp", ypc, false}, {"order", order_c, false},
+                       {"slot", slot_c, false}, {"weights", w, false}, {"grad_yp", grad_yp, true},
+                       {"grad_weights", grad_w, true}});
+  return {grad_yp, grad_w.to(weights.scalar_type())};
 }
 
 }  // namespace moe_ext

@@ -28,6 +28,11 @@ TORCH_LIBRARY(moe_ext, m) {
   m.def(
       "grouped_mm(Tensor a, Tensor b, Tensor? offs=None, Tensor? bias=None, "
       "ScalarType? out_dtype=None) -> Tensor");
+  // Both gradients of unpermute in one pass: grad_yp[i] = w[order[i]] * grad_y[order[i] // k],
+  // grad_weights[t,j] = <grad_y[t], yp[slot[t*k+j]]> (0 for dropped assignments).
+  m.def(
+      "unpermute_backward(Tensor grad_y, Tensor yp, Tensor order, Tensor slot, Tensor weights) "
+      "-> (Tensor grad_yp, Tensor grad_weights)");
   // The expert MLP over expert-sorted assignments (x[T,H], w1[E,2I,H] HF gate_up_proj with
   // gate rows first (or [E,I,H] for ungated activations), w2[E,H,I], weights[T,k], sort_tokens'
   // order/slot/offsets): y[T,H] = sum_j weights[t,j] * w2[e] act(w1[e] x[t]), e = ids[t,j].
@@ -69,6 +74,7 @@ TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
   m.impl("unpermute", &moe_ext::unpermute_cpu);
   m.impl("grouped_mm", &moe_ext::grouped_mm_cpu);
   m.impl("moe_mlp", &moe_ext::moe_mlp_cpu);
+  m.impl("unpermute_backward", &moe_ext::unpermute_backward_cpu);
 }
 
 #ifdef MOE_EXT_WITH_CUDA

@@ -7,8 +7,8 @@ backend, is traceable by ``torch.compile`` and never synchronises the device:
               route_backward op (a kernel on CUDA / the emulator, torch ops on CPU); the
               selection itself is piecewise constant.
 * permute:    dx[t] = sum_j dxp[slot[t*k+j]]            -> an unweighted unpermute.
-* unpermute:  dyp[i] = w[order[i]] * dy[order[i] // k]   -> a permute of dy, scaled per row;
-              dw[t,j] = <dy[t], yp[slot[t*k+j]]>         -> row dot products in sorted order.
+* unpermute:  dyp[i] = w[order[i]] * dy[order[i] // k], dw[t,j] = <dy[t], yp[slot[t*k+j]]>
+              -> both from the unpermute_backward op (one fused pass over the sorted rows).
 * grouped_mm: dA and dB are grouped_mm calls in another of the four forms (the weight gradient
               of the 2D x 3D form is the 2D x 2D ragged-K form), d bias a per-group row sum.
 """
@@ -124,24 +124,19 @@ def _unpermute_setup(ctx, inputs, output):
     ctx.save_for_backward(yp, order, slot, weights)
 
 
-def _unpermute_backward(ctx, grad_y):
-    yp, order, slot, weights = ctx.saved_tensors
-    top_k = weights.shape[1]
-    acc = _acc_dtype(yp.dtype)
-    dy_rows = _ops.permute(grad_y, order, slot, top_k).to(acc)  # dy[order[i] // k], 0 if dropped
-    grad_yp = grad_w = None
-    if _needs_grad(ctx, 0):
-        w_rows = weights.reshape(-1).index_select(0, order.long()).to(acc)
-        grad_yp = (dy_rows * w_rows.unsqueeze(1)).to(yp.dtype)
-    if _needs_grad(ctx, 3):
-        kept = slot >= 0
-        dots = (dy_rows * yp.to(acc)).sum(-1)  # dot for sorted row i = assignment order[i]
-        per_assignment = dots.index_select(0, slot.long().clamp_min(0))
-        grad_w = torch.where(kept, per_assignment, torch.zeros_like(per_assignment))
-        grad_w = grad_w.view(weights.shape).to(weights.dtype)
-    return grad_yp, None, None, grad_w
+def _unpermute_backward_for(ns: str):
+    """unpermute's backward on namespace `ns`: both gradients from the unpermute_backward op
+    (one fused kernel on CUDA / the emulator; a native loop on CPU)."""
+    ops = getattr(torch.ops, ns)
 
+    def backward(ctx, grad_y):
+        yp, order, slot, weights = ctx.saved_tensors
+        grad_yp, grad_w = ops.unpermute_backward(grad_y.to(yp.dtype).contiguous(), yp, order,
+                                                 slot, weights)
+        return (grad_yp if _needs_grad(ctx, 0) else None), None, None, (
+            grad_w if _needs_grad(ctx, 3) else None)
 
+    return backward
 
 
 # ----------------------------------------------------------------------------------- grouped_mm
@@ -256,7 +251,7 @@ def _moe_mlp_backward_for(ns: str):
         a = a_acc.detach().to(x.dtype)
         z = ops.grouped_mm(a, w2.transpose(-2, -1), offsets)
         # combine's backward: dz[i] = w[order[i]] dy[t], dweights[t, j] = <dy[t], z[slot]>
-        dz, dweights = _unpermute_grads(z, order, slot, weights, dy.to(x.dtype), ops)
+        dz, dweights = ops.unpermute_backward(dy.to(x.dtype).contiguous(), z, order, slot, weights)
         da = ops.grouped_mm(dz, w2, offsets)  # [N, I]
         dw2 = ops.grouped_mm(dz.t(), a, offsets)  # [E, H, I]
         (dh,) = torch.autograd.grad(a_acc, hh, da.to(acc))
@@ -268,20 +263,6 @@ def _moe_mlp_backward_for(ns: str):
         return dx, dw1, dw2, dweights, None, None, None, None
 
     return backward
-
-
-def _unpermute_grads(yp, order, slot, weights, grad_y, ops):
-    """(d yp, d weights) of unpermute(yp, order, slot, weights) for upstream grad_y."""
-    top_k = weights.shape[1]
-    acc = _acc_dtype(yp.dtype)
-    dy_rows = ops.permute(grad_y, order, slot, top_k).to(acc)
-    w_rows = weights.reshape(-1).index_select(0, order.long()).to(acc)
-    grad_yp = (dy_rows * w_rows.unsqueeze(1)).to(yp.dtype)
-    kept = slot >= 0
-    dots = (dy_rows * yp.to(acc)).sum(-1)
-    per_assignment = dots.index_select(0, slot.long().clamp_min(0))
-    grad_w = torch.where(kept, per_assignment, torch.zeros_like(per_assignment))
-    return grad_yp, grad_w.view(weights.shape).to(weights.dtype)
 
 
 # ---------------------------------------------------------------------------------- registration
@@ -301,9 +282,9 @@ def _register(ns: str) -> None:
         torch.library.register_autograd(
             f"{ns}::permute", _permute_backward, setup_context=_permute_setup
         )
-    if has("unpermute"):
+    if has("unpermute") and has("unpermute_backward"):
         torch.library.register_autograd(
-            f"{ns}::unpermute", _unpermute_backward, setup_context=_unpermute_setup
+            f"{ns}::unpermute", _unpermute_backward_for(ns), setup_context=_unpermute_setup
         )
     if has("moe_mlp"):
         torch.library.register_autograd(

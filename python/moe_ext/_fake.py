@@ -74,7 +74,12 @@ def _moe_mlp_fake(x, w1, w2, weights, order, slot, offsets, activation="swiglu")
     return x.new_empty(x.shape)
 
 
+def _unpermute_backward_fake(grad_y, yp, order, slot, weights):
+    return yp.new_empty(yp.shape), weights.new_empty(weights.shape)
+
+
 _FAKES = {
+    "unpermute_backward": _unpermute_backward_fake,
     "moe_mlp": _moe_mlp_fake,
     "route": _route_fake,
     "route_with_stats": _route_with_stats_fake,
