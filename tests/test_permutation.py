@@ -465,3 +465,19 @@ def test_sort_tokens_small_and_multi_block_paths(backend, T):
     got = op(backend, "sort_tokens")(ids.to(device_of(backend)), 256, 10)
     for g, want in zip(got, reference.sort_tokens(ids, 256, 10)):
         assert torch.equal(g.cpu(), want)
+
+
+@pytest.mark.skipif("emu" not in backends_for("sort_tokens"), reason="needs the emulator")
+def test_sort_tokens_2_pow_24_assignments_emu():
+    """Issue 6's large-N requirement: N = 2^24 assignments (T = 2^21 tokens, k = 8) over
+    E = 1024 experts with capacity dropping and -1 sentinels, the multi-block path of the device
+    sort on the emulator (~11 s on the 2-core CI machine), exactly equal to the CPU op."""
+    T, k, E = 1 << 21, 8, 1024
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, E, (T, k), generator=gen, dtype=torch.int32)
+    ids[::97, 3] = -1
+    emu = torch.ops.moe_ext_emu.sort_tokens(ids, E, 16000)
+    cpu = torch.ops.moe_ext.sort_tokens(ids, E, 16000)
+    for a, b in zip(emu, cpu):
+        assert torch.equal(a, b)
+    assert (cpu[1] < 0).sum() > T // 97  # capacity dropped some, sentinels dropped
