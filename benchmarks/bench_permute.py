@@ -16,6 +16,9 @@ ceiling a memory-bound op can reach. Bytes counted (elem = 2 for bf16, indices i
   sort_tokens  N*4 read (ids) + 2*N*4 + E*4 written (order, slot, offsets)
   permute      N*H*elem read + N*H*elem written + 2*N*4 read (order, slot[order])
   unpermute    N*H*elem read + T*H*elem written + N*4 + N*4 read (slot, fp32 weights)
+  unpermute_backward  2*N*H*elem read (grad_y row, yp row per sorted row) + N*H*elem written
+               + 4 index/weight words per row; vs the torch formulation (gather of grad_y, a
+               scaled copy, a row-wise dot: grad_y read twice and the gathered rows materialised)
 
 Reports p50/p95 µs, GB/s = bytes / p50, the speed-up over torch (torch p50 / ours p50) and the
 fraction of copy bandwidth (copy p50 / ours p50). On CUDA: CUDA events around CUDA-graph replays
@@ -43,7 +46,7 @@ from shapes import PRESETS  # noqa: E402
 # (preset, T): the shapes of the brief; T is divided by --tokens-scale
 CASES = [("mixtral-8x7b", 4096), ("deepseek-v3", 512), ("deepseek-v3", 4096),
          ("qwen3-30b-a3b", 4096)]
-OPS = ("sort_tokens", "permute", "unpermute")
+OPS = ("sort_tokens", "permute", "unpermute", "unpermute_backward")
 
 
 def make_ids(T, k, E, routing, zipf_s, device):
@@ -83,6 +86,16 @@ def torch_unpermute_index_add(yp, order, w):
     return y.to(yp.dtype)
 
 
+def torch_unpermute_backward(gy, yp, order, slot, w, k):
+    """The torch formulation of unpermute's two gradients (what autograd would run)."""
+    dy_rows = gy.index_select(0, order // k).float()
+    w_rows = w.reshape(-1).index_select(0, order)
+    grad_yp = (dy_rows * w_rows.unsqueeze(1)).to(yp.dtype)
+    dots = (dy_rows * yp.float()).sum(-1)
+    grad_w = dots.index_select(0, slot.clamp_min(0)).view(w.shape)
+    return grad_yp, grad_w
+
+
 def op_bytes(name, T, k, E, H, elem):
     """Bytes read + written by one call (formulas in the module docstring)."""
     N = T * k
@@ -90,6 +103,8 @@ def op_bytes(name, T, k, E, H, elem):
         return N * 4 + 2 * N * 4 + E * 4
     if name == "permute":
         return 2 * N * H * elem + 2 * N * 4
+    if name == "unpermute_backward":  # grad_y row + yp row read, grad_yp row written, per row
+        return 3 * N * H * elem + N * 4 * 4
     return N * H * elem + T * H * elem + N * 4 + N * 4
 
 
@@ -145,10 +160,13 @@ def main():
             x = torch.randn(T, H, device=dev, dtype=dtype)
             yp = torch.randn(N, H, device=dev, dtype=dtype)
             w = torch.rand(T, k, device=dev).softmax(-1)
+            gy = torch.randn(T, H, device=dev, dtype=dtype)
             ours = dict(
                 sort_tokens=lambda: moe_ext.sort_tokens(ids, E),
                 permute=lambda: moe_ext.permute(x, order, slot, k),
                 unpermute=lambda: moe_ext.unpermute(yp, order, slot, w),
+                unpermute_backward=lambda: torch.ops.moe_ext.unpermute_backward(
+                    gy, yp, order, slot, w),
             )
             if args.unpermute_baseline == "gather":
                 base_unpermute = lambda: torch_unpermute_gather(yp, t_slot, w)  # noqa: E731
@@ -158,6 +176,7 @@ def main():
                 sort_tokens=lambda: torch_sort_tokens(ids, E),
                 permute=lambda: x.index_select(0, t_order // k),
                 unpermute=base_unpermute,
+                unpermute_backward=lambda: torch_unpermute_backward(gy, yp, t_order, t_slot, w, k),
             )
             assert torch.equal(ours["permute"](), base["permute"]())
             for op in args.ops:
