@@ -30,8 +30,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe_ext  # noqa: E402
+from _harness import measure, metadata  # noqa: E402
 from shapes import PRESETS  # noqa: E402
 
 # (case name, preset or None, T tokens (GPU), explicit (E, K, N, M) for non-preset shapes)
@@ -62,30 +61,11 @@ def group_rows(M: int, E: int, routing: str, gen: torch.Generator) -> list[int]:
     return torch.bincount(idx, minlength=E).tolist()
 
 
-def l2_flush_buffer(device):
-    return torch.empty(256 * 2**20, dtype=torch.uint8, device=device) if device == "cuda" else None
-
-
-def time_fn(fn, iters, device, flush):
-    fn()  # warm-up (and compile/caches)
-    times = []
-    if device == "cuda":
-        torch.cuda.synchronize()
-        for _ in range(iters):
-            flush.zero_()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) * 1e3)
-    else:
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e6)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
+def time_fn(fn, iters):
+    """p50, p95 µs: CUDA events after an L2 flush per sample on GPU (the harness), wall time
+    on CPU."""
+    m = measure(fn, iters, l2_flush=True)
+    return m["p50"], m["p95"]
 
 
 def make_problem(form, E, K, N, rows, dtype, device, gen):
@@ -138,14 +118,6 @@ def baselines(form, a, b, offs, rows):
     return out
 
 
-def commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        return ""
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", nargs="+", default=[c[0] for c in CASES],
@@ -168,7 +140,6 @@ def main():
     iters = args.iters or (50 if device == "cuda" else 3)
     scale = 1 if device == "cuda" else args.cpu_scale
     gen = torch.Generator().manual_seed(0)
-    flush = l2_flush_buffer(device)
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
     print(f"device {name}, {args.dtype}, {'CUDA events, L2 flushed' if device == 'cuda' else f'CPU wall time, shapes / {scale}'}")
 
@@ -197,7 +168,7 @@ def main():
                 for path in args.paths:
                     os.environ["MOE_EXT_GEMM_PATH"] = path
                     try:
-                        us, p95 = time_fn(lambda: moe_ext.grouped_mm(a, b, offs), iters, device, flush)
+                        us, p95 = time_fn(lambda: moe_ext.grouped_mm(a, b, offs), iters)
                     except RuntimeError:  # this path does not take the case (e.g. sm90 on dB)
                         continue
                     paths[path] = dict(us=us, p95_us=p95, tflops=flops / us / 1e6)
@@ -211,7 +182,7 @@ def main():
                            ours_tflops=flops / ours_us / 1e6, best_path=best, paths=paths,
                            baselines={})
                 for bname, fn in baselines(form, a, b, offs, rows).items():
-                    us, p95 = time_fn(fn, iters, device, flush)
+                    us, p95 = time_fn(fn, iters)
                     row["baselines"][bname] = dict(us=us, p95_us=p95, tflops=flops / us / 1e6,
                                                    speedup=us / ours_us)
                 runs.append(row)
@@ -221,10 +192,9 @@ def main():
                 print(f"{case:20s} {form:3s} {routing:9s} M={Mt:6d} K={K:5d} N={N:5d}  "
                       f"ours {ours_us:9.1f} us {row['ours_tflops']:7.2f} TF ({per_path}) | {ratios}")
     if args.json:
-        meta = dict(torch=torch.__version__, cuda=torch.version.cuda, device=name,
-                    commit=commit(), date=time.strftime("%Y-%m-%d"), scale=scale, iters=iters,
-                    timing="cuda events + L2 flush" if device == "cuda" else "cpu wall time")
-        Path(args.json).write_text(json.dumps(dict(meta=meta, runs=runs), indent=1))
+        meta = metadata(scale=scale, iters=iters, l2_flush=device == "cuda")
+        Path(args.json).write_text(json.dumps(dict(bench="grouped_gemm", meta=meta, runs=runs),
+                                              indent=1))
         print(f"wrote {args.json}")
 
 

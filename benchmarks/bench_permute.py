@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe_ext  # noqa: E402
-from bench_route import time_cpu, time_cuda  # noqa: E402
+from _harness import time_cpu, time_cuda  # noqa: E402  (the shared timing code)
 from shapes import PRESETS  # noqa: E402
 
 # (preset, T): the shapes of the brief; T is divided by --tokens-scale

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe_ext  # noqa: E402
+from _harness import time_cpu, time_cuda  # noqa: E402  (the shared timing code)
 from shapes import PRESETS  # noqa: E402
 
 ROUTERS = ["deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b"]
@@ -46,34 +47,6 @@ def torch_router(logits, top_k, score_func="softmax", renormalize=True, correcti
     if renormalize:
         w = w / (w.sum(-1, keepdim=True) + 1e-20)
     return w * scaling_factor, ids
-
-
-def time_cuda(fn, iters, graph_iters):
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(graph_iters):
-            fn()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        g.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / graph_iters)
-    return times
-
-
-def time_cpu(fn, iters):
-    fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e6)
-    return times
 
 
 def main():
