@@ -1,0 +1,147 @@
+"""MoE layer benchmark: moe_ext.MoE forward and forward+backward against two torch pipelines
+with the same weights, measured in the same run:
+
+  eager loop     HF transformers' eager experts: per expert, gather its tokens, up/gate GEMM,
+                 SwiGLU, down GEMM, weighted index_add back (a Python loop over experts)
+  torch gmm      the torch._grouped_mm pipeline (HF's "grouped_mm" experts): torch.sort of the
+                 expert ids, index gather, two torch._grouped_mm, SwiGLU, weighted scatter back
+
+Router included in all three (the same linear + softmax/sigmoid top-k). FLOPs counted: the
+experts' GEMMs, 2*T*k*H*2I + 2*T*k*I*H forward; x3 for forward+backward. Presets: Mixtral-8x7B,
+Qwen3-30B-A3B (T=32768 on a GPU), DeepSeek-V3, OLMoE; uniform-ish routing from random router
+weights. On CPU: T / --cpu-scale and H, I / 8, and no eager-loop fwd+bwd for E > 64 (minutes
+per call); the CPU numbers exercise the script and say nothing about GPU speed.
+
+    python benchmarks/bench_moe_layer.py [--presets ...] [--json out.json] [--plot dir]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import moe_ext  # noqa: E402
+from _harness import Row, add_common_args, device, measure, plot, profile, progress, write_json  # noqa: E402
+from shapes import PRESETS  # noqa: E402
+
+CASES = [("mixtral-8x7b", 4096), ("qwen3-30b-a3b", 32768), ("deepseek-v3", 4096),
+         ("olmoe-1b-7b", 8192)]
+
+
+def torch_route(layer, x):
+    logits = layer.router(x).float()
+    ra = layer.route_args
+    scores = torch.sigmoid(logits) if ra["score_func"] == "sigmoid" else torch.softmax(logits, -1)
+    w, ids = torch.topk(scores, layer.top_k, dim=-1)
+    if ra["renormalize"]:
+        w = w / (w.sum(-1, keepdim=True) + 1e-20)
+    return w * ra["scaling_factor"], ids
+
+
+def eager_loop(layer, x):
+    w, ids = torch_route(layer, x)
+    I = layer.ffn_size
+    y = torch.zeros_like(x, dtype=torch.float32)
+    for e in range(layer.num_experts):
+        tok, j = torch.where(ids == e)
+        if tok.numel() == 0:
+            continue
+        h = x[tok] @ layer.gate_up_proj[e].t()
+        a = torch.nn.functional.silu(h[:, :I]) * h[:, I:]
+        out = (a @ layer.down_proj[e].t()).float() * w[tok, j].unsqueeze(1)
+        y.index_add_(0, tok, out)
+    return y.to(x.dtype)
+
+
+def torch_gmm(layer, x):
+    w, ids = torch_route(layer, x)
+    I, k = layer.ffn_size, layer.top_k
+    flat = ids.reshape(-1)
+    sorted_ids, perm = torch.sort(flat, stable=True)
+    counts = torch.bincount(sorted_ids, minlength=layer.num_experts)
+    offs = torch.cumsum(counts, 0).to(torch.int32)
+    xs = x[perm // k]
+    h = torch._grouped_mm(xs, layer.gate_up_proj.transpose(-2, -1), offs=offs)
+    a = torch.nn.functional.silu(h[:, :I]) * h[:, I:]
+    out = torch._grouped_mm(a, layer.down_proj.transpose(-2, -1), offs=offs)
+    out = out.float() * w.reshape(-1)[perm].unsqueeze(1)
+    y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    y.index_add_(0, perm // k, out)
+    return y.to(x.dtype)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--presets", nargs="+", default=[c[0] for c in CASES],
+                    choices=[c[0] for c in CASES])
+    ap.add_argument("--cpu-scale", type=int, default=64, help="divide T by this on CPU")
+    ap.add_argument("--dtype", default=None, choices=["bfloat16", "float32"],
+                    help="default bf16 on CUDA, fp32 on CPU (no native bf16 GEMM on most CPUs)")
+    add_common_args(ap)
+    args = ap.parse_args()
+    dev = device()
+    cuda = dev == "cuda"
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    iters = args.iters or (2 if args.smoke else 20 if cuda else 3)
+    rows, profiled = [], False
+    for name, T0 in progress(CASES, "moe layer"):
+        if name not in args.presets:
+            continue
+        shape = PRESETS[name].scaled(1 if cuda else 8)
+        T = T0 if cuda else max(64, T0 // args.cpu_scale)
+        if args.smoke:
+            shape, T = PRESETS[name].scaled(32), 32
+        torch.manual_seed(0)
+        layer = moe_ext.MoE(shape.hidden, shape.ffn, shape.num_experts, shape.top_k,
+                            **shape.route, dtype=dtype, device=dev)
+        x = torch.randn(T, shape.hidden, dtype=dtype, device=dev)
+        has_gmm = hasattr(torch, "_grouped_mm")
+        if has_gmm:
+            try:
+                torch_gmm(layer, x)
+            except (RuntimeError, NotImplementedError):
+                has_gmm = False
+        impls = {"moe_ext": layer, "eager loop": lambda xx: eager_loop(layer, xx)}
+        if has_gmm:
+            impls["torch gmm"] = lambda xx: torch_gmm(layer, xx)
+        flops = 2 * T * shape.top_k * shape.hidden * 3 * shape.ffn
+        for mode in ("fwd", "fwd+bwd"):
+            measured = {}
+            for bname, impl in impls.items():
+                if mode == "fwd+bwd" and bname == "eager loop" and not cuda and \
+                        shape.num_experts > 64:
+                    continue  # minutes per call on a 2-core CPU (autograd through 256 gathers)
+                if mode == "fwd":
+                    def run(impl=impl):
+                        with torch.no_grad():
+                            impl(x)
+                else:
+                    def run(impl=impl):
+                        impl(x.detach().requires_grad_(True)).float().sum().backward()
+                measured[bname] = measure(run, iters, l2_flush=cuda)
+            ours = measured.pop("moe_ext")
+            row = Row("moe_layer", dict(preset=name, tokens=T, hidden=shape.hidden,
+                                        ffn=shape.ffn, experts=shape.num_experts,
+                                        top_k=shape.top_k, mode=mode, dtype=str(dtype)[6:]),
+                      ours, measured, flops=flops * (3 if mode == "fwd+bwd" else 1)).finish()
+            rows.append(row)
+            ratios = "  ".join(f"{b}: {m['tflops']:.3f} TF ({m['speedup']:.2f}x)"
+                               for b, m in row["baselines"].items())
+            print(f"{name:16s} T={T:6d} {mode:8s} moe_ext {row['ours']['p50']:10.1f} us "
+                  f"{row['ours']['tflops']:.3f} TF | {ratios}")
+        if args.profile and not profiled:
+            profile({"moe_ext.MoE": lambda: layer(x), "eager loop": lambda: eager_loop(layer, x)},  # noqa: B023
+                    args.profile)
+            profiled = True
+    if args.json:
+        write_json(args.json, "moe_layer", rows, iters=iters)
+    if args.plot:
+        plot(rows, args.plot, "tokens", ("preset", "mode"), "moe_layer")
+
+
+if __name__ == "__main__":
+    main()
