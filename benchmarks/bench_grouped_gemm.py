@@ -118,6 +118,37 @@ def baselines(form, a, b, offs, rows):
     return out
 
 
+def plot_bars(runs, out_dir):
+    """TFLOP/s of moe_ext and each baseline per (case, form, routing): one grouped bar chart."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    labels = [f"{r['case']} {r['form']} {r['routing']}" for r in runs]
+    series = {"moe_ext": [r["ours_tflops"] for r in runs]}
+    for r in runs:
+        for b in r["baselines"]:
+            series.setdefault(b, [])
+    for b in list(series)[1:]:
+        series[b] = [r["baselines"].get(b, {}).get("tflops", 0.0) for r in runs]
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(runs)), 4))
+    width = 0.8 / len(series)
+    for i, (name, vals) in enumerate(series.items()):
+        ax.bar([x + i * width for x in range(len(runs))], vals, width, label=name)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(runs))], labels, rotation=75, fontsize=6)
+    ax.set_ylabel("TFLOP/s")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(out_dir) / "grouped_gemm.png", dpi=100)
+    plt.close(fig)
+    print(f"wrote {Path(out_dir) / 'grouped_gemm.png'}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", nargs="+", default=[c[0] for c in CASES],
@@ -132,6 +163,7 @@ def main():
                     help="kernel families to time (MOE_EXT_GEMM_PATH): on an H100 pass "
                          "'sm80 sm90' to report the mma.sync and the TMA+wgmma kernels side by side")
     ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--plot", type=str, default=None, help="directory for a TFLOP/s bar chart")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, args.dtype)
@@ -191,6 +223,8 @@ def main():
                 per_path = " ".join(f"{k}={v['tflops']:.2f}TF" for k, v in paths.items())
                 print(f"{case:20s} {form:3s} {routing:9s} M={Mt:6d} K={K:5d} N={N:5d}  "
                       f"ours {ours_us:9.1f} us {row['ours_tflops']:7.2f} TF ({per_path}) | {ratios}")
+    if args.plot and runs:
+        plot_bars(runs, args.plot)
     if args.json:
         meta = metadata(scale=scale, iters=iters, l2_flush=device == "cuda")
         Path(args.json).write_text(json.dumps(dict(bench="grouped_gemm", meta=meta, runs=runs),

@@ -2,8 +2,8 @@
 were compiled to SASS for every requested arch plus PTX for the lowest one."""
 
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,19 +11,11 @@ import torch
 
 import moe_ext
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import sass as sass_tools  # noqa: E402
+
 REQUIRE_CUDA = os.environ.get("MOE_EXT_REQUIRE_CUDA_BUILD") == "1"
-
-
-def _cuobjdump():
-    try:
-        import nvidia
-
-        for root in nvidia.__path__:
-            for cand in Path(root).glob("cu*/bin/cuobjdump"):
-                return str(cand)
-    except ImportError:
-        pass
-    return shutil.which("cuobjdump")
+_cuobjdump = sass_tools.cuobjdump
 
 
 def test_build_info_fields():
@@ -57,21 +49,8 @@ def test_cuda_kernels_compiled_for_every_arch():
 
 
 def _sass(tool, so):
-    """{(arch, demangled kernel): SASS text} of the CUDA kernels in the library."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(tool).parent}{os.pathsep}{env.get('PATH', '')}"  # finds nvdisasm
-    out = subprocess.run([tool, "-sass", so], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr
-    kernels, arch, name = {}, None, None
-    for line in out.stdout.splitlines():
-        if "arch = " in line:
-            arch, name = line.split("arch = ")[1].strip(), None
-        elif "Function : " in line:
-            name = line.split("Function : ")[1].strip()
-            kernels[(arch, name)] = []
-        elif name is not None:
-            kernels[(arch, name)].append(line)
-    return {k: "\n".join(v) for k, v in kernels.items()}
+    """{(arch, mangled kernel): SASS text} of the CUDA kernels in the library (tools/sass.py)."""
+    return sass_tools.sass_by_kernel(tool, so)
 
 
 @pytest.mark.skipif(not REQUIRE_CUDA, reason="set MOE_EXT_REQUIRE_CUDA_BUILD=1 to require CUDA")

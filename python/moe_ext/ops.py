@@ -7,11 +7,31 @@ them synchronises the device.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 _ops = torch.ops.moe_ext
 
 
+def _nvtx(fn):
+    """An NVTX range named like the op ("moe_ext.<op>") around calls on CUDA tensors, so
+    Nsight / torch.profiler timelines read well; nothing under torch.compile (the range would be
+    a graph break) or on CPU."""
+    label = f"moe_ext.{fn.__name__}"
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if (torch.compiler.is_compiling() or not torch.cuda.is_available()
+                or not any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)):
+            return fn(*args, **kwargs)
+        with torch.cuda.nvtx.range(label):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_nvtx
 def route(
     logits: torch.Tensor,
     top_k: int,
@@ -44,6 +64,7 @@ def route(
     )
 
 
+@_nvtx
 def route_with_stats(
     logits: torch.Tensor,
     top_k: int,
@@ -68,6 +89,7 @@ def route_with_stats(
     )
 
 
+@_nvtx
 def sort_tokens(
     ids: torch.Tensor, num_experts: int, capacity: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,6 +108,7 @@ def sort_tokens(
     return _ops.sort_tokens(ids, num_experts, capacity)
 
 
+@_nvtx
 def permute(x: torch.Tensor, order: torch.Tensor, slot: torch.Tensor, top_k: int) -> torch.Tensor:
     """Gather token rows into expert order.
 
@@ -98,6 +121,7 @@ def permute(x: torch.Tensor, order: torch.Tensor, slot: torch.Tensor, top_k: int
     return _ops.permute(x, order, slot, top_k)
 
 
+@_nvtx
 def unpermute(
     yp: torch.Tensor, order: torch.Tensor, slot: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
@@ -113,6 +137,7 @@ def unpermute(
     return _ops.unpermute(yp, order, slot, weights)
 
 
+@_nvtx
 def grouped_mm(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -136,6 +161,7 @@ def grouped_mm(
     return _ops.grouped_mm(a, b, offs, bias, out_dtype)
 
 
+@_nvtx
 def moe_mlp(
     x: torch.Tensor,
     w1: torch.Tensor,

@@ -1,0 +1,99 @@
+"""The benchmark suite runs (smoke sizes: the scripts, JSON and plots are exercised; CPU times mean
+nothing) and the static performance report holds what must hold in CI: every library kernel
+listed for sm_80 and sm_90a with no spills and no local memory, the tensor-core and Hopper GEMM
+instruction mix, the occupancy arithmetic, and the emulator's traffic proxies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import moe_ext
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import static_report  # noqa: E402
+
+REQUIRE_CUDA = os.environ.get("MOE_EXT_REQUIRE_CUDA_BUILD") == "1"
+
+
+def run_script(args, tmp_path, timeout=240):
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out.stdout
+
+
+def test_occupancy_rules():
+    a100, h100 = static_report.GPUS["A100"], static_report.GPUS["H100"]
+    # 255 registers x 128 threads: 8 KB-register warps, 8 warps per SM -> 2 blocks, 12.5 %
+    occ = static_report.occupancy(255, 128, 0, a100)
+    assert occ["blocks_per_sm"] == 2 and occ["occupancy"] == pytest.approx(0.125)
+    # 32 registers, 128 threads, no smem: the 2048-thread limit, 100 %
+    assert static_report.occupancy(32, 128, 0, a100)["occupancy"] == 1.0
+    # the Hopper GEMM: 384 threads x 168 registers and 198 KB of shared memory -> one CTA
+    occ = static_report.occupancy(168, 384, 202_000, h100)
+    assert occ["blocks_per_sm"] == 1 and occ["limiter"] in ("registers", "shared memory")
+
+
+@pytest.mark.skipif(not REQUIRE_CUDA, reason="set MOE_EXT_REQUIRE_CUDA_BUILD=1 to require CUDA")
+def test_static_report_kernels():
+    rows = static_report.kernel_table()
+    assert rows, "no kernels found in the built library"
+    for r in rows:
+        assert r["stack"] == 0 and r["local"] == 0, f"{r['arch']} {r['kernel']} spills"
+        assert r["mix"]["LDL"] + r["mix"]["STL"] == 0, r["kernel"]
+    by = lambda arch, pat: [r for r in rows if r["arch"] == arch and pat in r["kernel"]]  # noqa: E731
+    for arch in ("sm_80", "sm_90a"):
+        tc = by(arch, "grouped_gemm_tc_kernel")
+        assert len(tc) == 24 and all(r["mix"]["HMMA"] > 0 and r["mix"]["LDGSTS"] > 0 for r in tc)
+        assert all(r["blocks_per_sm"] >= 1 for r in tc)
+    sm90 = by("sm_90a", "grouped_gemm_sm90_kernel")
+    assert len(sm90) == 2 and all(r["mix"]["HGMMA"] > 0 and r["mix"]["UTMALDG"] > 0 for r in sm90)
+    assert all(r["blocks_per_sm"] == 1 for r in sm90)
+
+
+@pytest.mark.skipif(not moe_ext.build_info()["emulator"], reason="needs the emulator")
+def test_static_report_emulator_proxies():
+    rows = {r["op"]: r for r in static_report.emulator_proxies()}
+    for op in ("route", "permute", "unpermute", "unpermute_backward"):
+        assert rows[op]["moved_over_ideal"] <= 1.05, rows[op]
+        assert rows[op]["coalescing"] >= 0.9, rows[op]
+    for op in ("grouped_mm sm80", "grouped_mm sm90"):
+        assert rows[op]["bank_conflicts"] == 0
+        assert rows[op]["h100_model_us"] > 0
+
+
+def test_bench_scripts_smoke(tmp_path):
+    b = "benchmarks/"
+    run_script([b + "bench_route.py", "--tokens", "64", "--iters", "2"], tmp_path)
+    run_script([b + "bench_permute.py", "--tokens-scale", "256", "--iters", "2", "--routing",
+                "zipf", "--json", str(tmp_path / "p.json")], tmp_path)
+    run_script([b + "bench_grouped_gemm.py", "--presets", "olmoe-1b-7b", "--forms", "fwd",
+                "--routing", "zipf", "--iters", "1", "--cpu-scale", "64",
+                "--json", str(tmp_path / "g.json"), "--plot", str(tmp_path)], tmp_path)
+    run_script([b + "bench_moe_layer.py", "--smoke", "--presets", "mixtral-8x7b",
+                "--json", str(tmp_path / "l.json"), "--plot", str(tmp_path),
+                "--profile", str(tmp_path / "trace.json")], tmp_path)
+    run_script([b + "tune_grouped_gemm.py", "--emu", "--out", str(tmp_path / "t.json")], tmp_path)
+    g = json.loads((tmp_path / "g.json").read_text())
+    assert g["meta"]["commit"] is not None and g["runs"]
+    for r in g["runs"]:
+        assert r["ours_tflops"] > 0 and "torch.mm loop" in r["baselines"]
+    layer = json.loads((tmp_path / "l.json").read_text())
+    assert {r["case"]["mode"] for r in layer["rows"]} == {"fwd", "fwd+bwd"}
+    assert all("speedup" in m for r in layer["rows"] for m in r["baselines"].values())
+    assert (tmp_path / "trace.json").stat().st_size > 0
+    pngs = list(tmp_path.glob("*.png"))
+    try:
+        import matplotlib  # noqa: F401
+        assert pngs, "no plots written"
+    except ImportError:
+        pass
+    table = json.loads((tmp_path / "t.json").read_text())["table"]
+    assert table and all(v for v in table.values())
