@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe_ext  # noqa: E402
-from _harness import time_cpu, time_cuda  # noqa: E402  (the shared timing code)
+from _harness import metadata, plot, profile, time_cpu, time_cuda  # noqa: E402
 from shapes import PRESETS  # noqa: E402
 
 # (preset, T): the shapes of the brief; T is divided by --tokens-scale
@@ -126,6 +126,8 @@ def main():
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (1 avoids OpenMP wake-up stalls on a busy CPU)")
     p.add_argument("--json", type=str, default=None)
+    p.add_argument("--plot", type=str, default=None, help="directory for GB/s plots")
+    p.add_argument("--profile", type=str, default=None, help="torch.profiler Chrome trace path")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -203,7 +205,21 @@ def main():
                     build=moe_ext.build_info(), tokens_scale=scale, zipf=args.zipf,
                     unpermute_baseline=args.unpermute_baseline, iters=iters,
                     graph_iters=args.graph_iters if cuda else None)
-        Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        meta.update(metadata())
+        Path(args.json).write_text(json.dumps(dict(bench="permute", meta=meta, rows=rows), indent=1))
+    if args.plot:  # harness rows: ours vs torch vs copy, GB/s per preset, one PNG per op/routing
+        plot([dict(case=dict(preset=f"{r['preset']} T={r['tokens']}", op=r["op"],
+                             routing=r["routing"]),
+                   ours=dict(gbps=r["gbps"]),
+                   baselines={"torch": dict(gbps=r["torch_gbps"]), "copy": dict(gbps=r["copy_gbps"])})
+              for r in rows], args.plot, "preset", ("op", "routing"), "permute")
+    if args.profile:
+        T, k, E, H = 4096 // scale, 8, 256, 2048
+        ids = make_ids(T, k, E, "uniform", args.zipf, dev)
+        order, slot, _ = moe_ext.sort_tokens(ids, E)
+        x = torch.randn(T, H, device=dev, dtype=dtype)
+        profile({"moe_ext.sort_tokens": lambda: moe_ext.sort_tokens(ids, E),
+                 "moe_ext.permute": lambda: moe_ext.permute(x, order, slot, k)}, args.profile)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe_ext  # noqa: E402
-from _harness import time_cpu, time_cuda  # noqa: E402  (the shared timing code)
+from _harness import metadata, plot, profile, time_cpu, time_cuda  # noqa: E402
 from shapes import PRESETS  # noqa: E402
 
 ROUTERS = ["deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b"]
@@ -57,6 +57,8 @@ def main():
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--graph-iters", type=int, default=20)
     p.add_argument("--json", type=str, default=None)
+    p.add_argument("--plot", type=str, default=None, help="directory for GB/s-vs-T plots")
+    p.add_argument("--profile", type=str, default=None, help="torch.profiler Chrome trace path")
     args = p.parse_args()
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"
@@ -88,9 +90,17 @@ def main():
             print(f"{name:14s} {T:6d} {p50:11.2f} {p95:8.2f} {row['gbps']:7.2f} {b50:9.2f} "
                   f"{row['speedup']:7.2f}x")
     if args.json:
-        meta = dict(torch=torch.__version__, cuda=torch.version.cuda, device=dev,
-                    build=moe_ext.build_info())
-        Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        Path(args.json).write_text(json.dumps(dict(bench="route", meta=metadata(), rows=rows),
+                                              indent=1))
+    if args.plot:  # harness rows: ours vs the torch router, GB/s against T, one PNG per preset
+        plot([dict(case=dict(preset=r["preset"], tokens=r["tokens"]),
+                   ours=dict(gbps=r["gbps"]),
+                   baselines={"torch": dict(gbps=r["gbps"] * r["speedup"] ** -1)})
+              for r in rows], args.plot, "tokens", ("preset",), "route")
+    if args.profile:
+        logits = torch.randn(4096, 256, device=dev, dtype=dtype)
+        profile({"moe_ext.route": lambda: moe_ext.route(logits, 8),
+                 "torch router": lambda: torch_router(logits, 8)}, args.profile)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ report) into an output directory:
     python benchmarks/run_all.py [--out benchmarks/results/<date>-<device>] [--smoke]
 
 On a GPU: bench_route, bench_permute, bench_grouped_gemm (both kernel families on Hopper),
-bench_moe_layer at full size, and the static report. On a CPU-only machine: the same scripts at
+bench_moe_layer at full size, bench_expert_parallel (with >= 2 GPUs), and the static report. On a CPU-only machine: the same scripts at
 reduced sizes (they exercise the code; their times say nothing about a GPU) and the static
 report, whose kernel table and emulator proxies are the performance evidence a CPU can give.
 
@@ -51,8 +51,10 @@ def main():
     t = 900 if cuda else 600
     small = ["--iters", "2"] if args.smoke else []
     jobs = {
-        "route": ("bench_route.py", (["--tokens", "64", "1024"] if not cuda else []) + small),
-        "permute": ("bench_permute.py", ([] if cuda else ["--tokens-scale", "64" if args.smoke else "16"]) + small),
+        "route": ("bench_route.py", (["--tokens", "64", "1024"] if not cuda else [])
+                  + ["--plot", str(out / "plots")] + small),
+        "permute": ("bench_permute.py", ([] if cuda else ["--tokens-scale", "64" if args.smoke else "16"])
+                    + ["--plot", str(out / "plots")] + small),
         "grouped_gemm": ("bench_grouped_gemm.py",
                          (["--paths", "sm80", "sm90"] if cuda and torch.cuda.get_device_capability()[0] == 9 else [])
                          + ([] if cuda else ["--cpu-scale", "32", "--routing", "zipf"])
@@ -62,6 +64,10 @@ def main():
                       (["--smoke", "--presets", "qwen3-30b-a3b"] if args.smoke else [])
                       + ["--plot", str(out / "plots")] + small),
     }
+    if not cuda or torch.cuda.device_count() >= 2:  # expert parallelism needs 2 ranks
+        jobs["expert_parallel"] = ("bench_expert_parallel.py",
+                                   ["--iters", "2" if args.smoke else "5"]
+                                   + (["--tokens", "64"] if args.smoke else []))
     results, failed = {}, []
     for name, (script, extra) in jobs.items():
         path = out / f"{name}.json"
