@@ -10,7 +10,7 @@ experts ``[r * E / W, (r + 1) * E / W)`` (``expert_range``). Every rank routes i
     y = combine(y_local, handle)                    # [T, H]: sum_j weights[t, j] * y[t, j]
 
 Built on the package's ops and on the process group's own all-to-all (NCCL on GPUs, gloo on CPU,
-through ``torch.distributed.nn.functional.all_to_all_single`` so that both directions are
+through the functional collective ``all_to_all_single_autograd`` so that both directions are
 differentiable): dispatch sorts the assignments by global expert (``sort_tokens``; experts of one
 rank are contiguous, so rows come out grouped by destination rank), gathers the rows
 (``permute``), exchanges them, and sorts what arrived by local expert (a second ``sort_tokens``
@@ -35,11 +35,19 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed._functional_collectives as fcol
 
 from . import ops
 
 __all__ = ["DispatchHandle", "combine", "dispatch", "expert_range"]
+
+
+def _all_to_all(x: torch.Tensor, out_splits, in_splits, group) -> torch.Tensor:
+    """Differentiable all-to-all (the backward is the reverse exchange), as a functional
+    collective: traceable by torch.compile, waited for before use."""
+    out = fcol.all_to_all_single_autograd(x.contiguous(), out_splits, in_splits,
+                                          group if group is not None else dist.group.WORLD)
+    return fcol.wait_tensor(out) if isinstance(out, fcol.AsyncCollectiveTensor) else out
 
 
 def expert_range(num_experts: int, group=None) -> tuple[int, int]:
@@ -116,9 +124,7 @@ def dispatch(
         splits = torch.stack([send, recv]).cpu()
         send_splits, recv_splits = splits[0].tolist(), splits[1].tolist()
         num_sent, total_recv = sum(send_splits), sum(recv_splits)
-        x_recv = dist_fn.all_to_all_single(
-            xp.new_empty((total_recv, H)), xp[:num_sent], recv_splits, send_splits, group=group
-        )
+        x_recv = _all_to_all(xp[:num_sent], recv_splits, send_splits, group)
         local_ids = _local_counts_and_ids(recv_counts, total_recv)
     else:
         # fixed-size exchange: expert e's kept rows go to slots [e*C, e*C + count[e])
@@ -129,9 +135,7 @@ def dispatch(
         dest = torch.where(dest == num_experts * C, spill, dest)
         padded = xp.new_zeros((num_experts * C + xp.shape[0], H)).index_copy(0, dest, xp)
         padded = padded[: num_experts * C]
-        x_recv = dist_fn.all_to_all_single(
-            padded.new_empty(padded.shape), padded, None, None, group=group
-        )
+        x_recv = _all_to_all(padded, None, None, group)
         # received [src][local expert][C] -> local ids; rows past a block's count are padding
         local_ids = torch.arange(E_local, device=x.device).repeat_interleave(C).repeat(world)
         send_splits = recv_splits = None
@@ -154,13 +158,10 @@ def combine(y_local: torch.Tensor, handle: DispatchHandle) -> torch.Tensor:
     y_recv = ops.unpermute(y_local, h.recv_order, h.recv_slot, ones)  # back to arrival order
     N = h.order.shape[0]
     if h.capacity is None:
-        y_sent = dist_fn.all_to_all_single(
-            y_recv.new_empty((h.num_sent, H)), y_recv, h.send_splits, h.recv_splits, group=h.group
-        )
+        y_sent = _all_to_all(y_recv, h.send_splits, h.recv_splits, h.group)
         yp = torch.cat([y_sent, y_sent.new_zeros((N - h.num_sent, H))])
     else:
-        y_back = dist_fn.all_to_all_single(y_recv.new_empty(y_recv.shape), y_recv, None, None,
-                                           group=h.group)  # [E*C, H]: expert e's i-th row at e*C+i
+        y_back = _all_to_all(y_recv, None, None, h.group)  # [E*C, H]: expert e's i-th row at e*C+i
         dest, valid = _capacity_slots(h.offsets, N, h.num_experts, h.capacity)
         yp = y_back.index_select(0, dest.clamp_max(y_back.shape[0] - 1))
         yp = yp * valid.unsqueeze(1).to(yp.dtype)
