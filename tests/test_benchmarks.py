@@ -54,7 +54,7 @@ def test_static_report_kernels():
         assert len(tc) == 24 and all(r["mix"]["HMMA"] > 0 and r["mix"]["LDGSTS"] > 0 for r in tc)
         assert all(r["blocks_per_sm"] >= 1 for r in tc)
     sm90 = by("sm_90a", "grouped_gemm_sm90_kernel")
-    assert len(sm90) == 2 and all(r["mix"]["HGMMA"] > 0 and r["mix"]["UTMALDG"] > 0 for r in sm90)
+    assert len(sm90) == 6 and all(r["mix"]["HGMMA"] > 0 and r["mix"]["UTMALDG"] > 0 for r in sm90)
     assert all(r["blocks_per_sm"] == 1 for r in sm90)
 
 

@@ -2,6 +2,7 @@
 were compiled to SASS for every requested arch plus PTX for the lowest one."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,12 +84,16 @@ def test_sass_main_loops_and_no_local_memory():
     for op in ("HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"):
         assert op in hopper[0], f"{op} not in wgmma_gemm_kernel"
     assert not any("wgmma_gemm_kernel" in n for (a, n) in sass if a == "sm_80")
-    # the Hopper grouped GEMM (bf16, fp16): TMA + mbarrier + wgmma in every instantiation
+    # the Hopper grouped GEMM (bf16, fp16) x (TMA A; gathered A; gathered A + gated epilogue):
+    # TMA + mbarrier + wgmma in every instantiation, cp.async for the gathered A rows
     sm90 = {n: t for (a, n), t in sass.items() if a == "sm_90a" and "grouped_gemm_sm90_kernel" in n}
-    assert len(sm90) == 2, f"expected 2 grouped_gemm_sm90_kernel instantiations, got {len(sm90)}"
+    assert len(sm90) == 6, f"expected 6 grouped_gemm_sm90_kernel instantiations, got {len(sm90)}"
     for n, text in sm90.items():
         for op in ("HGMMA.64x128x16.F32", "UTMALDG", "SYNCS.PHASECHK"):
             assert op in text, f"{op} not in {n}"
+        # grouped_gemm_sm90_kernel<T, kGather, kGated>, mangled: ...kernelI<T>Lb<kGather>E...
+        gathers = re.search(r"grouped_gemm_sm90_kernelI.*?Lb([01])E", n).group(1) == "1"
+        assert ("LDGSTS" in text) == gathers, f"LDGSTS {'missing from' if gathers else 'in'} {n}"
     # no library kernel touches local memory (spills or runtime-indexed register arrays); the
     # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt
     local = sorted(

@@ -108,6 +108,49 @@ def test_edges(backend, case):
     check(op(backend, "moe_mlp")(*args, "swiglu"), args, "swiglu")
 
 
+# Both kernel families run the fused path on emu: MOE_EXT_GEMM_PATH=sm80 forces the Ampere
+# kernels, sm90 the Hopper ones (gathered cp.async A + TMA B + wgmma for the first GEMM, TMA A for
+# the second) -- an error if either GEMM were not eligible, so a pass means the Hopper kernel ran.
+# (id, T, H, I, E, k, dtype, activation, extra make_case arguments); H, I multiples of 8 (TMA).
+PATH_CASES = [
+    ("swiglu_multi_tile", 160, 96, 80, 2, 2, torch.bfloat16, "swiglu", {}),
+    ("geglu_fp16", 40, 64, 48, 8, 2, torch.float16, "geglu", {}),
+    ("gelu_not_gated", 40, 64, 48, 8, 2, torch.bfloat16, "gelu", {}),
+    ("many_experts_k_tail", 64, 72, 16, 64, 4, torch.bfloat16, "swiglu", {}),  # K = 72: tail 8
+    ("capacity_drop", 48, 32, 24, 4, 2, torch.bfloat16, "swiglu", {"capacity": 5}),
+    ("sentinels", 30, 32, 24, 4, 2, torch.bfloat16, "swiglu", {"sentinels": True}),
+    ("one_expert_k1", 20, 32, 16, 1, 1, torch.bfloat16, "swiglu", {}),
+]
+
+
+@pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator backend")
+@pytest.mark.parametrize("path", ["sm80", "sm90"])
+@pytest.mark.parametrize("case", PATH_CASES, ids=[c[0] for c in PATH_CASES])
+def test_fused_path_per_kernel_family(case, path, monkeypatch):
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", path)
+    _, T, H, I, E, k, dtype, activation, extra = case
+    args = make_case(T, H, I, E, k, dtype, "cpu", activation, **extra)
+    check(torch.ops.moe_ext_emu.moe_mlp(*args, activation), args, activation)
+
+
+@pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator backend")
+@pytest.mark.parametrize("path", ["sm80", "sm90"])
+def test_out_of_range_order_entry_is_a_zero_row(path, monkeypatch):
+    """An order entry outside [0, T*k) (sort_tokens never makes one; a caller's bad order could)
+    is read as a zero row by the gathering GEMM and scales by 0 in the second: the emulator's
+    bounds checker would raise on any out-of-bounds read, and the assignment contributes 0."""
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", path)
+    x, w1, w2, weights, order, slot, offsets = make_case(24, 32, 16, 4, 2, torch.bfloat16, "cpu")
+    bad = order.clone()
+    lost = int(order[3])
+    bad[3] = 10**6
+    y = torch.ops.moe_ext_emu.moe_mlp(x, w1, w2, weights, bad, slot, offsets, "swiglu")
+    kept = weights.clone().view(-1)
+    kept[lost] = 0
+    args = (x, w1, w2, kept.view_as(weights), order, slot, offsets)
+    check(y, args, "swiglu")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_composite_of_ops(backend):
     """The fused path equals permute -> grouped_mm -> act -> grouped_mm -> unpermute on the same

@@ -130,7 +130,8 @@ MOE_DEVICE void store_tile(const float* staged, const GroupedGemmParams& p, cons
     }
     if (p.row_scale != nullptr) {
       const int64_t row = q.start + m0 + r;  // the sorted row (kRaggedM)
-      const float scale = load_as_float(p.row_scale, ld_global_nc(p.row_scale_index + row), p.row_scale_type);
+      const int32_t idx = ld_global_nc(p.row_scale_index + row);  // in [0, M) from sort_tokens
+      const float scale = idx >= 0 && idx < p.m ? load_as_float(p.row_scale, idx, p.row_scale_type) : 0.f;
       MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] *= scale;
     }
     char* dst = c + r * row_bytes + static_cast<int64_t>(col) * out_bytes;

@@ -50,10 +50,12 @@ struct GroupedGemmParams {
   bool a_k_major, b_k_major;
   // Fused MoE-MLP extensions (kRaggedM, bf16/fp16 only; moe_mlp):
   const int32_t* a_gather;       // non-null: row r of A is row a_gather[r] / a_gather_div of a
-  int32_t a_gather_div;          //   (x[T, H] read through the sorted order; < 0: a zero row)
+  int32_t a_gather_div;          //   (x[T, H] read through the sorted order; an entry < 0 or
+                                 //   >= M is a zero row)
   GemmActivation activation;
   bool gated;                    // see GemmActivation; needs a_k_major
-  const void* row_scale;         // non-null: c row r *= row_scale[row_scale_index[r]]
+  const void* row_scale;         // non-null: c row r *= row_scale[row_scale_index[r]] ([M]; an
+                                 //   index outside [0, M) scales by 0)
   const int32_t* row_scale_index;
   GemmElem row_scale_type;
   int32_t config;                // tile config (GemmConfigId); kGemmConfigAuto: by heuristic

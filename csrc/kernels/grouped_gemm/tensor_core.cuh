@@ -159,7 +159,9 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
       if (gather) {  // the previous tile ended with a barrier: the table is free
         for (int r = tid; r < BM; r += kThreads) {
           const int32_t src = r < m_left ? ld_global_nc(p.a_gather + q.start + m0 + r) : -1;
-          st_shared(row_offsets + r, src >= 0 ? (src / p.a_gather_div) * p.a_stride_m * 2 : int64_t{-1});
+          // entries outside [0, M) (never produced by sort_tokens) are zero rows, not OOB reads
+          st_shared(row_offsets + r, src >= 0 && src < p.m ? (src / p.a_gather_div) * p.a_stride_m * 2
+                                                           : int64_t{-1});
         }
         __syncthreads();
       }
