@@ -7,6 +7,11 @@ on CPU tensors only (cpu and emu backends).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 from conftest import BACKENDS, backends_for, device_of, op, reference
@@ -165,6 +170,41 @@ def _unpermute_cases():
             "slot_out_of_range",
             lambda f, d: call(f, d, slot=lambda s: s.clone().fill_(T * K)),
             r"slot",
+            True,
+        ),
+    ]
+
+
+def _unpermute_backward_cases():
+    def call(f, d, grad_y=None, yp=None, order=None, slot=None, weights=None):
+        _, o, s, _ = sorted_rows(d)
+        gy = f32(T, H, dev=d) if grad_y is None else grad_y
+        yp = f32(T * K, H, dev=d) if yp is None else yp
+        w = f32(T, K, dev=d) if weights is None else weights
+        return f(gy, yp, o if order is None else order(o), s if slot is None else slot(s), w)
+
+    return [
+        ("grad_y_1d", lambda f, d: call(f, d, grad_y=f32(T * H, dev=d)), r"grad_y", False),
+        ("grad_y_shape", lambda f, d: call(f, d, grad_y=f32(T, H + 1, dev=d)), r"grad_y", False),
+        (
+            "grad_y_dtype",
+            lambda f, d: call(f, d, grad_y=f32(T, H, dev=d).double()),
+            r"grad_y",
+            False,
+        ),
+        ("yp_3d", lambda f, d: call(f, d, yp=f32(T * K, 1, H, dev=d)), r"\byp\b", False),
+        ("weights_shape", lambda f, d: call(f, d, weights=f32(T, K + 1, dev=d)), r"weights", False),
+        ("order_slot_len", lambda f, d: call(f, d, order=lambda o: o[:-1]), r"order|slot", False),
+        (
+            "order_out_of_range",
+            lambda f, d: call(f, d, order=lambda o: o.clone().fill_(-1)),
+            r"order\[0\] = -1 is out of range",
+            True,
+        ),
+        (
+            "slot_out_of_range",
+            lambda f, d: call(f, d, slot=lambda s: s.clone().fill_(T * K)),
+            r"slot\[0\] = 8 is out of range",
             True,
         ),
     ]
@@ -348,6 +388,7 @@ CASES = {
     "sort_tokens": _sort_cases(),
     "permute": _permute_cases(),
     "unpermute": _unpermute_cases(),
+    "unpermute_backward": _unpermute_backward_cases(),
     "grouped_mm": _grouped_mm_cases(),
 }
 
@@ -380,6 +421,17 @@ def test_bad_input_raises(backend, name, call, pattern):
         ("sort_tokens", case("sort_tokens", "ids_ge_E"), "moe_ext.sort_tokens: "),
         ("permute", case("permute", "x_3d"), "moe_ext.permute: "),
         ("unpermute", case("unpermute", "weights_shape"), "moe_ext.unpermute: "),
+        # unpermute_backward runs unpermute's checks, under its own name
+        (
+            "unpermute_backward",
+            case("unpermute_backward", "weights_shape"),
+            "moe_ext.unpermute_backward: ",
+        ),
+        (
+            "unpermute_backward",
+            case("unpermute_backward", "order_out_of_range"),
+            "moe_ext.unpermute_backward: ",
+        ),
         ("grouped_mm", case("grouped_mm", "offs_int64"), "moe_ext.grouped_mm: "),
     ],
 )
@@ -388,6 +440,132 @@ def test_message_names_op(name, call, prefix):
     with pytest.raises(ERRORS) as info:
         call(op("cpu", name), "cpu")
     assert prefix in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name,call,message",
+    [
+        (
+            "sort_tokens",
+            lambda f: f(i32([[0, 1], [2, E]], "cpu"), E),
+            f"moe_ext.sort_tokens: ids[1, 1] = {E} is out of range [-1, {E})",
+        ),
+        (
+            "permute",
+            lambda f: f(f32(T, H), i32([0, 1, 2, 3, 4, 99, 6, 7], "cpu"), sorted_rows("cpu")[2], K),
+            "moe_ext.permute: order[5] = 99 is out of range [0, 8)",
+        ),
+        (
+            "unpermute",
+            lambda f: f(f32(T * K, H), sorted_rows("cpu")[1], i32([-1] * 7 + [-2], "cpu"),
+                        f32(T, K)),
+            "moe_ext.unpermute: slot[7] = -2 is out of range [-1, 8)",
+        ),
+    ],
+)
+def test_value_errors_name_the_entry(name, call, message):
+    """A bad index value is reported by position and value, so it can be found in a big tensor."""
+    with pytest.raises(RuntimeError) as info:
+        call(op("cpu", name))
+    assert message in str(info.value)
+
+
+# N = T * top_k must stay below 2^31 (order / slot are int32). Stride-0 views give the shapes
+# without the memory: the checks reject them on metadata alone, before reading or allocating.
+BIG = 2**31
+
+
+def huge(*shape, dtype=torch.float32, dev="cpu"):
+    return torch.zeros((1,) * len(shape), dtype=dtype, device=dev).expand(*shape)
+
+
+def _too_many_cases():
+    def idx(n, d):
+        return huge(n, dtype=torch.int32, dev=d)
+
+    return [
+        ("sort_tokens", lambda f, d: f(huge(BIG // 2, 2, dtype=torch.int32, dev=d), E), r"\bids\b"),
+        ("permute", lambda f, d: f(huge(BIG // 2, 1, dev=d), idx(8, d), idx(8, d), 2), r"\bx\b"),
+        (
+            "permute",
+            lambda f, d: f(huge(1, 1, dev=d), idx(BIG, d), idx(BIG, d), 1),
+            r"\bx\b|\border\b",  # order is longer than x's T * top_k; the size check names it
+        ),
+        (
+            "unpermute",
+            lambda f, d: f(huge(BIG, 1, dev=d), idx(BIG, d), idx(BIG, d), huge(BIG // 2, 2, dev=d)),
+            r"\border\b",
+        ),
+        (
+            "unpermute_backward",
+            lambda f, d: f(
+                huge(BIG // 2, 1, dev=d), huge(BIG, 1, dev=d), idx(BIG, d), idx(BIG, d),
+                huge(BIG // 2, 2, dev=d),
+            ),
+            r"\border\b",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    "backend,name,call,pattern",
+    [
+        pytest.param(b, name, call, pattern, id=f"{b}-{name}-{i}")
+        for i, (name, call, pattern) in enumerate(_too_many_cases())
+        for b in backends_for(name)
+    ],
+)
+def test_too_many_assignments_raise(backend, name, call, pattern):
+    with pytest.raises(RuntimeError, match=r"2\^31") as info:
+        call(op(backend, name), device_of(backend))
+    assert info.match(pattern)
+    assert str(info.value).startswith(f"moe_ext.{name}: ")
+
+
+def test_just_under_2_pow_31_is_not_rejected_for_size():
+    """T * top_k = 2^31 - 1 passes the size check (the call then fails on order's length)."""
+    with pytest.raises(RuntimeError) as info:
+        op("cpu", "permute")(huge(BIG - 1, 1), i32([0], "cpu"), i32([0], "cpu"), 1)
+    assert "order must have N" in str(info.value) and "2^31" not in str(info.value)
+
+
+@pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator")
+def test_device_value_checks_under_debug():
+    """MOE_EXT_DEBUG=1 turns the device ops' value checks on (the emulator stands for CUDA).
+    The flag is read once per process, hence the subprocess."""
+    script = textwrap.dedent(
+        """
+        import torch, moe_ext
+        from moe_ext import reference
+        emu = torch.ops.moe_ext_emu
+        order, slot, _ = reference.sort_tokens(torch.tensor([[0, 1], [1, 2]], dtype=torch.int32), 4)
+        bad_order, bad_slot = order.clone(), slot.clone()
+        bad_order[1], bad_slot[2] = 99, 4
+        x, yp, w = torch.randn(2, 8), torch.randn(4, 8), torch.rand(2, 2)
+        calls = [
+            lambda: emu.permute(x, bad_order, slot, 2),
+            lambda: emu.unpermute(yp, order, bad_slot, w),
+            lambda: emu.unpermute_backward(x, yp, bad_order, slot, w),
+        ]
+        for call in calls:
+            try:
+                call()
+                print("no error")
+            except RuntimeError as e:
+                print(str(e).splitlines()[0])
+        """
+    )
+    python_dir = os.path.join(os.path.dirname(os.path.dirname(__file__)), "python")
+    path = os.pathsep.join(filter(None, [python_dir, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, MOE_EXT_DEBUG="1", PYTHONPATH=path)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "moe_ext.permute: order[1] = 99 is out of range [0, 4)",
+        "moe_ext.unpermute: slot[2] = 4 is out of range [-1, 4)",
+        "moe_ext.unpermute_backward: order[1] = 99 is out of range [0, 4)",
+    ]
 
 
 def test_wrappers_raise_too():

@@ -34,6 +34,11 @@ void check_same_device(const char* op, const char* name, const at::Tensor& t,
             " (", ref.device(), "), got ", describe(t));
 }
 
+void check_num_assignments(const char* op, const char* name, int64_t n) {
+  MOE_CHECK(op, n < kMaxAssignments, name, " has N = ", n,
+            " assignments; N = T*top_k must be < 2^31 (order and slot are int32)");
+}
+
 namespace {
 thread_local bool in_device_backend = false;
 }  // namespace
@@ -52,14 +57,24 @@ bool value_checks_enabled(const at::Tensor& t) {
   return debug;
 }
 
-// Range check of an integer tensor's values: lo <= v < hi.
+// Range check of an integer tensor's values: lo <= v < hi. The message names the first bad
+// entry by its index ("order[5] = 99 is out of range [0, 8)"), so the caller can find it.
 static void check_values_in_range(const char* op, const char* name, const at::Tensor& t,
                                   int64_t lo, int64_t hi) {
   if (t.numel() == 0 || !value_checks_enabled(t)) return;
-  auto v = t.to(at::kCPU, at::kLong);
-  int64_t mn = v.min().item<int64_t>(), mx = v.max().item<int64_t>();
-  MOE_CHECK(op, mn >= lo && mx < hi, name, " values must lie in [", lo, ", ", hi, "), got min ",
-            mn, " and max ", mx);
+  auto v = t.to(at::kCPU, at::kLong).contiguous();
+  auto bad = at::logical_or(v.lt(lo), v.ge(hi)).reshape({-1});
+  if (!bad.any().item<bool>()) return;
+  const int64_t flat = bad.nonzero()[0][0].item<int64_t>();
+  std::ostringstream where;  // multi-index of the flat position, "[1, 0]" for 2-D ids
+  for (int64_t d = 0, rest = flat; d < v.dim(); ++d) {
+    const int64_t inner = v.stride(d);  // contiguous and non-empty: elements per index step
+    where << (d == 0 ? "[" : ", ") << rest / inner;
+    rest %= inner;
+  }
+  where << "]";
+  MOE_CHECK(op, false, name, where.str(), " = ", v.reshape({-1})[flat].item<int64_t>(),
+            " is out of range [", lo, ", ", hi, ")");
 }
 
 void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view score_func,
@@ -103,16 +118,16 @@ void check_sort_tokens_args(const at::Tensor& ids, int64_t num_experts,
   MOE_CHECK(op, ids.scalar_type() == at::kInt || ids.scalar_type() == at::kLong,
             "ids must be int32 or int64, got ", describe(ids));
   MOE_CHECK(op, num_experts >= 1, "num_experts must be >= 1, got ", num_experts);
-  MOE_CHECK(op, ids.numel() < (int64_t{1} << 31), "ids has ", ids.numel(),
-            " assignments; N = T*top_k must be < 2^31 (int32 indices)");
+  check_num_assignments(op, "ids", ids.numel());
   MOE_CHECK(op, !capacity || *capacity >= 0, "capacity must be >= 0 or None, got ",
             capacity.value_or(0));
   // -1 means "not routed here"; ids >= E or < -1 are errors (on CUDA they are dropped).
   check_values_in_range(op, "ids", ids, -1, num_experts);
 }
 
-static void check_order_slot(const char* op, const at::Tensor& order, const at::Tensor& slot,
-                             const at::Tensor& ref, const char* ref_name) {
+// Metadata of order and slot: [N] int32 on ref's device, N < 2^31 (the indices are int32).
+static void check_order_slot_meta(const char* op, const at::Tensor& order, const at::Tensor& slot,
+                                  const at::Tensor& ref, const char* ref_name) {
   check_dim(op, "order", order, 1);
   check_dim(op, "slot", slot, 1);
   check_int32(op, "order", order);
@@ -121,6 +136,13 @@ static void check_order_slot(const char* op, const at::Tensor& order, const at::
             describe(order), " and ", describe(slot));
   check_same_device(op, "order", order, ref_name, ref);
   check_same_device(op, "slot", slot, ref_name, ref);
+  check_num_assignments(op, "order", order.size(0));
+}
+
+// Values of order and slot: order[i] in [0, N), slot[a] in [-1, N) (-1 = dropped). Run after
+// every metadata check, so a malformed call never pays for (or dies in) the copy they make.
+static void check_order_slot_values(const char* op, const at::Tensor& order,
+                                    const at::Tensor& slot) {
   const int64_t N = order.size(0);
   check_values_in_range(op, "order", order, 0, N);
   check_values_in_range(op, "slot", slot, -1, N);
@@ -132,21 +154,25 @@ void check_permute_args(const at::Tensor& x, const at::Tensor& order, const at::
   check_dim(op, "x", x, 2);
   check_float(op, "x", x, true);
   MOE_CHECK(op, top_k >= 1, "top_k must be >= 1, got ", top_k);
-  check_order_slot(op, order, slot, x, "x");
+  // T * top_k < 2^31, compared without forming a product that could overflow int64.
+  MOE_CHECK(op, x.size(0) <= (kMaxAssignments - 1) / top_k, "x.size(0) * top_k = ", x.size(0),
+            " * ", top_k, " assignments; N = T*top_k must be < 2^31 (order and slot are int32)");
+  check_order_slot_meta(op, order, slot, x, "x");
   MOE_CHECK(op, order.size(0) == x.size(0) * top_k, "order must have N = x.size(0) * top_k = ",
             x.size(0), " * ", top_k, " = ", x.size(0) * top_k, " elements, got ",
             describe(order));
+  check_order_slot_values(op, order, slot);
 }
 
-void check_unpermute_args(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
-                          const at::Tensor& weights) {
-  const char* op = "unpermute";
+// unpermute's checks, under the name of the op that runs them (unpermute or unpermute_backward).
+static void check_unpermute_meta(const char* op, const at::Tensor& yp, const at::Tensor& order,
+                                 const at::Tensor& slot, const at::Tensor& weights) {
   check_dim(op, "yp", yp, 2);
   check_float(op, "yp", yp, true);
   check_dim(op, "weights", weights, 2);
   check_float(op, "weights", weights, true);
   check_same_device(op, "weights", weights, "yp", yp);
-  check_order_slot(op, order, slot, yp, "yp");
+  check_order_slot_meta(op, order, slot, yp, "yp");
   MOE_CHECK(op, yp.size(0) == order.size(0), "yp must have N = order.size(0) = ", order.size(0),
             " rows, got ", describe(yp));
   MOE_CHECK(op, weights.numel() == order.size(0),
@@ -154,17 +180,25 @@ void check_unpermute_args(const at::Tensor& yp, const at::Tensor& order, const a
             describe(weights));
 }
 
+void check_unpermute_args(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
+                          const at::Tensor& weights) {
+  const char* op = "unpermute";
+  check_unpermute_meta(op, yp, order, slot, weights);
+  check_order_slot_values(op, order, slot);
+}
+
 void check_unpermute_backward_args(const at::Tensor& grad_y, const at::Tensor& yp,
                                    const at::Tensor& order, const at::Tensor& slot,
                                    const at::Tensor& weights) {
   const char* op = "unpermute_backward";
-  check_unpermute_args(yp, order, slot, weights);
+  check_unpermute_meta(op, yp, order, slot, weights);
   check_dim(op, "grad_y", grad_y, 2);
   check_same_device(op, "grad_y", grad_y, "yp", yp);
   MOE_CHECK(op, grad_y.scalar_type() == yp.scalar_type(), "grad_y must have yp's dtype, got ",
             describe(grad_y), " and ", describe(yp));
   MOE_CHECK(op, grad_y.size(0) == weights.size(0) && grad_y.size(1) == yp.size(1),
             "grad_y must be [T=", weights.size(0), ", H=", yp.size(1), "], got ", describe(grad_y));
+  check_order_slot_values(op, order, slot);
 }
 
 GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,

@@ -15,6 +15,10 @@ namespace moe_ext {
 
 #define MOE_CHECK(op, cond, ...) TORCH_CHECK((cond), "moe_ext.", op, ": ", __VA_ARGS__)
 
+// order, slot and offsets are int32 (DESIGN.md principle 6): N = T * top_k assignments must be
+// below this. Every op taking or producing them checks it on shapes alone (no value reads).
+constexpr int64_t kMaxAssignments = int64_t{1} << 31;
+
 // "float32 [3, 4] on cpu": a compact description of a tensor for error messages.
 std::string describe(const at::Tensor& t);
 
@@ -23,6 +27,8 @@ void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t di
 void check_int32(const char* op, const char* name, const at::Tensor& t);
 void check_same_device(const char* op, const char* name, const at::Tensor& t,
                        const char* ref_name, const at::Tensor& ref);
+// `name` holds n assignments (N = T*top_k); n must be < kMaxAssignments.
+void check_num_assignments(const char* op, const char* name, int64_t n);
 
 // True when value checks (which read tensor contents) should run: for the native CPU ops always;
 // for the device kernels (CUDA, and the emulator, which stands for CUDA on CPU tensors) only

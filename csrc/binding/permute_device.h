@@ -86,6 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_device(const at::Tens
                                                                   std::optional<int64_t> capacity,
                                                                   Launch&& launch) {
   const int64_t N = ids.numel(), E = std::max<int64_t>(num_experts, 0);
+  check_num_assignments("sort_tokens", "ids", N);  // before allocating N-sized outputs
   auto opts = ids.options().dtype(at::kInt);
   auto order = at::empty({N}, opts), slot = at::empty({N}, opts), offsets = at::empty({E}, opts);
   auto workspace = at::empty({sort_tokens_workspace_ints(N, E)}, opts);
