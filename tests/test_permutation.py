@@ -293,6 +293,75 @@ def test_permute_unpermute_deterministic(backend):
         assert torch.equal(a, b)
 
 
+# --- malformed order / slot ---------------------------------------------------------------------
+# Index values are checked on the CPU op always, on the device ops only under MOE_EXT_DEBUG=1
+# (a check would sync). Unchecked, the kernels must still stay in bounds: an order entry outside
+# [0, N) gives a zero row (like a dropped one), a slot entry >= N or < -1 contributes nothing.
+# Any out-of-bounds access on the emulator raises, so "ran at all" is the bounds check.
+
+BAD_ORDER_ROWS = {1: 10, 4: -3, 7: 2**31 - 1}  # sorted row -> bad assignment (N = 10)
+BAD_SLOTS = {3: 10, 6: 2**31 - 1, 8: -5}  # assignment -> bad sorted row
+
+
+def malformed_case():
+    """T=5, k=2 (N=10) with one over-capacity drop; exact-valued rows and weights, so that
+    fp32 sums are exact in any order and results compare bit for bit with the reference."""
+    T, k, E = 5, 2, 4
+    ids = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [3, 1]], dtype=torch.int32)
+    order, slot, _ = reference.sort_tokens(ids, E, 2)  # expert 0 keeps 2 of its 3
+    x = torch.randint(-8, 8, (T, 24)).float()
+    w = torch.tensor([0.5, 0.25, 1.0, 2.0, 0.75, 0.125, 1.5, 0.5, 0.25, 0.25]).view(T, k)
+    return x, order, slot, w, k
+
+
+def corrupt(t, bad):
+    t = t.clone()
+    for i, v in bad.items():
+        t[i] = v
+    return t
+
+
+@pytest.mark.skipif("emu" not in PERMUTE_BACKENDS, reason="needs the emulator")
+def test_permute_out_of_range_order_zero_rows_emu(monkeypatch):
+    monkeypatch.delenv("MOE_EXT_DEBUG", raising=False)
+    x, order, slot, _, k = malformed_case()
+    xp = torch.ops.moe_ext_emu.permute(x, corrupt(order, BAD_ORDER_ROWS), slot, k)
+    expected = reference.permute(x, order, slot, k)
+    expected[list(BAD_ORDER_ROWS)] = 0
+    assert torch.equal(xp, expected)
+    assert (xp[list(BAD_ORDER_ROWS)] == 0).all() and xp.abs().sum() > 0
+
+
+@pytest.mark.skipif("emu" not in UNPERMUTE_BACKENDS, reason="needs the emulator")
+def test_unpermute_out_of_range_slot_contributes_nothing_emu(monkeypatch):
+    monkeypatch.delenv("MOE_EXT_DEBUG", raising=False)
+    x, order, slot, w, k = malformed_case()
+    yp = reference.permute(x, order, slot, k) + 1  # dropped rows nonzero too: must not leak
+    y = torch.ops.moe_ext_emu.unpermute(yp, order, corrupt(slot, BAD_SLOTS), w)
+    # the bad assignments count as dropped (slot -1); all others exactly as the reference
+    expected = reference.unpermute(yp, order, corrupt(slot, dict.fromkeys(BAD_SLOTS, -1)), w)
+    assert torch.equal(y, expected)
+
+
+@pytest.mark.parametrize(
+    "name,bad,pattern",
+    [
+        ("permute", "order", r"moe_ext\.permute: order\[1\] = 10 is out of range \[0, 10\)"),
+        ("unpermute", "order", r"moe_ext\.unpermute: order\[1\] = 10 is out of range \[0, 10\)"),
+        ("unpermute", "slot", r"moe_ext\.unpermute: slot\[3\] = 10 is out of range \[-1, 10\)"),
+    ],
+)
+def test_out_of_range_indices_raise_on_cpu(name, bad, pattern):
+    x, order, slot, w, k = malformed_case()
+    if bad == "order":
+        order = corrupt(order, BAD_ORDER_ROWS)
+    else:
+        slot = corrupt(slot, BAD_SLOTS)
+    args = (x, order, slot, k) if name == "permute" else (x.repeat(k, 1), order, slot, w)
+    with pytest.raises(RuntimeError, match=pattern):
+        op("cpu", name)(*args)
+
+
 # --- backward -----------------------------------------------------------------------------------
 
 GRAD_ROUTINGS = [

@@ -89,6 +89,26 @@ def test_gradcheck_unpermute_fp64():
 
 
 @pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator")
+def test_out_of_range_order_stays_in_bounds_emu(monkeypatch):
+    """Unchecked on the device (no MOE_EXT_DEBUG): a sorted row whose order entry is outside
+    [0, N) gets a zero grad_yp row, and the assignment it displaced gets no grad_weights entry
+    (0); everything else is bit-identical to the valid call. Any out-of-bounds access would
+    raise in the emulator. The CPU op rejects the same input, naming the entry."""
+    monkeypatch.delenv("MOE_EXT_DEBUG", raising=False)
+    grad_y, yp, order, slot, w = make_case(12, 2, 4, 24, torch.float32, capacity=4, seed=3)
+    ok_yp, ok_w = torch.ops.moe_ext_emu.unpermute_backward(grad_y, yp, order, slot, w)
+    bad_rows = [1, 5, 22]
+    bad = order.clone()
+    bad[bad_rows] = torch.tensor([24, -7, 2**31 - 1], dtype=torch.int32)
+    gyp, gw = torch.ops.moe_ext_emu.unpermute_backward(grad_y, yp, bad, slot, w)
+    ok_yp[bad_rows] = 0
+    ok_w.view(-1)[order[bad_rows].long()] = 0
+    assert torch.equal(gyp, ok_yp) and torch.equal(gw, ok_w)
+    with pytest.raises(RuntimeError, match=r"unpermute_backward: order\[1\] = 24 is out of range"):
+        torch.ops.moe_ext.unpermute_backward(grad_y, yp, bad, slot, w)
+
+
+@pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator")
 def test_kernel_traffic():
     """Every sorted row reads its grad_y row and its yp row once and writes its grad_yp row;
     per row: order, slot[order], the fp32 weight read, the fp32 grad weight written."""

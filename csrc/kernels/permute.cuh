@@ -2,6 +2,11 @@
 //
 //   xp[i, :] = x[order[i] / top_k, :]   if assignment order[i] is kept (slot[order[i]] >= 0)
 //   xp[i, :] = 0                        if it was dropped (over capacity / id -1)
+//   xp[i, :] = 0                        if order[i] is outside [0, N) (a malformed order)
+//
+// order's values are checked only on CPU and under MOE_EXT_DEBUG=1 (a check would sync), so
+// the kernel guards the index itself: a bad entry zeroes its row instead of reading slot and x
+// out of bounds (the emulator's bounds checker holds it to that).
 //
 // Layout: x [T, H] with a contiguous inner dim and any row stride; xp [N, H] contiguous.
 // Design: a pure memory-bound copy, so one warp per output row (grid-stride over rows; the row's
@@ -31,10 +36,11 @@ __global__ void permute_kernel(PermuteParams p) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * warps + warp; row < p.num_rows;
        row += static_cast<int64_t>(gridDim.x) * warps) {
-    // Every lane loads the row's indices: one broadcast transaction per warp.
+    // Every lane loads the row's indices: one broadcast transaction per warp. An assignment
+    // outside [0, N) is treated as dropped, so slot and x are only read in bounds.
     const int32_t a = ld_global_nc(p.order + row);
-    const bool kept = ld_global_nc(p.slot + a) >= 0;
-    const Vec* src = x + static_cast<int64_t>(a / p.top_k) * src_stride;
+    const bool kept = a >= 0 && a < p.num_rows && ld_global_nc(p.slot + a) >= 0;
+    const Vec* src = x + static_cast<int64_t>(kept ? a / p.top_k : 0) * src_stride;
     Vec* dst = xp + row * units;
     for (int64_t u = lane; u < units; u += 32) st_global(dst + u, kept ? ld_global_nc(src + u) : Vec{});
   }

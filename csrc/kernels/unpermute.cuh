@@ -6,9 +6,11 @@
 // weights staged once in shared memory), each thread owns
 // kVec consecutive columns, loaded as one 16/8/4/2-byte vector per source row, and accumulates
 // in fp32 (fp64 for fp64) in j order -- the same order as the CPU op, so results are
-// deterministic and need no atomics. Dropped assignments contribute nothing. The vector width
-// is the widest that divides H, the row stride and both base addresses (any H works; H = 7 runs
-// with kVec = 1). Row offsets are int64. Traffic: each kept yp row is read once, y written once.
+// deterministic and need no atomics. Dropped assignments contribute nothing, and so do slots
+// outside [-1, N) (malformed input, unchecked on the device unless MOE_EXT_DEBUG=1): they are
+// never read. The vector width is the widest that divides H, the row stride and both base
+// addresses (any H works; H = 7 runs with kVec = 1). Row offsets are int64. Traffic: each kept
+// yp row is read once, y written once.
 #pragma once
 
 #include <cuda_bf16.h>

@@ -4,6 +4,9 @@
 //   =>  grad_yp[i]      = w[a] * grad_y[a / k]          a = order[i], kept (slot[a] >= 0)
 //       grad_weights[a] = <grad_y[a / k], yp[i]>        (fp32 / fp64 accumulation)
 //   and 0 for dropped assignments (rows past offsets[-1] of sort_tokens).
+//   A malformed order[i] outside [0, N) (unchecked on the device unless MOE_EXT_DEBUG=1) gives
+//   grad_yp[i] = 0 and writes no grad_weights entry: slot, weights and grad_y are never read
+//   out of bounds.
 //
 // Design: one warp per sorted row i (grid-stride). The row's assignment a, its kept flag and
 // weight are broadcast loads; the lanes stream grad_y[a / k] and yp[i] once each in kVec-wide

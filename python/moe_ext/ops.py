@@ -117,6 +117,8 @@ def permute(x: torch.Tensor, order: torch.Tensor, slot: torch.Tensor, top_k: int
 
     Returns:
         ``xp [N, H]`` in x's dtype: ``xp[i] = x[order[i] // top_k]``; dropped rows are zero.
+        An ``order`` entry outside ``[0, N)`` raises on CPU (on CUDA only with
+        ``MOE_EXT_DEBUG=1``; unchecked, its row is zero). ``N`` must be below 2^31.
     """
     return _ops.permute(x, order, slot, top_k)
 
@@ -132,7 +134,8 @@ def unpermute(
 
     Returns:
         ``y [T, H]`` in yp's dtype: ``y[t] = sum_j weights[t, j] * yp[slot[t*k + j]]`` over kept
-        assignments, accumulated in fp32.
+        assignments, accumulated in fp32. A ``slot`` entry outside ``[-1, N)`` raises on CPU (on
+        CUDA only with ``MOE_EXT_DEBUG=1``; unchecked, it contributes nothing).
     """
     return _ops.unpermute(yp, order, slot, weights)
 
