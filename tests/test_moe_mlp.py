@@ -151,6 +151,14 @@ def test_out_of_range_order_entry_is_a_zero_row(path, monkeypatch):
     check(y, args, "swiglu")
 
 
+def test_cpu_rejects_out_of_range_order_entry():
+    x, w1, w2, weights, order, slot, offsets = make_case(24, 32, 16, 4, 2, torch.bfloat16, "cpu")
+    bad = order.clone()
+    bad[3] = 48
+    with pytest.raises(RuntimeError, match=r"moe_ext.moe_mlp: order\[3\] = 48 is out of range"):
+        torch.ops.moe_ext.moe_mlp(x, w1, w2, weights, bad, slot, offsets, "swiglu")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_composite_of_ops(backend):
     """The fused path equals permute -> grouped_mm -> act -> grouped_mm -> unpermute on the same

@@ -141,8 +141,7 @@ static void check_order_slot_meta(const char* op, const at::Tensor& order, const
 
 // Values of order and slot: order[i] in [0, N), slot[a] in [-1, N) (-1 = dropped). Run after
 // every metadata check, so a malformed call never pays for (or dies in) the copy they make.
-static void check_order_slot_values(const char* op, const at::Tensor& order,
-                                    const at::Tensor& slot) {
+void check_order_slot_values(const char* op, const at::Tensor& order, const at::Tensor& slot) {
   const int64_t N = order.size(0);
   check_values_in_range(op, "order", order, 0, N);
   check_values_in_range(op, "slot", slot, -1, N);

@@ -30,6 +30,10 @@ void check_same_device(const char* op, const char* name, const at::Tensor& t,
 // `name` holds n assignments (N = T*top_k); n must be < kMaxAssignments.
 void check_num_assignments(const char* op, const char* name, int64_t n);
 
+// Values of order and slot: order[i] in [0, N), slot[a] in [-1, N) (-1 = dropped); only where
+// value_checks_enabled. Call after every metadata check.
+void check_order_slot_values(const char* op, const at::Tensor& order, const at::Tensor& slot);
+
 // True when value checks (which read tensor contents) should run: for the native CPU ops always;
 // for the device kernels (CUDA, and the emulator, which stands for CUDA on CPU tensors) only
 // under MOE_EXT_DEBUG=1, so the emulator exercises the kernels' own handling of bad values.

@@ -54,6 +54,8 @@ int64_t check_moe_mlp_args(const at::Tensor& x, const at::Tensor& w1, const at::
     check_same_device(op, name, *t, "x", x);
     MOE_CHECK(op, t->size(0) == n, name, " must have ", n, " entries, got ", describe(*t));
   }
+  check_num_assignments(op, "order", N);
+  check_order_slot_values(op, order, slot);
   return I;
 }
 

@@ -4,9 +4,8 @@
 // zero without special cases. Each group's product is written through a view of the output:
 // at::mm_out when the result needs no extra rounding step, otherwise (bias, or out_dtype other
 // than the input dtype) the product is formed in fp32 (fp64 for fp64), the bias added there,
-// and the sum rounded once into the output. bf16/fp16 at::mm on CPU accumulates in fp32, but is
-// only fast where oneDNN has hardware support (AVX-512 BF16 / AMX / AVX512-FP16); elsewhere (an
-// AVX2-only CPU) it is ~5x slower than fp32 GEMM, so there the product is formed in fp32.
+// and the sum rounded once into the output; so is a bf16/fp16 product on a CPU without native
+// reduced-precision GEMM (mm_precision.h).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -14,12 +13,11 @@
 
 #include "../binding/checks.h"
 #include "../binding/ops.h"
+#include "mm_precision.h"
 
 namespace moe_ext {
-namespace {
 
-// Whether oneDNN runs GEMMs natively in this reduced precision on this CPU.
-bool reduced_precision_mm_is_native(at::ScalarType dt) {
+bool cpu_mm_is_native(at::ScalarType dt) {
   auto query = [](const char* name) {
     try {
       return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<bool()>().call();
@@ -31,8 +29,6 @@ bool reduced_precision_mm_is_native(at::ScalarType dt) {
   static const bool fp16 = query("mkldnn::_is_mkldnn_fp16_supported");
   return dt == at::kBFloat16 ? bf16 : dt == at::kHalf ? fp16 : true;
 }
-
-}  // namespace
 
 at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
                           const std::optional<at::Tensor>& offs,
@@ -60,7 +56,7 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
     std::copy_n(o.const_data_ptr<int64_t>(), G, ends.begin());
   }
   const bool direct =
-      !bias && od == a.scalar_type() && reduced_precision_mm_is_native(a.scalar_type());
+      !bias && od == a.scalar_type() && cpu_mm_is_native(a.scalar_type());
 
   for (int64_t g = 0; g < G; ++g) {
     const int64_t lo = g == 0 || !offs ? 0 : ends[g - 1];
