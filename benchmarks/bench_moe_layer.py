@@ -5,14 +5,19 @@ with the same weights, measured in the same run:
                  SwiGLU, down GEMM, weighted index_add back (a Python loop over experts)
   torch gmm      the torch._grouped_mm pipeline (HF's "grouped_mm" experts): torch.sort of the
                  expert ids, index gather, two torch._grouped_mm, SwiGLU, weighted scatter back
+  dense mm       one torch.mm of the same FLOPs ([T*k, H] @ [H, 3I]; x3 FLOPs -- three mms --
+                 for fwd+bwd): the roofline a grouped layer is held to
 
 Router included in all three (the same linear + softmax/sigmoid top-k). FLOPs counted: the
 experts' GEMMs, 2*T*k*H*2I + 2*T*k*I*H forward; x3 for forward+backward. Presets: Mixtral-8x7B,
 Qwen3-30B-A3B (T=32768 on a GPU), DeepSeek-V3, OLMoE; uniform-ish routing from random router
-weights. On CPU: T / --cpu-scale and H, I / 8, and no eager-loop fwd+bwd for E > 64 (minutes
-per call); the CPU numbers exercise the script and say nothing about GPU speed.
+weights. On CPU: T / --cpu-scale and H, I / 8 (unless --full-shape), and no eager-loop fwd+bwd
+for E > 64 (minutes per call); the CPU numbers say nothing about GPU speed.
 
     python benchmarks/bench_moe_layer.py [--presets ...] [--json out.json] [--plot dir]
+    # the CPU goal: Qwen3-30B-A3B expert shape, T = 1024, forward vs a dense mm of equal FLOPs
+    python benchmarks/bench_moe_layer.py --presets qwen3-30b-a3b --tokens 1024 --full-shape \
+        --modes fwd --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -79,6 +84,9 @@ def main():
     ap.add_argument("--presets", nargs="+", default=[c[0] for c in CASES],
                     choices=[c[0] for c in CASES])
     ap.add_argument("--cpu-scale", type=int, default=64, help="divide T by this on CPU")
+    ap.add_argument("--tokens", type=int, default=None, help="T for every preset (overrides)")
+    ap.add_argument("--full-shape", action="store_true", help="on CPU too, the presets' real H, I")
+    ap.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
     ap.add_argument("--dtype", default=None, choices=["bfloat16", "float32"],
                     help="default bf16 on CUDA, fp32 on CPU (no native bf16 GEMM on most CPUs)")
     add_common_args(ap)
@@ -91,8 +99,8 @@ def main():
     for name, T0 in progress(CASES, "moe layer"):
         if name not in args.presets:
             continue
-        shape = PRESETS[name].scaled(1 if cuda else 8)
-        T = T0 if cuda else max(64, T0 // args.cpu_scale)
+        shape = PRESETS[name].scaled(1 if cuda or args.full_shape else 8)
+        T = args.tokens or (T0 if cuda else max(64, T0 // args.cpu_scale))
         if args.smoke:
             shape, T = PRESETS[name].scaled(32), 32
         torch.manual_seed(0)
@@ -109,7 +117,9 @@ def main():
         if has_gmm:
             impls["torch gmm"] = lambda xx: torch_gmm(layer, xx)
         flops = 2 * T * shape.top_k * shape.hidden * 3 * shape.ffn
-        for mode in ("fwd", "fwd+bwd"):
+        dense_a = torch.randn(T * shape.top_k, shape.hidden, dtype=dtype, device=dev)
+        dense_b = torch.randn(shape.hidden, 3 * shape.ffn, dtype=dtype, device=dev)
+        for mode in args.modes:
             measured = {}
             for bname, impl in impls.items():
                 if mode == "fwd+bwd" and bname == "eager loop" and not cuda and \
@@ -123,6 +133,10 @@ def main():
                     def run(impl=impl):
                         impl(x.detach().requires_grad_(True)).float().sum().backward()
                 measured[bname] = measure(run, iters, l2_flush=cuda)
+            reps = 3 if mode == "fwd+bwd" else 1
+            measured["dense mm"] = measure(
+                lambda reps=reps: [torch.mm(dense_a, dense_b) for _ in range(reps)], iters,
+                l2_flush=cuda)
             ours = measured.pop("moe_ext")
             row = Row("moe_layer", dict(preset=name, tokens=T, hidden=shape.hidden,
                                         ffn=shape.ffn, experts=shape.num_experts,
