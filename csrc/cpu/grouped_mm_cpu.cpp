@@ -1,8 +1,9 @@
-// Native CPU grouped GEMM: torch._grouped_mm's four forms as one at::mm per group.
+// Native CPU grouped GEMM: torch._grouped_mm's four forms as one at::mm per group, the groups
+// spread over the intra-op threads by run_groups_balanced (group_schedule.h).
 //
-// The output starts as zeros, so rows/columns past offs[-1], empty groups and K = 0 groups are
-// zero without special cases. Each group's product is written through a view of the output:
-// at::mm_out when the result needs no extra rounding step, otherwise (bias, or out_dtype other
+// Rows/columns past offs[-1] are zeroed, K = 0 groups get zeros (or their bias); each group's
+// product is written through a view of the output: at::mm_out when the result needs no extra
+// rounding step, otherwise (bias, or out_dtype other
 // than the input dtype) the product is formed in fp32 (fp64 for fp64), the bias added there,
 // and the sum rounded once into the output; so is a bf16/fp16 product on a CPU without native
 // reduced-precision GEMM (mm_precision.h).
@@ -13,6 +14,7 @@
 
 #include "../binding/checks.h"
 #include "../binding/ops.h"
+#include "group_schedule.h"
 #include "mm_precision.h"
 
 namespace moe_ext {
@@ -38,15 +40,18 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
   const auto od = out_dtype.value_or(a.scalar_type());
   const auto acc = a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 
+  // Every element of out is written once: by its group's product (zeros where K = 0), or below
+  // for rows/columns past offs[-1]. (at::zeros of a [G, M, N] weight gradient costs more than
+  // its GEMMs at MoE decode sizes.)
   at::Tensor out;
   switch (form) {
-    case GroupedForm::k2Dx3D: out = at::zeros({a.size(0), b.size(2)}, a.options().dtype(od)); break;
-    case GroupedForm::k3Dx2D: out = at::zeros({a.size(1), b.size(1)}, a.options().dtype(od)); break;
+    case GroupedForm::k2Dx3D: out = at::empty({a.size(0), b.size(2)}, a.options().dtype(od)); break;
+    case GroupedForm::k3Dx2D: out = at::empty({a.size(1), b.size(1)}, a.options().dtype(od)); break;
     case GroupedForm::k2Dx2D:
-      out = at::zeros({offs->size(0), a.size(0), b.size(1)}, a.options().dtype(od));
+      out = at::empty({offs->size(0), a.size(0), b.size(1)}, a.options().dtype(od));
       break;
     case GroupedForm::k3Dx3D:
-      out = at::zeros({a.size(0), a.size(1), b.size(2)}, a.options().dtype(od));
+      out = at::empty({a.size(0), a.size(1), b.size(2)}, a.options().dtype(od));
       break;
   }
   const int64_t G = form == GroupedForm::k3Dx3D ? a.size(0) : offs->size(0);
@@ -55,10 +60,15 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
     auto o = offs->to(at::kLong).contiguous();
     std::copy_n(o.const_data_ptr<int64_t>(), G, ends.begin());
   }
+  if (form == GroupedForm::k2Dx3D || form == GroupedForm::k3Dx2D) {  // past offs[-1]: zeros
+    const int dim = form == GroupedForm::k2Dx3D ? 0 : 1;
+    const int64_t end = G > 0 ? ends[G - 1] : 0;
+    out.narrow(dim, end, out.size(dim) - end).zero_();
+  }
   const bool direct =
       !bias && od == a.scalar_type() && cpu_mm_is_native(a.scalar_type());
 
-  for (int64_t g = 0; g < G; ++g) {
+  auto run_group = [&](int64_t g) {
     const int64_t lo = g == 0 || !offs ? 0 : ends[g - 1];
     const int64_t len = offs ? ends[g] - lo : 0;
     at::Tensor a_g, b_g, out_g, bias_g;
@@ -80,15 +90,26 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
         if (bias) bias_g = (*bias)[g];
         break;
     }
-    if (out_g.numel() == 0) continue;
-    if (direct) {
-      if (a_g.size(1) > 0) at::mm_out(out_g, a_g, b_g);
-      continue;
+    if (out_g.numel() == 0) return;
+    if (direct && a_g.size(1) > 0) {
+      at::mm_out(out_g, a_g, b_g);
+      return;
     }
     auto prod = at::mm(a_g.to(acc), b_g.to(acc));
     if (bias) prod.add_(bias_g.to(acc));
     out_g.copy_(prod);
-  }
+  };
+  // cost of group g: its multiply-adds + its outputs (so K = 0 groups are written too)
+  auto work = [&](int64_t g) -> int64_t {
+    const int64_t len = offs ? ends[g] - (g == 0 ? 0 : ends[g - 1]) : 0;
+    switch (form) {
+      case GroupedForm::k2Dx3D: return len * b.size(2) * (a.size(1) + 1);
+      case GroupedForm::k3Dx2D: return len * a.size(1) * (a.size(2) + 1);
+      case GroupedForm::k2Dx2D: return a.size(0) * b.size(1) * (len + 1);
+      default: return a.size(1) * b.size(2) * (a.size(2) + 1);
+    }
+  };
+  run_groups_balanced(G, work, run_group);
   return out;
 }
 

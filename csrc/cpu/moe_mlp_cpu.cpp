@@ -7,22 +7,17 @@
 // at MoE shapes each expert gets few rows (Qwen3-30B-A3B at T = 1024: 64), and a multithreaded
 // at::mm of 64 rows spends much of its time forking and joining threads and streaming the whole
 // x/h buffers between the stages. Here each expert's chain runs on one thread with its rows
-// cache-resident, and the threads take experts from a shared counter, largest first, so skewed
-// routing stays balanced; an expert too big to balance (more rows than its fair share per
-// thread) runs alone first, with every thread in its GEMMs. Every expert's result depends only on
-// its own rows, so the output is the same for any thread count or schedule.
+// cache-resident, scheduled by run_groups_balanced (group_schedule.h: largest first from a shared
+// counter; an expert too big to balance runs alone with every thread in its GEMMs).
 // bf16/fp16 GEMMs run natively where oneDNN supports them (mm_precision.h), in fp32 elsewhere;
 // each stage rounds to the input dtype as the composite path does.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-
 #include <algorithm>
-#include <atomic>
-#include <numeric>
 #include <vector>
 
 #include "../binding/moe_mlp.h"
 #include "../binding/ops.h"
+#include "group_schedule.h"
 #include "mm_precision.h"
 
 namespace moe_ext {
@@ -39,7 +34,8 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
   std::vector<int64_t> start(E + 1, 0);
   {
     const auto ends = offsets.to(at::kLong).contiguous();
-    for (int64_t e = 0; e < E; ++e) start[e + 1] = std::clamp(ends.const_data_ptr<int64_t>()[e], start[e], N);
+    const int64_t* end = ends.const_data_ptr<int64_t>();
+    for (int64_t e = 0; e < E; ++e) start[e + 1] = std::clamp(end[e], start[e], N);
   }
   // x row of each sorted row (order entries in [0, N): check_moe_mlp_args)
   const auto src_rows = at::div(order.to(at::kLong), k, "floor");
@@ -57,22 +53,7 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
     else out.copy_(at::mm(a, w2[e].t().to(compute)));
   };
 
-  std::vector<int64_t> by_rows(E);
-  std::iota(by_rows.begin(), by_rows.end(), 0);
-  std::stable_sort(by_rows.begin(), by_rows.end(), [&](int64_t a, int64_t b) {
-    return start[a + 1] - start[a] > start[b + 1] - start[b];
-  });
-  const int64_t threads = at::get_num_threads();
-  const int64_t fair = start[E] / std::max<int64_t>(threads, 1);
-  size_t first_shared = 0;  // experts before this one are too big to balance: one at a time
-  while (threads > 1 && first_shared < by_rows.size() &&
-         start[by_rows[first_shared] + 1] - start[by_rows[first_shared]] > fair) {
-    run_expert(by_rows[first_shared++]);
-  }
-  std::atomic<size_t> next{first_shared};
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    for (size_t i = next++; i < by_rows.size(); i = next++) run_expert(by_rows[i]);
-  });
+  run_groups_balanced(E, [&](int64_t e) { return start[e + 1] - start[e]; }, run_expert);
   return unpermute_cpu(yp, order, slot, weights);
 }
 
