@@ -123,14 +123,19 @@ PATH_CASES = [
 ]
 
 
-@pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator backend")
+DEVICE_BACKENDS = [b for b in BACKENDS if b in ("emu", "cuda")]
+
+
 @pytest.mark.parametrize("path", ["sm80", "sm90"])
 @pytest.mark.parametrize("case", PATH_CASES, ids=[c[0] for c in PATH_CASES])
-def test_fused_path_per_kernel_family(case, path, monkeypatch):
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+def test_fused_path_per_kernel_family(backend, case, path, monkeypatch):
+    if backend == "cuda" and path == "sm90" and torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the Hopper kernels need an sm_90 GPU")
     monkeypatch.setenv("MOE_EXT_GEMM_PATH", path)
     _, T, H, I, E, k, dtype, activation, extra = case
-    args = make_case(T, H, I, E, k, dtype, "cpu", activation, **extra)
-    check(torch.ops.moe_ext_emu.moe_mlp(*args, activation), args, activation)
+    args = make_case(T, H, I, E, k, dtype, device_of(backend), activation, **extra)
+    check(op(backend, "moe_mlp")(*args, activation), args, activation)
 
 
 @pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator backend")
