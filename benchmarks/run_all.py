@@ -4,9 +4,11 @@ report) into an output directory:
     python benchmarks/run_all.py [--out benchmarks/results/<date>-<device>] [--smoke]
 
 On a GPU: bench_route, bench_permute, bench_grouped_gemm (both kernel families on Hopper),
-bench_moe_layer at full size, bench_expert_parallel (with >= 2 GPUs), and the static report. On a CPU-only machine: the same scripts at
-reduced sizes (they exercise the code; their times say nothing about a GPU) and the static
-report, whose kernel table and emulator proxies are the performance evidence a CPU can give.
+bench_moe_layer at full size, bench_expert_parallel (with >= 2 GPUs), and the static report.
+On a CPU-only machine: the same scripts at reduced sizes (they exercise the code; their times
+say nothing about a GPU) and the static report, whose kernel table and emulator proxies are the
+performance evidence a CPU can give, plus the layer forward at the real Qwen3-30B-A3B expert
+shape (T = 1024, bf16 and fp32) against a dense mm of equal FLOPs (moe_layer_cpu_*).
 
 Reading the output: `results.json` holds {bench: {meta, rows}}; each row has `ours` and every
 baseline measured in the same run (p50/p95 µs, TFLOP/s or GB/s) and `speedup` = baseline p50 /
@@ -64,6 +66,12 @@ def main():
                       (["--smoke", "--presets", "qwen3-30b-a3b"] if args.smoke else [])
                       + ["--plot", str(out / "plots")] + small),
     }
+    if not cuda and not args.smoke:  # the CPU goal: real Qwen3-30B-A3B expert shape, T = 1024
+        for dt in ("bfloat16", "float32"):
+            jobs[f"moe_layer_cpu_{dt}"] = ("bench_moe_layer.py",
+                                           ["--presets", "qwen3-30b-a3b", "--tokens", "1024",
+                                            "--full-shape", "--modes", "fwd", "--dtype", dt,
+                                            "--iters", "5"])
     if not cuda or torch.cuda.device_count() >= 2:  # expert parallelism needs 2 ranks
         jobs["expert_parallel"] = ("bench_expert_parallel.py",
                                    ["--iters", "2" if args.smoke else "5"]

@@ -156,6 +156,33 @@ def test_out_of_range_order_entry_is_a_zero_row(path, monkeypatch):
     check(y, args, "swiglu")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cpu_experts_on_threads_same_bits_any_thread_count(dtype):
+    """The CPU op runs experts on the intra-op threads (csrc/cpu/group_schedule.h): the result
+    is bit-identical for 1 and 2+ threads, and the worker threads keep the caller's dispatch
+    state (under no_grad with weights that require grad, as in inference with nn.Parameters,
+    and under autograd)."""
+    args = make_case(96, 32, 16, 16, 4, dtype, "cpu", capacity=30)
+    x, w1, w2, weights, order, slot, offsets = args
+    w1, w2 = w1.requires_grad_(True), w2.requires_grad_(True)
+    f = lambda: torch.ops.moe_ext.moe_mlp(x, w1, w2, weights, order, slot, offsets)  # noqa: E731
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            one = f()
+        torch.set_num_threads(max(threads, 2))
+        with torch.no_grad():
+            many = f()
+        grad_out = f()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many) and torch.equal(grad_out.detach(), many)
+    check(many, (x, w1.detach(), w2.detach(), weights, order, slot, offsets), "swiglu")
+    grad_out.float().sum().backward()
+    assert w1.grad is not None and w2.grad is not None
+
+
 def test_cpu_rejects_out_of_range_order_entry():
     x, w1, w2, weights, order, slot, offsets = make_case(24, 32, 16, 4, 2, torch.bfloat16, "cpu")
     bad = order.clone()

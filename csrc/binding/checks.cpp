@@ -62,10 +62,19 @@ bool value_checks_enabled(const at::Tensor& t) {
 static void check_values_in_range(const char* op, const char* name, const at::Tensor& t,
                                   int64_t lo, int64_t hi) {
   if (t.numel() == 0 || !value_checks_enabled(t)) return;
-  auto v = t.to(at::kCPU, at::kLong).contiguous();
-  auto bad = at::logical_or(v.lt(lo), v.ge(hi)).reshape({-1});
-  if (!bad.any().item<bool>()) return;
-  const int64_t flat = bad.nonzero()[0][0].item<int64_t>();
+  // one pass over the values, no copy for contiguous int32/int64 CPU tensors (these checks run
+  // on every CPU call; a few µs at MoE sizes)
+  auto v = t.to(at::kCPU).contiguous();
+  if (v.scalar_type() != at::kInt) v = v.to(at::kLong);
+  const int64_t n = v.numel();
+  int64_t flat = 0, value = 0;
+  auto scan = [&](const auto* data) {
+    while (flat < n && data[flat] >= lo && data[flat] < hi) ++flat;
+    if (flat < n) value = data[flat];
+  };
+  if (v.scalar_type() == at::kInt) scan(v.const_data_ptr<int32_t>());
+  else scan(v.const_data_ptr<int64_t>());
+  if (flat == n) return;
   std::ostringstream where;  // multi-index of the flat position, "[1, 0]" for 2-D ids
   for (int64_t d = 0, rest = flat; d < v.dim(); ++d) {
     const int64_t inner = v.stride(d);  // contiguous and non-empty: elements per index step
@@ -73,7 +82,7 @@ static void check_values_in_range(const char* op, const char* name, const at::Te
     rest %= inner;
   }
   where << "]";
-  MOE_CHECK(op, false, name, where.str(), " = ", v.reshape({-1})[flat].item<int64_t>(),
+  MOE_CHECK(op, false, name, where.str(), " = ", value,
             " is out of range [", lo, ", ", hi, ")");
 }
 

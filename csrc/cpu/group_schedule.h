@@ -10,6 +10,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <atomic>
@@ -36,7 +37,11 @@ void run_groups_balanced(int64_t groups, const Work& work, const Run& run) {
   }
   if (first_shared == by_cost.size()) return;
   std::atomic<size_t> next{first_shared};
+  // run() dispatches ATen ops: the worker threads need the caller's thread-local dispatch state
+  // (below-autograd key exclusions, grad mode, ...), which at::parallel_for does not carry
+  const at::ThreadLocalState caller;
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    const at::ThreadLocalStateGuard state(caller);
     for (size_t i = next++; i < by_cost.size(); i = next++) run(by_cost[i]);
   });
 }
