@@ -42,13 +42,24 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
   auto yp = at::empty({N, H}, x.options());
   if (start[E] < N) yp.narrow(0, start[E], N - start[E]).zero_();  // dropped: never read
 
+  // fp32 (MKL sgemm) runs faster with the weight as the left operand at few rows -- hᵀ = w1[e] xeᵀ,
+  // zᵀ = w2[e] aᵀ: measured here at the Qwen3-30B-A3B expert shape, T = 1024, the layer's fp32
+  // GEMMs go from 0.67 to 0.73 of a dense mm of equal FLOPs --, bf16 (oneDNN) the other way
+  // round (0.88 plain vs 0.84 transposed).
+  const bool weight_left = compute == at::kFloat;
   auto run_expert = [&](int64_t e) {
     const int64_t lo = start[e], m = start[e + 1] - lo;
     if (m == 0) return;
     const auto xe = x.index_select(0, src_rows.narrow(0, lo, m)).to(compute);
+    auto out = yp.narrow(0, lo, m);
+    if (weight_left) {
+      const auto ht = at::mm(w1[e].to(compute), xe.t().contiguous()).to(dtype);  // [2I or I, m]
+      const auto at_ = apply_mlp_activation(ht.t(), act).to(compute).t();        // [I, m]
+      out.copy_(at::mm(w2[e].to(compute), at_.contiguous()).t());
+      return;
+    }
     const auto h = at::mm(xe, w1[e].t().to(compute)).to(dtype);
     const auto a = apply_mlp_activation(h, act).to(compute);
-    auto out = yp.narrow(0, lo, m);
     if (compute == dtype) at::mm_out(out, a, w2[e].t());
     else out.copy_(at::mm(a, w2[e].t().to(compute)));
   };
