@@ -19,9 +19,10 @@
 //     cp.async, row r of the tile from x[order[row] / top_k] (each thread owns 8 rows, one 16-byte
 //     chunk column; 8 lanes cover one row's 128 bytes), writing the same 128-byte-swizzled layout
 //     TMA would. A thread signals full[s] only when its copies have landed: it keeps kGatherLag
-//     cp.async groups in flight, then wait_group, fence.proxy.async (its generic-proxy writes
-//     become visible to wgmma's async-proxy reads) and mbarrier.arrive, so full[s] completes on 128
-//     arrivals + the TMA arrival and B's transaction bytes;
+//     cp.async groups in flight (and drains them at the end of each tile), then wait_group,
+//     fence.proxy.async (its generic-proxy writes become visible to wgmma's async-proxy reads)
+//     and mbarrier.arrive, so full[s] completes on 128 arrivals + the TMA arrival and B's
+//     transaction bytes;
 //   * warpgroups 1, 2 = consumers: setmaxnreg.inc to 232 (216); each owns 64 of the tile's 128
 //     rows, waits full[s], issues 4 wgmma.m64n128k16 (K step 64 = one 128-byte swizzle atom per
 //     row, descriptors advanced 32 bytes per k16), waits for them and releases the stage (one
@@ -98,6 +99,7 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     TileScheduler<BM, kTileN> scheduler(p);
     TileCoord tc;
     int it = 0;  // k steps issued so far (all tiles): stage it % kStages, use it / kStages
+    int signaled = 0;  // kGather: k steps this thread has reported landed on full[]
     for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc); tile += gridDim.x) {
       const GroupProblem q = group_problem(p, tc.problem);
       const int k_tiles = static_cast<int>((q.k + BK - 1) / BK);
@@ -142,20 +144,20 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
             cp_async<16>(sa + r * 128 + ((chunk ^ (r & 7)) << 4), src, live ? bytes : 0);
           }
           cp_async_commit();
-          if (it >= kGatherLag) {  // step it - lag has landed: hand it to the consumers
+          if (it + 1 - signaled > kGatherLag) {  // step it - lag has landed: hand it over
             cp_async_wait<kGatherLag>();
             fence_proxy_async_shared();
-            mbarrier_arrive(&full[(it - kGatherLag) % kStages]);
+            mbarrier_arrive(&full[signaled++ % kStages]);
           }
         } else {
           __syncwarp();
         }
       }
-    }
-    if constexpr (kGather) {  // the last steps still in flight
-      cp_async_wait<0>();
-      fence_proxy_async_shared();
-      for (int j = it > kGatherLag ? it - kGatherLag : 0; j < it; ++j) mbarrier_arrive(&full[j % kStages]);
+      if constexpr (kGather) {  // the tile's last steps: now, not after the next tile's loads
+        cp_async_wait<0>();
+        fence_proxy_async_shared();
+        while (signaled < it) mbarrier_arrive(&full[signaled++ % kStages]);
+      }
     }
     return;
   }
@@ -254,6 +256,7 @@ cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t st
   if (!form_ok || !type_ok || !p.a_k_major || !p.b_k_major || (p.gated && !gather) ||
       (gather && p.a_gather_div <= 0) || p.k <= 0 || p.num_groups <= 0 || p.m > INT32_MAX ||
       p.n > INT32_MAX / 2 || p.k > INT32_MAX ||
+      // also what the gathered A's 16-byte cp.async needs (aligned base and row pitch)
       !tma_addressable(p.a, p.a_stride_m, p.form == GroupedGemmForm::kBatched ? p.a_stride_g : 0) ||
       !tma_addressable(p.b, p.b_stride_n, p.b_stride_g))
     return cudaErrorNotSupported;
