@@ -25,8 +25,10 @@
 //     transaction bytes;
 //   * warpgroups 1, 2 = consumers: setmaxnreg.inc to 232 (216); each owns 64 of the tile's 128
 //     rows, waits full[s], issues 4 wgmma.m64n128k16 (K step 64 = one 128-byte swizzle atom per
-//     row, descriptors advanced 32 bytes per k16), waits for them and releases the stage (one
-//     arrival per consumer warp on empty[s]);
+//     row, descriptors advanced 32 bytes per k16) and commits them as one group; it waits for
+//     the previous step's group only (wgmma.wait_group 1: one step's MMAs overlap the next
+//     barrier wait) and then releases that step's stage (one arrival per consumer warp on
+//     empty[s]); the tile's last stage is released after wait_group 0, before the epilogue;
 //   * epilogue per consumer warp: its 16x128 fp32 accumulators staged in its own shared region (no
 //     CTA barrier, so the producer keeps prefetching the next tile meanwhile) and stored by
 //     epilogue.cuh's store_tile (bias, activation or act(gate) * up -- gated tiles are 64 output
@@ -41,8 +43,9 @@
 // past the group, and order entries outside [0, M) (never produced by sort_tokens), are zero
 // rows: nothing is read out of bounds. The ragged-N and ragged-K forms, M-/N-major operands and
 // operands TMA cannot address (unaligned pitch/base) use the Ampere kernel.
-// Not modelled by the emulator: wgmma's asynchrony (see ptx_sm90.h); the kernel waits for its
-// wgmma groups before releasing a stage, which is what makes that safe on hardware.
+// Not modelled by the emulator: wgmma's asynchrony (see ptx_sm90.h); the kernel releases a stage
+// only after wait_group has retired the wgmma group that read it, which is what makes that safe
+// on hardware.
 #pragma once
 
 #include "../../common/launch.h"
@@ -186,9 +189,13 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
                             wgmma_desc(sb + ks * 32, 16, 1024, true), kt > 0 || ks > 0);
       }
       wgmma_commit();
-      wgmma_wait<0>();
-      if (lane == 0) mbarrier_arrive(&empty[s]);
+      // keep this step's wgmma group in flight while waiting for the next stage; the previous
+      // step's group has now finished reading its stage, which is released
+      wgmma_wait<1>();
+      if (kt > 0 && lane == 0) mbarrier_arrive(&empty[(it - 1) % kStages]);
     }
+    wgmma_wait<0>();  // the accumulators are read below; the last stage is free
+    if (k_tiles > 0 && lane == 0) mbarrier_arrive(&empty[(it - 1) % kStages]);
     const int g = lane / 4, t = lane % 4;
     MOE_UNROLL for (int j = 0; j < 16; ++j)
       MOE_UNROLL for (int half = 0; half < 2; ++half)
