@@ -5,9 +5,9 @@ every kernel choice the launcher can be forced to -- MOE_EXT_GEMM_PATH in {sm80,
 only)} x MOE_EXT_GEMM_CONFIG in {large, small_m} x MOE_EXT_GEMM_STAGES in {2..5} -- and writes a
 table {shape key: [choices sorted by time]} as JSON. The key is "form:E:K:N:rows_per_expert
 bucket" (bucket = power of two of M / E), the quantities the run-time heuristic can see without
-a host sync. The launcher's heuristic (grouped_gemm.cuh: small_m below 48 rows per expert, depth
-from shared memory, sm90 where eligible) is what the table is meant to replace; reading it at
-run time is not implemented yet -- until then, use the table to revise the heuristic.
+a host sync. Loaded with moe_ext.load_gemm_tuning(path) (or MOE_EXT_GEMM_TUNING=path at import),
+the table takes precedence over the launcher's heuristic (grouped_gemm.cuh: small_m below 48
+rows per expert, depth from shared memory, sm90 where eligible) for the shapes it holds.
 
     python benchmarks/tune_grouped_gemm.py --out tuning.json [--tokens 4096] [--emu]
 

@@ -89,6 +89,10 @@ def test_bench_scripts_smoke(tmp_path):
     assert {r["case"]["mode"] for r in layer["rows"]} == {"fwd", "fwd+bwd"}
     assert all("speedup" in m for r in layer["rows"] for m in r["baselines"].values())
     assert (tmp_path / "trace.json").stat().st_size > 0
+    try:  # the tuner's table is what the launcher reads (two keys: up/gate and down GEMMs)
+        assert moe_ext.load_gemm_tuning(tmp_path / "t.json") == 2
+    finally:
+        moe_ext.clear_gemm_tuning()
     pngs = list(tmp_path.glob("*.png"))
     try:
         import matplotlib  # noqa: F401

@@ -12,6 +12,7 @@ launch (a violation raises), so each test also asserts those are clean.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -236,3 +237,41 @@ def test_sm90_path_refuses_what_it_cannot_run(monkeypatch):
     out = emu_mm()(a, b, offs)
     assert moe_ext.emu.last_launch_stats()["threads"] % 384 != 0
     check_gemm("2x3", out, a, b, offs)
+
+
+def test_tuning_table_steers_the_launcher(tmp_path, monkeypatch):
+    """A tune_grouped_gemm.py table picks the kernel for its shape class where no override is
+    set: here the Ampere small-M tile instead of the Hopper kernel that auto picks on the
+    emulator's sm_90 (the persistent grid is the shape-only tile bound: (64/32 m-tiles + G + 1)
+    x 1 n-tile = 4 CTAs of 128 threads for small-M, 3 for the large tile); other shapes, and explicit overrides, are
+    unaffected; clearing restores the heuristic."""
+    for v in ("MOE_EXT_GEMM_PATH", "MOE_EXT_GEMM_CONFIG", "MOE_EXT_GEMM_STAGES"):
+        monkeypatch.delenv(v, raising=False)
+    torch.manual_seed(11)
+    a, b, offs = make_inputs("2x3", 1, 64, 64, 128, "even", torch.bfloat16, "cpu", "contig", "t")
+    table = {"table": {"2x3:1:64:128:128": [
+        {"path": "sm80", "config": "small_m", "stages": 3, "us": 1.0},
+        {"path": "sm90", "config": "large", "stages": 4, "us": 2.0},
+        {"path": "sm80", "config": "large", "stages": 5, "error": "x"},
+    ]}}
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(table))
+    try:
+        emu_mm()(a, b, offs)
+        assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0  # heuristic: Hopper
+        assert moe_ext.load_gemm_tuning(path) == 1
+        out = emu_mm()(a, b, offs)
+        s = moe_ext.emu.last_launch_stats()
+        assert s["threads"] == 4 * 128 and s["blocks"] == 4  # small-M tiles on the Ampere kernel
+        check_gemm("2x3", out, a, b, offs)
+        a2, b2, offs2 = make_inputs("2x3", 1, 64, 64, 256, "even", torch.bfloat16, "cpu", "contig", "t")
+        emu_mm()(a2, b2, offs2)  # another key: untouched
+        assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0
+        monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")  # an override wins over the table
+        emu_mm()(a, b, offs)
+        assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0
+    finally:
+        moe_ext.clear_gemm_tuning()
+    monkeypatch.delenv("MOE_EXT_GEMM_PATH")
+    emu_mm()(a, b, offs)
+    assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0

@@ -7,6 +7,7 @@
 
 #include "../kernels/grouped_gemm/grouped_gemm.h"
 #include "checks.h"
+#include "gemm_tuning.h"
 #include "device_buffers.h"
 
 namespace moe_ext {
@@ -140,6 +141,7 @@ at::Tensor grouped_mm_device(const at::Tensor& a, const at::Tensor& b,
   p.config = config_from_env(op);
   p.stages = stages_from_env(op);
   p.path = path_from_env(op);
+  apply_gemm_tuning(p);
   launch(op, p,
          DeviceBuffers{{"a", A.t, false}, {"b", B.t, false}, {"offs", offs_c, false},
                        {"bias", bias_c, false}, {"out", out, true}});

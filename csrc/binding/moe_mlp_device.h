@@ -75,6 +75,7 @@ at::Tensor moe_mlp_device(const at::Tensor& x, const at::Tensor& w1, const at::T
   p1.a_gather_div = static_cast<int32_t>(k);
   p1.activation = act.act;
   p1.gated = act.gated;
+  apply_gemm_tuning(p1);
   p1.c = h.data_ptr();
   p1.c_stride_m = I;
   if (N > 0 && I > 0) {
@@ -92,6 +93,7 @@ at::Tensor moe_mlp_device(const at::Tensor& x, const at::Tensor& w1, const at::T
   p2.row_scale_index = order_c.const_data_ptr<int32_t>();
   p2.c = yp.data_ptr();
   p2.c_stride_m = H;
+  apply_gemm_tuning(p2);
   at::Tensor w_scale = w_flat;
   if (w_flat.scalar_type() == at::kDouble) {
     w_scale = w_flat.to(at::kFloat);

@@ -13,11 +13,13 @@ from .losses import load_balancing_loss, router_z_loss
 from .ops import (
     grouped_mm, moe_mlp, permute, route, route_with_stats, sort_tokens, unpermute,
 )
+from .tuning import clear_gemm_tuning, load_gemm_tuning
 
 build_info = _C.build_info
 
 __all__ = [
-    "MoE", "build_info", "grouped_mm", "load_balancing_loss", "moe_mlp", "permute", "route", "route_with_stats",
-    "router_z_loss", "sort_tokens", "unpermute",
+    "MoE", "build_info", "clear_gemm_tuning", "grouped_mm", "load_balancing_loss",
+    "load_gemm_tuning", "moe_mlp", "permute", "route", "route_with_stats", "router_z_loss",
+    "sort_tokens", "unpermute",
 ]
 __version__ = "0.1.0"

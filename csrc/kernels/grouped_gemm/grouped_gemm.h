@@ -14,9 +14,12 @@
 // k_g = 0 are bias (or zeros). `offs` is read on the device only (no host sync).
 #pragma once
 
-#include <cuda_runtime_api.h>
-
 #include <cstdint>
+
+#if __has_include(<cuda_runtime_api.h>)  // the launchers; a CPU-only build has no CUDA headers
+#include <cuda_runtime_api.h>
+#define MOE_EXT_HAS_CUDA_RUNTIME_API 1
+#endif
 
 #include "../../common/portable.h"
 
@@ -73,6 +76,7 @@ enum GemmPath : int32_t { kGemmPathAuto = 0, kGemmPathSm80 = 80, kGemmPathSm90 =
 // MOE_EXT_GEMM_STAGES=2..5), for tests and the tuning script.
 enum GemmConfigId : int32_t { kGemmConfigAuto = -1, kGemmConfigLarge = 0, kGemmConfigSmallM = 1 };
 
+#ifdef MOE_EXT_HAS_CUDA_RUNTIME_API
 namespace cuda {
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
 // The Hopper kernel alone (built only for sm_90a); cudaErrorNotSupported where it does not apply.
@@ -82,5 +86,6 @@ namespace emu {
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
 cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t stream);
 }
+#endif
 
 }  // namespace moe_ext
