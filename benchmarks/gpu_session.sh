@@ -5,6 +5,7 @@
 # 2. the CUDA test suite (MOE_EXT_REQUIRE_CUDA_BUILD=1), with the emulator tests deselected
 # 3. compute-sanitizer memcheck and racecheck on the kernel tests (a CUDA-only subset)
 # 4. benchmarks/run_all.py (full sizes) and the static report
+# 5. the grouped GEMM tile-config sweep (tune_grouped_gemm.py), the table the launcher can load
 # Each step has a time limit and its log is copied to $OUT; a failing step does not stop the
 # next. Commit the results afterwards as benchmarks/results/<date>-<device>/ (see README).
 set -uo pipefail
@@ -32,4 +33,6 @@ step memcheck 300 "$SAN" --tool memcheck --error-exitcode 1 python -m pytest -q 
 step racecheck 300 "$SAN" --tool racecheck --error-exitcode 1 python -m pytest -q -x \
   tests/test_grouped_mm.py tests/test_permutation.py -k "cuda and not large"
 step benchmarks 900 python benchmarks/run_all.py --out "$OUT/results/$DATE-$DEV"
+step tune 240 python benchmarks/tune_grouped_gemm.py --iters 10 \
+  --out "$OUT/results/$DATE-$DEV/gemm_tuning.json"  # moe_ext.load_gemm_tuning reads it
 echo "results in $OUT (commit $OUT/results/$DATE-$DEV as benchmarks/results/$DATE-$DEV)"
