@@ -470,6 +470,26 @@ def test_value_errors_name_the_entry(name, call, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["permute", "unpermute", "moe_mlp"])
+def test_order_and_slot_must_be_inverse(name):
+    """order/slot that are in range but not sort_tokens' inverse pair (a duplicated row) are
+    rejected on CPU: the device kernels would race on the duplicated row."""
+    ids = torch.tensor([[0, 1], [1, 0], [0, 1], [1, 0]], dtype=torch.int32)
+    order, slot, offsets = moe_ext.sort_tokens(ids, 2)
+    bad = order.clone()
+    bad[1] = bad[0]  # row 1 repeats row 0's assignment
+    x, w = torch.randn(4, 8), torch.rand(4, 2)
+    calls = {
+        "permute": lambda o: torch.ops.moe_ext.permute(x, o, slot, 2),
+        "unpermute": lambda o: torch.ops.moe_ext.unpermute(torch.randn(8, 8), o, slot, w),
+        "moe_mlp": lambda o: torch.ops.moe_ext.moe_mlp(x, torch.randn(2, 8, 8), torch.randn(2, 8, 4),
+                                                       w, o, slot, offsets),
+    }
+    calls[name](order)  # the real pair passes
+    with pytest.raises(RuntimeError, match=rf"moe_ext.{name}: order and slot are not inverse"):
+        calls[name](bad)
+
+
 # N = T * top_k must stay below 2^31 (order / slot are int32). Stride-0 views give the shapes
 # without the memory: the checks reject them on metadata alone, before reading or allocating.
 BIG = 2**31

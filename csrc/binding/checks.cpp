@@ -154,6 +154,23 @@ void check_order_slot_values(const char* op, const at::Tensor& order, const at::
   const int64_t N = order.size(0);
   check_values_in_range(op, "order", order, 0, N);
   check_values_in_range(op, "slot", slot, -1, N);
+  if (N == 0 || !value_checks_enabled(order)) return;
+  // inverse of each other where kept (as sort_tokens makes them): a kept assignment a sits at
+  // row slot[a] and that row holds a. (Duplicate rows would make the kernels' gathers and
+  // unpermute_backward's per-row weight gradient race.)
+  const auto o = order.to(at::kCPU).contiguous(), sl = slot.to(at::kCPU).contiguous();
+  const int32_t* ord = o.const_data_ptr<int32_t>();
+  const int32_t* slt = sl.const_data_ptr<int32_t>();
+  for (int64_t a = 0; a < N; ++a) {
+    const int32_t row = slt[a];
+    MOE_CHECK(op, row < 0 || ord[row] == a, "order and slot are not inverse: slot[", a, "] = ", row,
+              " but order[", row, "] = ", ord[row], " (sort_tokens' outputs are)");
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    const int32_t row = slt[ord[i]];
+    MOE_CHECK(op, row < 0 || row == i, "order and slot are not inverse: order[", i, "] = ", ord[i],
+              " but slot[", ord[i], "] = ", row, " (sort_tokens' outputs are)");
+  }
 }
 
 void check_permute_args(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,

@@ -30,7 +30,8 @@ void check_same_device(const char* op, const char* name, const at::Tensor& t,
 // `name` holds n assignments (N = T*top_k); n must be < kMaxAssignments.
 void check_num_assignments(const char* op, const char* name, int64_t n);
 
-// Values of order and slot: order[i] in [0, N), slot[a] in [-1, N) (-1 = dropped); only where
+// Values of order and slot: order[i] in [0, N), slot[a] in [-1, N) (-1 = dropped), and inverse
+// of each other where kept (order[slot[a]] == a, slot[order[i]] in {i, -1}); only where
 // value_checks_enabled. Call after every metadata check.
 void check_order_slot_values(const char* op, const at::Tensor& order, const at::Tensor& slot);
 
