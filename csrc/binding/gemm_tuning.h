@@ -8,7 +8,6 @@
 // moe_mlp's gated first GEMM, N is the weight's 2I rows, as the tuner measures it.
 #pragma once
 
-#include <optional>
 #include <string>
 
 #include "../kernels/grouped_gemm/grouped_gemm.h"

@@ -7,8 +7,8 @@
 
 #include "../kernels/grouped_gemm/grouped_gemm.h"
 #include "checks.h"
-#include "gemm_tuning.h"
 #include "device_buffers.h"
+#include "gemm_tuning.h"
 
 namespace moe_ext {
 

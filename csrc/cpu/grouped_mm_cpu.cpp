@@ -3,10 +3,9 @@
 //
 // Rows/columns past offs[-1] are zeroed, K = 0 groups get zeros (or their bias); each group's
 // product is written through a view of the output: at::mm_out when the result needs no extra
-// rounding step, otherwise (bias, or out_dtype other
-// than the input dtype) the product is formed in fp32 (fp64 for fp64), the bias added there,
-// and the sum rounded once into the output; so is a bf16/fp16 product on a CPU without native
-// reduced-precision GEMM (mm_precision.h).
+// rounding step, otherwise (bias, or out_dtype other than the input dtype) the product is formed
+// in fp32 (fp64 for fp64), the bias added there, and the sum rounded once into the output; so is
+// a bf16/fp16 product on a CPU without native reduced-precision GEMM (mm_precision.h).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -68,9 +67,11 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
   const bool direct =
       !bias && od == a.scalar_type() && cpu_mm_is_native(a.scalar_type());
 
+  // the ragged extent of group g: [lo, lo + len)
+  auto group_lo = [&](int64_t g) { return g == 0 || !offs ? int64_t{0} : ends[g - 1]; };
+  auto group_len = [&](int64_t g) { return offs ? ends[g] - group_lo(g) : int64_t{0}; };
   auto run_group = [&](int64_t g) {
-    const int64_t lo = g == 0 || !offs ? 0 : ends[g - 1];
-    const int64_t len = offs ? ends[g] - lo : 0;
+    const int64_t lo = group_lo(g), len = group_len(g);
     at::Tensor a_g, b_g, out_g, bias_g;
     switch (form) {
       case GroupedForm::k2Dx3D:  // rows [lo, lo+len) of a and out use b[g]
@@ -101,7 +102,7 @@ at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
   };
   // cost of group g: its multiply-adds + its outputs (so K = 0 groups are written too)
   auto work = [&](int64_t g) -> int64_t {
-    const int64_t len = offs ? ends[g] - (g == 0 ? 0 : ends[g - 1]) : 0;
+    const int64_t len = group_len(g);
     switch (form) {
       case GroupedForm::k2Dx3D: return len * b.size(2) * (a.size(1) + 1);
       case GroupedForm::k3Dx2D: return len * a.size(1) * (a.size(2) + 1);

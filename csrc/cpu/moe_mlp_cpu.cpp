@@ -12,6 +12,7 @@
 // bf16/fp16 GEMMs run natively where oneDNN supports them (mm_precision.h), in fp32 elsewhere;
 // each stage rounds to the input dtype as the composite path does.
 #include <ATen/ATen.h>
+
 #include <algorithm>
 #include <vector>
 

@@ -34,7 +34,7 @@ def load_gemm_tuning(path: str | os.PathLike) -> int:
         ok = [c for c in choices if "error" not in c]
         if not ok:
             continue
-        best = ok[0] if "us" not in ok[0] else min(ok, key=lambda c: c["us"])
+        best = min(ok, key=lambda c: c.get("us", float("inf")))  # ties: the table's order
         path_name, config = best.get("path", "auto"), best.get("config", "auto")
         if path_name not in _PATHS or config not in _CONFIGS:
             raise ValueError(f"{path}: {key}: unknown path {path_name!r} or config {config!r}")
