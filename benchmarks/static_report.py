@@ -2,7 +2,7 @@
 
 1. Per kernel and arch (sm_80, sm_90a), from the cubins in moe_ext._C (cuobjdump): registers,
    stack/local bytes (spills), static shared memory, the SASS instruction mix (HMMA / HGMMA,
-   LDGSTS / UTMALDG, LDSM / LDS, LDL / STL ...), and the theoretical occupancy on A100 and H100
+   LDGSTS / UTMALDG / UTMASTG, LDSM / LDS, LDL / STL ...), and the theoretical occupancy on A100 and H100
    for the kernel's launch shape (threads and dynamic shared memory as the launchers choose them,
    listed in LAUNCH below), by the CUDA occupancy rules: registers allocated per warp in units of
    256, shared memory per block + 1 KB reserved, at most 32 blocks / 64 warps (2048 threads) per
@@ -156,15 +156,15 @@ def markdown(kernels: list[dict], proxies: list[dict]) -> str:
            "Kernels (cuobjdump of the built library; occupancy from the CUDA rules at the "
            "launchers' shapes):", "",
            "| arch | kernel | regs | spill (stack/local) | smem static+dyn | threads | blocks/SM | "
-           "occupancy (limiter) | HMMA | HGMMA | LDGSTS | UTMALDG | LDSM | LDL+STL |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "occupancy (limiter) | HMMA | HGMMA | LDGSTS | UTMALDG | UTMASTG | LDSM | LDL+STL |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in kernels:
         m = r["mix"]
         short = re.sub(r"\(.*", "", r["kernel"]).replace("moe_ext::cuda::", "")
         out.append(f"| {r['arch']} | `{short}` | {r['regs']} | {r['stack']}/{r['local']} | "
                    f"{r['static_smem']}+{r['dynamic_smem']} | {r['threads']} | "
                    f"{r.get('blocks_per_sm', '')} | {r.get('occupancy', 0):.0%} ({r.get('limiter', '')}) | "
-                   f"{m['HMMA']} | {m['HGMMA']} | {m['LDGSTS']} | {m['UTMALDG']} | {m['LDSM']} | "
+                   f"{m['HMMA']} | {m['HGMMA']} | {m['LDGSTS']} | {m['UTMALDG']} | {m['UTMASTG']} | {m['LDSM']} | "
                    f"{m['LDL'] + m['STL']} |")
     out += ["", "Emulator proxies (one shape per op; the H100 time is a MODEL: "
             "max(ideal bytes / 3.35 TB/s, flops / 989 TFLOP/s), not a measurement):", "",

@@ -84,16 +84,21 @@ def test_sass_main_loops_and_no_local_memory():
     for op in ("HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"):
         assert op in hopper[0], f"{op} not in wgmma_gemm_kernel"
     assert not any("wgmma_gemm_kernel" in n for (a, n) in sass if a == "sm_80")
-    # the Hopper grouped GEMM (bf16, fp16) x (TMA A; gathered A; gathered A + gated epilogue):
-    # TMA + mbarrier + wgmma in every instantiation, cp.async for the gathered A rows
+    # the Hopper grouped GEMM (bf16, fp16) x (TMA A with K-major/K-major, K-major/MN-major and
+    # MN-major/MN-major operands; gathered A; gathered A + gated epilogue): TMA loads and stores,
+    # mbarriers and wgmma in every instantiation, cp.async for the gathered A rows
     sm90 = {n: t for (a, n), t in sass.items() if a == "sm_90a" and "grouped_gemm_sm90_kernel" in n}
-    assert len(sm90) == 6, f"expected 6 grouped_gemm_sm90_kernel instantiations, got {len(sm90)}"
+    assert len(sm90) == 10, f"expected 10 grouped_gemm_sm90_kernel instantiations, got {len(sm90)}"
     for n, text in sm90.items():
-        for op in ("HGMMA.64x128x16.F32", "UTMALDG", "SYNCS.PHASECHK"):
+        for op in ("HGMMA.64x128x16.F32", "UTMALDG", "UTMASTG", "SYNCS.PHASECHK"):
             assert op in text, f"{op} not in {n}"
-        # grouped_gemm_sm90_kernel<T, kGather, kGated>, mangled: ...kernelI<T>Lb<kGather>E...
-        gathers = re.search(r"grouped_gemm_sm90_kernelI.*?Lb([01])E", n).group(1) == "1"
+        # grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated>, mangled:
+        # ...kernelI<T>Lb<kAKMajor>ELb<kBKMajor>ELb<kGather>E...
+        flags = re.search(r"grouped_gemm_sm90_kernelI.*?Lb([01])ELb([01])ELb([01])E", n).groups()
+        gathers = flags[2] == "1"
         assert ("LDGSTS" in text) == gathers, f"LDGSTS {'missing from' if gathers else 'in'} {n}"
+        # the ragged-K / ragged-M tensor-map rewrites: the tensor-map proxy acquire
+        assert "UTMACCTL" in text, f"no tensor-map fence in {n}"
     # no library kernel touches local memory (spills or runtime-indexed register arrays); the
     # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt
     local = sorted(

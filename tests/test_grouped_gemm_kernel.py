@@ -158,10 +158,14 @@ def test_counters_bank_conflicts_mma_traffic(config, layouts):
     assert s["global_bytes_written"] == M * N * elem
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_backward_through_kernels(dtype):
+@pytest.mark.parametrize(
+    "dtype,path", [(torch.bfloat16, "sm80"), (torch.bfloat16, "sm90"), (torch.float32, "auto")]
+)
+def test_backward_through_kernels(dtype, path, monkeypatch):
     """dA (grouped_mm(dC, bᵀ)) and dB (ragged-K grouped_mm(aᵀ, dC)) on the emulator equal the
-    CPU op's to within dtype rounding, for HF-layout weights (b = w.transpose(-2, -1))."""
+    CPU op's to within dtype rounding, for HF-layout weights (b = w.transpose(-2, -1)); forced
+    onto each kernel family (sm90: a refusal would raise, so every GEMM ran on Hopper's)."""
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", path)
     torch.manual_seed(6)
     a, b, offs = make_inputs("2x3", 4, 130, 48, 72, "uneven", dtype, "cpu", "contig", "t")
     gout = torch.randn(130, 72).to(dtype)
@@ -194,13 +198,22 @@ def test_medium_expert_gemm_many_tiles_per_cta(path, monkeypatch):
     check_gemm("2x3", out, a, b, offs)
 
 
-# (id, form, G, M, K, N, kind): what the Hopper kernel takes (K-major a and b, 16-byte pitches)
+# (id, form, G, M, K, N, kind, a layout, b layout): what the Hopper kernel takes -- 16-byte
+# pitches, K-major a and b (the forward on HF weights), K-major a and MN-major b (dA = dC bᵀ),
+# MN-major a and b (dB = aᵀ dC, ragged K: per-stage tensor maps cut at each group's end)
 SM90_SHAPES = [
-    ("ragged_edges", "2x3", 3, 200, 72, 136, "uneven"),  # K tail 8 (TMA zero fill), partial tiles
-    ("empty_and_tail", "2x3", 6, 150, 64, 128, "empty_tail"),  # empty experts, rows past offs[-1]
-    ("one_group", "2x3", 4, 300, 128, 256, "one"),
-    ("batched", "3x3", 3, 70, 80, 136, "even"),
-    ("many_experts", "2x3", 64, 256, 64, 128, "skewed"),
+    ("ragged_edges", "2x3", 3, 200, 72, 136, "uneven", "contig", "t"),  # K tail 8, partial tiles
+    ("empty_and_tail", "2x3", 6, 150, 64, 128, "empty_tail", "contig", "t"),  # rows past offs[-1]
+    ("one_group", "2x3", 4, 300, 128, 256, "one", "contig", "t"),
+    ("batched", "3x3", 3, 70, 80, 136, "even", "contig", "t"),
+    ("many_experts", "2x3", 64, 256, 64, 128, "skewed", "contig", "t"),
+    ("odd_out_pitch", "2x3", 3, 90, 64, 100, "uneven", "contig", "t"),  # c not TMA-addressable
+    ("dA_mn_major_b", "2x3", 5, 260, 136, 72, "uneven", "contig", "contig"),
+    ("batched_mn_major_b", "3x3", 2, 70, 64, 200, "even", "contig", "contig"),
+    ("dB_ragged_k", "2x2", 5, 136, 300, 200, "uneven", "t", "contig"),  # K tails inside groups
+    ("dB_ragged_k_empty_tail", "2x2", 6, 72, 150, 128, "empty_tail", "t", "contig"),
+    ("dB_ragged_k_many_groups", "2x2", 40, 128, 520, 64, "skewed", "t", "contig"),
+    ("ragged_k_k_major", "2x2", 4, 136, 200, 72, "uneven", "contig", "t"),
 ]
 
 
@@ -208,12 +221,28 @@ SM90_SHAPES = [
 @pytest.mark.parametrize("shape", SM90_SHAPES, ids=[s[0] for s in SM90_SHAPES])
 def test_sm90_kernel(shape, dtype, monkeypatch):
     monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
-    _, form, G, M, K, N, kind = shape
+    _, form, G, M, K, N, kind, a_layout, b_layout = shape
     torch.manual_seed(8)
-    a, b, offs = make_inputs(form, G, M, K, N, kind, dtype, "cpu", "contig", "t")
+    a, b, offs = make_inputs(form, G, M, K, N, kind, dtype, "cpu", a_layout, b_layout)
     out = emu_mm()(a, b, offs)
-    assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0  # the Hopper kernel ran
+    s = moe_ext.emu.last_launch_stats()
+    assert s["threads"] % 384 == 0 and s["bank_conflicts"] == 0  # the Hopper kernel ran
     check_gemm(form, out, a, b, offs)
+
+
+def test_sm90_ragged_k_on_exact_integers(monkeypatch):
+    """Small integers make every product and sum exact: a token of a neighbouring group leaking
+    through a stage's tensor map (or a stale map after a group change) is a wrong value."""
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-2, 3, (333, 128), generator=g).to(torch.bfloat16)
+    dy = torch.randint(-2, 3, (333, 136), generator=g).to(torch.bfloat16)
+    offs = torch.tensor([0, 7, 7, 64, 65, 200, 333, 333], dtype=torch.int32)
+    out = emu_mm()(x.t(), dy, offs)
+    bounds = [0, *offs.tolist()]
+    for e in range(len(offs)):
+        lo, hi = bounds[e], bounds[e + 1]
+        assert torch.equal(out[e].float(), x[lo:hi].float().t() @ dy[lo:hi].float()), e
 
 
 def test_sm90_bias_and_out_dtype(monkeypatch):
@@ -227,16 +256,16 @@ def test_sm90_bias_and_out_dtype(monkeypatch):
 
 
 def test_sm90_path_refuses_what_it_cannot_run(monkeypatch):
-    """Forcing the Hopper path on an N-major b (b[G, K, N] row-major) is an error, not a silent
+    """Forcing the Hopper path on the ragged-N form (3D x 2D) is an error, not a silent
     fallback; auto picks the Ampere kernel for it."""
-    a, b, offs = make_inputs("2x3", 2, 64, 32, 64, "even", torch.bfloat16, "cpu")
+    a, b, offs = make_inputs("3x2", 2, 64, 32, 64, "even", torch.bfloat16, "cpu", "contig", "t")
     monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
     with pytest.raises(RuntimeError, match="rejected its arguments"):
         emu_mm()(a, b, offs)
     monkeypatch.setenv("MOE_EXT_GEMM_PATH", "auto")
     out = emu_mm()(a, b, offs)
     assert moe_ext.emu.last_launch_stats()["threads"] % 384 != 0
-    check_gemm("2x3", out, a, b, offs)
+    check_gemm("3x2", out, a, b, offs)
 
 
 def test_tuning_table_steers_the_launcher(tmp_path, monkeypatch):

@@ -70,6 +70,7 @@ def demangle(names: list[str]) -> dict[str, str]:
 
 INSTRUCTION_CLASSES = {
     "HMMA": r"\bHMMA\b", "HGMMA": r"\bHGMMA\b", "LDGSTS": r"\bLDGSTS\b", "UTMALDG": r"\bUTMALDG\b",
+    "UTMASTG": r"\bUTMASTG\b",
     "LDSM": r"\bLDSM\b", "LDS": r"\bLDS\b", "STS": r"\bSTS\b", "LDG": r"\bLDG\b", "STG": r"\bSTG\b",
     "FFMA": r"\bFFMA\b", "SHFL": r"\bSHFL\b", "BAR": r"\bBAR\b", "SYNCS": r"\bSYNCS\b",
     "LDL": r"\bLDL\b", "STL": r"\bSTL\b",
@@ -78,7 +79,7 @@ INSTRUCTION_CLASSES = {
 
 def instruction_mix(sass: str) -> dict[str, int]:
     """Static counts of the instruction classes that matter for our kernels."""
-    ops = [line.split("*/", 1)[1] for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", line)]
+    ops = [line.split("*/", 1)[1] for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,}\*/", line)]
     mix = {k: sum(1 for o in ops if re.search(p, o)) for k, p in INSTRUCTION_CLASSES.items()}
     mix["total"] = len(ops)
     return mix

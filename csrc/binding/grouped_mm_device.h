@@ -65,6 +65,17 @@ inline int64_t stride_of(const Operand& o, int64_t d, bool is_unit) {
   return is_unit ? 1 : o.t.stride(d);
 }
 
+// The Hopper kernel's tensor-map scratch (GroupedGemmParams::workspace), for 16-bit problems
+// that may run on it; an undefined tensor (and no workspace) otherwise. From the caching
+// allocator: stream-ordered and CUDA-graph safe, nothing to initialise.
+inline at::Tensor gemm_workspace(GroupedGemmParams& p, const at::TensorOptions& options) {
+  if (p.in_type == GemmElem::kF32 || p.path == kGemmPathSm80) return {};
+  at::Tensor w = at::empty({kGroupedGemmWorkspaceBytes}, options.dtype(at::kByte));
+  p.workspace = w.data_ptr();
+  p.workspace_bytes = kGroupedGemmWorkspaceBytes;
+  return w;
+}
+
 }  // namespace grouped_mm_binding
 
 template <typename Launch>
@@ -142,9 +153,10 @@ at::Tensor grouped_mm_device(const at::Tensor& a, const at::Tensor& b,
   p.stages = stages_from_env(op);
   p.path = path_from_env(op);
   apply_gemm_tuning(p);
+  const at::Tensor workspace = gemm_workspace(p, a.options());
   launch(op, p,
          DeviceBuffers{{"a", A.t, false}, {"b", B.t, false}, {"offs", offs_c, false},
-                       {"bias", bias_c, false}, {"out", out, true}});
+                       {"bias", bias_c, false}, {"out", out, true}, {"workspace", workspace, true}});
   return out;
 }
 

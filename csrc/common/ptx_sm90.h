@@ -10,11 +10,21 @@
 //   tma_load_2d / tma_load_3d  cp.async.bulk.tensor.{2,3}d.shared::cluster.global.tile
 //                              .mbarrier::complete_tx::bytes (box at the given coordinates,
 //                              innermost first; out-of-range elements are zero-filled)
+//   tma_store_2d / tma_store_3d  cp.async.bulk.tensor.{2,3}d.global.shared::cta.bulk_group (the
+//                              box from shared memory; elements outside the tensor are dropped)
+//   bulk_commit_group / bulk_wait_group<N> / bulk_wait_group_read<N>
+//                              cp.async.bulk.{commit_group,wait_group[.read]} (bulk stores)
+//   tensormap_replace_global_dim<ord>(smem_map, size)
+//       tensormap.replace.tile.global_dim.shared::cta.b1024.b32 (edit a map copied to shared)
+//   tensormap_publish(gmem_map, smem_map)   tensormap.cp_fenceproxy.global.shared::cta
+//       .tensormap::generic.release.gpu.sync.aligned (warp-collective copy + release)
+//   tensormap_acquire(gmem_map)   fence.proxy.tensormap::generic.acquire.gpu (before its TMA use)
 //   wgmma_desc(smem, lbo, sbo, swizzle128)   a shared-memory matrix descriptor
 //   wgmma_fence / wgmma_commit / wgmma_wait<N>   wgmma.{fence,commit_group,wait_group}.sync.aligned
-//   wgmma_m64n128k16<T>(d, desc_a, desc_b, accumulate)
+//   wgmma_m64n128k16<T, kTransA, kTransB>(d, desc_a, desc_b, accumulate)
 //       wgmma.mma_async.sync.aligned.m64n128k16.f32.{bf16,f16}: D[64x128] (+)= A[64x16] B[16x128]
-//       with A and B K-major in shared memory; warp w of the warpgroup holds rows 16w..16w+15,
+//       with A and B K-major in shared memory, or MN-major where kTransA / kTransB (the
+//       instruction's transpose immediates); warp w of the warpgroup holds rows 16w..16w+15,
 //       d[4j + e] = (row 16w + lane/4 + 8(e/2), column 8j + 2(lane%4) + e%2) -- the mma.m16n8
 //       C layout for each 8-column block j.
 //   setmaxnreg_inc<N>() / setmaxnreg_dec<N>()   setmaxnreg.{inc,dec}.sync.aligned.u32
@@ -25,11 +35,18 @@
 // operand with the 128-byte swizzle: element (row r, k) at start + (r / 8) * SBO + (r % 8) * 128
 // + 2k before the swizzle (LBO unused; the k16 steps of a 64-wide atom advance `start` by 32
 // bytes). Without swizzle: 8x8 core matrices of 128 contiguous bytes, element (r, k) at
-// start + (r / 8) * SBO + (k / 8) * LBO + (r % 8) * 16 + 2 (k % 8).
+// start + (r / 8) * SBO + (k / 8) * LBO + (r % 8) * 16 + 2 (k % 8). An MN-major operand (the
+// canonical layouts of the PTX ISA's matrix-descriptor section) with the 128-byte swizzle:
+// element (mn, k) at start + (mn / 64) * LBO + (k / 8) * SBO + (k % 8) * 128 + 2 (mn % 64) --
+// k rows of 64 contiguous mn, as a TMA box of 64 x k writes them; without swizzle at
+// start + (mn / 8) * SBO + (k / 8) * LBO + (k % 8) * 16 + 2 (mn % 8).
 //
 // Emulator semantics: the copy engine and wgmma are the asynchronous proxy -- their shared
 // accesses skip the race check (mbarriers and wgmma waits order them) but are bounds-checked and
-// require initialised data; a TMA copy lands and completes its transaction bytes at issue; a
+// require initialised data; a TMA copy lands and completes its transaction bytes at issue, a TMA
+// store writes global memory at issue (so a kernel that rewrites its staging before
+// bulk_wait_group_read is not caught); a tensor map is the emulator's descriptor struct, edited
+// in shared memory and published by lane 0 (the proxy fences are no-ops); a
 // wgmma reads its operands and updates D at issue (the fence/commit/wait calls are then no-ops,
 // so a kernel that overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a
 // no-op. mbarrier waits block the thread (fiber) until the phase completes; a wait that can
@@ -186,6 +203,40 @@ MOE_DEVICE MOE_FORCEINLINE void tma_load_3d(void* smem, const TmaDescriptor* des
       "[%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(smem_u32(smem)), "l"(desc), "r"(c0), "r"(c1),
       "r"(c2), "r"(smem_u32(bar)) : "memory");
 }
+MOE_DEVICE MOE_FORCEINLINE void tma_store_2d(const TmaDescriptor* desc, const void* smem, int c0,
+                                             int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n"
+               ::"l"(desc), "r"(smem_u32(smem)), "r"(c0), "r"(c1) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void tma_store_3d(const TmaDescriptor* desc, const void* smem, int c0,
+                                             int c1, int c2) {
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n"
+               ::"l"(desc), "r"(smem_u32(smem)), "r"(c0), "r"(c1), "r"(c2) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void bulk_commit_group() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+template <int N>
+MOE_DEVICE MOE_FORCEINLINE void bulk_wait_group_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N>
+MOE_DEVICE MOE_FORCEINLINE void bulk_wait_group() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
+template <int kOrd>
+MOE_DEVICE MOE_FORCEINLINE void tensormap_replace_global_dim(void* smem_map, uint32_t size) {
+  asm volatile("tensormap.replace.tile.global_dim.shared::cta.b1024.b32 [%0], %1, %2;\n"
+               ::"r"(smem_u32(smem_map)), "n"(kOrd), "r"(size) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void tensormap_publish(TmaDescriptor* gmem_map, const void* smem_map) {
+  asm volatile(
+      "tensormap.cp_fenceproxy.global.shared::cta.tensormap::generic.release.gpu.sync.aligned "
+      "[%0], [%1], 128;\n" ::"l"(gmem_map), "r"(smem_u32(smem_map)) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void tensormap_acquire(const TmaDescriptor* gmem_map) {
+  asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(gmem_map) : "memory");
+}
 MOE_DEVICE MOE_FORCEINLINE uint64_t wgmma_desc(const void* smem, uint32_t lbo, uint32_t sbo,
                                                bool swizzle128) {
   const uint64_t addr = (smem_u32(smem) & 0x3FFFF) >> 4;
@@ -202,25 +253,25 @@ template <int N>
 MOE_DEVICE MOE_FORCEINLINE void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-template <typename T>
+#define MOE_WGMMA_M64N128K16(TYPE)                                                              \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                     \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                      \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;\n}\n"                                       \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                                                                              \
+               : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)), "n"(kTransA ? 1 : 0), \
+                 "n"(kTransB ? 1 : 0))
+// kTransA / kTransB: the operand is MN-major in shared memory (the instruction's transpose bits;
+// 16-bit types only).
+template <typename T, bool kTransA = false, bool kTransB = false>
 MOE_DEVICE MOE_FORCEINLINE void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b,
                                                  bool accumulate) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)));
+    MOE_WGMMA_M64N128K16("bf16");
   } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)));
+    MOE_WGMMA_M64N128K16("f16");
   }
 }
+#undef MOE_WGMMA_M64N128K16
 template <int N>
 MOE_DEVICE MOE_FORCEINLINE void setmaxnreg_inc() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
@@ -245,6 +296,45 @@ inline unsigned char* shared_at(size_t off) {
 // The 128-byte swizzle on a shared byte offset.
 inline size_t swizzle128(size_t a) { return a ^ (((a >> 7) & 7) << 4); }
 
+// Walks the box of a TMA copy at `coord` with shared side `smem`: calls f(row, x_lo, x_hi,
+// shared_row) for each box row, `row` being the global address of the row's element x = 0
+// (nullptr where the row lies outside the tensor), [x_lo, x_hi) its in-range elements (possibly
+// empty) and `shared_row` the row's unswizzled shared offset. Returns the box's bytes.
+template <typename F>
+size_t for_each_box_row(const TmaDescriptor& d, const void* smem, const int* coord,
+                        const char* kind, F&& f) {
+  if (shared_offset(smem) % (d.swizzle == TmaSwizzle::k128B ? 1024 : 128))
+    ::moe_simt::fail(std::string(kind) + ": shared side not aligned (1024 bytes for the 128-byte "
+                     "swizzle, else 128)");
+  const uint32_t b0 = d.box[0], b1 = d.rank > 1 ? d.box[1] : 1, b2 = d.rank > 2 ? d.box[2] : 1;
+  const size_t row_bytes = size_t{b0} * d.elem_bytes;
+  if (d.swizzle == TmaSwizzle::k128B && row_bytes != 128)
+    ::moe_simt::fail(std::string(kind) + ": the 128-byte swizzle needs 128-byte box rows");
+  const size_t base = shared_offset(smem);
+  auto* gbase = static_cast<unsigned char*>(const_cast<void*>(d.base));
+  for (uint32_t z = 0; z < b2; ++z)
+    for (uint32_t y = 0; y < b1; ++y) {
+      const int64_t gy = int64_t{coord[1]} + y, gz = int64_t{coord[2]} + z;
+      const bool row_inside = (d.rank < 2 || (gy >= 0 && uint64_t(gy) < d.dims[1])) &&
+                              (d.rank < 3 || (gz >= 0 && uint64_t(gz) < d.dims[2]));
+      const int64_t x_lo = std::max<int64_t>(0, -int64_t{coord[0]});
+      const int64_t x_hi = std::min<int64_t>(b0, int64_t(d.dims[0]) - coord[0]);
+      unsigned char* row = row_inside ? gbase + (d.rank > 1 ? gy * int64_t(d.strides[1]) : 0) +
+                                            (d.rank > 2 ? gz * int64_t(d.strides[2]) : 0) +
+                                            int64_t{coord[0]} * d.elem_bytes
+                                      : nullptr;
+      f(row, x_lo, x_hi, base + (size_t{z} * b1 + y) * row_bytes);
+    }
+  return row_bytes * b1 * b2;
+}
+
+// The shared address of element x of a box row at unswizzled offset `shared_row`.
+inline unsigned char* box_elem(const TmaDescriptor& d, size_t shared_row, int64_t x) {
+  size_t off = shared_row + size_t(x) * d.elem_bytes;
+  if (d.swizzle == TmaSwizzle::k128B) off = swizzle128(off);
+  return shared_at(off);
+}
+
 }  // namespace sm90_emu
 
 inline void mbarrier_init(uint64_t* bar, int count) { ::moe_simt::mbarrier_init(bar, count); }
@@ -256,43 +346,24 @@ inline void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
 }
 inline void mbarrier_wait(uint64_t* bar, uint32_t parity) { ::moe_simt::mbarrier_wait(bar, parity); }
 
+
 inline void tma_load(void* smem, const TmaDescriptor* desc, const int* coord, uint64_t* bar) {
   const TmaDescriptor& d = *desc;
-  if (sm90_emu::shared_offset(smem) % (d.swizzle == TmaSwizzle::k128B ? 1024 : 128))
-    ::moe_simt::fail("cp.async.bulk.tensor: shared destination not aligned (1024 bytes for the "
-                     "128-byte swizzle, else 128)");
-  const uint32_t b0 = d.box[0], b1 = d.rank > 1 ? d.box[1] : 1, b2 = d.rank > 2 ? d.box[2] : 1;
-  const size_t row_bytes = size_t{b0} * d.elem_bytes, total = row_bytes * b1 * b2;
-  if (d.swizzle == TmaSwizzle::k128B && row_bytes != 128)
-    ::moe_simt::fail("cp.async.bulk.tensor: the 128-byte swizzle needs 128-byte box rows");
-  ::moe_simt::async_shared_write(smem, total, "cp.async.bulk.tensor");
-  const size_t base = sm90_emu::shared_offset(smem);
-  const auto* gbase = static_cast<const unsigned char*>(d.base);
-  for (uint32_t z = 0; z < b2; ++z)
-    for (uint32_t y = 0; y < b1; ++y) {
-      const int64_t gy = int64_t{coord[1]} + y, gz = int64_t{coord[2]} + z;
-      const bool row_inside = (d.rank < 2 || (gy >= 0 && uint64_t(gy) < d.dims[1])) &&
-                              (d.rank < 3 || (gz >= 0 && uint64_t(gz) < d.dims[2]));
-      // the in-range elements of a box row are contiguous in global memory: one bulk read
-      const int64_t x_lo = std::max<int64_t>(0, -int64_t{coord[0]});
-      const int64_t x_hi = std::min<int64_t>(b0, int64_t(d.dims[0]) - coord[0]);
-      const unsigned char* row = gbase + (d.rank > 1 ? gy * int64_t(d.strides[1]) : 0) +
-                                 (d.rank > 2 ? gz * int64_t(d.strides[2]) : 0) +
-                                 int64_t{coord[0]} * d.elem_bytes;
-      if (row_inside && x_hi > x_lo)
-        ::moe_simt::check_global(row + x_lo * d.elem_bytes, (x_hi - x_lo) * d.elem_bytes, false,
-                                 "cp.async.bulk.tensor read", /*bulk=*/true);
-      for (uint32_t x = 0; x < b0; ++x) {
-        size_t off = base + (size_t{z} * b1 + y) * row_bytes + size_t{x} * d.elem_bytes;
-        if (d.swizzle == TmaSwizzle::k128B) off = sm90_emu::swizzle128(off);
-        unsigned char* dst = sm90_emu::shared_at(off);
-        if (row_inside && int64_t{x} >= x_lo && int64_t{x} < x_hi) {
-          std::memcpy(dst, row + int64_t{x} * d.elem_bytes, d.elem_bytes);
-        } else {
-          std::memset(dst, 0, d.elem_bytes);
-        }
-      }
+  const char* kind = "cp.async.bulk.tensor";
+  const size_t total = sm90_emu::for_each_box_row(d, smem, coord, kind, [](auto...) {});
+  ::moe_simt::async_shared_write(smem, total, kind);
+  sm90_emu::for_each_box_row(d, smem, coord, kind, [&](unsigned char* row, int64_t x_lo,
+                                                       int64_t x_hi, size_t shared_row) {
+    // the in-range elements of a box row are contiguous in global memory: one bulk read
+    if (row != nullptr && x_hi > x_lo)
+      ::moe_simt::check_global(row + x_lo * d.elem_bytes, (x_hi - x_lo) * d.elem_bytes, false,
+                               "cp.async.bulk.tensor read", /*bulk=*/true);
+    for (int64_t x = 0; x < int64_t{d.box[0]}; ++x) {
+      unsigned char* dst = sm90_emu::box_elem(d, shared_row, x);
+      if (row != nullptr && x >= x_lo && x < x_hi) std::memcpy(dst, row + x * d.elem_bytes, d.elem_bytes);
+      else std::memset(dst, 0, d.elem_bytes);
     }
+  });
   ::moe_simt::mbarrier_complete_tx(bar, static_cast<int64_t>(total));
 }
 inline void tma_load_2d(void* smem, const TmaDescriptor* desc, int c0, int c1, uint64_t* bar) {
@@ -304,6 +375,61 @@ inline void tma_load_3d(void* smem, const TmaDescriptor* desc, int c0, int c1, i
   const int c[3] = {c0, c1, c2};
   tma_load(smem, desc, c, bar);
 }
+
+// The copy engine's store: the box at `smem` (layout as tma_load writes it) to the elements of
+// the box at `coord` that lie inside the tensor (the rest is dropped, not written).
+inline void tma_store(const TmaDescriptor* desc, const void* smem, const int* coord) {
+  const TmaDescriptor& d = *desc;
+  sm90_emu::for_each_box_row(d, smem, coord, "cp.async.bulk.tensor (store)",
+                             [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t shared_row) {
+    if (row == nullptr || x_hi <= x_lo) return;
+    ::moe_simt::check_global(row + x_lo * d.elem_bytes, (x_hi - x_lo) * d.elem_bytes, true,
+                             "cp.async.bulk.tensor store", /*bulk=*/true);
+    for (int64_t x = x_lo; x < x_hi; ++x) {
+      const unsigned char* src = sm90_emu::box_elem(d, shared_row, x);
+      ::moe_simt::async_shared_read(src, d.elem_bytes, "cp.async.bulk.tensor store source");
+      std::memcpy(row + x * d.elem_bytes, src, d.elem_bytes);
+    }
+  });
+}
+inline void tma_store_2d(const TmaDescriptor* desc, const void* smem, int c0, int c1) {
+  const int c[3] = {c0, c1, 0};
+  tma_store(desc, smem, c);
+}
+inline void tma_store_3d(const TmaDescriptor* desc, const void* smem, int c0, int c1, int c2) {
+  const int c[3] = {c0, c1, c2};
+  tma_store(desc, smem, c);
+}
+// Bulk stores complete at issue on the emulator: the group calls are no-ops.
+inline void bulk_commit_group() {}
+template <int N>
+inline void bulk_wait_group_read() {}
+template <int N>
+inline void bulk_wait_group() {}
+// Device-side tensor-map update: the map in shared memory is the emulator's descriptor struct.
+template <int kOrd>
+inline void tensormap_replace_global_dim(void* smem_map, uint32_t size) {
+  static_assert(kOrd >= 0 && kOrd < 3, "the emulator's tensor maps have rank <= 3");
+  // (a one-lane operation: the warp-level bank statistics, which pair the lanes' n-th shared
+  // accesses, do not log it)
+  ::moe_simt::async_shared_read(smem_map, sizeof(TmaDescriptor), "tensormap.replace");
+  if (sm90_emu::shared_offset(smem_map) % 128)
+    ::moe_simt::fail("tensormap.replace: the shared tensor map must be 128-byte aligned");
+  auto* map = static_cast<TmaDescriptor*>(smem_map);
+  if (kOrd >= map->rank) ::moe_simt::fail("tensormap.replace: dimension past the map's rank");
+  map->dims[kOrd] = size;
+}
+// Warp-collective (.sync.aligned): lane 0 copies, every lane synchronises.
+inline void tensormap_publish(TmaDescriptor* gmem_map, const void* smem_map) {
+  __syncwarp();
+  if (::moe_simt::this_thread().lane == 0) {
+    ::moe_simt::async_shared_read(smem_map, sizeof(TmaDescriptor), "tensormap.cp_fenceproxy");
+    ::moe_simt::check_global(gmem_map, sizeof(TmaDescriptor), true, "tensormap.cp_fenceproxy");
+    std::memcpy(static_cast<void*>(gmem_map), smem_map, sizeof(TmaDescriptor));
+  }
+  __syncwarp();
+}
+inline void tensormap_acquire(const TmaDescriptor*) {}
 
 inline uint64_t wgmma_desc(const void* smem, uint32_t lbo, uint32_t sbo, bool swizzle128) {
   const uint64_t addr = (sm90_emu::shared_offset(smem) & 0x3FFFF) >> 4;
@@ -321,19 +447,27 @@ inline void setmaxnreg_dec() {}
 
 namespace sm90_emu {
 
-// Shared offset of element (row, k) of a K-major operand described by `desc`.
-inline size_t wgmma_elem_offset(uint64_t desc, int row, int k) {
+// Shared offset of element (mn, k) of an operand described by `desc`: K-major (mn = the row)
+// or MN-major (the canonical layouts, in 16-byte units T = 8 elements:
+// 128-byte swizzle ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)), none ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))).
+inline size_t wgmma_elem_offset(uint64_t desc, int mn, int k, bool mn_major) {
   const size_t start = (desc & 0x3FFF) << 4, lbo = ((desc >> 16) & 0x3FFF) << 4;
   const size_t sbo = ((desc >> 32) & 0x3FFF) << 4;
   const int mode = static_cast<int>(desc >> 62);
-  if (mode == 1) return swizzle128(start + (row / 8) * sbo + (row % 8) * 128 + 2 * k);
-  if (mode == 0) return start + (row / 8) * sbo + (k / 8) * lbo + (row % 8) * 16 + 2 * (k % 8);
-  ::moe_simt::fail("wgmma: only the 128-byte swizzle and no swizzle are modelled");
+  if (mode != 0 && mode != 1) ::moe_simt::fail("wgmma: only the 128-byte swizzle and no swizzle are modelled");
+  if (mn_major) {
+    if (mode == 1)
+      return swizzle128(start + (mn / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + 2 * (mn % 64));
+    return start + (mn / 8) * sbo + (k / 8) * lbo + (k % 8) * 16 + 2 * (mn % 8);
+  }
+  if (mode == 1) return swizzle128(start + (mn / 8) * sbo + (mn % 8) * 128 + 2 * k);
+  return start + (mn / 8) * sbo + (k / 8) * lbo + (mn % 8) * 16 + 2 * (k % 8);
 }
 
 struct WgmmaIn {
   uint64_t desc_a, desc_b;
   int accumulate;
+  bool trans_a, trans_b;  // MN-major operands
 };
 
 // The warp's 16 rows of D = A B (+ D): the last lane computes, writing every lane's d.
@@ -342,8 +476,8 @@ void wgmma_compute(::moe_simt::Collective& col, void*) {
   WgmmaIn in;
   std::memcpy(&in, col.in[0], sizeof(in));
   const int w = col.warp % 4;
-  auto elem = [](uint64_t desc, int row, int k) {
-    const size_t off = wgmma_elem_offset(desc, row, k);
+  auto elem = [](uint64_t desc, int mn, int k, bool mn_major) {
+    const size_t off = wgmma_elem_offset(desc, mn, k, mn_major);
     ::moe_simt::async_shared_read(shared_at(off), 2, "wgmma operand");
     uint16_t h;
     std::memcpy(&h, shared_at(off), 2);
@@ -351,9 +485,9 @@ void wgmma_compute(::moe_simt::Collective& col, void*) {
   };
   float A[16][16], B[16][128];
   for (int r = 0; r < 16; ++r)
-    for (int k = 0; k < 16; ++k) A[r][k] = elem(in.desc_a, 16 * w + r, k);
+    for (int k = 0; k < 16; ++k) A[r][k] = elem(in.desc_a, 16 * w + r, k, in.trans_a);
   for (int n = 0; n < 128; ++n)
-    for (int k = 0; k < 16; ++k) B[k][n] = elem(in.desc_b, n, k);
+    for (int k = 0; k < 16; ++k) B[k][n] = elem(in.desc_b, n, k, in.trans_b);
   for (int lane = 0; lane < ::moe_simt::kWarpSize; ++lane) {
     float* d = static_cast<float*>(const_cast<void*>(col.ptr[lane]));
     for (int j = 0; j < 16; ++j)
@@ -368,9 +502,9 @@ void wgmma_compute(::moe_simt::Collective& col, void*) {
 
 }  // namespace sm90_emu
 
-template <typename T>
+template <typename T, bool kTransA = false, bool kTransB = false>
 inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
-  const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0};
+  const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0, kTransA, kTransB};
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   auto col = ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d,
                                          &sm90_emu::wgmma_compute<kBf16>, nullptr,
