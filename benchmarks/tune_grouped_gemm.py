@@ -31,6 +31,12 @@ from _harness import measure, metadata  # noqa: E402
 from shapes import PRESETS  # noqa: E402
 
 
+def tuning_key(E: int, K: int, N: int, M: int) -> str:
+    """The table key of a ragged-M problem (M rows over E experts, K x N weights); the C++ side
+    (csrc/binding/gemm_tuning.cpp) computes the same string from the launch parameters."""
+    return f"2x3:{E}:{K}:{N}:{1 << max(0, M // E).bit_length()}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
@@ -55,7 +61,7 @@ def main():
         for K, N in ((s.hidden, 2 * s.ffn), (s.ffn, s.hidden)):
             a = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
             b = torch.randn(E, N, K, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
-            key = f"2x3:{E}:{K}:{N}:{1 << max(0, (M // E)).bit_length()}"
+            key = tuning_key(E, K, N, M)
             results = []
             for path, config, stages in itertools.product(paths, ["large", "small_m"], [2, 3, 4, 5]):
                 if path == "sm90" and (config != "large" or stages != 4):

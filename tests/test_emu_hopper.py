@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def wgmma_gemm(a, b, stages=2, fault=0):
-    return torch.ops.moe_ext_emu_test.wgmma_gemm(a, b, stages, fault)
+def wgmma_gemm(a, b, stages=2, fault=0, tma_store=False):
+    return torch.ops.moe_ext_emu_test.wgmma_gemm(a, b, stages, fault, tma_store)
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3, 4])
@@ -65,3 +65,31 @@ def test_bad_shapes_are_rejected():
     b = torch.randn(128, 48).to(torch.bfloat16)
     with pytest.raises(RuntimeError, match="rejected its arguments"):
         wgmma_gemm(a, b)
+
+
+def test_tma_store_epilogue_is_exact():
+    """The swizzled staging + TMA store epilogue (two 64-column halves through one buffer per
+    warp) writes exactly what the fragments hold."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(-3, 4, (128, 128), generator=g).to(torch.bfloat16)
+    b = torch.randint(-3, 4, (256, 128), generator=g).to(torch.bfloat16)
+    assert torch.equal(wgmma_gemm(a, b, 2, tma_store=True), a.float() @ b.float().t())
+
+
+def test_staging_reused_before_the_store_read_it_is_a_wrong_result():
+    """A TMA store reads its shared source only when a bulk wait_group retires it (the latest
+    moment hardware may): rewriting the staging before waiting sends the second half's values
+    to the first half's columns, as it could on a GPU."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(-3, 4, (64, 64), generator=g).to(torch.bfloat16)
+    b = torch.randint(-3, 4, (128, 64), generator=g).to(torch.bfloat16)
+    c = wgmma_gemm(a, b, 2, fault=3, tma_store=True)
+    ref = a.float() @ b.float().t()
+    assert torch.equal(c[:, 64:], ref[:, 64:]) and torch.equal(c[:, :64], ref[:, 64:])
+
+
+def test_exit_with_stores_never_waited_for_is_caught():
+    a = torch.randn(64, 64).to(torch.bfloat16)
+    b = torch.randn(128, 64).to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="TMA stores never waited for"):
+        wgmma_gemm(a, b, 2, fault=4, tma_store=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -278,7 +280,11 @@ def test_tuning_table_steers_the_launcher(tmp_path, monkeypatch):
         monkeypatch.delenv(v, raising=False)
     torch.manual_seed(11)
     a, b, offs = make_inputs("2x3", 1, 64, 64, 128, "even", torch.bfloat16, "cpu", "contig", "t")
-    table = {"table": {"2x3:1:64:128:128": [
+    # the key as the tuner writes it: the C++ lookup must agree with tune_grouped_gemm.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from tune_grouped_gemm import tuning_key
+
+    table = {"table": {tuning_key(E=1, K=64, N=128, M=64): [
         {"path": "sm80", "config": "small_m", "stages": 3, "us": 1.0},
         {"path": "sm90", "config": "large", "stages": 4, "us": 2.0},
         {"path": "sm80", "config": "large", "stages": 5, "error": "x"},

@@ -29,8 +29,10 @@ at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // c[M, N] fp32 = a[M, K] @ b[N, K]^T through the Hopper test GEMM (TMA, mbarriers, wgmma); M % 64,
-// N % 128, K % 64 == 0; `fault` plants a synchronisation bug the emulator must report.
-at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stages, int64_t fault) {
+// N % 128, K % 64 == 0; `fault` plants a synchronisation bug the emulator must report;
+// `tma_store` stores c through shared staging and TMA.
+at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stages, int64_t fault,
+                          bool tma_store) {
   const char* op = "wgmma_gemm";
   MOE_CHECK(op, a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16,
             "a and b must be bfloat16, got ", describe(a), " and ", describe(b));
@@ -41,7 +43,7 @@ at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stag
   auto ac = a.contiguous(), bc = b.contiguous();
   auto c = at::empty({a.size(0), b.size(0)}, a.options().dtype(at::kFloat));
   WgmmaGemmParams p{ac.const_data_ptr(), bc.const_data_ptr(), c.data_ptr<float>(), a.size(0),
-                    b.size(0), a.size(1), static_cast<int>(stages), static_cast<int>(fault)};
+                    b.size(0), a.size(1), static_cast<int>(stages), static_cast<int>(fault), tma_store};
   emu_launcher(&emu::launch_wgmma_gemm)(op, p,
                                         DeviceBuffers{{"a", ac, false}, {"b", bc, false},
                                                       {"c", c, true}});
@@ -55,7 +57,7 @@ TORCH_LIBRARY_FRAGMENT(moe_ext_emu_test, m) {
   // Test tile GEMM on the emulator: c = a @ b.T (bf16 in, fp32 out).
   m.def("tile_gemm(Tensor a, Tensor b) -> Tensor");
   // Hopper test GEMM on the emulator (TMA + mbarrier + wgmma): c = a @ b.T, bf16 in, fp32 out.
-  m.def("wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0) -> Tensor");
+  m.def("wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0, bool tma_store=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(moe_ext_emu_test, CPU, m) {

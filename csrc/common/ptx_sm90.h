@@ -44,8 +44,9 @@
 // Emulator semantics: the copy engine and wgmma are the asynchronous proxy -- their shared
 // accesses skip the race check (mbarriers and wgmma waits order them) but are bounds-checked and
 // require initialised data; a TMA copy lands and completes its transaction bytes at issue, a TMA
-// store writes global memory at issue (so a kernel that rewrites its staging before
-// bulk_wait_group_read is not caught); a tensor map is the emulator's descriptor struct, edited
+// store reads its shared source and tensor map and writes global memory only when a bulk
+// wait_group retires it (the latest moment hardware may: early reuse of either shows as a wrong
+// result), and a thread that exits with stores never waited for is an error; a tensor map is the emulator's descriptor struct, edited
 // in shared memory and published by lane 0 (the proxy fences are no-ops); a
 // wgmma reads its operands and updates D at issue (the fence/commit/wait calls are then no-ops,
 // so a kernel that overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a
@@ -393,19 +394,38 @@ inline void tma_store(const TmaDescriptor* desc, const void* smem, const int* co
   });
 }
 inline void tma_store_2d(const TmaDescriptor* desc, const void* smem, int c0, int c1) {
-  const int c[3] = {c0, c1, 0};
-  tma_store(desc, smem, c);
+  ::moe_simt::this_thread().bulk_open.push_back([=] {
+    const int c[3] = {c0, c1, 0};
+    tma_store(desc, smem, c);
+  });
 }
 inline void tma_store_3d(const TmaDescriptor* desc, const void* smem, int c0, int c1, int c2) {
-  const int c[3] = {c0, c1, c2};
-  tma_store(desc, smem, c);
+  ::moe_simt::this_thread().bulk_open.push_back([=] {
+    const int c[3] = {c0, c1, c2};
+    tma_store(desc, smem, c);
+  });
 }
-// Bulk stores complete at issue on the emulator: the group calls are no-ops.
-inline void bulk_commit_group() {}
+inline void bulk_commit_group() {
+  auto& t = ::moe_simt::this_thread();
+  t.bulk_groups.push_back(std::move(t.bulk_open));  // an empty group is legal, as in PTX
+  t.bulk_open.clear();
+}
+// Retires all but the N most recent bulk groups: their stores run now (both forms: the
+// emulator reads the source and writes global memory in one step).
 template <int N>
-inline void bulk_wait_group_read() {}
+inline void bulk_wait_group_read() {
+  static_assert(N >= 0, "cp.async.bulk.wait_group N needs N >= 0");
+  auto& groups = ::moe_simt::this_thread().bulk_groups;
+  while (groups.size() > size_t{N}) {
+    auto group = std::move(groups.front());
+    groups.erase(groups.begin());
+    for (auto& store : group) store();
+  }
+}
 template <int N>
-inline void bulk_wait_group() {}
+inline void bulk_wait_group() {
+  bulk_wait_group_read<N>();
+}
 // Device-side tensor-map update: the map in shared memory is the emulator's descriptor struct.
 template <int kOrd>
 inline void tensormap_replace_global_dim(void* smem_map, uint32_t size) {

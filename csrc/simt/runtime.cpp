@@ -136,6 +136,9 @@ void thread_entry(void* arg) {
     b.launch->body();
     if (!t->cp_open.empty() || !t->cp_groups.empty())
       fail("thread exited with cp.async copies never waited for (cp.async.wait_group missing)");
+    if (!t->bulk_open.empty() || !t->bulk_groups.empty())
+      fail("thread exited with TMA stores never waited for (cp.async.bulk.commit_group / "
+           "wait_group missing): their shared source may be gone");
   } catch (const std::exception& e) {
     if (b.error.empty()) b.error = e.what();
   }

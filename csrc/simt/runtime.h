@@ -119,6 +119,12 @@ struct Thread {
   uint32_t mbar_parity = 0;                 //   and the phase parity waited for
   std::vector<std::vector<CpAsyncCopy>> cp_groups;  // committed, not yet waited
   std::vector<CpAsyncCopy> cp_open;                 // issued since the last commit
+  // sm_90 bulk stores (TMA, shared -> global) issued and not yet waited for: each runs when a
+  // cp.async.bulk.wait_group retires its group -- the latest moment the copy engine may read
+  // the shared source and the tensor map -- so a kernel that reuses either too early computes
+  // a wrong result on the emulator too
+  std::vector<std::vector<std::function<void()>>> bulk_groups;  // committed
+  std::vector<std::function<void()>> bulk_open;                 // since the last commit
 };
 
 // Shadow state of one 4-byte shared-memory word, for race and uninitialised-read checks.

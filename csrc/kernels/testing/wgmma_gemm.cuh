@@ -11,7 +11,10 @@
 //   * full[s] (1 arrival + the stage's bytes) and empty[s] (4 arrivals, one per consumer warp)
 //     mbarriers; use u of stage s waits full[s] parity u & 1 and empty[s] parity (u - 1) & 1;
 //   * per K step, 4 wgmma (k16 each, descriptors advanced by 32 bytes inside the atom),
-//     committed and waited before the stage is released.
+//     committed and waited before the stage is released;
+//   * epilogue: st.global from the fragments, or (tma_store) each warp's 16 rows in two
+//     64-column halves through one 4 KB staging buffer (two 128-byte-swizzled boxes of 16 x 32
+//     fp32), stored with TMA; the second half waits for the first store's shared reads.
 // Preconditions (launcher): M % 64 == 0, N % 128 == 0, K % 64 == 0.
 #pragma once
 
@@ -27,17 +30,21 @@ namespace wgmma_gemm {
 constexpr int kBM = 64, kBN = 128, kBK = 64, kThreads = 160;
 constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
 constexpr int kMaxStages = 4;
-// 1024 bytes of alignment slack + stages + 2 mbarriers per stage
-constexpr size_t smem_bytes(int stages) { return 1024 + stages * kStageBytes + 16 * stages; }
+constexpr int kStagingBytes = 4096;  // per consumer warp: 16 rows x 64 fp32 columns
+// 1024 bytes of alignment slack + stages + 4 warp stagings + 2 mbarriers per stage
+constexpr size_t smem_bytes(int stages) {
+  return 1024 + stages * kStageBytes + 4 * kStagingBytes + 16 * stages;
+}
 }  // namespace wgmma_gemm
 
 __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     wgmma_gemm_kernel(const MOE_GRID_CONSTANT TmaDescriptor tma_a,
-                      const MOE_GRID_CONSTANT TmaDescriptor tma_b, WgmmaGemmParams p) {
+                      const MOE_GRID_CONSTANT TmaDescriptor tma_b,
+                      const MOE_GRID_CONSTANT TmaDescriptor tma_c, WgmmaGemmParams p) {
   using namespace wgmma_gemm;
   MOE_SHARED_DYNAMIC(unsigned char, smem_raw);
   unsigned char* smem = smem_raw + (1024 - shared_address(smem_raw) % 1024) % 1024;
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + p.stages * kStageBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + p.stages * kStageBytes + 4 * kStagingBytes);
   uint64_t* empty = full + p.stages;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int k_tiles = static_cast<int>(p.k / kBK);
@@ -82,6 +89,31 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     if (lane == 0) mbarrier_arrive(&empty[s]);
   }
   const int g = lane / 4, t = lane % 4;
+  if (p.tma_store) {
+    unsigned char* staged = smem + p.stages * kStageBytes + warp * kStagingBytes;
+    MOE_UNROLL for (int half = 0; half < 2; ++half) {
+      if (half == 1 && p.fault != 3 && lane == 0) bulk_wait_group_read<0>();
+      __syncwarp();
+      MOE_UNROLL for (int j = 0; j < 8; ++j)
+        MOE_UNROLL for (int h = 0; h < 2; ++h) {
+          // column c of the half: box c / 32, 128-byte row g + 8h, 16-byte chunk swizzled by row
+          const int c = 8 * j + 2 * t;
+          int off = (c / 32) * 2048 + (g + 8 * h) * 128 + (c % 32) * 4;
+          off ^= ((off >> 7) & 7) << 4;
+          st_shared(reinterpret_cast<float2*>(staged + off),
+                    float2{d[4 * (8 * half + j) + 2 * h], d[4 * (8 * half + j) + 2 * h + 1]});
+        }
+      fence_proxy_async_shared();
+      __syncwarp();
+      if (lane == 0) {
+        for (int box = 0; box < 2; ++box)
+          tma_store_2d(&tma_c, staged + box * 2048, n0 + 64 * half + 32 * box, m0 + 16 * warp);
+        bulk_commit_group();
+      }
+    }
+    if (p.fault != 4 && lane == 0) bulk_wait_group<0>();
+    return;
+  }
   MOE_UNROLL for (int j = 0; j < 16; ++j)
     MOE_UNROLL for (int half = 0; half < 2; ++half) {
       const int64_t row = m0 + 16 * warp + g + 8 * half, col = n0 + 8 * j + 2 * t;
@@ -95,20 +127,24 @@ cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream) {
   if (p.m % kBM || p.n % kBN || p.k % kBK || p.stages < 1 || p.stages > kMaxStages)
     return cudaErrorInvalidValue;
   if (p.m == 0 || p.n == 0) return cudaSuccess;
-  TmaDescriptor ta, tb;
+  TmaDescriptor ta, tb, tc;
   const uint64_t dims_a[2] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.m)};
   const uint64_t dims_b[2] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n)};
   const uint64_t pitch[1] = {static_cast<uint64_t>(p.k) * 2};
   const uint32_t box_a[2] = {kBK, kBM}, box_b[2] = {kBK, kBN};
+  const uint64_t dims_c[2] = {static_cast<uint64_t>(p.n), static_cast<uint64_t>(p.m)};
+  const uint64_t pitch_c[1] = {static_cast<uint64_t>(p.n) * 4};
+  const uint32_t box_c[2] = {32, 16};
   if (!make_tma_descriptor(&ta, p.a, 2, 2, dims_a, pitch, box_a, TmaSwizzle::k128B) ||
-      !make_tma_descriptor(&tb, p.b, 2, 2, dims_b, pitch, box_b, TmaSwizzle::k128B))
+      !make_tma_descriptor(&tb, p.b, 2, 2, dims_b, pitch, box_b, TmaSwizzle::k128B) ||
+      !make_tma_descriptor(&tc, p.c, 4, 2, dims_c, pitch_c, box_c, TmaSwizzle::k128B))
     return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(p.stages);
   const cudaError_t err = allow_dynamic_smem(wgmma_gemm_kernel, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(p.n / kBN), static_cast<unsigned>(p.m / kBM));
   return launch_kernel("wgmma_gemm_kernel", wgmma_gemm_kernel, grid, dim3(kThreads), smem, stream,
-                       ta, tb, p);
+                       ta, tb, tc, p);
 }
 
 }  // namespace moe_ext::MOE_KERNEL_NS
