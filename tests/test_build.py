@@ -97,7 +97,7 @@ def test_sass_main_loops_and_no_local_memory():
         flags = re.search(r"grouped_gemm_sm90_kernelI.*?Lb([01])ELb([01])ELb([01])E", n).groups()
         gathers = flags[2] == "1"
         assert ("LDGSTS" in text) == gathers, f"LDGSTS {'missing from' if gathers else 'in'} {n}"
-        # the ragged-K / ragged-M tensor-map rewrites: the tensor-map proxy acquire
+        # the ragged-K tensor-map rewrites (a run-time branch of every instantiation): the acquire
         assert "UTMACCTL" in text, f"no tensor-map fence in {n}"
     # no library kernel touches local memory (spills or runtime-indexed register arrays); the
     # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt

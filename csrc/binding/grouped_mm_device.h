@@ -65,13 +65,16 @@ inline int64_t stride_of(const Operand& o, int64_t d, bool is_unit) {
   return is_unit ? 1 : o.t.stride(d);
 }
 
-// The Hopper kernel's tensor-map scratch (GroupedGemmParams::workspace), for 16-bit problems
-// that may run on it; an undefined tensor (and no workspace) otherwise. From the caching
-// allocator: stream-ordered and CUDA-graph safe, nothing to initialise.
+// The Hopper kernel's tensor-map scratch (GroupedGemmParams::workspace), for 16-bit ragged-K
+// problems that may run on it; an undefined tensor (and no workspace) otherwise. From the
+// caching allocator: stream-ordered and CUDA-graph safe, nothing to initialise.
 inline at::Tensor gemm_workspace(GroupedGemmParams& p, const at::TensorOptions& options) {
-  if (p.in_type == GemmElem::kF32 || p.path == kGemmPathSm80) return {};
-  at::Tensor w = at::empty({kGroupedGemmWorkspaceBytes}, options.dtype(at::kByte));
-  p.workspace = w.data_ptr();
+  if (p.form != GroupedGemmForm::kRaggedK || p.in_type == GemmElem::kF32 ||
+      p.path == kGemmPathSm80 || p.config != kGemmConfigAuto)
+    return {};
+  at::Tensor w = at::empty({kGroupedGemmWorkspaceBytes + 128}, options.dtype(at::kByte));
+  const auto base = reinterpret_cast<uintptr_t>(w.data_ptr());
+  p.workspace = reinterpret_cast<void*>((base + 127) / 128 * 128);  // (CPU tensors: 64-aligned)
   p.workspace_bytes = kGroupedGemmWorkspaceBytes;
   return w;
 }

@@ -78,13 +78,10 @@ at::Tensor moe_mlp_device(const at::Tensor& x, const at::Tensor& w1, const at::T
   apply_gemm_tuning(p1);
   p1.c = h.data_ptr();
   p1.c_stride_m = I;
-  // one workspace serves both launches: they run in order on the stream
-  const at::Tensor workspace = gemm_workspace(p1, x.options());
   if (N > 0 && I > 0) {
     launch_gemm(op, p1,
                 DeviceBuffers{{"x", x, false}, {"w1", w1_t, false}, {"order", order_c, false},
-                              {"offsets", offsets_c, false}, {"h", h, true},
-                              {"workspace", workspace, true}});
+                              {"offsets", offsets_c, false}, {"h", h, true}});
   }
 
   GroupedGemmParams p2{};
@@ -97,8 +94,6 @@ at::Tensor moe_mlp_device(const at::Tensor& x, const at::Tensor& w1, const at::T
   p2.c = yp.data_ptr();
   p2.c_stride_m = H;
   apply_gemm_tuning(p2);
-  p2.workspace = p1.workspace;
-  p2.workspace_bytes = p1.workspace_bytes;
   at::Tensor w_scale = w_flat;
   if (w_flat.scalar_type() == at::kDouble) {
     w_scale = w_flat.to(at::kFloat);
@@ -109,7 +104,7 @@ at::Tensor moe_mlp_device(const at::Tensor& x, const at::Tensor& w1, const at::T
     launch_gemm(op, p2,
                 DeviceBuffers{{"h", h, false}, {"w2", w2_t, false}, {"order", order_c, false},
                               {"offsets", offsets_c, false}, {"weights", w_scale, false},
-                              {"yp", yp, true}, {"workspace", workspace, true}});
+                              {"yp", yp, true}});
   }
   (void)T;
   const auto ones = at::ones({x.size(0), k}, x.options().dtype(at::kFloat));

@@ -43,15 +43,18 @@
 //
 // Emulator semantics: the copy engine and wgmma are the asynchronous proxy -- their shared
 // accesses skip the race check (mbarriers and wgmma waits order them) but are bounds-checked and
-// require initialised data; a TMA copy lands and completes its transaction bytes at issue, a TMA
+// require initialised data. A TMA copy lands and completes its transaction bytes at issue. A TMA
 // store reads its shared source and tensor map and writes global memory only when a bulk
 // wait_group retires it (the latest moment hardware may: early reuse of either shows as a wrong
-// result), and a thread that exits with stores never waited for is an error; a tensor map is the emulator's descriptor struct, edited
-// in shared memory and published by lane 0 (the proxy fences are no-ops); a
-// wgmma reads its operands and updates D at issue (the fence/commit/wait calls are then no-ops,
-// so a kernel that overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a
-// no-op. mbarrier waits block the thread (fiber) until the phase completes; a wait that can
-// never complete is reported as a deadlock with the barrier's missing arrivals and bytes.
+// result); a thread that exits with stores never waited for is an error. A tensor map is the
+// emulator's descriptor struct: edited in shared memory (global_dim 0 is an error), published by
+// lane 0 (128-byte alignment checked) with a fresh publication number, which a thread must
+// acquire before its TMA ops use the map (else an error); a map in shared memory is rejected by
+// TMA ops. fence.proxy.async is a no-op (a missing one is not caught). A wgmma reads its operands
+// and updates D at issue (the fence/commit/wait calls are then no-ops, so a kernel that
+// overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a no-op. mbarrier
+// waits block the thread (fiber) until the phase completes; a wait that can never complete is
+// reported as a deadlock with the barrier's missing arrivals and bytes.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -67,6 +70,7 @@
 #include <cuda.h>
 #else
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -98,11 +102,11 @@ MOE_DEVICE MOE_FORCEINLINE uint32_t shared_address(const void* p) {
 enum class TmaSwizzle : int { kNone = 0, k128B = 128 };
 
 #if defined(__CUDACC__)
-struct TmaDescriptor {  // CUtensorMap is itself 64-byte aligned
+struct TmaDescriptor {  // CUtensorMap is itself 128-byte aligned
   CUtensorMap map;
 };
 #else
-struct alignas(64) TmaDescriptor {
+struct alignas(128) TmaDescriptor {
   const void* base;
   int rank;
   int elem_bytes;
@@ -110,6 +114,9 @@ struct alignas(64) TmaDescriptor {
   uint64_t strides[3];  // bytes; strides[0] is the element size
   uint32_t box[3];
   TmaSwizzle swizzle;
+  // 0 for a map encoded on the host; a map published on the device (tensormap_publish) gets a
+  // fresh number, which a thread must acquire (tensormap_acquire) before a TMA op uses the map
+  uint64_t published;
 };
 #endif
 
@@ -329,6 +336,21 @@ size_t for_each_box_row(const TmaDescriptor& d, const void* smem, const int* coo
   return row_bytes * b1 * b2;
 }
 
+// A TMA op's tensor map must live in global/param memory and, if rewritten on the device, have
+// been acquired by the issuing thread since its last publication.
+inline void check_map_use(const TmaDescriptor* desc, const char* kind) {
+  if (::moe_simt::is_shared(desc))
+    ::moe_simt::fail(std::string(kind) + ": the tensor map is in shared memory (TMA reads it from "
+                     "global, constant or parameter memory)");
+  if (desc->published != 0) {
+    const auto& acquired = ::moe_simt::this_thread().acquired_maps;
+    const auto it = acquired.find(desc);
+    if (it == acquired.end() || it->second != desc->published)
+      ::moe_simt::fail(std::string(kind) + ": uses a tensor map rewritten on the device without "
+                       "fence.proxy.tensormap::generic.acquire after its publication");
+  }
+}
+
 // The shared address of element x of a box row at unswizzled offset `shared_row`.
 inline unsigned char* box_elem(const TmaDescriptor& d, size_t shared_row, int64_t x) {
   size_t off = shared_row + size_t(x) * d.elem_bytes;
@@ -351,6 +373,7 @@ inline void mbarrier_wait(uint64_t* bar, uint32_t parity) { ::moe_simt::mbarrier
 inline void tma_load(void* smem, const TmaDescriptor* desc, const int* coord, uint64_t* bar) {
   const TmaDescriptor& d = *desc;
   const char* kind = "cp.async.bulk.tensor";
+  sm90_emu::check_map_use(desc, kind);
   const size_t total = sm90_emu::for_each_box_row(d, smem, coord, kind, [](auto...) {});
   ::moe_simt::async_shared_write(smem, total, kind);
   sm90_emu::for_each_box_row(d, smem, coord, kind, [&](unsigned char* row, int64_t x_lo,
@@ -381,6 +404,7 @@ inline void tma_load_3d(void* smem, const TmaDescriptor* desc, int c0, int c1, i
 // the box at `coord` that lie inside the tensor (the rest is dropped, not written).
 inline void tma_store(const TmaDescriptor* desc, const void* smem, const int* coord) {
   const TmaDescriptor& d = *desc;
+  sm90_emu::check_map_use(desc, "cp.async.bulk.tensor (store)");
   sm90_emu::for_each_box_row(d, smem, coord, "cp.async.bulk.tensor (store)",
                              [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t shared_row) {
     if (row == nullptr || x_hi <= x_lo) return;
@@ -437,19 +461,27 @@ inline void tensormap_replace_global_dim(void* smem_map, uint32_t size) {
     ::moe_simt::fail("tensormap.replace: the shared tensor map must be 128-byte aligned");
   auto* map = static_cast<TmaDescriptor*>(smem_map);
   if (kOrd >= map->rank) ::moe_simt::fail("tensormap.replace: dimension past the map's rank");
+  // the map stores size - 1: 0 would wrap to 2^32 and switch the clipping off
+  if (size == 0) ::moe_simt::fail("tensormap.replace: global_dim 0 (a dimension is at least 1)");
   map->dims[kOrd] = size;
 }
 // Warp-collective (.sync.aligned): lane 0 copies, every lane synchronises.
 inline void tensormap_publish(TmaDescriptor* gmem_map, const void* smem_map) {
   __syncwarp();
   if (::moe_simt::this_thread().lane == 0) {
+    static std::atomic<uint64_t> publications{0};
+    if (reinterpret_cast<uintptr_t>(gmem_map) % 128 || sm90_emu::shared_offset(smem_map) % 128)
+      ::moe_simt::fail("tensormap.cp_fenceproxy: both tensor maps must be 128-byte aligned");
     ::moe_simt::async_shared_read(smem_map, sizeof(TmaDescriptor), "tensormap.cp_fenceproxy");
     ::moe_simt::check_global(gmem_map, sizeof(TmaDescriptor), true, "tensormap.cp_fenceproxy");
     std::memcpy(static_cast<void*>(gmem_map), smem_map, sizeof(TmaDescriptor));
+    gmem_map->published = ++publications;
   }
   __syncwarp();
 }
-inline void tensormap_acquire(const TmaDescriptor*) {}
+inline void tensormap_acquire(const TmaDescriptor* gmem_map) {
+  ::moe_simt::this_thread().acquired_maps[gmem_map] = gmem_map->published;
+}
 
 inline uint64_t wgmma_desc(const void* smem, uint32_t lbo, uint32_t sbo, bool swizzle128) {
   const uint64_t addr = (sm90_emu::shared_offset(smem) & 0x3FFFF) >> 4;

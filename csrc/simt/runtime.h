@@ -17,6 +17,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <vector_types.h>
@@ -125,6 +126,8 @@ struct Thread {
   // a wrong result on the emulator too
   std::vector<std::vector<std::function<void()>>> bulk_groups;  // committed
   std::vector<std::function<void()>> bulk_open;                 // since the last commit
+  // tensor maps rewritten on the device that this thread has acquired: map -> publication
+  std::unordered_map<const void*, uint64_t> acquired_maps;
 };
 
 // Shadow state of one 4-byte shared-memory word, for race and uninitialised-read checks.

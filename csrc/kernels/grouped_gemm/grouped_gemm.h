@@ -64,17 +64,16 @@ struct GroupedGemmParams {
   int32_t config;                // tile config (GemmConfigId); kGemmConfigAuto: by heuristic
   int32_t stages;                // cp.async pipeline depth 2..5 (tensor-core kernel); 0: by smem
   int32_t path;                  // GemmPath: which kernel family may run it
-  // Scratch of the Hopper kernel: tensor maps it rewrites on the device (per-group cuts of the
-  // ragged-K operands and of the ragged-M output), kGroupedGemmWorkspacePerCta bytes per
-  // persistent CTA, 64-byte aligned. nullptr: the ragged-K form takes the Ampere kernel and the
-  // ragged-M output is stored without TMA.
+  // Scratch of the Hopper kernel for the ragged-K form: the tensor maps it rewrites on the
+  // device (per-group cuts of the operands), kGroupedGemmWorkspacePerCta bytes per persistent
+  // CTA, 128-byte aligned. nullptr: the ragged-K form takes the Ampere kernel.
   void* workspace;
   int64_t workspace_bytes;
 };
 
-// Workspace the binding allocates for a grouped GEMM that may run on the Hopper kernel (one CTA
-// per SM: 256 CTAs cover every Hopper part).
-constexpr int64_t kGroupedGemmWorkspacePerCta = 16 * 128;
+// Workspace the binding allocates for a ragged-K grouped GEMM that may run on the Hopper kernel
+// (one CTA per SM: 256 CTAs cover every Hopper part).
+constexpr int64_t kGroupedGemmWorkspacePerCta = 8 * 128;
 constexpr int64_t kGroupedGemmWorkspaceBytes = 256 * kGroupedGemmWorkspacePerCta;
 
 // kGemmPathAuto: the Hopper kernel (hopper.cuh) on sm_90 where it applies, else the Ampere one;

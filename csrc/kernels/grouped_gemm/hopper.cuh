@@ -45,13 +45,16 @@
 //     gate in accumulator columns 0..63 and up in 64..127), row scale and the output dtype are
 //     applied to the accumulator fragments in registers; the warp's 16 x 128 output tile goes to
 //     its shared staging as 128-byte-swizzled boxes (conflict-free fragment writes) and one lane
-//     stores them with TMA (cp.async.bulk.tensor, bulk_group), which clips at c's edges: at N, and
-//     for ragged M at the group's last row through a per-warp map rewritten on the device (as
-//     above) when the warp's tiles move to a new group. The next tile's staging writes wait for
-//     the store's shared reads (bulk wait_group.read), so the store overlaps the next mainloop.
-//     Outputs TMA cannot address (unaligned pitch/base), or a launch without workspace, take the
-//     fp32 staging + 16-byte st.global path of epilogue.cuh (store_tile).
-// Tiles: 128x128x64, 4 stages of 32 KB = 128 KB + 8 x 9 KB staging + 10 shared tensor maps = 203
+//     stores them with TMA (cp.async.bulk.tensor, bulk_group), which clips at c's edges (N, and M
+//     or a batch's rows). A ragged-M box that reaches past its group's last row (a group's last
+//     < 16 rows, at most one box per warp and group) would overwrite the next group's rows, so
+//     the warp stores that one with 16-byte st.global from the same staging instead of
+//     rewriting a per-group map on the device (which would cost a full bulk wait plus a map
+//     publish at every group change -- nearly every tile with many small experts). The next
+//     tile's staging writes wait for the store's shared reads (bulk wait_group.read), so the
+//     store overlaps the next mainloop. Outputs TMA cannot address (unaligned pitch/base) take
+//     the fp32 staging + 16-byte st.global path of epilogue.cuh (store_tile).
+// Tiles: 128x128x64, 4 stages of 32 KB = 128 KB + 8 x 9 KB staging + 2 tensor maps = 202
 // KB of shared memory (227 KB available): deep enough to cover HBM latency with one CTA per SM,
 // and 128x128 keeps the skewed/small-expert tiles of MoE shapes from wasting a 256-wide tile.
 // No 2-CTA cluster: the persistent scheduler hands consecutive tiles of one expert to different
@@ -95,13 +98,13 @@ constexpr int kWarpStagingBytes = 9 * 1024;  // >= WarpStaging::kBytes, 1024-ali
 constexpr int kStoreRows = 16;               // a consumer warp's rows: one TMA store box height
 constexpr int kBoxRowBytes = 128;            // TMA store box width in bytes (the swizzle span)
 constexpr int kMapBytes = 128;               // a CUtensorMap
-// shared: stages | 8 warp stagings | tensor maps (producer A, B; 8 consumer C) | mbarriers
+// shared: stages | 8 warp stagings | the producer's tensor maps (A, B) | mbarriers
 constexpr size_t kStagingOffset = size_t{kStages} * kStageBytes;
 constexpr size_t kMapsOffset = kStagingOffset + 8 * kWarpStagingBytes;
-constexpr size_t kBarrierOffset = kMapsOffset + 10 * kMapBytes;
+constexpr size_t kBarrierOffset = kMapsOffset + 2 * kMapBytes;
 constexpr size_t kSmemBytes = 1024 + kBarrierOffset + 2 * kStages * 8;
-// global workspace per CTA: A and B maps per stage (ragged K), a C map per consumer warp
-constexpr int kWorkspaceMaps = 2 * kStages + 8;
+// global workspace per CTA (ragged K): the A and B maps of each stage
+constexpr int kWorkspaceMaps = 2 * kStages;
 static_assert(kWorkspaceMaps * kMapBytes == kGroupedGemmWorkspacePerCta, "see grouped_gemm.h");
 static_assert(WarpStaging::kBytes <= kWarpStagingBytes && kStoreRows * BN * 4 <= kWarpStagingBytes);
 static_assert(sizeof(TmaDescriptor) == kMapBytes, "a tensor map is 128 bytes");
@@ -118,14 +121,15 @@ MOE_DEVICE MOE_FORCEINLINE void copy_map_to_shared(unsigned char* dst, const Tma
 }
 
 // Warp-collective: sets dimension kOrd of the shared map to `size`, publishes it to `slot` in
-// global memory (release in the tensor-map proxy) and acquires it for this warp's TMA ops.
+// global memory (release in the tensor-map proxy) and acquires it for the warp's TMA ops (every
+// lane: the copy is split across the lanes).
 template <int kOrd>
 MOE_DEVICE MOE_FORCEINLINE void rewrite_map(unsigned char* shared_map, TmaDescriptor* slot,
                                             uint32_t size, int lane) {
   if (lane == 0) tensormap_replace_global_dim<kOrd>(shared_map, size);
   __syncwarp();
   tensormap_publish(slot, shared_map);
-  if (lane == 0) tensormap_acquire(slot);
+  tensormap_acquire(slot);
   __syncwarp();
 }
 
@@ -192,6 +196,38 @@ MOE_DEVICE void stage_output(const float (&d)[64], unsigned char* staged, const 
         v[e] *= scale[h];
       }
       stage_pair(staged, g + 8 * h, col, v[0], v[1], p.out_type);
+    }
+  }
+}
+
+// A consumer warp's staged output rows m0.. of problem q (at most kStoreRows, those inside the
+// problem) written with 16-byte st.global: the box TMA would clip wrongly (it knows c's end,
+// not the group's).
+template <int kTileN>
+MOE_DEVICE void store_staged_rows(const unsigned char* staged, const GroupedGemmParams& p,
+                                  const GroupProblem& q, int64_t m0, int64_t n0, int lane) {
+  const int ob = gemm_elem_bytes(p.out_type), per_chunk = 16 / ob;
+  const int chunks = kTileN * ob / 16;  // per row
+  const int64_t rows = q.m - m0, cols = q.n - n0;
+  char* c = static_cast<char*>(p.c) + (q.c_off + m0 * p.c_stride_m + n0) * ob;
+  for (int i = lane; i < sm90::kStoreRows * chunks; i += 32) {
+    const int r = i / chunks, col = (i % chunks) * per_chunk;
+    // every lane reads (warp-uniform shared accesses), only rows and columns inside are stored
+    const uint4 v = ld_shared(reinterpret_cast<const uint4*>(staged + staged_out_offset(r, col, ob)));
+    if (r >= rows || col >= cols) continue;
+    char* dst = c + (r * p.c_stride_m + col) * ob;
+    if (col + per_chunk <= cols) {
+      st_global(reinterpret_cast<uint4*>(dst), v);  // aligned: TMA-addressable c, 16-byte chunks
+    } else {  // the columns left of N, element by element (constant indices: v stays in registers)
+      const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+      MOE_UNROLL for (int e = 0; e < 8; ++e) {
+        if (e >= cols - col) break;
+        if (ob == 4) {
+          if (e < 4) st_global(reinterpret_cast<uint32_t*>(dst) + e, w[e & 3]);
+        } else {
+          st_global(reinterpret_cast<uint16_t*>(dst) + e, static_cast<uint16_t>(w[e / 2] >> (16 * (e % 2))));
+        }
+      }
     }
   }
 }
@@ -332,12 +368,6 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
   const int consumer_warp = warp - 4;          // 0..7
   const int wg_rows = (consumer_warp / 4) * 64;  // this warpgroup's rows of the tile
   unsigned char* staged = smem + kStagingOffset + consumer_warp * kWarpStagingBytes;
-  // ragged M + TMA store: this warp's C map, cut at its current group's last row
-  const bool per_group_c = tma_store && p.form == GroupedGemmForm::kRaggedM;
-  unsigned char* c_map = maps + (2 + consumer_warp) * kMapBytes;
-  TmaDescriptor* c_slot = per_group_c ? &workspace[2 * kStages + consumer_warp] : nullptr;
-  if (per_group_c) copy_map_to_shared(c_map, tma_c, lane);
-  int c_group = -1;
   TileScheduler<BM, kTileN> scheduler(p);
   TileCoord tc;
   int it = 0;
@@ -373,25 +403,28 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     const int64_t n0 = int64_t{tc.tile_n} * kTileN;
     if (tma_store) {
       if (m0 >= q.m) continue;  // none of this warp's rows exist
-      if (per_group_c && tc.problem != c_group) {
-        // the warp's earlier stores are complete before their map changes
-        if (lane == 0) bulk_wait_group<0>();
-        rewrite_map<1>(c_map, c_slot, static_cast<uint32_t>(q.start + q.m), lane);
-        c_group = tc.problem;
-      }
       if (lane == 0) bulk_wait_group_read<0>();  // the previous store has read the staging
       __syncwarp();
       stage_output<kGated, kGather>(d, staged, p, q, m0, n0, lane);
-      fence_proxy_async_shared();  // the staging writes -> the copy engine's reads
-      __syncwarp();
-      if (lane == 0) {
-        const int box_cols = kBoxRowBytes / gemm_elem_bytes(p.out_type);
-        for (int c = 0; c < kTileN && n0 + c < q.n; c += box_cols) {
-          unsigned char* box = staged + (c / box_cols) * (kStoreRows * kBoxRowBytes);
-          if (per_group_c) tma_store_2d(c_slot, box, static_cast<int>(n0 + c), static_cast<int>(q.start + m0));
-          else tma_store_3d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(m0), tc.problem);
+      // the map clips at N and at c's last row: a ragged-M box reaching into the next group
+      // (its last rows) goes out with st.global instead
+      const bool ragged_m = p.form == GroupedGemmForm::kRaggedM;
+      if (!ragged_m || q.m - m0 >= kStoreRows || q.start + q.m == p.m) {
+        fence_proxy_async_shared();  // the staging writes -> the copy engine's reads
+        __syncwarp();
+        if (lane == 0) {
+          const int box_cols = kBoxRowBytes / gemm_elem_bytes(p.out_type);
+          for (int c = 0; c < kTileN && n0 + c < q.n; c += box_cols) {
+            unsigned char* box = staged + (c / box_cols) * (kStoreRows * kBoxRowBytes);
+            if (ragged_m) tma_store_2d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(q.start + m0));
+            else tma_store_3d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(m0), tc.problem);
+          }
+          bulk_commit_group();
         }
-        bulk_commit_group();
+      } else {
+        __syncwarp();
+        store_staged_rows<kTileN>(staged, p, q, m0, n0, lane);
+        __syncwarp();  // the next tile's staging writes come after every lane's reads
       }
     } else {
       float* staged_f = reinterpret_cast<float*>(staged);
@@ -435,7 +468,8 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
   using namespace sm90;
   const bool batched = p.form == GroupedGemmForm::kBatched;
   const bool ragged_k = p.form == GroupedGemmForm::kRaggedK;
-  const bool has_workspace = p.workspace != nullptr && p.workspace_bytes >= kGroupedGemmWorkspacePerCta;
+  const bool has_workspace = p.workspace != nullptr && p.workspace_bytes >= kGroupedGemmWorkspacePerCta &&
+                             reinterpret_cast<uintptr_t>(p.workspace) % 128 == 0;
   if (ragged_k && !has_workspace) return cudaErrorNotSupported;
   TmaDescriptor ta, tb, tc;
   // b: [G, N, K] (K-major; gated: 2n rows, [gate; up]) or [G, K, N]; ragged K: one [K, N]
@@ -449,20 +483,19 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
                                p.a_stride_g, p.num_groups, batched ? 3 : 2, BM)) {
     return cudaErrorNotSupported;
   }
-  // c through TMA: 2-D [M, N] for ragged M (cut per group on the device), else 3-D [G, M, N]
+  // c through TMA: 2-D [M, N] for ragged M, else 3-D [G, M, N]
   const int ob = gemm_elem_bytes(p.out_type);
-  const bool per_group_c = p.form == GroupedGemmForm::kRaggedM;
+  const bool ragged_m = p.form == GroupedGemmForm::kRaggedM;
   const uint64_t c_dims[3] = {static_cast<uint64_t>(p.n), static_cast<uint64_t>(p.m),
                               static_cast<uint64_t>(p.num_groups)};
   const uint64_t c_strides[2] = {static_cast<uint64_t>(p.c_stride_m) * ob,
                                  static_cast<uint64_t>(p.c_stride_g) * ob};
   const uint32_t c_box[3] = {static_cast<uint32_t>(kBoxRowBytes / ob), kStoreRows, 1};
   const bool tma_store =
-      (!per_group_c || has_workspace) &&
-      tma_addressable(p.c, int64_t(c_strides[0]), per_group_c ? 0 : int64_t(c_strides[1])) &&
-      make_tma_descriptor(&tc, p.c, ob, per_group_c ? 2 : 3, c_dims, c_strides, c_box, TmaSwizzle::k128B);
+      tma_addressable(p.c, int64_t(c_strides[0]), ragged_m ? 0 : int64_t(c_strides[1])) &&
+      make_tma_descriptor(&tc, p.c, ob, ragged_m ? 2 : 3, c_dims, c_strides, c_box, TmaSwizzle::k128B);
   if (!tma_store) tc = tb;  // unused
-  const int64_t max_grid = has_workspace ? p.workspace_bytes / kGroupedGemmWorkspacePerCta : INT64_MAX;
+  const int64_t max_grid = ragged_k ? p.workspace_bytes / kGroupedGemmWorkspacePerCta : INT64_MAX;
   return launch_persistent_capped("grouped_gemm_sm90_kernel",
                                   grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated>,
                                   kThreads, kSmemBytes, max_tiles(p, BM, kGated ? BN / 2 : BN),
@@ -493,6 +526,7 @@ cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t st
   const bool gather = p.a_gather != nullptr;
   // (an activation exists for moe_mlp's gathered first GEMM only; see stage_output)
   if (!form_ok || !type_ok || (p.gated && !gather) || (gather && p.a_gather_div <= 0) ||
+      (gather && p.form != GroupedGemmForm::kRaggedM) ||
       (!gather && p.activation != GemmActivation::kNone) ||
       p.k <= 0 || p.num_groups <= 0 || p.m > INT32_MAX || p.n > INT32_MAX / 2 || p.k > INT32_MAX ||
       // what the gathered A's 16-byte cp.async needs (the TMA maps check their own operands)
