@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 from pathlib import Path
 
@@ -230,6 +231,32 @@ def test_sm90_kernel(shape, dtype, monkeypatch):
     s = moe_ext.emu.last_launch_stats()
     assert s["threads"] % 384 == 0 and s["bank_conflicts"] == 0  # the Hopper kernel ran
     check_gemm(form, out, a, b, offs)
+
+
+# operand layouts the Hopper kernel takes, per form: (a layout, b layout) as make_mat names them
+SM90_LAYOUTS = {"2x3": [("contig", "t"), ("contig", "contig")], "3x3": [("contig", "t"), ("contig", "contig")],
+                "2x2": [("t", "contig"), ("contig", "t")]}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sm90_random_problems(seed, monkeypatch):
+    """Random forms, operand majors, group splits (empty groups, tails), dims with 16-byte
+    pitches, bias and output dtype, all forced onto the Hopper kernel, against the reference."""
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
+    rng = random.Random(seed)
+    form = rng.choice(sorted(SM90_LAYOUTS))
+    a_layout, b_layout = rng.choice(SM90_LAYOUTS[form])
+    G = rng.randint(1, 9)
+    M, K, N = (8 * rng.randint(1, 40) for _ in range(3))
+    kind = rng.choice(["uneven", "skewed", "empty_tail", "one"] if form != "3x3" else ["even"])
+    dtype = rng.choice([torch.bfloat16, torch.float16])
+    out_dtype = rng.choice([None, torch.float32])
+    torch.manual_seed(seed)
+    a, b, offs = make_inputs(form, G, M, K, N, kind, dtype, "cpu", a_layout, b_layout)
+    bias = torch.randn(G, N).to(dtype) if rng.random() < 0.4 else None
+    out = emu_mm()(a, b, offs, bias, out_dtype)
+    assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0, (form, a_layout, b_layout)
+    check_gemm(form, out, a, b, offs, bias, out_dtype)
 
 
 def test_sm90_ragged_k_on_exact_integers(monkeypatch):
