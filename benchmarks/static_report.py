@@ -40,11 +40,12 @@ H100_BW, H100_FLOPS = 3.35e12, 989e12
 # kernel name pattern -> (threads per block, dynamic shared memory bytes) as launched on A100 /
 # H100 (grouped GEMM: 5-stage pipeline or the 69.6 KB epilogue staging, whichever is larger)
 LAUNCH = [
-    (r"grouped_gemm_sm90_kernel", 384, 201_792 + 64),
+    # 1024 alignment + 4 x 32 KB stages + 8 x 9 KB warp stagings + 2 tensor maps + 8 mbarriers
+    (r"grouped_gemm_sm90_kernel", 384, 1024 + 131_072 + 73_728 + 256 + 64),
     (r"grouped_gemm_tc_kernel.*TensorCoreTile<128, 128", 128, 81_920),
     (r"grouped_gemm_tc_kernel.*TensorCoreTile<32, 128", 128, 51_200),
     (r"grouped_gemm_simt_kernel", 256, 18_432),
-    (r"wgmma_gemm_kernel", 160, 1024 + 2 * 24_576 + 32),
+    (r"wgmma_gemm_kernel", 160, 1024 + 2 * 24_576 + 4 * 4096 + 32),
     (r"tile_gemm_kernel", 128, 0),
     (r"sort_tokens", 256, 8192),
     (r"route", 128, 0),
