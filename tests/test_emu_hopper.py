@@ -76,16 +76,23 @@ def test_tma_store_epilogue_is_exact():
     assert torch.equal(wgmma_gemm(a, b, 2, tma_store=True), a.float() @ b.float().t())
 
 
-def test_staging_reused_before_the_store_read_it_is_a_wrong_result():
-    """A TMA store reads its shared source only when a bulk wait_group retires it (the latest
-    moment hardware may): rewriting the staging before waiting sends the second half's values
-    to the first half's columns, as it could on a GPU."""
-    g = torch.Generator().manual_seed(2)
-    a = torch.randint(-3, 4, (64, 64), generator=g).to(torch.bfloat16)
-    b = torch.randint(-3, 4, (128, 64), generator=g).to(torch.bfloat16)
-    c = wgmma_gemm(a, b, 2, fault=3, tma_store=True)
-    ref = a.float() @ b.float().t()
-    assert torch.equal(c[:, 64:], ref[:, 64:]) and torch.equal(c[:, :64], ref[:, 64:])
+def test_staging_reused_before_the_store_read_it_is_caught():
+    """Hardware may read a TMA store's shared source at any moment until the wait_group.read that
+    retires it: rewriting the staging before that wait (here: the second half's values) is
+    reported, not computed through."""
+    a = torch.randn(64, 64).to(torch.bfloat16)
+    b = torch.randn(128, 64).to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="shared source changed while the store was in flight"):
+        wgmma_gemm(a, b, 2, fault=3, tma_store=True)
+
+
+def test_store_issued_before_the_warp_staged_everything_is_caught():
+    """Without the __syncwarp after the staging writes, lane 0 issues the store while the other
+    lanes' values are not yet written."""
+    a = torch.randn(64, 64).to(torch.bfloat16)
+    b = torch.randn(128, 64).to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="uninitialized shared memory|source changed"):
+        wgmma_gemm(a, b, 2, fault=5, tma_store=True)
 
 
 def test_exit_with_stores_never_waited_for_is_caught():

@@ -44,13 +44,14 @@
 // Emulator semantics: the copy engine and wgmma are the asynchronous proxy -- their shared
 // accesses skip the race check (mbarriers and wgmma waits order them) but are bounds-checked and
 // require initialised data. A TMA copy lands and completes its transaction bytes at issue. A TMA
-// store reads its shared source and tensor map and writes global memory only when a bulk
-// wait_group retires it (the latest moment hardware may: early reuse of either shows as a wrong
-// result); a thread that exits with stores never waited for is an error. A tensor map is the
+// store checks its map and (initialised) source at issue, fails if either has changed when
+// wait_group.read retires it, and writes global memory only at the full wait_group or the
+// thread's exit; a thread that exits before its stores' reads are retired is an error. A tensor map is the
 // emulator's descriptor struct: edited in shared memory (global_dim 0 is an error), published by
 // lane 0 (128-byte alignment checked) with a fresh publication number, which a thread must
-// acquire before its TMA ops use the map (else an error); a map in shared memory is rejected by
-// TMA ops. fence.proxy.async is a no-op (a missing one is not caught). A wgmma reads its operands
+// acquire before its TMA ops use the map (else an error; conservatively also for a map an
+// earlier launch published); a map in shared memory is rejected by TMA ops (one in a thread's
+// local memory is not). fence.proxy.async is a no-op (a missing one is not caught). A wgmma reads its operands
 // and updates D at issue (the fence/commit/wait calls are then no-ops, so a kernel that
 // overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a no-op. mbarrier
 // waits block the thread (fiber) until the phase completes; a wait that can never complete is
@@ -73,7 +74,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "../simt/runtime.h"
 #endif
@@ -400,55 +403,105 @@ inline void tma_load_3d(void* smem, const TmaDescriptor* desc, int c0, int c1, i
   tma_load(smem, desc, c, bar);
 }
 
-// The copy engine's store: the box at `smem` (layout as tma_load writes it) to the elements of
-// the box at `coord` that lie inside the tensor (the rest is dropped, not written).
-inline void tma_store(const TmaDescriptor* desc, const void* smem, const int* coord) {
-  const TmaDescriptor& d = *desc;
-  sm90_emu::check_map_use(desc, "cp.async.bulk.tensor (store)");
-  sm90_emu::for_each_box_row(d, smem, coord, "cp.async.bulk.tensor (store)",
-                             [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t shared_row) {
-    if (row == nullptr || x_hi <= x_lo) return;
-    ::moe_simt::check_global(row + x_lo * d.elem_bytes, (x_hi - x_lo) * d.elem_bytes, true,
-                             "cp.async.bulk.tensor store", /*bulk=*/true);
+namespace sm90_emu {
+
+// The in-range source elements of a TMA store, in box order (each checked initialised).
+inline std::vector<unsigned char> store_source(const TmaDescriptor& d, const void* smem,
+                                               const int* coord) {
+  std::vector<unsigned char> bytes;
+  for_each_box_row(d, smem, coord, "cp.async.bulk.tensor (store)",
+                   [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t shared_row) {
+    if (row == nullptr) return;
     for (int64_t x = x_lo; x < x_hi; ++x) {
-      const unsigned char* src = sm90_emu::box_elem(d, shared_row, x);
+      const unsigned char* src = box_elem(d, shared_row, x);
       ::moe_simt::async_shared_read(src, d.elem_bytes, "cp.async.bulk.tensor store source");
-      std::memcpy(row + x * d.elem_bytes, src, d.elem_bytes);
+      bytes.insert(bytes.end(), src, src + d.elem_bytes);
     }
   });
+  return bytes;
 }
-inline void tma_store_2d(const TmaDescriptor* desc, const void* smem, int c0, int c1) {
-  ::moe_simt::this_thread().bulk_open.push_back([=] {
-    const int c[3] = {c0, c1, 0};
-    tma_store(desc, smem, c);
+
+// A store in flight: the map and source as they were at issue.
+struct PendingStore {
+  const TmaDescriptor* map_at;  // where the op reads its map
+  TmaDescriptor map;            // the map at issue
+  const void* smem;
+  int coord[3];
+  std::vector<unsigned char> source;
+};
+
+inline void store_read_done(const PendingStore& st) {
+  if (st.map_at->published != st.map.published)
+    ::moe_simt::fail("cp.async.bulk.tensor (store): its tensor map was rewritten while the store "
+                     "was in flight");
+  if (store_source(st.map, st.smem, st.coord) != st.source)
+    ::moe_simt::fail("cp.async.bulk.tensor (store): its shared source changed while the store was in "
+                     "flight (rewritten before cp.async.bulk.wait_group.read retired it)");
+}
+
+inline void store_complete(const PendingStore& st) {
+  const TmaDescriptor& d = st.map;
+  size_t next = 0;
+  for_each_box_row(d, st.smem, st.coord, "cp.async.bulk.tensor (store)",
+                   [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t) {
+    if (row == nullptr || x_hi <= x_lo) return;
+    const size_t bytes = size_t(x_hi - x_lo) * d.elem_bytes;
+    ::moe_simt::check_global(row + x_lo * d.elem_bytes, bytes, true, "cp.async.bulk.tensor store",
+                             /*bulk=*/true);
+    std::memcpy(row + x_lo * d.elem_bytes, st.source.data() + next, bytes);
+    next += bytes;
   });
+}
+
+// The copy engine's store of the box at `smem` (layout as tma_load writes it) to the elements of
+// the box at `coord` inside the tensor (the rest is dropped). Hardware reads the source and the
+// map at some moment between issue and the retiring wait_group.read, and writes global memory
+// before the retiring wait_group: checked at issue (map use, source initialised), compared at
+// .read (neither may change meanwhile), written at the full wait or the thread's exit.
+inline void tma_store(const TmaDescriptor* desc, const void* smem, int c0, int c1, int c2) {
+  check_map_use(desc, "cp.async.bulk.tensor (store)");
+  auto st = std::make_shared<PendingStore>();
+  st->map_at = desc;
+  st->map = *desc;
+  st->smem = smem;
+  st->coord[0] = c0, st->coord[1] = c1, st->coord[2] = c2;
+  st->source = store_source(st->map, smem, st->coord);
+  ::moe_simt::this_thread().bulk_open.push_back(
+      {[st] { store_read_done(*st); }, [st] { store_complete(*st); }});
+}
+
+}  // namespace sm90_emu
+
+inline void tma_store_2d(const TmaDescriptor* desc, const void* smem, int c0, int c1) {
+  sm90_emu::tma_store(desc, smem, c0, c1, 0);
 }
 inline void tma_store_3d(const TmaDescriptor* desc, const void* smem, int c0, int c1, int c2) {
-  ::moe_simt::this_thread().bulk_open.push_back([=] {
-    const int c[3] = {c0, c1, c2};
-    tma_store(desc, smem, c);
-  });
+  sm90_emu::tma_store(desc, smem, c0, c1, c2);
 }
 inline void bulk_commit_group() {
   auto& t = ::moe_simt::this_thread();
-  t.bulk_groups.push_back(std::move(t.bulk_open));  // an empty group is legal, as in PTX
+  if (!t.bulk_open.empty()) t.bulk_groups.push_back(std::move(t.bulk_open));  // (empty: nothing)
   t.bulk_open.clear();
 }
-// Retires all but the N most recent bulk groups: their stores run now (both forms: the
-// emulator reads the source and writes global memory in one step).
+// Retires the source reads of all but the N most recent bulk groups.
 template <int N>
 inline void bulk_wait_group_read() {
   static_assert(N >= 0, "cp.async.bulk.wait_group N needs N >= 0");
   auto& groups = ::moe_simt::this_thread().bulk_groups;
-  while (groups.size() > size_t{N}) {
-    auto group = std::move(groups.front());
-    groups.erase(groups.begin());
-    for (auto& store : group) store();
-  }
+  for (size_t g = 0; g + N < groups.size(); ++g)
+    for (auto& op : groups[g])
+      if (!op.read) op.read_done(), op.read = true;
 }
+// Retires all but the N most recent bulk groups entirely (reads, then global writes).
 template <int N>
 inline void bulk_wait_group() {
   bulk_wait_group_read<N>();
+  auto& groups = ::moe_simt::this_thread().bulk_groups;
+  while (groups.size() > size_t{N}) {
+    auto group = std::move(groups.front());
+    groups.erase(groups.begin());
+    for (auto& op : group) op.complete();
+  }
 }
 // Device-side tensor-map update: the map in shared memory is the emulator's descriptor struct.
 template <int kOrd>

@@ -136,9 +136,17 @@ void thread_entry(void* arg) {
     b.launch->body();
     if (!t->cp_open.empty() || !t->cp_groups.empty())
       fail("thread exited with cp.async copies never waited for (cp.async.wait_group missing)");
-    if (!t->bulk_open.empty() || !t->bulk_groups.empty())
+    // a store whose source reads were never waited for may read freed shared memory; the rest
+    // land (the grid completes after its bulk writes)
+    bool unread = !t->bulk_open.empty();
+    for (const auto& group : t->bulk_groups)
+      for (const auto& op : group) unread = unread || !op.read;
+    if (unread)
       fail("thread exited with TMA stores never waited for (cp.async.bulk.commit_group / "
-           "wait_group missing): their shared source may be gone");
+           "wait_group.read missing): their shared source may be gone");
+    for (auto& group : t->bulk_groups)
+      for (auto& op : group) op.complete();
+    t->bulk_groups.clear();
   } catch (const std::exception& e) {
     if (b.error.empty()) b.error = e.what();
   }

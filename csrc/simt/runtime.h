@@ -104,6 +104,11 @@ struct CpAsyncCopy {
   uint32_t src_bytes; // bytes read from src; the rest of dst is zero-filled
 };
 
+struct BulkOp {
+  std::function<void()> read_done, complete;
+  bool read = false;
+};
+
 struct Thread {
   uint3 idx;
   int linear = 0;
@@ -120,12 +125,11 @@ struct Thread {
   uint32_t mbar_parity = 0;                 //   and the phase parity waited for
   std::vector<std::vector<CpAsyncCopy>> cp_groups;  // committed, not yet waited
   std::vector<CpAsyncCopy> cp_open;                 // issued since the last commit
-  // sm_90 bulk stores (TMA, shared -> global) issued and not yet waited for: each runs when a
-  // cp.async.bulk.wait_group retires its group -- the latest moment the copy engine may read
-  // the shared source and the tensor map -- so a kernel that reuses either too early computes
-  // a wrong result on the emulator too
-  std::vector<std::vector<std::function<void()>>> bulk_groups;  // committed
-  std::vector<std::function<void()>> bulk_open;                 // since the last commit
+  // sm_90 bulk stores (TMA, shared -> global) not yet complete, by commit group: cp.async.bulk
+  // .wait_group.read retires their shared-source reads (`read_done` checks the source and map
+  // are as at issue), .wait_group (or the thread's exit) their global writes (`complete`)
+  std::vector<std::vector<BulkOp>> bulk_groups;  // committed
+  std::vector<BulkOp> bulk_open;                 // since the last commit
   // tensor maps rewritten on the device that this thread has acquired: map -> publication
   std::unordered_map<const void*, uint64_t> acquired_maps;
 };

@@ -218,7 +218,9 @@ MOE_DEVICE void store_staged_rows(const unsigned char* staged, const GroupedGemm
     char* dst = c + (r * p.c_stride_m + col) * ob;
     if (col + per_chunk <= cols) {
       st_global(reinterpret_cast<uint4*>(dst), v);  // aligned: TMA-addressable c, 16-byte chunks
-    } else {  // the columns left of N, element by element (constant indices: v stays in registers)
+    } else {  // the columns left of N, element by element (constant indices: v stays in
+              // registers); unreachable through the bindings (their c is contiguous, and a
+              // 16-byte pitch then makes N a multiple of the chunk), kept for padded outputs
       const uint32_t w[4] = {v.x, v.y, v.z, v.w};
       MOE_UNROLL for (int e = 0; e < 8; ++e) {
         if (e >= cols - col) break;

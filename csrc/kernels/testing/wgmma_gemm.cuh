@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
                     float2{d[4 * (8 * half + j) + 2 * h], d[4 * (8 * half + j) + 2 * h + 1]});
         }
       fence_proxy_async_shared();
-      __syncwarp();
+      if (p.fault != 5) __syncwarp();
       if (lane == 0) {
         for (int box = 0; box < 2; ++box)
           tma_store_2d(&tma_c, staged + box * 2048, n0 + 64 * half + 32 * box, m0 + 16 * warp);
