@@ -22,8 +22,8 @@ at::Tensor permute_cpu(const at::Tensor& x, const at::Tensor& order, const at::T
 at::Tensor unpermute_cpu(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
                          const at::Tensor& weights);
 // unpermute_cpu past its argument checks (callers that have made them: moe_mlp_cpu)
-at::Tensor unpermute_cpu_checked(const at::Tensor& yp, const at::Tensor& slot,
-                                 const at::Tensor& weights);
+at::Tensor unpermute_cpu_prechecked(const at::Tensor& yp, const at::Tensor& slot,
+                                    const at::Tensor& weights);
 std::tuple<at::Tensor, at::Tensor> unpermute_backward_cpu(const at::Tensor& grad_y,
                                                           const at::Tensor& yp,
                                                           const at::Tensor& order,

@@ -46,13 +46,13 @@
 // require initialised data. A TMA copy lands and completes its transaction bytes at issue. A TMA
 // store checks its map and (initialised) source at issue, fails if either has changed when
 // wait_group.read retires it, and writes global memory only at the full wait_group or the
-// thread's exit; a thread that exits before its stores' reads are retired is an error. A tensor map is the
-// emulator's descriptor struct: edited in shared memory (global_dim 0 is an error), published by
-// lane 0 (128-byte alignment checked) with a fresh publication number, which a thread must
-// acquire before its TMA ops use the map (else an error; conservatively also for a map an
-// earlier launch published); a map in shared memory is rejected by TMA ops (one in a thread's
-// local memory is not). fence.proxy.async is a no-op (a missing one is not caught). A wgmma reads its operands
-// and updates D at issue (the fence/commit/wait calls are then no-ops, so a kernel that
+// thread's exit; a thread that exits before its stores' reads are retired is an error. A tensor
+// map is the emulator's descriptor struct: edited in shared memory (global_dim 0 is an error),
+// published by lane 0 (128-byte alignment checked) with a fresh publication number, which a
+// thread must acquire before its TMA ops use the map (else an error; conservatively also for a
+// map an earlier launch published); a map in shared memory is rejected by TMA ops (one in a
+// thread's local memory is not). fence.proxy.async is a no-op (a missing one is not caught). A
+// wgmma reads its operands and updates D at issue (the fence/commit/wait calls are then no-ops, so a kernel that
 // overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a no-op. mbarrier
 // waits block the thread (fiber) until the phase completes; a wait that can never complete is
 // reported as a deadlock with the barrier's missing arrivals and bytes.
@@ -103,6 +103,14 @@ MOE_DEVICE MOE_FORCEINLINE uint32_t shared_address(const void* p) {
 }
 
 enum class TmaSwizzle : int { kNone = 0, k128B = 128 };
+
+// The 128-byte swizzle on a shared byte offset (measured from a 1024-byte-aligned base): 16-byte
+// chunk c of 128-byte row r lands at chunk c ^ (r % 8). TMA and wgmma apply it in hardware (and
+// the emulator with this); kernels that stage swizzled tiles themselves compute offsets with it.
+template <typename I>
+MOE_HOST_DEVICE MOE_FORCEINLINE constexpr I swizzle128(I offset) {
+  return offset ^ (((offset >> 7) & 7) << 4);
+}
 
 #if defined(__CUDACC__)
 struct TmaDescriptor {  // CUtensorMap is itself 128-byte aligned
@@ -304,9 +312,6 @@ inline size_t shared_offset(const void* p) {
 inline unsigned char* shared_at(size_t off) {
   return ::moe_simt::this_thread().block->shared.data() + off;
 }
-// The 128-byte swizzle on a shared byte offset.
-inline size_t swizzle128(size_t a) { return a ^ (((a >> 7) & 7) << 4); }
-
 // Walks the box of a TMA copy at `coord` with shared side `smem`: calls f(row, x_lo, x_hi,
 // shared_row) for each box row, `row` being the global address of the row's element x = 0
 // (nullptr where the row lies outside the tensor), [x_lo, x_hi) its in-range elements (possibly

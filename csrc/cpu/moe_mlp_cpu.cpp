@@ -67,7 +67,7 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
 
   run_groups_balanced(E, [&](int64_t e) { return start[e + 1] - start[e]; }, run_expert);
   // check_moe_mlp_args has checked order, slot (values and inverse pairing) and weights
-  return unpermute_cpu_checked(yp, slot, weights);
+  return unpermute_cpu_prechecked(yp, slot, weights);
 }
 
 }  // namespace moe_ext

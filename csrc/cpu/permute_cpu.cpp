@@ -48,11 +48,11 @@ at::Tensor permute_cpu(const at::Tensor& x, const at::Tensor& order, const at::T
 at::Tensor unpermute_cpu(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
                          const at::Tensor& weights) {
   check_unpermute_args(yp, order, slot, weights);
-  return unpermute_cpu_checked(yp, slot, weights);
+  return unpermute_cpu_prechecked(yp, slot, weights);
 }
 
-at::Tensor unpermute_cpu_checked(const at::Tensor& yp, const at::Tensor& slot,
-                                 const at::Tensor& weights) {
+at::Tensor unpermute_cpu_prechecked(const at::Tensor& yp, const at::Tensor& slot,
+                                    const at::Tensor& weights) {
   const int64_t T = weights.size(0), k = weights.size(1), H = yp.size(1);
   auto y = at::empty({T, H}, yp.options());
   if (T == 0 || H == 0) return y;

@@ -98,8 +98,7 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
         MOE_UNROLL for (int h = 0; h < 2; ++h) {
           // column c of the half: box c / 32, 128-byte row g + 8h, 16-byte chunk swizzled by row
           const int c = 8 * j + 2 * t;
-          int off = (c / 32) * 2048 + (g + 8 * h) * 128 + (c % 32) * 4;
-          off ^= ((off >> 7) & 7) << 4;
+          const int off = swizzle128((c / 32) * 2048 + (g + 8 * h) * 128 + (c % 32) * 4);
           st_shared(reinterpret_cast<float2*>(staged + off),
                     float2{d[4 * (8 * half + j) + 2 * h], d[4 * (8 * half + j) + 2 * h + 1]});
         }
