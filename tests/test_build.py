@@ -99,6 +99,8 @@ def test_sass_main_loops_and_no_local_memory():
         assert ("LDGSTS" in text) == gathers, f"LDGSTS {'missing from' if gathers else 'in'} {n}"
         # the ragged-K tensor-map rewrites (a run-time branch of every instantiation): the acquire
         assert "UTMACCTL" in text, f"no tensor-map fence in {n}"
+        # bounded mbarrier waits (ptx_sm90.h): the cold loop reads %globaltimer and traps
+        assert "SR_GLOBALTIMER" in text and "BPT.TRAP" in text, f"unbounded waits in {n}"
     # no library kernel touches local memory (spills or runtime-indexed register arrays); the
     # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt
     local = sorted(

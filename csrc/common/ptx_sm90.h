@@ -3,8 +3,10 @@
 //   TmaDescriptor, make_tma_descriptor(...)  (host) a tiled tensor map: CUtensorMap encoded by the
 //       driver's cuTensorMapEncodeTiled (reached through cudaGetDriverEntryPoint, so nothing links
 //       libcuda at build time); on the emulator a plain struct with the same fields.
-//   mbarrier_init / mbarrier_arrive / mbarrier_arrive_expect_tx / mbarrier_wait(parity)
-//       mbarrier.{init,arrive,arrive.expect_tx,try_wait.parity}.shared::cta.b64
+//   mbarrier_init / mbarrier_arrive / mbarrier_arrive_expect_tx / mbarrier_wait(parity, site, rep)
+//       mbarrier.{init,arrive,arrive.expect_tx,try_wait.parity}.shared::cta.b64; the wait is
+//       bounded (MOE_EXT_WAIT_TIMEOUT_NS): past it the GPU writes `site`, block, thread,
+//       barrier and parity to `rep` (wait_timeout.h) and traps; the emulator names `site` in its deadlock report
 //   fence_barrier_init()       fence.mbarrier_init.release.cluster (init visible to the copy engine)
 //   fence_proxy_async_shared() fence.proxy.async.shared::cta (generic-proxy writes -> async proxy)
 //   tma_load_2d / tma_load_3d  cp.async.bulk.tensor.{2,3}d.shared::cluster.global.tile
@@ -66,6 +68,7 @@
 
 #include "portable.h"
 #include "ptx.h"
+#include "wait_timeout.h"
 
 #if defined(__CUDACC__)
 #include <cuda.h>
@@ -202,11 +205,54 @@ MOE_DEVICE MOE_FORCEINLINE void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_
   asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n"
                ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
 }
-MOE_DEVICE MOE_FORCEINLINE void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+// mbarrier_wait(bar, parity, site, report): a wait that cannot complete (a lost arrive, a wrong
+// parity, a TMA whose bytes never land) would spin until the GPU lease runs out, so it is
+// bounded. The fast path is one try_wait and a predicated branch, as an unbounded spin; only a
+// wait that is not done at once enters the cold loop, which reads %globaltimer and, past
+// MOE_EXT_WAIT_TIMEOUT_NS (default 4 s; no legitimate wait in these kernels comes near it),
+// writes site, block, thread, barrier and parity into `report` (mapped host memory, see
+// wait_timeout.h: readable after the trap) and traps. No call and no local memory: a call
+// inside the kernel would serialise its wgmma pipeline (ptxas C7510) and void setmaxnreg.
+#ifndef MOE_EXT_WAIT_TIMEOUT_NS
+#define MOE_EXT_WAIT_TIMEOUT_NS 4000000000ull
+#endif
+static __device__ unsigned int g_wait_timeout_claimed;  // one report per module
+
+MOE_DEVICE MOE_FORCEINLINE bool mbarrier_try_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
   asm volatile(
-      "{\n.reg .pred done;\nwait_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra wait_%=;\n}\n" ::"r"(smem_u32(bar)), "r"(parity) : "memory");
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  return done != 0;
+}
+MOE_DEVICE MOE_FORCEINLINE unsigned long long globaltimer_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+MOE_DEVICE MOE_FORCEINLINE void mbarrier_wait(uint64_t* bar, uint32_t parity, WaitSite site,
+                                              WaitTimeoutReport* report) {
+  const uint32_t addr = smem_u32(bar);
+  if (__builtin_expect(mbarrier_try_wait(addr, parity), 1)) return;
+  const unsigned long long t0 = globaltimer_ns();
+  while (!mbarrier_try_wait(addr, parity)) {
+    const unsigned long long ns = globaltimer_ns() - t0;
+    if (__builtin_expect(ns > MOE_EXT_WAIT_TIMEOUT_NS, 0)) {
+      if (report != nullptr && atomicCAS(&g_wait_timeout_claimed, 0u, 1u) == 0u) {
+        volatile WaitTimeoutReport* r = report;
+        r->site = site;
+        r->block = blockIdx.x;
+        r->thread = threadIdx.x;
+        r->bar = addr;
+        r->parity = parity;
+        r->ns = ns;
+        __threadfence_system();
+        r->written = 1;
+        __threadfence_system();
+      }
+      __trap();
+    }
+  }
 }
 MOE_DEVICE MOE_FORCEINLINE void tma_load_2d(void* smem, const TmaDescriptor* desc, int c0, int c1,
                                             uint64_t* bar) {
@@ -375,7 +421,11 @@ inline void mbarrier_arrive(uint64_t* bar) { ::moe_simt::mbarrier_arrive(bar, 0)
 inline void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
   ::moe_simt::mbarrier_arrive(bar, bytes);
 }
-inline void mbarrier_wait(uint64_t* bar, uint32_t parity) { ::moe_simt::mbarrier_wait(bar, parity); }
+// The emulator reports a wait that cannot complete as a deadlock (naming the site): no buffer.
+inline WaitTimeoutReport* wait_timeout_report_buffer(cudaStream_t) { return nullptr; }
+inline void mbarrier_wait(uint64_t* bar, uint32_t parity, WaitSite site, WaitTimeoutReport*) {
+  ::moe_simt::mbarrier_wait(bar, parity, wait_site_name(site));
+}
 
 
 inline void tma_load(void* smem, const TmaDescriptor* desc, const int* coord, uint64_t* bar) {

@@ -180,7 +180,8 @@ std::string describe_deadlock(const Block& b) {
       s << " waits at __activemask";
     } else if (t.state == ThreadState::kAtMbarrier) {
       const Mbarrier* m = find_mbarrier(b, t.mbar_offset);
-      s << " waits on the mbarrier at shared offset " << t.mbar_offset << " for phase parity "
+      s << " waits on the mbarrier" << (t.mbar_site ? " " : "") << (t.mbar_site ? t.mbar_site : "")
+        << " at shared offset " << t.mbar_offset << " for phase parity "
         << t.mbar_parity;
       if (m) s << " (" << m->pending << " arrivals and " << m->tx << " tx bytes missing)";
     } else if (t.state == ThreadState::kAtBarrier) {
@@ -734,7 +735,7 @@ void mbarrier_complete_tx(const void* p, int64_t bytes) {
   mbarrier_maybe_complete(m);
 }
 
-void mbarrier_wait(const void* p, uint32_t parity) {
+void mbarrier_wait(const void* p, uint32_t parity, const char* site) {
   Thread& t = this_thread();
   Block& b = *t.block;
   mbarrier_at(p, "mbarrier.try_wait");
@@ -742,6 +743,7 @@ void mbarrier_wait(const void* p, uint32_t parity) {
   if (mbarrier_done(b, off, parity)) return;
   t.mbar_offset = off;
   t.mbar_parity = parity;
+  t.mbar_site = site;
   t.state = ThreadState::kAtMbarrier;
   fiber_switch(t.ctx, b.scheduler);
 }

@@ -123,6 +123,7 @@ struct Thread {
   uint64_t global_seq = 0, shared_seq = 0;  // memory-instruction sequence numbers
   size_t mbar_offset = 0;                   // while waiting at an mbarrier: its shared offset
   uint32_t mbar_parity = 0;                 //   and the phase parity waited for
+  const char* mbar_site = nullptr;          //   and the wait's site (kernel, barrier)
   std::vector<std::vector<CpAsyncCopy>> cp_groups;  // committed, not yet waited
   std::vector<CpAsyncCopy> cp_open;                 // issued since the last commit
   // sm_90 bulk stores (TMA, shared -> global) not yet complete, by commit group: cp.async.bulk
@@ -258,6 +259,6 @@ void mbarrier_init(const void* p, int count);
 void mbarrier_arrive(const void* p, int64_t expect_tx_bytes);  // arrive (+ expect_tx first)
 void mbarrier_complete_tx(const void* p, int64_t bytes);
 // Blocks the calling thread until the phase with parity `parity` has completed.
-void mbarrier_wait(const void* p, uint32_t parity);
+void mbarrier_wait(const void* p, uint32_t parity, const char* site = nullptr);
 
 }  // namespace moe_simt

@@ -25,6 +25,8 @@
 
 namespace moe_ext {
 
+struct WaitTimeoutReport;  // common/wait_timeout.h
+
 enum class GroupedGemmForm : int32_t { kRaggedM, kRaggedN, kRaggedK, kBatched };
 enum class GemmElem : int32_t { kF32, kBF16, kF16 };
 // Epilogue activation, applied after the bias (and before the row scale). With `gated`, the
@@ -69,6 +71,9 @@ struct GroupedGemmParams {
   // CTA, 128-byte aligned. nullptr: the ragged-K form takes the Ampere kernel.
   void* workspace;
   int64_t workspace_bytes;
+  // Where a timed-out mbarrier wait of the Hopper kernel leaves its report (wait_timeout.h);
+  // set by that kernel's launcher, not by the binding.
+  WaitTimeoutReport* wait_report = nullptr;
 };
 
 // Workspace the binding allocates for a ragged-K grouped GEMM that may run on the Hopper kernel

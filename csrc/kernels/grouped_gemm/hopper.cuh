@@ -302,7 +302,8 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
         unsigned char* sa = smem + s * kStageBytes;
         unsigned char* sb = sa + kABytes;
         if (kGather || lane == 0) {
-          if (use > 0) mbarrier_wait(&empty[s], (use - 1) & 1);
+          if (use > 0)
+            mbarrier_wait(&empty[s], (use - 1) & 1, kWaitSm90ProducerEmpty, p.wait_report);
         }
         const TmaDescriptor* map_a = &tma_a;
         const TmaDescriptor* map_b = &tma_b;
@@ -380,7 +381,7 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     MOE_UNROLL for (int i = 0; i < 64; ++i) d[i] = 0.f;
     for (int kt = 0; kt < k_tiles; ++kt, ++it) {
       const int s = it % kStages, use = it / kStages;
-      mbarrier_wait(&full[s], use & 1);
+      mbarrier_wait(&full[s], use & 1, kWaitSm90ConsumerFull, p.wait_report);
       const unsigned char* sa = smem + s * kStageBytes + (kAKMajor ? wg_rows * 128 : (wg_rows / 64) * kBoxBytes);
       const unsigned char* sb = smem + s * kStageBytes + kABytes;
       wgmma_fence();
@@ -497,10 +498,12 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
       make_tma_descriptor(&tc, p.c, ob, ragged_m ? 2 : 3, c_dims, c_strides, c_box, TmaSwizzle::k128B);
   if (!tma_store) tc = tb;  // unused
   const int64_t max_grid = ragged_k ? p.workspace_bytes / kGroupedGemmWorkspacePerCta : INT64_MAX;
+  GroupedGemmParams q = p;
+  q.wait_report = wait_timeout_report_buffer(stream);
   return launch_persistent_capped("grouped_gemm_sm90_kernel",
                                   grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated>,
                                   kThreads, kSmemBytes, max_tiles(p, BM, kGated ? BN / 2 : BN),
-                                  max_grid, stream, ta, tb, tc, p, tma_store);
+                                  max_grid, stream, ta, tb, tc, q, tma_store);
 }
 
 template <typename T>

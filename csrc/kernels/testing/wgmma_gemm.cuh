@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     if (lane == 0 && p.fault != 2) {
       for (int kt = 0; kt < k_tiles; ++kt) {
         const int s = kt % p.stages, use = kt / p.stages;
-        if (use > 0) mbarrier_wait(&empty[s], (use - 1) & 1);
+        if (use > 0) mbarrier_wait(&empty[s], (use - 1) & 1, kWaitTestProducerEmpty, p.wait_report);
         unsigned char* stage = smem + s * kStageBytes;
         mbarrier_arrive_expect_tx(&full[s], kStageBytes);
         tma_load_2d(stage, &tma_a, kt * kBK, m0, &full[s]);
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
   MOE_UNROLL for (int i = 0; i < 64; ++i) d[i] = 0.f;
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int s = kt % p.stages, use = kt / p.stages;
-    if (p.fault != 1) mbarrier_wait(&full[s], use & 1);
+    if (p.fault != 1) mbarrier_wait(&full[s], use & 1, kWaitTestConsumerFull, p.wait_report);
     const unsigned char* stage = smem + s * kStageBytes;
     wgmma_fence();
     MOE_UNROLL for (int ks = 0; ks < kBK / 16; ++ks) {
@@ -142,8 +142,10 @@ cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream) {
   const cudaError_t err = allow_dynamic_smem(wgmma_gemm_kernel, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(p.n / kBN), static_cast<unsigned>(p.m / kBM));
+  WgmmaGemmParams q = p;
+  q.wait_report = wait_timeout_report_buffer(stream);
   return launch_kernel("wgmma_gemm_kernel", wgmma_gemm_kernel, grid, dim3(kThreads), smem, stream,
-                       ta, tb, tc, p);
+                       ta, tb, tc, q);
 }
 
 }  // namespace moe_ext::MOE_KERNEL_NS

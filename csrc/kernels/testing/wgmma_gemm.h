@@ -7,6 +7,8 @@
 
 namespace moe_ext {
 
+struct WaitTimeoutReport;  // common/wait_timeout.h
+
 struct WgmmaGemmParams {
   const void* a;  // [M, K] bf16 row-major
   const void* b;  // [N, K] bf16 (n-major)
@@ -20,6 +22,7 @@ struct WgmmaGemmParams {
                   // store without the __syncwarp that orders the other lanes' staging writes
   bool tma_store; // epilogue: per warp, two 64-column halves through one swizzled staging
                   // buffer stored with TMA (else: st.global from the fragments)
+  WaitTimeoutReport* wait_report = nullptr;  // set by the launcher (bounded mbarrier waits)
 };
 
 namespace cuda {
