@@ -41,6 +41,22 @@ def find_cuda_home():
     return None
 
 
+def choose_archs(env) -> tuple[str, str]:
+    """The CUDA arch list and where it came from: MOE_EXT_CUDA_ARCHS, else TORCH_CUDA_ARCH_LIST
+    (with 9.0 promoted to 9.0a: torch's "9.0" would build no wgmma/setmaxnreg code), else the
+    default. Printed by the build, so an environment variable cannot silently drop 9.0a."""
+    if env.get("MOE_EXT_CUDA_ARCHS"):
+        return env["MOE_EXT_CUDA_ARCHS"].replace(" ", ";"), "from MOE_EXT_CUDA_ARCHS"
+    if env.get("TORCH_CUDA_ARCH_LIST"):
+        archs = [a for a in env["TORCH_CUDA_ARCH_LIST"].replace(" ", ";").split(";") if a]
+        promoted = ["9.0a" if a.replace("+PTX", "") == "9.0" else a for a in archs]
+        why = "from TORCH_CUDA_ARCH_LIST"
+        if promoted != archs:
+            why += ", 9.0 taken as 9.0a for the Hopper kernels"
+        return ";".join(dict.fromkeys(promoted)), why
+    return DEFAULT_ARCHS, "the default; set MOE_EXT_CUDA_ARCHS to change it"
+
+
 def cuda_config():
     """Decide whether to build CUDA sources; returns (enabled, cuda_home, archs)."""
     mode = os.environ.get("MOE_EXT_CUDA", "auto").lower()
@@ -52,9 +68,13 @@ def cuda_config():
 
     torch_cuda = torch.version.cuda is not None
     home = find_cuda_home()
-    archs = os.environ.get("MOE_EXT_CUDA_ARCHS") or os.environ.get("TORCH_CUDA_ARCH_LIST")
-    archs = (archs or DEFAULT_ARCHS).replace(" ", ";")
+    archs, source = choose_archs(os.environ)
     if torch_cuda and home is not None:
+        print(f"moe_ext: building CUDA kernels for {archs} ({source})", file=sys.stderr)
+        if "9.0a" not in archs.split(";"):
+            print("moe_ext: WARNING: 9.0a is not in the arch list, so the Hopper kernels (TMA + "
+                  "wgmma) are NOT built; Hopper GPUs will run the Ampere kernel. Set "
+                  "MOE_EXT_CUDA_ARCHS to include 9.0a.", file=sys.stderr)
         return True, home, archs
     why = "torch is a CPU build" if not torch_cuda else "nvcc not found (set CUDA_HOME)"
     if mode == "1":

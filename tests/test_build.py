@@ -108,3 +108,21 @@ def test_sass_main_loops_and_no_local_memory():
         if ("STL" in text or "LDL" in text) and "ptx_selftest" not in n
     )
     assert not local, f"kernels using local memory: {local}"
+
+
+def test_arch_choice_is_explicit_and_keeps_hopper():
+    """setup.py's arch list: MOE_EXT_CUDA_ARCHS wins, a TORCH_CUDA_ARCH_LIST "9.0" becomes 9.0a
+    (else the Hopper kernels would silently not build), and the source is said out loud."""
+    import ast
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parent.parent / "setup.py").read_text()
+    fn = next(n for n in ast.parse(src).body if getattr(n, "name", "") == "choose_archs")
+    ns = {"DEFAULT_ARCHS": "8.0;9.0a"}
+    exec(compile(ast.Module([fn], []), "setup.py", "exec"), ns)
+    choose = ns["choose_archs"]
+    assert choose({"MOE_EXT_CUDA_ARCHS": "9.0a", "TORCH_CUDA_ARCH_LIST": "8.0"}) == \
+        ("9.0a", "from MOE_EXT_CUDA_ARCHS")
+    archs, why = choose({"TORCH_CUDA_ARCH_LIST": "8.0 9.0+PTX"})
+    assert archs == "8.0;9.0a" and "9.0 taken as 9.0a" in why
+    assert choose({})[0] == "8.0;9.0a"
