@@ -106,9 +106,29 @@ class CMakeExtension(Extension):
         super().__init__(name, sources=[])
 
 
+def torch_to_build_against():
+    """The torch the extension is compiled against, which must be the one it will run with (its
+    C++ ABI and its CUDA libraries are linked in). pip's build isolation installs a second torch
+    into a throw-away environment; an extension built against it may not even load beside the
+    user's torch. So: stop before compiling, with the command that works."""
+    fix = ("install torch first, then build in that environment: "
+           "pip install --no-build-isolation .  (or -e . for a checkout)")
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit(f"moe_ext: torch is not importable in the build environment; {fix}")
+    where = str(Path(torch.__file__).resolve())
+    if "pip-build-env" in where or os.environ.get("PIP_BUILD_TRACKER") and "overlay" in where:
+        raise SystemExit(f"moe_ext: pip's build isolation gave the build its own torch "
+                         f"{torch.__version__} ({where}), not the torch you will run with; {fix}")
+    print(f"moe_ext: compiling against torch {torch.__version__} at {Path(where).parent}",
+          file=sys.stderr)
+    return torch
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext):
-        import torch
+        torch = torch_to_build_against()
 
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         py_tag = f"py{sys.version_info.major}{sys.version_info.minor}"
@@ -139,7 +159,12 @@ class CMakeBuild(build_ext):
             env["PATH"] = f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         subprocess.check_call([cmake_bin, str(ROOT), *args], cwd=build_dir, env=env)
         jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
+        print(f"moe_ext: compiling with {jobs} jobs (CUDA: {archs if enabled else 'off'}, "
+              f"emulator: {'on' if emu else 'off'}); a 2-core machine takes ~4 min with CUDA, "
+              f"~1 min without", file=sys.stderr, flush=True)
         subprocess.check_call([cmake_bin, "--build", ".", "-j", jobs], cwd=build_dir, env=env)
+        # which torch this build needs: moe_ext/__init__.py names it if the library fails to load
+        (out_dir / "_build_torch.txt").write_text(torch.__version__ + "\n")
 
 
 def _tool(name):

@@ -6,7 +6,29 @@ Importing the package loads the native library, which registers the ops under
 
 import torch  # noqa: F401  (loads libtorch before our extension)
 
-from . import _C  # registers torch.ops.moe_ext.*
+
+def _load_native():
+    try:
+        from . import _C  # registers torch.ops.moe_ext.*
+    except ImportError as e:
+        from pathlib import Path
+
+        stamp = Path(__file__).with_name("_build_torch.txt")
+        built = stamp.read_text().strip() if stamp.exists() else "an unknown torch"
+        raise ImportError(
+            f"moe_ext's native library does not load ({e}). It was built against torch {built}; "
+            f"this environment has torch {torch.__version__}. Rebuild it against this torch: "
+            f"pip install --no-build-isolation --force-reinstall --no-deps .") from e
+    built = _C.build_info()["torch_version"]
+    if built != torch.__version__:
+        import warnings
+
+        warnings.warn(f"moe_ext was built against torch {built} but runs with "
+                      f"{torch.__version__}; rebuild with pip install --no-build-isolation .")
+    return _C
+
+
+_C = _load_native()
 from . import _autograd, _fake, emu  # noqa: F401  (fake kernels, backward formulas)
 from .layer import MoE
 from .losses import load_balancing_loss, router_z_loss
@@ -23,3 +45,12 @@ __all__ = [
     "sort_tokens", "unpermute",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # moe_ext.hf / moe_ext.distributed without importing them first (they pull in more)
+    if name in ("hf", "distributed"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'moe_ext' has no attribute {name!r}")
