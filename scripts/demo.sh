@@ -13,5 +13,7 @@ if [ -z "${MOE_EXT_CPU_FAST:-}" ]; then
     export MOE_EXT_CPU_FAST=1
   fi
 fi
+args=("$@")
+set --  # a sourced script sees the caller's arguments: setup_env.sh must get none of the demo's
 . scripts/setup_env.sh
-python benchmarks/demo_moe.py "$@"
+python benchmarks/demo_moe.py "${args[@]}"

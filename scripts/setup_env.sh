@@ -41,9 +41,15 @@ if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
   export CUDA_HOME=/usr/local/cuda
 fi
 stage "building moe_ext (CUDA: ${MOE_EXT_CUDA:-auto}, emulator: ${MOE_EXT_EMU:-auto}); progress below"
-# -v shows setup.py's choices and ninja's [n/total] lines; the rest of pip's output is dropped
-python -m pip install -v --no-build-isolation -e . 2>&1 \
-  | { grep --line-buffered -E "^moe_ext:|\[[0-9]+/[0-9]+\]|error:|Error|Successfully installed" || true; } \
-  | sed -u -E "s/^ *(\[[0-9]+\/[0-9]+\]) ([A-Za-z ]+) .*\/(csrc\/[^ ]+).*/  \1 \2 \3/"
+# -v shows setup.py's choices and ninja's [n/total] lines; the whole log is kept
+mkdir -p build
+log=build/pip-install.log
+if ! python -m pip install -v --no-build-isolation -e . 2>&1 | tee "$log" \
+    | { grep --line-buffered -E "^ *moe_ext:|\[[0-9]+/[0-9]+\]" || true; } \
+    | sed -u -E "s/^ *(\[[0-9]+\/[0-9]+\]) ([A-Za-z ]+) .*\/(csrc\/[^ ]+).*/  \1 \2 \3/"; then
+  stage "the build FAILED; the end of $log:"
+  tail -40 "$log"
+  exit 1
+fi
 stage "built"
 python -c "import moe_ext; print('moe_ext built:', moe_ext.build_info())"
