@@ -664,3 +664,46 @@ def test_valid_boundaries_do_not_raise():
 def test_cuda_device_and_dtype_errors(name, call, pattern):
     with pytest.raises(ERRORS, match=pattern):
         call(op("cuda", name))
+
+
+# ---- the first-hour findings: each error names the op and the argument
+def test_layer_input_dtype_and_sizes_are_named():
+    import moe_ext as m
+
+    layer = m.MoE(64, 32, 8, 2)
+    with pytest.raises(TypeError, match=r"moe_ext.MoE: x is torch.bfloat16 but the layer's "
+                       r"parameters are torch.float32"):
+        layer(torch.randn(4, 64, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="moe_ext.MoE: ffn_size must be a positive int, got 0"):
+        m.MoE(64, 0, 8, 2)
+    with pytest.raises(ValueError, match="moe_ext.MoE: num_experts must be a positive int"):
+        m.MoE(64, 32, 0, 1)
+
+
+def test_moe_mlp_blames_w1_for_a_wrong_expert_count():
+    import moe_ext as m
+
+    T, H, I, E, k = 6, 16, 8, 4, 2
+    w, ids = m.route(torch.randn(T, E), k)
+    order, slot, offsets = m.sort_tokens(ids, E)
+    with pytest.raises(RuntimeError, match=r"moe_mlp: w1 must be \[E=4 \(offsets' length\)"):
+        m.moe_mlp(torch.randn(T, H), torch.randn(E + 1, 2 * I, H), torch.randn(E, H, I), w,
+                  order, slot, offsets)
+
+
+def test_non_monotone_offs_names_the_index():
+    import moe_ext as m
+
+    a, b = torch.randn(10, 16), torch.randn(3, 16, 8)
+    with pytest.raises(RuntimeError, match=r"offs\[1\] = 3 < offs\[0\] = 5"):
+        m.grouped_mm(a, b, torch.tensor([5, 3, 10], dtype=torch.int32))
+
+
+def test_meta_tensors_mixed_with_cpu_tensors_are_rejected():
+    import moe_ext as m
+
+    a, b = torch.randn(10, 16), torch.randn(3, 16, 8)
+    offs = torch.tensor([3, 6, 10], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"moe_ext.grouped_mm: b is on cpu but a is on meta"):
+        m.grouped_mm(a.to("meta"), b, offs)
+    assert m.grouped_mm(a.to("meta"), b.to("meta"), offs.to("meta")).shape == (10, 8)

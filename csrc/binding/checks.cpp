@@ -281,9 +281,13 @@ GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
               describe(o));
     if (o.numel() > 0 && value_checks_enabled(o)) {
       auto v = o.to(at::kCPU, at::kLong);
-      auto prev = at::cat({at::zeros({1}, v.options()), v.narrow(0, 0, v.size(0) - 1)});
-      MOE_CHECK(op, v.ge(prev).all().item<bool>(),
-                "offs must be non-decreasing and >= 0 (cumulative group ends), got ", v);
+      const int64_t* ends = v.const_data_ptr<int64_t>();
+      for (int64_t g = 0; g < v.size(0); ++g) {
+        const int64_t before = g == 0 ? 0 : ends[g - 1];
+        MOE_CHECK(op, ends[g] >= before, "offs must be non-decreasing and >= 0 (cumulative group "
+                  "ends), but offs[", g, "] = ", ends[g], g == 0 ? std::string(" < 0") :
+                  " < offs[" + std::to_string(g - 1) + "] = " + std::to_string(before));
+      }
       int64_t last = v[-1].item<int64_t>();
       MOE_CHECK(op, last <= ragged_extent, "offs[-1]=", last, " exceeds the ragged ", ragged,
                 " extent ", ragged_extent);

@@ -34,8 +34,11 @@ int64_t check_moe_mlp_args(const at::Tensor& x, const at::Tensor& w1, const at::
               c10::toString(x.scalar_type()), "), got ", describe(*w));
     check_same_device(op, name, *w, "x", x);
   }
-  const int64_t E = w1.size(0), H = x.size(1);
-  MOE_CHECK(op, w1.size(2) == H, "w1 must be [E, 2I or I, H=", H, "], got ", describe(w1));
+  check_dim(op, "offsets", offsets, 1);
+  // E is sort_tokens' expert count (offsets' length): a wrong w1 is blamed on w1, not on w2
+  const int64_t E = offsets.size(0), H = x.size(1);
+  MOE_CHECK(op, w1.size(0) == E && w1.size(2) == H, "w1 must be [E=", E, " (offsets' length), "
+            "2I or I, H=", H, "], got ", describe(w1));
   const int64_t I = act.gated ? w1.size(1) / 2 : w1.size(1);
   MOE_CHECK(op, !act.gated || w1.size(1) % 2 == 0, "a gated activation needs w1 = [E, 2I, H] "
             "(gate rows then up rows), got ", describe(w1));

@@ -91,11 +91,35 @@ _FAKES = {
 }
 
 
+def _one_device(name: str, fake):
+    """The fake kernel behind a device check: meta (or fake) tensors mixed with tensors of
+    another device are an error naming the op and the arguments, as the real kernels' checks."""
+    import functools
+    import inspect
+
+    params = list(inspect.signature(fake).parameters)
+
+    @functools.wraps(fake)
+    def checked(*args, **kwargs):
+        seen = None
+        for arg_name, value in [*zip(params, args), *kwargs.items()]:
+            if isinstance(value, torch.Tensor):
+                if seen is None:
+                    seen = (arg_name, value.device)
+                elif value.device != seen[1]:
+                    raise RuntimeError(f"moe_ext.{name}: {arg_name} is on {value.device} but "
+                                       f"{seen[0]} is on {seen[1]}: all tensors must be on one "
+                                       f"device")
+        return fake(*args, **kwargs)
+
+    return checked
+
+
 def _register(ns: str) -> None:
     ops = getattr(torch.ops, ns)
     for name, fake in _FAKES.items():
         if hasattr(ops, name):
-            torch.library.register_fake(f"{ns}::{name}", fake)
+            torch.library.register_fake(f"{ns}::{name}", _one_device(name, fake))
 
 
 _register("moe_ext")

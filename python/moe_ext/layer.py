@@ -109,6 +109,10 @@ class MoE(nn.Module):
         device=None,
     ):
         super().__init__()
+        for arg, value in (("hidden_size", hidden_size), ("ffn_size", ffn_size),
+                           ("num_experts", num_experts)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"moe_ext.MoE: {arg} must be a positive int, got {value!r}")
         if top_k < 1 or top_k > num_experts:
             raise ValueError(f"moe_ext.MoE: top_k must be in [1, num_experts={num_experts}], got {top_k}")
         if activation not in (*_GATED, "silu", "gelu", "gelu_tanh", "relu", "identity"):
@@ -228,6 +232,14 @@ class MoE(nn.Module):
         shape = x.shape
         if shape[-1] != self.hidden_size:
             raise ValueError(f"moe_ext.MoE: x must be [..., {self.hidden_size}], got {tuple(shape)}")
+        param = self.gate_up_proj
+        if x.dtype != param.dtype:
+            raise TypeError(f"moe_ext.MoE: x is {x.dtype} but the layer's parameters are "
+                            f"{param.dtype}: cast one to the other (layer.to({x.dtype}) or "
+                            f"x.to({param.dtype}))")
+        if x.device != param.device:
+            raise RuntimeError(f"moe_ext.MoE: x is on {x.device} but the layer is on "
+                               f"{param.device}")
         flat = x.reshape(-1, self.hidden_size)
         T = flat.shape[0]
         shared_out, side = None, None
