@@ -91,10 +91,25 @@ def time_cpu(fn, iters: int, warmup: int = 1) -> list[float]:
     return times
 
 
-def summarize(times: list[float]) -> dict:
+def percentile(times: list[float], q: float) -> float:
+    """The q-quantile with linear interpolation between order statistics (numpy's default), so
+    p95 >= p50 for any sample count."""
     s = sorted(times)
-    return dict(p50=statistics.median(s), p95=s[min(len(s) - 1, int(0.95 * len(s)))],
-                mean=statistics.fmean(s), samples=len(s))
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+NOISE_MIN_SAMPLES = 5
+
+
+def summarize(times: list[float]) -> dict:
+    """p50 / p95 / mean µs; ``noisy`` when the figure cannot carry a ratio: fewer than
+    NOISE_MIN_SAMPLES samples (smoke runs), or a p95 more than 1.5x the p50."""
+    p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
+    return dict(p50=p50, p95=p95, mean=statistics.fmean(times), samples=len(times),
+                noisy=len(times) < NOISE_MIN_SAMPLES or p95 > 1.5 * p50)
 
 
 def measure(fn, iters: int, *, graph_iters: int = 0, l2_flush: bool = False) -> dict:
@@ -121,6 +136,8 @@ class Row:
                 m["gbps"] = self.bytes / m["p50"] / 1e3
         for m in d["baselines"].values():
             m["speedup"] = m["p50"] / d["ours"]["p50"]  # > 1: ours is faster
+            # a ratio of two figures at the noise floor is not a speedup: say so in the row
+            m["speedup_reliable"] = not (m.get("noisy") or d["ours"].get("noisy"))
         return d
 
 
@@ -185,7 +202,14 @@ def plot(rows: list[dict], out_dir: str, x: str, group: tuple[str, ...], bench: 
                     label=b)
         ax.set_xlabel(x)
         ax.set_ylabel("TFLOP/s" if metric == "tflops" else "GB/s")
-        ax.set_title(f"{bench} " + " ".join(str(k) for k in key))
+        dev = torch.cuda.get_device_name() if torch.cuda.is_available() else \
+            f"CPU ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
+        dtype = rs[0]["case"].get("dtype", "")
+        ax.set_title(f"{bench} " + " ".join(str(k) for k in key) + f"\n{dev} {dtype}",
+                     fontsize=9)
+        if len(xs) < 2:
+            ax.text(0.5, 0.02, "one size only (smoke run?)", transform=ax.transAxes,
+                    ha="center", fontsize=7, color="gray")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         name = Path(out_dir) / (f"{bench}_" + "_".join(str(k) for k in key).replace("/", "-") + ".png")

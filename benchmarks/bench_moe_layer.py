@@ -143,7 +143,8 @@ def main():
                                         top_k=shape.top_k, mode=mode, dtype=str(dtype)[6:]),
                       ours, measured, flops=flops * (3 if mode == "fwd+bwd" else 1)).finish()
             rows.append(row)
-            ratios = "  ".join(f"{b}: {m['tflops']:.3f} TF ({m['speedup']:.2f}x)"
+            ratios = "  ".join(f"{b}: {m['tflops']:.3f} TF ({m['speedup']:.2f}x"
+                               f"{'' if m['speedup_reliable'] else ', noise floor'})"
                                for b, m in row["baselines"].items())
             print(f"{name:16s} T={T:6d} {mode:8s} moe_ext {row['ours']['p50']:10.1f} us "
                   f"{row['ours']['tflops']:.3f} TF | {ratios}")

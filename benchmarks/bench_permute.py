@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe_ext  # noqa: E402
-from _harness import metadata, plot, profile, time_cpu, time_cuda  # noqa: E402
+from _harness import percentile, metadata, plot, profile, time_cpu, time_cuda  # noqa: E402
 from shapes import PRESETS  # noqa: E402
 
 # (preset, T): the shapes of the brief; T is divided by --tokens-scale
@@ -109,7 +109,7 @@ def op_bytes(name, T, k, E, H, elem):
 
 
 def pct(times, q):
-    return sorted(times)[int(q * (len(times) - 1))]
+    return percentile(times, q)
 
 
 def main():

@@ -45,10 +45,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cuda = torch.cuda.is_available()
     dev = torch.cuda.get_device_name().replace(" ", "-") if cuda else "cpu"
-    ap.add_argument("--out", default=str(HERE / "results" / f"{time.strftime('%Y-%m-%d')}-{dev}"))
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/<date>-<device>; "
+                    "with --smoke a temporary directory (smoke figures are not results)")
     ap.add_argument("--smoke", action="store_true", help="smallest sizes (CI)")
     args = ap.parse_args()
+    if args.out is None:
+        import tempfile
+
+        args.out = (tempfile.mkdtemp(prefix="moe_ext-smoke-") if args.smoke else
+                    str(HERE / "results" / f"{time.strftime('%Y-%m-%d')}-{dev}"))
     out = Path(args.out)
+    print(f"run_all: writing to {out}" + (" (smoke: sizes too small to mean anything)"
+                                          if args.smoke else ""))
     (out / "plots").mkdir(parents=True, exist_ok=True)
     t = 900 if cuda else 600
     small = ["--iters", "2"] if args.smoke else []

@@ -103,3 +103,19 @@ def test_bench_scripts_smoke(tmp_path):
         pass
     table = json.loads((tmp_path / "t.json").read_text())["table"]
     assert table and all(v for v in table.values())
+
+
+def test_percentiles_are_ordered_and_noise_is_marked():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from _harness import Row, percentile, summarize
+
+    assert percentile([1.0, 3.0], 0.95) == 2.9 and percentile([1.0, 3.0], 0.5) == 2.0
+    two = summarize([10.0, 30.0])
+    assert two["p95"] >= two["p50"] and two["noisy"]  # 2 samples: no ratio worth printing
+    many = summarize([10.0 + 0.1 * i for i in range(20)])
+    assert not many["noisy"]
+    row = Row("b", {}, many, {"base": two}).finish()
+    assert row["baselines"]["base"]["speedup_reliable"] is False
