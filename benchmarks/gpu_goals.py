@@ -12,7 +12,7 @@ time on CPU (smoke sizes only: they exercise the driver, they measure nothing).
 
 What is measured (the goals are those of issue 17, H200 bf16):
 
-  gemm     grouped GEMM fwd / dA / dB (bench_grouped_gemm.make_problem) per kernel family
+  gemm     grouped GEMM fwd / dA / dB (bench_grouped_gemm's forms) per kernel family
            (MOE_EXT_GEMM_PATH=sm80, sm90) at Qwen3-30B-A3B (T=32768), Mixtral-8x7B (T=16384)
            and DeepSeek-V3 (T=8192), uniform routing, vs torch._grouped_mm and one dense
            torch.mm of equal FLOPs. Goal: >= 0.9 x dense and faster than torch._grouped_mm.
@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe_ext  # noqa: E402
 from _harness import Row, measure, metadata  # noqa: E402
-from bench_grouped_gemm import group_rows, make_problem  # noqa: E402
+from bench_grouped_gemm import group_rows  # noqa: E402
 from bench_moe_layer import torch_gmm  # noqa: E402
 from bench_permute import make_ids, op_bytes, torch_unpermute_gather  # noqa: E402
 from bench_route import torch_router  # noqa: E402
@@ -56,6 +56,20 @@ DEV = "cuda" if CUDA else "cpu"
 GEMM_TOKENS = {"qwen3-30b-a3b": 32768, "mixtral-8x7b": 16384, "deepseek-v3": 8192}
 FAMILIES = {"grouped_gemm_sm90_kernel": "sm90", "grouped_gemm_tc_kernel": "sm80",
             "grouped_gemm_simt_kernel": "sm80-fp32"}
+
+
+def make_problem(form, E, K, N, rows, dtype, device, seed):
+    """bench_grouped_gemm.make_problem's operands, drawn on the device (GB-sized operands drawn
+    on the host would spend the lease in the CPU's randn)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=gen, device=device, dtype=dtype)  # noqa: E731
+    M = sum(rows)
+    offs = torch.tensor(rows, dtype=torch.int64).cumsum(0).to(torch.int32).to(device)
+    if form == "fwd":  # x @ gate_up_projᵀ, weights stored [E, N, K]
+        return rnd(M, K), rnd(E, N, K).transpose(-2, -1), offs
+    if form == "dA":  # dout @ w, w = gate_up_proj [E, N, K]
+        return rnd(M, N), rnd(E, N, K), offs
+    return rnd(M, K).t(), rnd(M, N), offs  # dB: xᵀ @ dout, ragged K = M
 
 
 def family_of(fn) -> str:
@@ -102,8 +116,7 @@ def bench_gemm(sink, smoke, iters):
             E, K, N, T = min(E, 8), 64, 128, 64
         rows = group_rows(T * s.top_k, E, "uniform", torch.Generator().manual_seed(0))
         for form in ("fwd", "dA", "dB"):
-            gen = torch.Generator().manual_seed(1)
-            a, b, offs = make_problem(form, E, K, N, rows, torch.bfloat16, DEV, gen)
+            a, b, offs = make_problem(form, E, K, N, rows, torch.bfloat16, DEV, 1)
             M = sum(rows)
             flops = 2 * M * K * N
             base = {}
@@ -116,7 +129,7 @@ def bench_gemm(sink, smoke, iters):
             if form == "dB":
                 da, db = a.contiguous(), b
             else:
-                da, db = a, torch.randn(a.shape[1], N, device=DEV, dtype=a.dtype)
+                da, db = a, torch.randn(a.shape[1], b.shape[-1], device=DEV, dtype=a.dtype)
             base["dense torch.mm"] = measure(lambda: torch.mm(da, db), iters, l2_flush=CUDA)
             for path in (("sm80", "sm90") if CUDA else ("auto",)):
                 os.environ["MOE_EXT_GEMM_PATH"] = path
@@ -146,8 +159,7 @@ def bench_decode(sink, smoke, iters):
         E, K, N = 8, 64, 128
     for r in (1, 8):
         rows = [r] * E
-        a, b, offs = make_problem("fwd", E, K, N, rows, torch.bfloat16, DEV,
-                                  torch.Generator().manual_seed(2))
+        a, b, offs = make_problem("fwd", E, K, N, rows, torch.bfloat16, DEV, 2)
         fn = lambda: moe_ext.grouped_mm(a, b, offs)  # noqa: E731
         family = family_of(fn)
         ours = measure(fn, iters, l2_flush=CUDA, graph_iters=0)
