@@ -550,3 +550,23 @@ def test_sort_tokens_2_pow_24_assignments_emu():
     for a, b in zip(emu, cpu):
         assert torch.equal(a, b)
     assert (cpu[1] < 0).sum() > T // 97  # capacity dropped some, sentinels dropped
+
+
+@pytest.mark.skipif(not moe_ext.emu.available(), reason="needs the emulator backend")
+def test_emulator_permute_backward_runs_the_emulated_kernel():
+    """The permute gradient on moe_ext_emu goes through moe_ext_emu.unpermute (the kernel), not
+    the native CPU op: the backward leaves an emulated launch of its own behind."""
+    emu = torch.ops.moe_ext_emu
+    T, E, k, H = 7, 4, 2, 32
+    ids = torch.stack([torch.randperm(E)[:k] for _ in range(T)]).int()
+    order, slot, _ = emu.sort_tokens(ids, E)
+    x = torch.randn(T, H, requires_grad=True)
+    xp = emu.permute(x, order, slot, k)
+    after_forward = moe_ext.emu.last_launch_stats()
+    g = torch.randn_like(xp)
+    xp.backward(g)
+    after_backward = moe_ext.emu.last_launch_stats()
+    assert after_backward != after_forward
+    assert after_backward["blocks"] == T  # unpermute: one CTA per token
+    ref = torch.zeros(T, H).index_add_(0, (order.long() // k), g)
+    assert torch.allclose(x.grad, ref, atol=1e-6)

@@ -19,7 +19,6 @@ import torch
 
 from . import _C
 
-_ops = torch.ops.moe_ext
 RENORM_EPS = 1e-20
 
 
@@ -111,10 +110,18 @@ def _permute_setup(ctx, inputs, output):
     ctx.num_tokens, ctx.top_k = x.shape[0], top_k
 
 
-def _permute_backward(ctx, grad_xp):
-    order, slot = ctx.saved_tensors
-    ones = grad_xp.new_ones((ctx.num_tokens, ctx.top_k))
-    return _ops.unpermute(grad_xp, order, slot, ones), None, None, None
+def _permute_backward_for(ns: str):
+    """permute's backward on namespace `ns`: the sum of each token's k gradient rows is an
+    unpermute with unit weights, through that namespace's kernel (the emulator's permute
+    gradient runs the emulated unpermute kernel, not the native CPU op)."""
+    unpermute = getattr(torch.ops, ns).unpermute
+
+    def backward(ctx, grad_xp):
+        order, slot = ctx.saved_tensors
+        ones = grad_xp.new_ones((ctx.num_tokens, ctx.top_k))
+        return unpermute(grad_xp, order, slot, ones), None, None, None
+
+    return backward
 
 
 
@@ -280,7 +287,7 @@ def _register(ns: str) -> None:
             )
     if has("permute"):
         torch.library.register_autograd(
-            f"{ns}::permute", _permute_backward, setup_context=_permute_setup
+            f"{ns}::permute", _permute_backward_for(ns), setup_context=_permute_setup
         )
     if has("unpermute") and has("unpermute_backward"):
         torch.library.register_autograd(
