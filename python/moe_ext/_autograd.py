@@ -18,12 +18,8 @@ from __future__ import annotations
 import torch
 
 from . import _C
-
-RENORM_EPS = 1e-20
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .reference import GATED_ACTIVATIONS, RENORM_EPS, activation_fn
+from .reference import acc_dtype as _acc_dtype
 
 
 def _needs_grad(ctx, i: int) -> bool:
@@ -215,19 +211,6 @@ def _grouped_mm_backward(ctx, grad_out, mm):
 
 
 # -------------------------------------------------------------------------------------- moe_mlp
-_GATED = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
-
-
-def _activation_fn(name: str):
-    return {
-        "silu": torch.nn.functional.silu,
-        "gelu": torch.nn.functional.gelu,
-        "gelu_tanh": lambda v: torch.nn.functional.gelu(v, approximate="tanh"),
-        "relu": torch.relu,
-        "identity": lambda v: v,
-    }[name]
-
-
 def _moe_mlp_setup(ctx, inputs, output):
     x, w1, w2, weights, order, slot, offsets, *rest = inputs
     ctx.activation = rest[0] if rest else "swiglu"
@@ -243,8 +226,8 @@ def _moe_mlp_backward_for(ns: str):
     def backward(ctx, dy):
         x, w1, w2, weights, order, slot, offsets = ctx.saved_tensors
         k = weights.shape[1]
-        gated = ctx.activation in _GATED
-        act = _activation_fn(_GATED.get(ctx.activation, ctx.activation))
+        gated = ctx.activation in GATED_ACTIVATIONS
+        act = activation_fn(ctx.activation)
         acc = _acc_dtype(x.dtype)
         xp = ops.permute(x, order, slot, k)
         h = ops.grouped_mm(xp, w1.transpose(-2, -1), offsets)

@@ -10,10 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import _C
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .reference import acc_dtype as _acc_dtype
 
 
 def _route_fake(logits, top_k, score_func="softmax", renormalize=True, correction_bias=None,

@@ -42,19 +42,10 @@ from torch import nn
 from . import distributed as ep
 from . import ops
 from .losses import load_balancing_loss, router_z_loss
+from .reference import ACTIVATIONS, GATED_ACTIVATIONS, activation_fn
 
-_GATED = ("swiglu", "geglu", "geglu_tanh")
-_ACT = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
-
-
-def _act_fn(name: str):
-    return {
-        "silu": nn.functional.silu,
-        "gelu": nn.functional.gelu,
-        "gelu_tanh": lambda v: nn.functional.gelu(v, approximate="tanh"),
-        "relu": torch.relu,
-        "identity": lambda v: v,
-    }[_ACT.get(name, name)]
+_GATED = tuple(GATED_ACTIVATIONS)
+_act_fn = activation_fn
 
 
 class SharedExpert(nn.Module):
@@ -115,7 +106,7 @@ class MoE(nn.Module):
                 raise ValueError(f"moe_ext.MoE: {arg} must be a positive int, got {value!r}")
         if top_k < 1 or top_k > num_experts:
             raise ValueError(f"moe_ext.MoE: top_k must be in [1, num_experts={num_experts}], got {top_k}")
-        if activation not in (*_GATED, "silu", "gelu", "gelu_tanh", "relu", "identity"):
+        if activation not in ACTIVATIONS:
             raise ValueError(f"moe_ext.MoE: unknown activation {activation!r}")
         self.hidden_size, self.ffn_size = hidden_size, ffn_size
         self.num_experts, self.top_k = num_experts, top_k

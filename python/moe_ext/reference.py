@@ -8,11 +8,33 @@ from __future__ import annotations
 
 import torch
 
-RENORM_EPS = 1e-20
+RENORM_EPS = 1e-20  # route's renormalisation: w / (sum(w) + RENORM_EPS)
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation / score dtype of every op: fp64 for fp64 inputs, else fp32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+_compute_dtype = acc_dtype
+
+# moe_mlp's activations, the one table (the layer, the autograd formulas and the spec use it):
+# a gated activation is act(gate) * up with its elementwise act below.
+ELEMENTWISE_ACTIVATIONS = {
+    "silu": torch.nn.functional.silu,
+    "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": lambda v: torch.nn.functional.gelu(v, approximate="tanh"),
+    "relu": torch.relu,
+    "identity": lambda v: v,
+}
+GATED_ACTIVATIONS = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
+ACTIVATIONS = (*GATED_ACTIVATIONS, *ELEMENTWISE_ACTIVATIONS)
+
+
+def activation_fn(name: str):
+    """The elementwise function of activation `name` (for a gated one: the one applied to the
+    gate half)."""
+    return ELEMENTWISE_ACTIVATIONS[GATED_ACTIVATIONS.get(name, name)]
 
 
 def route(
@@ -196,16 +218,6 @@ def grouped_mm(
     return out.to(od)
 
 
-_MLP_ACTIVATIONS = {
-    "silu": torch.nn.functional.silu,
-    "gelu": torch.nn.functional.gelu,
-    "gelu_tanh": lambda v: torch.nn.functional.gelu(v, approximate="tanh"),
-    "relu": torch.relu,
-    "identity": lambda v: v,
-}
-_MLP_GATED = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
-
-
 def moe_mlp(x, w1, w2, weights, order, slot, offsets, activation="swiglu"):
     """y[t] = sum_j weights[t,j] * w2[e] @ act(w1[e] @ x[t]) over kept assignments (slot >= 0),
     e the expert whose row range [offsets[e-1], offsets[e]) holds the assignment's sorted row.
@@ -214,8 +226,8 @@ def moe_mlp(x, w1, w2, weights, order, slot, offsets, activation="swiglu"):
     k = weights.shape[1]
     N = T * k
     E = w1.shape[0]
-    gated = activation in _MLP_GATED
-    act = _MLP_ACTIVATIONS[_MLP_GATED.get(activation, activation)]
+    gated = activation in GATED_ACTIVATIONS
+    act = activation_fn(activation)
     rows = torch.arange(N, device=x.device)
     expert_of_row = torch.searchsorted(offsets.long(), rows, right=True)  # E: no expert
     expert = torch.empty(N, dtype=torch.long, device=x.device)
