@@ -116,7 +116,7 @@ def torch_to_build_against():
     try:
         import torch
     except ImportError:
-        raise SystemExit(f"moe_ext: torch is not importable in the build environment; {fix}")
+        raise SystemExit(f"moe_ext: torch is not importable in the build environment; {fix}") from None
     where = str(Path(torch.__file__).resolve())
     if "pip-build-env" in where or os.environ.get("PIP_BUILD_TRACKER") and "overlay" in where:
         raise SystemExit(f"moe_ext: pip's build isolation gave the build its own torch "

@@ -222,7 +222,8 @@ def plot(rows: list[dict], out_dir: str, x: str, group: tuple[str, ...], bench: 
 
 def profile(fns: dict, path: str) -> None:
     """A torch.profiler Chrome trace of one call of each named function (after a warm-up)."""
-    from torch.profiler import ProfilerActivity, profile as tprofile, record_function
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as tprofile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     for fn in fns.values():

@@ -31,15 +31,15 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import moe_ext  # noqa: E402
 from _harness import measure, metadata  # noqa: E402
 from shapes import PRESETS  # noqa: E402
+
+import moe_ext  # noqa: E402
 
 # (case name, preset or None, T tokens (GPU), explicit (E, K, N, M) for non-preset shapes)
 CASES = [

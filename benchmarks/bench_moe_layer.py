@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import moe_ext  # noqa: E402
 from _harness import Row, add_common_args, device, measure, plot, profile, progress, write_json  # noqa: E402
 from shapes import PRESETS  # noqa: E402
+
+import moe_ext  # noqa: E402
 
 CASES = [("mixtral-8x7b", 4096), ("qwen3-30b-a3b", 32768), ("deepseek-v3", 4096),
          ("olmoe-1b-7b", 8192)]

@@ -39,9 +39,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import moe_ext  # noqa: E402
-from _harness import percentile, metadata, plot, profile, time_cpu, time_cuda  # noqa: E402
+from _harness import metadata, percentile, plot, profile, time_cpu, time_cuda  # noqa: E402
 from shapes import PRESETS  # noqa: E402
+
+import moe_ext  # noqa: E402
 
 # (preset, T): the shapes of the brief; T is divided by --tokens-scale
 CASES = [("mixtral-8x7b", 4096), ("deepseek-v3", 512), ("deepseek-v3", 4096),

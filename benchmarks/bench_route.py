@@ -16,15 +16,15 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import moe_ext  # noqa: E402
 from _harness import metadata, plot, profile, time_cpu, time_cuda  # noqa: E402
 from shapes import PRESETS  # noqa: E402
+
+import moe_ext  # noqa: E402
 
 ROUTERS = ["deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b"]
 

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shapes import PRESETS  # noqa: E402
+
 import moe_ext  # noqa: E402
 from moe_ext import reference  # noqa: E402
-from shapes import PRESETS  # noqa: E402
 
 
 def moe_ext_layer(x, router_w, w1, w2, shape):

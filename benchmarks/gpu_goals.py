@@ -43,13 +43,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import moe_ext  # noqa: E402
 from _harness import Row, measure, metadata  # noqa: E402
 from bench_grouped_gemm import group_rows  # noqa: E402
 from bench_moe_layer import torch_gmm  # noqa: E402
 from bench_permute import make_ids, op_bytes, torch_unpermute_gather  # noqa: E402
 from bench_route import torch_router  # noqa: E402
 from shapes import PRESETS  # noqa: E402
+
+import moe_ext  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"

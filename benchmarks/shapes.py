@@ -18,7 +18,7 @@ class MoEShape:
     route: dict = field(default_factory=dict)  # extra moe_ext.route arguments
     shared_experts: int = 0
 
-    def scaled(self, factor: int) -> "MoEShape":
+    def scaled(self, factor: int) -> MoEShape:
         """Same expert count and top-k, H and I divided by `factor` (for CPU runs)."""
         if factor == 1:
             return self

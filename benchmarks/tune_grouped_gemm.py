@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import moe_ext  # noqa: E402, F401
 from _harness import measure, metadata  # noqa: E402
 from shapes import PRESETS  # noqa: E402
+
+import moe_ext  # noqa: E402, F401
 
 
 def tuning_key(E: int, K: int, N: int, M: int) -> str:

@@ -12,7 +12,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import torch
 
 import moe_ext
 

@@ -33,11 +33,10 @@ def test_sdist_builds_a_working_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True)
     code = ("import moe_ext, torch, pathlib; "
-            "assert pathlib.Path(moe_ext.__file__).is_relative_to(pathlib.Path(r'%s')); "
+            f"assert pathlib.Path(moe_ext.__file__).is_relative_to(pathlib.Path(r'{target}')); "
             "w, i = moe_ext.route(torch.randn(5, 8), 2); "
             "print(moe_ext.build_info()['torch_version'], "
-            "(pathlib.Path(moe_ext.__file__).parent / '_build_torch.txt').read_text().strip())"
-            % target)
+            "(pathlib.Path(moe_ext.__file__).parent / '_build_torch.txt').read_text().strip())")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, env=dict(os.environ, PYTHONPATH=str(target)))
     assert out.returncode == 0, out.stderr[-3000:]

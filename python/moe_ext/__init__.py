@@ -24,7 +24,8 @@ def _load_native():
         import warnings
 
         warnings.warn(f"moe_ext was built against torch {built} but runs with "
-                      f"{torch.__version__}; rebuild with pip install --no-build-isolation .")
+                      f"{torch.__version__}; rebuild with pip install --no-build-isolation .",
+                      stacklevel=3)
     return _C
 
 
@@ -33,7 +34,13 @@ from . import _autograd, _fake, emu  # noqa: F401  (fake kernels, backward formu
 from .layer import MoE
 from .losses import load_balancing_loss, router_z_loss
 from .ops import (
-    grouped_mm, moe_mlp, permute, route, route_with_stats, sort_tokens, unpermute,
+    grouped_mm,
+    moe_mlp,
+    permute,
+    route,
+    route_with_stats,
+    sort_tokens,
+    unpermute,
 )
 from .tuning import clear_gemm_tuning, load_gemm_tuning
 

@@ -270,7 +270,7 @@ class MoE(nn.Module):
 
     # ------------------------------------------------------------------------------ HF
     @classmethod
-    def from_hf(cls, block: nn.Module, **overrides) -> "MoE":
+    def from_hf(cls, block: nn.Module, **overrides) -> MoE:
         """A MoE layer with an HF MoE block's weights and routing (Mixtral, Qwen2/3-MoE, OLMoE,
         DeepSeek-V3 families): the tensors are shared, not copied."""
         gate, experts = block.gate, block.experts
