@@ -71,7 +71,8 @@ def time_fn(fn, iters):
 def make_problem(form, E, K, N, rows, dtype, device, gen):
     M = sum(rows)
     offs = torch.tensor(rows, dtype=torch.int64).cumsum(0).to(torch.int32).to(device)
-    rnd = lambda *s: torch.randn(*s, generator=gen).to(device=device, dtype=dtype)  # noqa: E731
+    # drawn where the generator lives (a CUDA generator: on the device, for GB-sized operands)
+    rnd = lambda *s: torch.randn(*s, generator=gen, device=gen.device).to(device=device, dtype=dtype)  # noqa: E731
     if form == "fwd":  # x @ gate_up_projᵀ, weights stored [E, N, K]
         return rnd(M, K), rnd(E, N, K).transpose(-2, -1), offs
     if form == "dA":  # dout @ w, w = gate_up_proj [E, N, K]

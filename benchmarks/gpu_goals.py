@@ -45,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Row, measure, metadata  # noqa: E402
 from bench_grouped_gemm import group_rows  # noqa: E402
+from bench_grouped_gemm import make_problem as bench_make_problem  # noqa: E402
 from bench_moe_layer import torch_gmm  # noqa: E402
 from bench_permute import make_ids, op_bytes, torch_unpermute_gather  # noqa: E402
 from bench_route import torch_router  # noqa: E402
@@ -60,17 +61,10 @@ FAMILIES = {"grouped_gemm_sm90_kernel": "sm90", "grouped_gemm_tc_kernel": "sm80"
 
 
 def make_problem(form, E, K, N, rows, dtype, device, seed):
-    """bench_grouped_gemm.make_problem's operands, drawn on the device (GB-sized operands drawn
+    """bench_grouped_gemm.make_problem with a generator on the device (GB-sized operands drawn
     on the host would spend the lease in the CPU's randn)."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    rnd = lambda *s: torch.randn(*s, generator=gen, device=device, dtype=dtype)  # noqa: E731
-    M = sum(rows)
-    offs = torch.tensor(rows, dtype=torch.int64).cumsum(0).to(torch.int32).to(device)
-    if form == "fwd":  # x @ gate_up_projᵀ, weights stored [E, N, K]
-        return rnd(M, K), rnd(E, N, K).transpose(-2, -1), offs
-    if form == "dA":  # dout @ w, w = gate_up_proj [E, N, K]
-        return rnd(M, N), rnd(E, N, K), offs
-    return rnd(M, K).t(), rnd(M, N), offs  # dB: xᵀ @ dout, ragged K = M
+    return bench_make_problem(form, E, K, N, rows, dtype, device,
+                              torch.Generator(device=device).manual_seed(seed))
 
 
 def family_of(fn) -> str:
