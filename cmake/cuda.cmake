@@ -1,6 +1,6 @@
 # CUDA part of the build: torch-free kernel instantiations (csrc/cuda/*.cu) compiled by nvcc for
-# every arch in MOE_EXT_CUDA_ARCHS (+ PTX for the lowest, so newer GPUs JIT it), and the
-# torch-aware CUDA entry points (csrc/binding/*_cuda.cpp) compiled by the host compiler.
+# every arch in MOE_EXT_CUDA_ARCHS (+ PTX for the lowest, so newer GPUs JIT it); the bindings
+# (csrc/binding/, host compiler) are instantiated for Target::kCuda under MOE_EXT_WITH_CUDA.
 include(${CMAKE_CURRENT_LIST_DIR}/cuda_archs.cmake)
 moe_ext_cuda_architectures("${MOE_EXT_CUDA_ARCHS}" _cuda_archs)
 set(CMAKE_CUDA_ARCHITECTURES ${_cuda_archs})
@@ -44,8 +44,5 @@ if("90a-real" IN_LIST _cuda_archs)
   target_compile_definitions(moe_ext_cuda_kernels PRIVATE MOE_EXT_WITH_SM90)
 endif()
 
-target_sources(_C PRIVATE
-  csrc/binding/cuda_ops.cpp
-)
 target_compile_definitions(_C PRIVATE MOE_EXT_WITH_CUDA)
 target_link_libraries(_C PRIVATE moe_ext_cuda_kernels CUDA::cudart c10_cuda torch_cuda)

@@ -27,7 +27,6 @@ find_package(Threads REQUIRED)
 target_link_libraries(moe_ext_simt PUBLIC Threads::Threads)
 
 target_sources(_C PRIVATE
-  csrc/binding/emu_ops.cpp
   csrc/binding/emu_selftest_exec.cpp
   csrc/binding/emu_selftest_ptx.cpp
   csrc/binding/emu_selftest_gemm.cpp

@@ -11,6 +11,8 @@
 
 #include <string>
 
+#include "../cpu/cpu_ops.h"  // GroupedForm
+
 namespace moe_ext {
 
 #define MOE_CHECK(op, cond, ...) TORCH_CHECK((cond), "moe_ext.", op, ": ", __VA_ARGS__)
@@ -66,8 +68,7 @@ void check_unpermute_backward_args(const at::Tensor& grad_y, const at::Tensor& y
                                    const at::Tensor& order, const at::Tensor& slot,
                                    const at::Tensor& weights);
 
-// The four torch._grouped_mm forms, told apart by the ranks of a and b.
-enum class GroupedForm { k2Dx3D, k3Dx2D, k2Dx2D, k3Dx3D };
+// Returns the torch._grouped_mm form (cpu/cpu_ops.h), told apart by the ranks of a and b.
 GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
                                   const std::optional<at::Tensor>& offs,
                                   const std::optional<at::Tensor>& bias,

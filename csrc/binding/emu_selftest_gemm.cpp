@@ -4,7 +4,7 @@
 
 #include "../kernels/testing/tile_gemm.h"
 #include "../kernels/testing/wgmma_gemm.h"
-#include "emu_launch.h"
+#include "backend.h"
 
 namespace moe_ext {
 namespace {
@@ -22,9 +22,8 @@ at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
   auto c = at::empty({a.size(0), b.size(0)}, a.options().dtype(at::kFloat));
   TileGemmParams p{ac.const_data_ptr(), bc.const_data_ptr(), c.data_ptr<float>(), a.size(0),
                    b.size(0), a.size(1)};
-  emu_launcher(&emu::launch_tile_gemm)(op, p,
-                                       DeviceBuffers{{"a", ac, false}, {"b", bc, false},
-                                                     {"c", c, true}});
+  DeviceBackend<Target::kEmu>::launch(op, &emu::launch_tile_gemm, p,
+                                      {{"a", ac, false}, {"b", bc, false}, {"c", c, true}});
   return c;
 }
 
@@ -44,9 +43,8 @@ at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stag
   auto c = at::empty({a.size(0), b.size(0)}, a.options().dtype(at::kFloat));
   WgmmaGemmParams p{ac.const_data_ptr(), bc.const_data_ptr(), c.data_ptr<float>(), a.size(0),
                     b.size(0), a.size(1), static_cast<int>(stages), static_cast<int>(fault), tma_store};
-  emu_launcher(&emu::launch_wgmma_gemm)(op, p,
-                                        DeviceBuffers{{"a", ac, false}, {"b", bc, false},
-                                                      {"c", c, true}});
+  DeviceBackend<Target::kEmu>::launch(op, &emu::launch_wgmma_gemm, p,
+                                      {{"a", ac, false}, {"b", bc, false}, {"c", c, true}});
   return c;
 }
 

@@ -1,10 +1,30 @@
-// moe_mlp's shared pieces (moe_mlp.h): checks, activation parsing, the composite path.
-#include "moe_mlp.h"
+// Binding of moe_mlp, the expert MLP of an MoE layer over expert-sorted assignments (DESIGN.md,
+// op table):
+//   h  = act(x[order // k] @ w1[e]ᵀ)            per expert e, gated: act(gate) * up
+//   yp = weights[order] * (h @ w2[e]ᵀ)           [N, H], rows past offsets[-1] zero
+//   y  = combine(yp) over each token's kept assignments, in j order (deterministic)
+// CPU: the native op (cpu/moe_mlp_cpu.cpp, fused per expert). Device targets: bf16/fp16 with a
+// row-major x run the fused path, two launches of the grouped GEMM kernel plus the combine:
+//   1. h[N, I]  = act(x[order // k] @ w1ᵀ)   A rows gathered through `order` inside the kernel's
+//                 loads (no xp buffer); gated activations read gate and up column blocks into
+//                 one tile and write act(gate) * up from the epilogue (no [N, 2I] buffer)
+//   2. yp[N, H] = weights[order] * (h @ w2ᵀ)  routing weight applied in the epilogue
+//   3. y[T, H]  = sum_j yp[slot[t*k + j]]     the unpermute kernel (gather, j order, fp32)
+// Memory: h and yp (N x (I + H) elements) besides the output. Everything else (fp32, a strided
+// x) takes the composite path through the same target's ops (permute -> grouped_mm -> activation
+// -> grouped_mm -> unpermute).
+#include <string>
 
-#include "checks.h"
+#include "../cpu/cpu_ops.h"
+#include "../kernels/grouped_gemm/grouped_gemm.h"
+#include "backend.h"
+#include "gemm_params.h"
+#include "ops.h"
 
 namespace moe_ext {
+namespace {
 
+// "swiglu", "geglu", "geglu_tanh" (gated); "silu", "gelu", "gelu_tanh", "relu", "identity".
 MlpActivation parse_mlp_activation(c10::string_view activation) {
   const std::string a(activation);
   if (a == "swiglu") return {GemmActivation::kSilu, true};
@@ -20,6 +40,7 @@ MlpActivation parse_mlp_activation(c10::string_view activation) {
   return {};
 }
 
+// Checks every argument; returns I (the activation width).
 int64_t check_moe_mlp_args(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                            const at::Tensor& weights, const at::Tensor& order,
                            const at::Tensor& slot, const at::Tensor& offsets,
@@ -62,32 +83,115 @@ int64_t check_moe_mlp_args(const at::Tensor& x, const at::Tensor& w1, const at::
   return I;
 }
 
-at::Tensor apply_mlp_activation(const at::Tensor& h, const MlpActivation& act) {
-  const int64_t I = act.gated ? h.size(1) / 2 : h.size(1);
-  auto f = [&](const at::Tensor& v) {
-    switch (act.act) {
-      case GemmActivation::kSilu: return at::silu(v);
-      case GemmActivation::kGelu: return at::gelu(v);
-      case GemmActivation::kGeluTanh: return at::gelu(v, "tanh");
-      case GemmActivation::kRelu: return at::relu(v);
-      default: return v;
-    }
-  };
-  const auto acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor out = act.gated ? f(h.narrow(1, 0, I).to(acc)) * h.narrow(1, I, I).to(acc)
-                             : f(h.to(acc));
-  return out.to(h.scalar_type());
-}
-
+template <Target T>
 at::Tensor moe_mlp_composite(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                              const at::Tensor& weights, const at::Tensor& order,
                              const at::Tensor& slot, const at::Tensor& offsets,
-                             const MlpActivation& act, const MlpOps& ops) {
+                             const MlpActivation& act) {
   const int64_t k = weights.size(1);
-  const auto xp = ops.permute(x, order, slot, k);
-  const auto h = ops.grouped_mm(xp, w1.transpose(-2, -1), offsets);
-  const auto z = ops.grouped_mm(apply_mlp_activation(h, act), w2.transpose(-2, -1), offsets);
-  return ops.unpermute(z, order, slot, weights);
+  const auto xp = permute<T>(x, order, slot, k);
+  const auto h = grouped_mm<T>(xp, w1.transpose(-2, -1), offsets, std::nullopt, std::nullopt);
+  const auto z = grouped_mm<T>(apply_mlp_activation(h, act), w2.transpose(-2, -1), offsets,
+                               std::nullopt, std::nullopt);
+  return unpermute<T>(z, order, slot, weights);
 }
+
+// The fused device path (see the top of the file), past the checks.
+template <Target T>
+at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+                         const at::Tensor& weights, const at::Tensor& order,
+                         const at::Tensor& slot, const at::Tensor& offsets,
+                         const MlpActivation& act, int64_t I) {
+  using namespace grouped_mm_binding;
+  const char* op = "moe_mlp";
+  const int64_t H = x.size(1), k = weights.size(1), N = order.size(0);
+  const int64_t E = w1.size(0);
+  const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
+  const auto w_flat = weights.contiguous().view({-1});
+  auto h = at::empty({N, I}, x.options());
+  auto yp = at::empty({N, H}, x.options());
+  auto fill = [&](GroupedGemmParams& p, const at::Tensor& w_t, int64_t n, int64_t kdim) {
+    // b = w_t = w.transpose(-2, -1): [E, K, N] view of HF's [E, N, K] expert weights
+    const Operand B = as_operand(w_t);
+    p.form = GroupedGemmForm::kRaggedM;
+    p.in_type = p.out_type = gemm_elem(x.scalar_type());
+    p.m = N, p.n = n, p.k = kdim, p.num_groups = static_cast<int32_t>(E);
+    p.b = B.t.const_data_ptr();
+    p.b_stride_g = B.t.stride(0);
+    p.b_k_major = !B.cols_unit;
+    p.b_stride_k = stride_of(B, 1, !B.cols_unit);
+    p.b_stride_n = stride_of(B, 2, B.cols_unit);
+    p.offs = offsets_c.const_data_ptr<int32_t>();
+    p.a_k_major = true;
+    p.config = config_from_env(op);
+    p.stages = stages_from_env(op);
+    p.path = path_from_env(op);
+    return B.t;
+  };
+
+  GroupedGemmParams p1{};
+  const auto w1_t = fill(p1, w1.transpose(-2, -1), I, H);
+  p1.a = x.const_data_ptr();
+  p1.a_stride_m = x.stride(0), p1.a_stride_k = 1;
+  p1.a_gather = order_c.const_data_ptr<int32_t>();
+  p1.a_gather_div = static_cast<int32_t>(k);
+  p1.activation = act.act;
+  p1.gated = act.gated;
+  apply_gemm_tuning(p1);
+  p1.c = h.data_ptr();
+  p1.c_stride_m = I;
+  if (N > 0 && I > 0) {
+    launch_on<T>(op, &launch_grouped_gemm<T>, p1,
+                 {{"x", x, false}, {"w1", w1_t, false}, {"order", order_c, false},
+                  {"offsets", offsets_c, false}, {"h", h, true}});
+  }
+
+  GroupedGemmParams p2{};
+  const auto w2_t = fill(p2, w2.transpose(-2, -1), H, I);
+  p2.a = h.const_data_ptr();
+  p2.a_stride_m = I, p2.a_stride_k = 1;
+  p2.row_scale = w_flat.const_data_ptr();
+  p2.row_scale_type = gemm_elem(w_flat.scalar_type());
+  p2.row_scale_index = order_c.const_data_ptr<int32_t>();
+  p2.c = yp.data_ptr();
+  p2.c_stride_m = H;
+  apply_gemm_tuning(p2);
+  at::Tensor w_scale = w_flat;
+  if (w_flat.scalar_type() == at::kDouble) {
+    w_scale = w_flat.to(at::kFloat);
+    p2.row_scale = w_scale.const_data_ptr();
+    p2.row_scale_type = GemmElem::kF32;
+  }
+  if (N > 0 && H > 0) {
+    launch_on<T>(op, &launch_grouped_gemm<T>, p2,
+                 {{"h", h, false}, {"w2", w2_t, false}, {"order", order_c, false},
+                  {"offsets", offsets_c, false}, {"weights", w_scale, false}, {"yp", yp, true}});
+  }
+  const auto ones = at::ones({x.size(0), k}, x.options().dtype(at::kFloat));
+  return unpermute<T>(yp, order_c, slot, ones);
+}
+
+}  // namespace
+
+template <Target T>
+at::Tensor moe_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+                   const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
+                   const at::Tensor& offsets, c10::string_view activation) {
+  const CheckScope<T> checks;
+  const MlpActivation act = parse_mlp_activation(activation);
+  const int64_t I = check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
+  if constexpr (T == Target::kCpu) {
+    return moe_mlp_cpu(x, w1, w2, weights, order, slot, offsets, act);
+  } else {
+    MOE_CHECK("moe_mlp", x.scalar_type() != at::kDouble,
+              "float64 is supported on CPU tensors only");
+    const bool fused = (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) &&
+                       (x.stride(1) == 1 || x.size(1) <= 1) && weights.size(1) >= 1;
+    if (!fused) return moe_mlp_composite<T>(x, w1, w2, weights, order, slot, offsets, act);
+    return moe_mlp_fused<T>(x, w1, w2, weights, order, slot, offsets, act, I);
+  }
+}
+
+MOE_EXT_INSTANTIATE(moe_mlp)
 
 }  // namespace moe_ext

@@ -1,6 +1,7 @@
-// The op library: every schema once (DESIGN.md "Op contract" is the source of truth), then one
-// TORCH_LIBRARY_IMPL block per backend. Fake (meta) kernels and autograd formulas are attached
-// from Python (python/moe_ext/_fake.py, _autograd.py).
+// The op library: every schema once (DESIGN.md "Op contract" is the source of truth), then every
+// implementation: register_ops<T> names each op's binding (ops.h) once, for the CPU, CUDA and
+// emulator targets alike. Fake (meta) kernels and autograd formulas are attached from Python
+// (python/moe_ext/_fake.py, _autograd.py).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -67,45 +68,49 @@ TORCH_LIBRARY_IMPL(moe_ext, CompositeExplicitAutograd, m) {
   });
 }
 
-TORCH_LIBRARY_IMPL(moe_ext, CPU, m) {
-  m.impl("route", &moe_ext::route_cpu);
-  m.impl("sort_tokens", &moe_ext::sort_tokens_cpu);
-  m.impl("permute", &moe_ext::permute_cpu);
-  m.impl("unpermute", &moe_ext::unpermute_cpu);
-  m.impl("grouped_mm", &moe_ext::grouped_mm_cpu);
-  m.impl("moe_mlp", &moe_ext::moe_mlp_cpu);
-  m.impl("unpermute_backward", &moe_ext::unpermute_backward_cpu);
+namespace moe_ext {
+namespace {
+
+// Every op implementation of one target (ops.h), under the schemas above.
+template <Target T>
+void register_ops(torch::Library& m) {
+  m.impl("route", &route<T>);
+  m.impl("route_with_stats", &route_with_stats<T>);
+  m.impl("route_backward", &route_backward<T>);
+  m.impl("sort_tokens", &sort_tokens<T>);
+  if constexpr (T != Target::kCpu) m.impl("sort_tokens_into", &sort_tokens_into<T>);
+  m.impl("permute", &permute<T>);
+  m.impl("unpermute", &unpermute<T>);
+  m.impl("unpermute_backward", &unpermute_backward<T>);
+  m.impl("grouped_mm", &grouped_mm<T>);
+  m.impl("moe_mlp", &moe_mlp<T>);
 }
 
+}  // namespace
+}  // namespace moe_ext
+
+TORCH_LIBRARY_IMPL(moe_ext, CPU, m) { moe_ext::register_ops<moe_ext::Target::kCpu>(m); }
+
 #ifdef MOE_EXT_WITH_CUDA
-TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) {
-#define MOE_EXT_IMPL_CUDA(name) m.impl(#name, &moe_ext::name##_cuda);
-  MOE_EXT_FOR_EACH_DEVICE_OP(MOE_EXT_IMPL_CUDA)
-#undef MOE_EXT_IMPL_CUDA
-}
+TORCH_LIBRARY_IMPL(moe_ext, CUDA, m) { moe_ext::register_ops<moe_ext::Target::kCuda>(m); }
 #endif
 
 #ifdef MOE_EXT_WITH_EMU
-// The CUDA kernels run on the CPU SIMT emulator, on CPU tensors, with the same schemas: copied
-// from the registered moe_ext ones (this block runs after TORCH_LIBRARY(moe_ext) above, in the
-// same translation unit).
+// The CUDA kernels run on the CPU SIMT emulator, on CPU tensors, with the same schemas: every
+// moe_ext op that reads tensors, its schema copied from the registration above (this block runs
+// after TORCH_LIBRARY(moe_ext), in the same translation unit).
 TORCH_LIBRARY(moe_ext_emu, m) {
-#define MOE_EXT_NAME(name) #name,
-  for (const char* name : {MOE_EXT_FOR_EACH_DEVICE_OP(MOE_EXT_NAME)}) {
-#undef MOE_EXT_NAME
+  for (const auto& name : c10::Dispatcher::singleton().getAllOpNames()) {
+    if (name.name.rfind("moe_ext::", 0) != 0 || name.name == "moe_ext::sort_tokens_workspace_size")
+      continue;
     const auto& schema = c10::Dispatcher::singleton().findSchemaOrThrow(
-        (std::string("moe_ext::") + name).c_str(), "").schema();
+        name.name.c_str(), name.overload_name.c_str()).schema();
     const std::string text = c10::toString(schema);
-    const std::string unqualified = text.substr(text.find("::") + 2);
-    m.def(unqualified.c_str());
+    m.def(text.substr(text.find("::") + 2).c_str());
   }
 }
 
-TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) {
-#define MOE_EXT_IMPL_EMU(name) m.impl(#name, &moe_ext::name##_emu);
-  MOE_EXT_FOR_EACH_DEVICE_OP(MOE_EXT_IMPL_EMU)
-#undef MOE_EXT_IMPL_EMU
-}
+TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) { moe_ext::register_ops<moe_ext::Target::kEmu>(m); }
 
 // Self-test kernels of the emulator itself (tests/test_emu_*.py); defined in
 // csrc/binding/emu_selftest_*.cpp with TORCH_LIBRARY_FRAGMENT.

@@ -11,8 +11,7 @@
 
 #include <vector>
 
-#include "../binding/checks.h"
-#include "../binding/ops.h"
+#include "cpu_ops.h"
 #include "group_schedule.h"
 #include "mm_precision.h"
 
@@ -31,11 +30,10 @@ bool cpu_mm_is_native(at::ScalarType dt) {
   return dt == at::kBFloat16 ? bf16 : dt == at::kHalf ? fp16 : true;
 }
 
-at::Tensor grouped_mm_cpu(const at::Tensor& a, const at::Tensor& b,
+at::Tensor grouped_mm_cpu(GroupedForm form, const at::Tensor& a, const at::Tensor& b,
                           const std::optional<at::Tensor>& offs,
                           const std::optional<at::Tensor>& bias,
                           std::optional<at::ScalarType> out_dtype) {
-  const GroupedForm form = check_grouped_mm_args(a, b, offs, bias, out_dtype);
   const auto od = out_dtype.value_or(a.scalar_type());
   const auto acc = a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 

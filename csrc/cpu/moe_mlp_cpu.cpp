@@ -16,8 +16,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../binding/moe_mlp.h"
-#include "../binding/ops.h"
+#include "cpu_ops.h"
 #include "group_schedule.h"
 #include "mm_precision.h"
 
@@ -25,9 +24,7 @@ namespace moe_ext {
 
 at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                        const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
-                       const at::Tensor& offsets, c10::string_view activation) {
-  const MlpActivation act = parse_mlp_activation(activation);
-  check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
+                       const at::Tensor& offsets, const MlpActivation& act) {
   const int64_t E = w1.size(0), H = x.size(1), k = weights.size(1), N = order.size(0);
   const auto dtype = x.scalar_type();
   const auto compute = cpu_mm_is_native(dtype) ? dtype : at::kFloat;
@@ -38,7 +35,7 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
     const int64_t* end = ends.const_data_ptr<int64_t>();
     for (int64_t e = 0; e < E; ++e) start[e + 1] = std::clamp(end[e], start[e], N);
   }
-  // x row of each sorted row (order entries in [0, N): check_moe_mlp_args)
+  // x row of each sorted row (order entries in [0, N): checked by the binding)
   const auto src_rows = at::div(order.to(at::kLong), k, "floor");
   auto yp = at::empty({N, H}, x.options());
   if (start[E] < N) yp.narrow(0, start[E], N - start[E]).zero_();  // dropped: never read
@@ -66,8 +63,7 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
   };
 
   run_groups_balanced(E, [&](int64_t e) { return start[e + 1] - start[e]; }, run_expert);
-  // check_moe_mlp_args has checked order, slot (values and inverse pairing) and weights
-  return unpermute_cpu_prechecked(yp, slot, weights);
+  return unpermute_cpu(yp, slot, weights);
 }
 
 }  // namespace moe_ext

@@ -12,14 +12,12 @@
 #include <cstring>
 #include <vector>
 
-#include "../binding/checks.h"
-#include "../binding/ops.h"
+#include "cpu_ops.h"
 
 namespace moe_ext {
 
 at::Tensor permute_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
                        int64_t top_k) {
-  check_permute_args(x, order, slot, top_k);
   const int64_t N = order.size(0), H = x.size(1);
   auto xp = at::empty({N, H}, x.options());
   if (N == 0 || H == 0) return xp;
@@ -45,14 +43,7 @@ at::Tensor permute_cpu(const at::Tensor& x, const at::Tensor& order, const at::T
   return xp;
 }
 
-at::Tensor unpermute_cpu(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,
-                         const at::Tensor& weights) {
-  check_unpermute_args(yp, order, slot, weights);
-  return unpermute_cpu_prechecked(yp, slot, weights);
-}
-
-at::Tensor unpermute_cpu_prechecked(const at::Tensor& yp, const at::Tensor& slot,
-                                    const at::Tensor& weights) {
+at::Tensor unpermute_cpu(const at::Tensor& yp, const at::Tensor& slot, const at::Tensor& weights) {
   const int64_t T = weights.size(0), k = weights.size(1), H = yp.size(1);
   auto y = at::empty({T, H}, yp.options());
   if (T == 0 || H == 0) return y;
@@ -91,7 +82,6 @@ std::tuple<at::Tensor, at::Tensor> unpermute_backward_cpu(const at::Tensor& grad
                                                           const at::Tensor& order,
                                                           const at::Tensor& slot,
                                                           const at::Tensor& weights) {
-  check_unpermute_backward_args(grad_y, yp, order, slot, weights);
   const int64_t N = yp.size(0), H = yp.size(1), k = weights.size(1), T = weights.size(0);
   const auto acc = yp.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto grad_yp = at::empty({N, H}, yp.options());

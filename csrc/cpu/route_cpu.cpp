@@ -15,13 +15,12 @@
 #include <numeric>
 #include <vector>
 
-#include "../binding/checks.h"
-#include "../binding/ops.h"
+#include "../kernels/route.h"  // kRenormEps
+#include "cpu_ops.h"
 
 namespace moe_ext {
 namespace {
 
-constexpr double kRenormEps = 1e-20;
 
 // Strict weak order used for every selection: larger key first, then lower index.
 template <typename acc_t>
@@ -58,12 +57,12 @@ void route_kernel_cpu(const at::Tensor& logits, int64_t top_k, bool softmax, boo
       acc_t mx = kNegInf;
       for (int64_t e = 0; e < E; ++e) {
         acc_t v = static_cast<acc_t>(row[e * col_stride]);
-        MOE_CHECK("route", !std::isnan(v), "logits contain NaN (token ", t, ", expert ", e, ")");
+        TORCH_CHECK(!std::isnan(v), "moe_ext.route: logits contain NaN (token ", t, ", expert ", e, ")");
         score[e] = v;
         mx = std::max(mx, v);
       }
       if (softmax) {
-        MOE_CHECK("route", std::isfinite(mx), "logits row ", t,
+        TORCH_CHECK(std::isfinite(mx), "moe_ext.route: logits row ", t,
                   mx > 0 ? " contains +inf" : " is entirely -inf",
                   ", so its softmax is undefined");
         acc_t sum = 0;
@@ -122,11 +121,6 @@ std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t t
                                              const std::optional<at::Tensor>& correction_bias,
                                              int64_t num_groups, int64_t topk_groups,
                                              double scaling_factor) {
-  check_route_args(logits, top_k, score_func, correction_bias, num_groups, topk_groups);
-  if (correction_bias) {
-    MOE_CHECK("route", !correction_bias->isnan().any().item<bool>(),
-              "correction_bias contains NaN");
-  }
   const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t T = logits.size(0);
   auto weights = at::empty({T, top_k}, logits.options().dtype(acc));
@@ -138,6 +132,49 @@ std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t t
                                num_groups, topk_groups, scaling_factor, weights, ids);
   });
   return {weights, ids};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_cpu(
+    const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,
+    const std::optional<at::Tensor>& correction_bias, int64_t num_groups, int64_t topk_groups,
+    double scaling_factor) {
+  auto [weights, ids] = route_cpu(logits, top_k, score_func, renormalize, correction_bias,
+                                  num_groups, topk_groups, scaling_factor);
+  const int64_t T = logits.size(0), E = logits.size(1);
+  const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  // integer counts: exact, and independent of the order the assignments are visited in
+  const auto counts = at::bincount(ids.reshape({-1}).to(at::kLong), {}, E).to(at::kInt);
+  const auto x = logits.to(acc);
+  const auto scores = score_func == "softmax" ? at::softmax(x, -1) : at::sigmoid(x);
+  // T = 0: the mean of no scores is 0 (not NaN)
+  const auto mean_prob = T > 0 ? scores.mean(0) : at::zeros({E}, logits.options().dtype(acc));
+  return {weights, ids, counts, mean_prob};
+}
+
+// d logits from d weights (and d mean_prob): the scores recomputed from the logits, then
+//   renormalised: w_j = s_j / D with D = sum_i s_i + eps  =>  ds_i = g_i / D - <g, s_sel> / D^2
+//   mean_prob[e] = mean_t s[t, e]                           =>  ds[t, e] += g_mean[e] / T
+//   softmax: dx = s * (ds - <ds, s>);  sigmoid: dx = ds * s * (1 - s)
+at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& logits,
+                              const at::Tensor& ids, c10::string_view score_func,
+                              bool renormalize, double scaling_factor,
+                              const std::optional<at::Tensor>& grad_mean_prob) {
+  const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto x = logits.to(acc);
+  const bool softmax = score_func == "softmax";
+  const auto s = softmax ? at::softmax(x, -1) : at::sigmoid(x);
+  const auto idx = ids.to(at::kLong);
+  auto g = grad_weights.to(acc) * scaling_factor;
+  if (renormalize) {
+    const auto s_sel = s.gather(1, idx);
+    const auto denom = s_sel.sum(-1, true) + kRenormEps;
+    g = g / denom - (g * s_sel).sum(-1, true) / (denom * denom);
+  }
+  auto ds = at::zeros_like(s);
+  if (grad_mean_prob) ds = ds + (grad_mean_prob->to(acc) / s.size(0)).unsqueeze(0);
+  ds = ds.scatter_add(1, idx, g);
+  const auto dx = softmax ? s * (ds - (ds * s).sum(-1, true)) : ds * s * (1 - s);
+  return dx.to(logits.scalar_type());
 }
 
 }  // namespace moe_ext

@@ -1,2 +1,2 @@
-// nvcc instantiation of the router kernels and launchers (moe_ext::cuda::launch_route*).
+// nvcc instantiation of the router kernels and launchers (moe_ext::launch_route*<Target::kCuda>).
 #include "../kernels/route.cuh"

@@ -1,2 +1,2 @@
-// nvcc instantiation of the token sort kernels and launcher (moe_ext::cuda::launch_sort_tokens).
+// nvcc instantiation of the token sort kernels and launcher (moe_ext::launch_sort_tokens<Target::kCuda>).
 #include "../kernels/sort_tokens.cuh"

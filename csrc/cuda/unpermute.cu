@@ -1,2 +1,2 @@
-// nvcc instantiation of the unpermute kernel and launcher (moe_ext::cuda::launch_unpermute).
+// nvcc instantiation of the unpermute kernel and launcher (moe_ext::launch_unpermute<Target::kCuda>).
 #include "../kernels/unpermute.cuh"

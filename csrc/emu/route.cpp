@@ -1,2 +1,2 @@
-// Emulator instantiation of the router kernels and launchers (moe_ext::emu::launch_route*).
+// Emulator instantiation of the router kernels and launchers (moe_ext::launch_route*<Target::kEmu>).
 #include "../kernels/route.cuh"

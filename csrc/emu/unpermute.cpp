@@ -1,2 +1,2 @@
-// Emulator instantiation of the unpermute kernel and launcher (moe_ext::emu::launch_unpermute).
+// Emulator instantiation of the unpermute kernel and launcher (moe_ext::launch_unpermute<Target::kEmu>).
 #include "../kernels/unpermute.cuh"

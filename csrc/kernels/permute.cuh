@@ -68,7 +68,14 @@ int64_t vector_bytes(const PermuteParams& p) {
 
 }  // namespace
 
-cudaError_t launch_permute(const PermuteParams& p, cudaStream_t stream) {
+}  // namespace moe_ext::MOE_KERNEL_NS
+
+// The launcher (declared in the .h), for the target this translation unit compiles.
+namespace moe_ext {
+
+template <>
+cudaError_t launch_permute<kKernelTarget>(const PermuteParams& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
   if (p.num_rows == 0 || p.hidden == 0) return cudaSuccess;
   switch (vector_bytes(p)) {
     case 16: return launch_permute_with<uint4>(p, stream);
@@ -79,4 +86,4 @@ cudaError_t launch_permute(const PermuteParams& p, cudaStream_t stream) {
   }
 }
 
-}  // namespace moe_ext::MOE_KERNEL_NS
+}  // namespace moe_ext

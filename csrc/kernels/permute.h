@@ -2,7 +2,7 @@
 // binding (.cpp, host compiler) and the instantiations (.cu for nvcc, emu .cpp for g++) share it.
 #pragma once
 
-#include <cuda_runtime_api.h>
+#include "../common/launcher.h"
 
 #include <cstdint>
 
@@ -20,13 +20,13 @@ struct PermuteParams {
   int32_t top_k;
 };
 
-// Launch the row gather on `stream` (CUDA) or run it on the CPU SIMT emulator (emu). The CUDA
-// launcher returns the launch status and never syncs; the emulator one throws on checker errors.
-namespace cuda {
+// Every problem is launchable (the launcher picks the vector width that the addresses allow).
+inline const char* can_implement(const PermuteParams&) { return nullptr; }
+
+// Launch the row gather on `stream` (kCuda) or run it on the CPU SIMT emulator (kEmu): see
+// common/launcher.h. The CUDA launcher returns the launch status and never syncs; the emulator
+// one throws on checker errors.
+template <Target T>
 cudaError_t launch_permute(const PermuteParams& params, cudaStream_t stream);
-}
-namespace emu {
-cudaError_t launch_permute(const PermuteParams& params, cudaStream_t stream);
-}
 
 }  // namespace moe_ext

@@ -49,7 +49,6 @@ constexpr int kThreads = 32 * kRouteWarpsPerBlock;
 MOE_HOST_DEVICE inline int route_smem_floats_per_warp(const RouteParams& p) {
   return 2 * p.top_k + (p.num_groups > 1 ? p.experts + p.num_groups : 0);
 }
-constexpr float kRenormEps = 1e-20f;
 
 
 // Order-preserving 64-bit selection key: larger key first, then lower id; NaN ranks lowest.
@@ -197,7 +196,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1) route_kernel(RouteP
       }
     }
     __syncwarp();
-    const float denom = p.renormalize ? sum + kRenormEps : 1.f;
+    const float denom = p.renormalize ? sum + static_cast<float>(kRenormEps) : 1.f;
     for (int j = lane; j < k; j += 32) {
       st_global(p.weights + t * k + j, ld_shared(sel_score + j) / denom * p.scaling);
       st_global(p.ids + t * k + j, ld_shared(sel_id + j));
@@ -267,7 +266,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1)
         sum += sj;
         dot += ld_global_nc(p.grad_weights + t * k + j) * p.scaling * sj;
       }
-      denom = warp_sum(sum) + kRenormEps;
+      denom = warp_sum(sum) + static_cast<float>(kRenormEps);
       dot = warp_sum(dot);
     }
     for (int j = lane; j < k; j += 32) {
@@ -333,7 +332,14 @@ inline dim3 route_stats_grid(int64_t tokens) {
 
 }  // namespace route_detail
 
-cudaError_t launch_route(const RouteParams& p, cudaStream_t stream) {
+}  // namespace moe_ext::MOE_KERNEL_NS
+
+// The launcher (declared in the .h), for the target this translation unit compiles.
+namespace moe_ext {
+
+template <>
+cudaError_t launch_route<kKernelTarget>(const RouteParams& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
   using namespace route_detail;
   if (p.tokens == 0) return cudaSuccess;
   const bool stats = p.prob_partial != nullptr;
@@ -353,7 +359,9 @@ cudaError_t launch_route(const RouteParams& p, cudaStream_t stream) {
                        p, static_cast<int>(grid.x));
 }
 
-cudaError_t launch_route_backward(const RouteBackwardParams& p, cudaStream_t stream) {
+template <>
+cudaError_t launch_route_backward<kKernelTarget>(const RouteBackwardParams& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
   using namespace route_detail;
   if (p.tokens == 0) return cudaSuccess;
   const size_t smem = sizeof(float) * (kThreads / 32) * 2 * p.experts;
@@ -366,4 +374,4 @@ cudaError_t launch_route_backward(const RouteBackwardParams& p, cudaStream_t str
   });
 }
 
-}  // namespace moe_ext::MOE_KERNEL_NS
+}  // namespace moe_ext

@@ -2,7 +2,7 @@
 // binding and the nvcc / emulator instantiations).
 #pragma once
 
-#include <cuda_runtime_api.h>
+#include "../common/launcher.h"
 
 #include <cstdint>
 
@@ -47,6 +47,10 @@ struct RouteBackwardParams {
   float scaling;
 };
 
+// route's renormalisation w / (sum(w) + kRenormEps): reference.RENORM_EPS, for every backend
+// (the kernels use it rounded to fp32).
+constexpr double kRenormEps = 1e-20;
+
 constexpr int kMaxRouteExperts = 1024;  // 32 lanes x 32 register-resident scores
 
 constexpr int kRouteWarpsPerBlock = 4;  // one token per warp
@@ -58,13 +62,31 @@ inline int64_t route_stats_blocks(int64_t tokens) {
   return blocks < 1 ? 1 : blocks < kRouteMaxStatsBlocks ? blocks : kRouteMaxStatsBlocks;
 }
 
-namespace cuda {
+// The part of can_implement the forward and the backward share.
+inline const char* route_experts_can_implement(int32_t experts, RouteDtype dtype) {
+  if (experts < 1 || experts > kMaxRouteExperts)
+    return "the device router takes 1 to kMaxRouteExperts (1024) experts";
+  if (dtype != RouteDtype::kFloat32 && dtype != RouteDtype::kBFloat16 &&
+      dtype != RouteDtype::kFloat16)
+    return "logits must be float32, bfloat16 or float16";
+  return nullptr;
+}
+
+inline const char* can_implement(const RouteParams& p) {
+  if (p.num_groups < 1 || p.experts % p.num_groups != 0 || p.topk_groups < 1 ||
+      p.topk_groups > p.num_groups)
+    return "num_groups must divide E and topk_groups be in [1, num_groups]";
+  if (p.top_k < 1 || p.top_k > p.experts) return "top_k must be in [1, E]";
+  return route_experts_can_implement(p.experts, p.dtype);
+}
+inline const char* can_implement(const RouteBackwardParams& p) {
+  return route_experts_can_implement(p.experts, p.dtype);
+}
+
+// Top-k routing and its backward (route.cuh) on `stream` (kCuda) or the emulator (kEmu).
+template <Target T>
 cudaError_t launch_route(const RouteParams& p, cudaStream_t stream);
+template <Target T>
 cudaError_t launch_route_backward(const RouteBackwardParams& p, cudaStream_t stream);
-}  // namespace cuda
-namespace emu {
-cudaError_t launch_route(const RouteParams& p, cudaStream_t stream);
-cudaError_t launch_route_backward(const RouteBackwardParams& p, cudaStream_t stream);
-}  // namespace emu
 
 }  // namespace moe_ext

@@ -242,7 +242,14 @@ __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
   }
 }
 
-cudaError_t launch_sort_tokens(const SortTokensParams& p, cudaStream_t stream) {
+}  // namespace moe_ext::MOE_KERNEL_NS
+
+// The launcher (declared in the .h), for the target this translation unit compiles.
+namespace moe_ext {
+
+template <>
+cudaError_t launch_sort_tokens<kKernelTarget>(const SortTokensParams& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
   using namespace sort_detail;
   const int64_t N = p.num_assignments;
   if (N == 0) return cudaSuccess;  // offsets were zero-filled by the caller
@@ -279,4 +286,4 @@ cudaError_t launch_sort_tokens(const SortTokensParams& p, cudaStream_t stream) {
                        dim3(kScatterThreads), scatter_smem, stream, p, chunk, nb);
 }
 
-}  // namespace moe_ext::MOE_KERNEL_NS
+}  // namespace moe_ext

@@ -2,7 +2,7 @@
 // launchers. Torch-free.
 #pragma once
 
-#include <cuda_runtime_api.h>
+#include "../common/launcher.h"
 
 #include <cstdint>
 
@@ -22,11 +22,14 @@ struct SortTokensParams {
   int32_t* workspace;       // sort_tokens_workspace_ints(N, E) int32, any contents
 };
 
-namespace cuda {
-cudaError_t launch_sort_tokens(const SortTokensParams& params, cudaStream_t stream);
+inline const char* can_implement(const SortTokensParams& p) {
+  if (p.num_experts < 1 || p.num_experts > kSortMaxExperts)
+    return "the device sort takes 1 to kSortMaxExperts (1024) experts";
+  return nullptr;
 }
-namespace emu {
+
+// The counting sort (sort_tokens.cuh) on `stream` (kCuda) or the emulator (kEmu).
+template <Target T>
 cudaError_t launch_sort_tokens(const SortTokensParams& params, cudaStream_t stream);
-}
 
 }  // namespace moe_ext

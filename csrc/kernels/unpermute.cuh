@@ -107,7 +107,14 @@ cudaError_t launch_typed(const UnpermuteParams& p, cudaStream_t stream) {
 
 }  // namespace unpermute_detail
 
-cudaError_t launch_unpermute(const UnpermuteParams& p, cudaStream_t stream) {
+}  // namespace moe_ext::MOE_KERNEL_NS
+
+// The launcher (declared in the .h), for the target this translation unit compiles.
+namespace moe_ext {
+
+template <>
+cudaError_t launch_unpermute<kKernelTarget>(const UnpermuteParams& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
   using namespace unpermute_detail;
   if (p.tokens == 0 || p.hidden == 0) return cudaSuccess;
   switch (p.dtype) {
@@ -119,4 +126,4 @@ cudaError_t launch_unpermute(const UnpermuteParams& p, cudaStream_t stream) {
   return cudaErrorInvalidValue;
 }
 
-}  // namespace moe_ext::MOE_KERNEL_NS
+}  // namespace moe_ext

@@ -1,7 +1,7 @@
 // Host-side interface of the unpermute (weighted combine) kernel: params and launchers.
 #pragma once
 
-#include <cuda_runtime_api.h>
+#include "../common/launcher.h"
 
 #include <cstdint>
 
@@ -19,11 +19,15 @@ struct UnpermuteParams {
   int32_t top_k;
 };
 
-namespace cuda {
-cudaError_t launch_unpermute(const UnpermuteParams& params, cudaStream_t stream);
+inline const char* can_implement(const UnpermuteParams& p) {
+  if (p.dtype != FloatDtype::kFloat32 && p.dtype != FloatDtype::kBFloat16 &&
+      p.dtype != FloatDtype::kFloat16 && p.dtype != FloatDtype::kFloat64)
+    return "yp's dtype must be float32, bfloat16, float16 or float64";
+  return nullptr;
 }
-namespace emu {
+
+// The weighted combine (unpermute.cuh) on `stream` (kCuda) or the emulator (kEmu).
+template <Target T>
 cudaError_t launch_unpermute(const UnpermuteParams& params, cudaStream_t stream);
-}
 
 }  // namespace moe_ext

@@ -118,7 +118,14 @@ cudaError_t launch_typed(const UnpermuteBackwardParams& p, cudaStream_t stream) 
 
 }  // namespace unpermute_backward_detail
 
-cudaError_t launch_unpermute_backward(const UnpermuteBackwardParams& p, cudaStream_t stream) {
+}  // namespace moe_ext::MOE_KERNEL_NS
+
+// The launcher (declared in the .h), for the target this translation unit compiles.
+namespace moe_ext {
+
+template <>
+cudaError_t launch_unpermute_backward<kKernelTarget>(const UnpermuteBackwardParams& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
   using namespace unpermute_backward_detail;
   if (p.num_rows == 0) return cudaSuccess;
   switch (p.dtype) {
@@ -130,4 +137,4 @@ cudaError_t launch_unpermute_backward(const UnpermuteBackwardParams& p, cudaStre
   return cudaErrorInvalidValue;
 }
 
-}  // namespace moe_ext::MOE_KERNEL_NS
+}  // namespace moe_ext

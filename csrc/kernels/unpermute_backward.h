@@ -1,8 +1,6 @@
 // Host-side interface of unpermute's backward kernel (unpermute_backward.cuh). Torch-free.
 #pragma once
 
-#include <cuda_runtime_api.h>
-
 #include <cstdint>
 
 #include "unpermute.h"
@@ -22,11 +20,15 @@ struct UnpermuteBackwardParams {
   int32_t top_k;
 };
 
-namespace cuda {
-cudaError_t launch_unpermute_backward(const UnpermuteBackwardParams& p, cudaStream_t stream);
+inline const char* can_implement(const UnpermuteBackwardParams& p) {
+  if (p.dtype != FloatDtype::kFloat32 && p.dtype != FloatDtype::kBFloat16 &&
+      p.dtype != FloatDtype::kFloat16 && p.dtype != FloatDtype::kFloat64)
+    return "yp's dtype must be float32, bfloat16, float16 or float64";
+  return nullptr;
 }
-namespace emu {
-cudaError_t launch_unpermute_backward(const UnpermuteBackwardParams& p, cudaStream_t stream);
-}
+
+// Both gradients of unpermute (unpermute_backward.cuh) on `stream` (kCuda) or the emulator (kEmu).
+template <Target T>
+cudaError_t launch_unpermute_backward(const UnpermuteBackwardParams& params, cudaStream_t stream);
 
 }  // namespace moe_ext

@@ -4,7 +4,7 @@ Each backward is written with moe_ext ops (and a few elementwise torch ops), so 
 backend, is traceable by ``torch.compile`` and never synchronises the device:
 
 * route:      d logits from d weights (softmax / sigmoid, renormalisation, scaling) by the
-              route_backward op (a kernel on CUDA / the emulator, torch ops on CPU); the
+              route_backward op (a kernel on CUDA / the emulator, ATen ops on CPU); the
               selection itself is piecewise constant.
 * permute:    dx[t] = sum_j dxp[slot[t*k+j]]            -> an unweighted unpermute.
 * unpermute:  dyp[i] = w[order[i]] * dy[order[i] // k], dw[t,j] = <dy[t], yp[slot[t*k+j]]>
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import _C
-from .reference import GATED_ACTIVATIONS, RENORM_EPS, activation_fn
+from .reference import GATED_ACTIVATIONS, activation_fn
 from .reference import acc_dtype as _acc_dtype
 
 
@@ -28,52 +28,6 @@ def _needs_grad(ctx, i: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- route
-def route_backward_reference(grad_weights, logits, ids, score_func, renormalize, scaling_factor,
-                             grad_mean_prob=None):
-    """d logits from d weights (and d mean_prob of route_with_stats) with torch ops: the CPU
-    implementation of route_backward."""
-    acc = _acc_dtype(logits.dtype)
-    x = logits.to(acc)
-    softmax = score_func == "softmax"
-    s = torch.softmax(x, dim=-1) if softmax else torch.sigmoid(x)
-    idx = ids.long()
-    g = grad_weights.to(acc) * scaling_factor
-    if renormalize:
-        # w_j = s_j / D with D = sum_i s_i + eps  =>  ds_i = g_i / D - <g, s_sel> / D^2
-        s_sel = s.gather(1, idx)
-        denom = s_sel.sum(-1, keepdim=True) + RENORM_EPS
-        g = g / denom - (g * s_sel).sum(-1, keepdim=True) / (denom * denom)
-    ds = torch.zeros_like(s)
-    if grad_mean_prob is not None:  # mean_prob[e] = mean_t s[t, e]
-        ds = ds + (grad_mean_prob.to(acc) / s.shape[0]).unsqueeze(0)
-    ds = ds.scatter_add(1, idx, g)
-    if softmax:
-        dx = s * (ds - (ds * s).sum(-1, keepdim=True))
-    else:
-        dx = ds * s * (1 - s)
-    return dx.to(logits.dtype)
-
-
-torch.library.impl("moe_ext::route_backward", "CPU")(route_backward_reference)
-
-
-def route_with_stats_cpu(logits, top_k, score_func="softmax", renormalize=True,
-                         correction_bias=None, num_groups=1, topk_groups=1, scaling_factor=1.0):
-    """CPU route_with_stats: the native route, then counts and mean scores with torch ops."""
-    weights, ids = torch.ops.moe_ext.route(logits, top_k, score_func, renormalize,
-                                           correction_bias, num_groups, topk_groups,
-                                           scaling_factor)
-    E = logits.shape[1]
-    counts = torch.bincount(ids.reshape(-1).long(), minlength=E).to(torch.int32)
-    x = logits.to(_acc_dtype(logits.dtype))
-    scores = torch.softmax(x, dim=-1) if score_func == "softmax" else torch.sigmoid(x)
-    mean_prob = scores.mean(0) if logits.shape[0] > 0 else scores.new_zeros(E)
-    return weights, ids, counts, mean_prob
-
-
-torch.library.impl("moe_ext::route_with_stats", "CPU")(route_with_stats_cpu)
-
-
 def _route_setup(ctx, inputs, output):
     logits, _top_k, score_func, renormalize, _bias, _ng, _tg, scaling_factor = inputs
     ctx.save_for_backward(logits, output[1])

@@ -91,13 +91,17 @@ cudaError_t launch_simt(const GroupedGemmParams& p, cudaStream_t stream) {
 
 }  // namespace grouped_gemm_detail
 
-cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream) {
+}  // namespace moe_ext::MOE_KERNEL_NS
+
+// The launcher (declared in the .h), for the target this translation unit compiles.
+namespace moe_ext {
+
+template <>
+cudaError_t launch_grouped_gemm<kKernelTarget>(const GroupedGemmParams& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
   using namespace grouped_gemm_detail;
   if (p.m <= 0 || p.n <= 0) return cudaSuccess;  // c is empty
-  const bool fused = p.a_gather != nullptr || p.gated || p.row_scale != nullptr;
-  if (fused && (p.form != GroupedGemmForm::kRaggedM || p.in_type == GemmElem::kF32))
-    return cudaErrorInvalidValue;  // the fused-MLP extensions exist for kRaggedM bf16/fp16
-  if (p.a_gather != nullptr && (!p.a_k_major || p.a_gather_div <= 0)) return cudaErrorInvalidValue;
+  if (can_implement(p) != nullptr) return cudaErrorInvalidValue;
 #if !defined(__CUDACC__) || defined(MOE_EXT_WITH_SM90)  // the emulator models an sm_90
   if (p.path != kGemmPathSm80 && p.config == kGemmConfigAuto && device_limits().cc_major == 9) {
     const cudaError_t err = launch_grouped_gemm_sm90(p, stream);
@@ -114,4 +118,4 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream)
   }
 }
 
-}  // namespace moe_ext::MOE_KERNEL_NS
+}  // namespace moe_ext

@@ -16,11 +16,7 @@
 
 #include <cstdint>
 
-#if __has_include(<cuda_runtime_api.h>)  // the launchers; a CPU-only build has no CUDA headers
-#include <cuda_runtime_api.h>
-#define MOE_EXT_HAS_CUDA_RUNTIME_API 1
-#endif
-
+#include "../../common/launcher.h"
 #include "../../common/portable.h"
 
 namespace moe_ext {
@@ -91,16 +87,29 @@ enum GemmPath : int32_t { kGemmPathAuto = 0, kGemmPathSm80 = 80, kGemmPathSm90 =
 // MOE_EXT_GEMM_STAGES=2..5), for tests and the tuning script.
 enum GemmConfigId : int32_t { kGemmConfigAuto = -1, kGemmConfigLarge = 0, kGemmConfigSmallM = 1 };
 
-#ifdef MOE_EXT_HAS_CUDA_RUNTIME_API
-namespace cuda {
+// nullptr when launch_grouped_gemm takes the problem, else why not (the launcher returns
+// cudaErrorInvalidValue for the same problems).
+inline const char* can_implement(const GroupedGemmParams& p) {
+  const bool fused = p.a_gather != nullptr || p.gated || p.row_scale != nullptr;
+  if (fused && (p.form != GroupedGemmForm::kRaggedM || p.in_type == GemmElem::kF32))
+    return "the fused-MLP extensions (gather, gated activation, row scale) need the ragged-M form "
+           "in bfloat16 or float16";
+  if (p.a_gather != nullptr && (!p.a_k_major || p.a_gather_div <= 0))
+    return "a gathered A must be K-major with a positive gather divisor";
+  return nullptr;
+}
+
+// The grouped GEMM (grouped_gemm.cuh: the Hopper kernel where it applies, else the Ampere
+// tensor-core or the fp32 SIMT kernel) on `stream` (kCuda) or the emulator (kEmu).
+template <Target T>
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
+
 // The Hopper kernel alone (built only for sm_90a); cudaErrorNotSupported where it does not apply.
+namespace cuda {
 cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t stream);
 }
 namespace emu {
-cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
 cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t stream);
 }
-#endif
 
 }  // namespace moe_ext

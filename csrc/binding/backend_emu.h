@@ -1,17 +1,20 @@
-// Emulator launch target for the shared device bindings: registers every tensor the kernel
-// receives as a bounds-checked buffer, runs the launcher on the CPU SIMT emulator, and turns a
+// The emulator device backend of the op bindings: registers every tensor the kernel receives as
+// a bounds-checked buffer, runs the launcher on the CPU SIMT emulator (csrc/simt/), and turns a
 // checker error into an exception naming the op.
 #pragma once
 
+#include <vector>
+
 #include "../simt/launch.h"
-#include "checks.h"
-#include "device_buffers.h"
+#include "backend.h"
 
 namespace moe_ext {
 
-template <typename Params>
-auto emu_launcher(cudaError_t (*launch)(const Params&, cudaStream_t)) {
-  return [launch](const char* op, const Params& p, const DeviceBuffers& buffers) {
+template <>
+struct DeviceBackend<Target::kEmu> {
+  template <typename Params>
+  static void launch(const char* op, cudaError_t (*launcher)(const Params&, cudaStream_t),
+                     const Params& p, const DeviceBuffers& buffers) {
     std::vector<moe_simt::Buffer> regions;
     for (const auto& b : buffers) {
       if (!b.tensor.defined()) continue;
@@ -23,12 +26,13 @@ auto emu_launcher(cudaError_t (*launch)(const Params&, cudaStream_t)) {
     const moe_simt::BufferScope scope(std::move(regions));
     cudaError_t err;
     try {
-      err = launch(p, nullptr);
+      err = launcher(p, nullptr);
     } catch (const moe_simt::SimtError& e) {
       MOE_CHECK(op, false, "emulator: ", e.what());
     }
-    MOE_CHECK(op, err == cudaSuccess, "launch rejected its arguments (", static_cast<int>(err), ")");
-  };
-}
+    MOE_CHECK(op, err == cudaSuccess, "emulated launch failed (CUDA error ", static_cast<int>(err),
+              "): ", launch_error_hint(err));
+  }
+};
 
 }  // namespace moe_ext

@@ -1,0 +1,56 @@
+// The native CPU implementations of the ops (csrc/cpu/<op>_cpu.cpp). They receive arguments the
+// binding (csrc/binding/<op>.cpp) has checked -- shapes, dtypes, devices and, on CPU, values
+// (ids in range, order/slot inverse, offs monotone) -- so they check nothing themselves beyond
+// what only the computation sees (NaN logits, +inf softmax rows). Nothing here includes binding/.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+#include "mlp_activation.h"
+
+namespace moe_ext {
+
+std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t top_k,
+                                             c10::string_view score_func, bool renormalize,
+                                             const std::optional<at::Tensor>& correction_bias,
+                                             int64_t num_groups, int64_t topk_groups,
+                                             double scaling_factor);
+// route, then the per-expert assignment counts [E] int32 and the mean score [E].
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_cpu(
+    const at::Tensor& logits, int64_t top_k, c10::string_view score_func, bool renormalize,
+    const std::optional<at::Tensor>& correction_bias, int64_t num_groups, int64_t topk_groups,
+    double scaling_factor);
+at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& logits,
+                              const at::Tensor& ids, c10::string_view score_func,
+                              bool renormalize, double scaling_factor,
+                              const std::optional<at::Tensor>& grad_mean_prob);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_cpu(const at::Tensor& ids,
+                                                               int64_t num_experts,
+                                                               std::optional<int64_t> capacity);
+
+at::Tensor permute_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& slot,
+                       int64_t top_k);
+at::Tensor unpermute_cpu(const at::Tensor& yp, const at::Tensor& slot, const at::Tensor& weights);
+std::tuple<at::Tensor, at::Tensor> unpermute_backward_cpu(const at::Tensor& grad_y,
+                                                          const at::Tensor& yp,
+                                                          const at::Tensor& order,
+                                                          const at::Tensor& slot,
+                                                          const at::Tensor& weights);
+
+// The four torch._grouped_mm forms, told apart by the ranks of a and b (the binding's check
+// returns it).
+enum class GroupedForm { k2Dx3D, k3Dx2D, k2Dx2D, k3Dx3D };
+at::Tensor grouped_mm_cpu(GroupedForm form, const at::Tensor& a, const at::Tensor& b,
+                          const std::optional<at::Tensor>& offs,
+                          const std::optional<at::Tensor>& bias,
+                          std::optional<at::ScalarType> out_dtype);
+
+at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+                       const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
+                       const at::Tensor& offsets, const MlpActivation& act);
+
+}  // namespace moe_ext

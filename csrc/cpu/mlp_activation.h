@@ -1,0 +1,20 @@
+// moe_mlp's activation: which one, whether gated, and act(h) with torch ops (the CPU op and the
+// device bindings' composite path apply it between the two GEMMs).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "../kernels/grouped_gemm/grouped_gemm.h"
+
+namespace moe_ext {
+
+struct MlpActivation {
+  GemmActivation act;
+  bool gated;  // SwiGLU / GeGLU: w1 rows [0, I) gate, [I, 2I) up (HF's concatenated gate_up_proj)
+};
+
+// act(h) (gated: act(h[:, :I]) * h[:, I:]) computed in fp32 (fp64 for fp64), returned in h's
+// dtype.
+at::Tensor apply_mlp_activation(const at::Tensor& h, const MlpActivation& act);
+
+}  // namespace moe_ext
