@@ -6,6 +6,8 @@ Environment:
   MOE_EXT_CUDA_ARCHS      e.g. "8.0;9.0a" (default; falls back to TORCH_CUDA_ARCH_LIST).
   MOE_EXT_EMU=auto|0|1    the CPU SIMT emulator backend (torch.ops.moe_ext_emu); auto: built
                           when the CUDA headers are found (it needs no nvcc and no GPU).
+  MOE_EXT_TEST_KERNELS=1  also build the test-only kernels (emulator self-tests, tile/wgmma test
+                          GEMMs, torch.ops.moe_ext_emu_test); scripts/test.sh sets it.
   CUDA_HOME / CUDA_PATH   toolkit root; default /usr/local/cuda when it exists.
   MAX_JOBS                parallel compile jobs (default: all cores).
 The build never queries a GPU.
@@ -146,6 +148,9 @@ class CMakeBuild(build_ext):
         ]
         emu, emu_include = emu_config()
         args.append(f"-DMOE_EXT_EMU={'ON' if emu else 'OFF'}")
+        # test-only kernels (scripts/test.sh sets MOE_EXT_TEST_KERNELS=1; a user install has none)
+        test_kernels = os.environ.get("MOE_EXT_TEST_KERNELS", "0") == "1"
+        args.append(f"-DMOE_EXT_TEST_KERNELS={'ON' if test_kernels else 'OFF'}")
         if emu:
             args.append(f"-DMOE_EXT_CUDA_INCLUDE_DIR={emu_include}")
         env = dict(os.environ)

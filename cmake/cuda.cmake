@@ -16,10 +16,11 @@ add_library(moe_ext_cuda_kernels OBJECT
   csrc/cuda/unpermute.cu
   csrc/cuda/unpermute_backward.cu
   csrc/cuda/sort_tokens.cu
-  csrc/cuda/selftest_ptx.cu
-  csrc/cuda/tile_gemm.cu
   csrc/cuda/grouped_gemm.cu
 )
+if(MOE_EXT_TEST_KERNELS)  # their SASS is checked by tests/test_build.py
+  target_sources(moe_ext_cuda_kernels PRIVATE csrc/cuda/selftest_ptx.cu csrc/cuda/tile_gemm.cu)
+endif()
 target_include_directories(moe_ext_cuda_kernels PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 target_compile_options(moe_ext_cuda_kernels PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo>)
@@ -29,10 +30,10 @@ set_target_properties(moe_ext_cuda_kernels PROPERTIES
 
 # Hopper-only kernels (wgmma, TMA, setmaxnreg need sm_90a): built when 9.0a is listed.
 if("90a-real" IN_LIST _cuda_archs)
-  add_library(moe_ext_cuda_sm90 OBJECT
-    csrc/cuda/sm90/wgmma_gemm.cu
-    csrc/cuda/sm90/grouped_gemm_sm90.cu
-  )
+  add_library(moe_ext_cuda_sm90 OBJECT csrc/cuda/sm90/grouped_gemm_sm90.cu)
+  if(MOE_EXT_TEST_KERNELS)
+    target_sources(moe_ext_cuda_sm90 PRIVATE csrc/cuda/sm90/wgmma_gemm.cu)
+  endif()
   target_include_directories(moe_ext_cuda_sm90 PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
   target_compile_options(moe_ext_cuda_sm90 PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo>)

@@ -15,21 +15,26 @@ add_library(moe_ext_simt STATIC
   csrc/emu/unpermute.cpp
   csrc/emu/unpermute_backward.cpp
   csrc/emu/sort_tokens.cpp
-  csrc/emu/tile_gemm.cpp
   csrc/emu/grouped_gemm.cpp
-  csrc/emu/wgmma_gemm.cpp
-  csrc/emu/selftest_exec.cpp
-  csrc/emu/selftest_ptx.cpp
 )
 target_include_directories(moe_ext_simt PUBLIC ${MOE_EXT_CUDA_INCLUDE_DIR})
 target_include_directories(moe_ext_simt PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 find_package(Threads REQUIRED)
 target_link_libraries(moe_ext_simt PUBLIC Threads::Threads)
 
-target_sources(_C PRIVATE
-  csrc/binding/emu_selftest_exec.cpp
-  csrc/binding/emu_selftest_ptx.cpp
-  csrc/binding/emu_selftest_gemm.cpp
-)
+# The emulator's own tests (torch.ops.moe_ext_emu_test): its self-test kernels and the test GEMMs.
+if(MOE_EXT_TEST_KERNELS)
+  target_sources(moe_ext_simt PRIVATE
+    csrc/emu/tile_gemm.cpp
+    csrc/emu/wgmma_gemm.cpp
+    csrc/emu/selftest_exec.cpp
+    csrc/emu/selftest_ptx.cpp
+  )
+  target_sources(_C PRIVATE
+    csrc/binding/emu_selftest_exec.cpp
+    csrc/binding/emu_selftest_ptx.cpp
+    csrc/binding/emu_selftest_gemm.cpp
+  )
+endif()
 target_compile_definitions(_C PRIVATE MOE_EXT_WITH_EMU)
 target_link_libraries(_C PRIVATE moe_ext_simt)

@@ -13,7 +13,7 @@ emu=ON
 [[ "${MOE_EXT_EMU:-1}" == 0 ]] && emu=OFF
 args=(-G Ninja -DPython_EXECUTABLE="$(command -v python)" -DCMAKE_BUILD_TYPE=Release
       -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/python/moe_ext"
-      -DMOE_EXT_CUDA=$cuda -DMOE_EXT_EMU=$emu -DMOE_EXT_CUDA_INCLUDE_DIR="$home/include")
+      -DMOE_EXT_CUDA=$cuda -DMOE_EXT_EMU=$emu -DMOE_EXT_TEST_KERNELS="${MOE_EXT_TEST_KERNELS:-ON}" -DMOE_EXT_CUDA_INCLUDE_DIR="$home/include")
 if [[ $cuda == ON ]]; then
   export CUDA_HOME=$home PATH="$home/bin:$PATH"
   args+=(-DMOE_EXT_CUDA_ARCHS="${MOE_EXT_CUDA_ARCHS:-8.0;9.0a}" -DCMAKE_CUDA_COMPILER="$home/bin/nvcc"

@@ -3,5 +3,7 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the tests also exercise the test-only kernels (emulator self-tests, tile/wgmma test GEMMs)
+export MOE_EXT_TEST_KERNELS=${MOE_EXT_TEST_KERNELS:-1}
 . scripts/setup_env.sh pytest numpy expecttest hypothesis "transformers>=5" nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm matplotlib tqdm ruff
 python -m pytest -q tests "$@"

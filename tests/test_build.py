@@ -24,6 +24,7 @@ def test_build_info_fields():
     assert info["torch_version"] == torch.__version__
     assert isinstance(info["cuda"], bool)
     assert info["emulator"] in (True, False)
+    assert info["test_kernels"] in (True, False)
     if info["cuda"]:
         assert info["cuda_archs"], "a CUDA build must list its archs"
     else:
@@ -39,6 +40,8 @@ def test_ops_registered():
 def test_cuda_kernels_compiled_for_every_arch():
     info = moe_ext.build_info()
     assert info["cuda"], "MOE_EXT_REQUIRE_CUDA_BUILD=1 but the CUDA kernels were not built"
+    # the SASS checks below read the test GEMMs: the test command builds them
+    assert info["test_kernels"], "the test command builds the test-only kernels (MOE_EXT_TEST_KERNELS=1)"
     assert {"8.0", "9.0a"} <= set(info["cuda_archs"])
     tool = _cuobjdump()
     assert tool, "cuobjdump is needed to inspect the fatbinary (pip install nvidia-cuda-cuobjdump)"

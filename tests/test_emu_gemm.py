@@ -7,7 +7,10 @@ import torch
 
 import moe_ext
 
-pytestmark = pytest.mark.skipif(not moe_ext.emu.available(), reason="built without the emulator")
+pytestmark = pytest.mark.skipif(
+    not moe_ext.build_info()["test_kernels"],
+    reason="moe_ext built without the test-only kernels (MOE_EXT_TEST_KERNELS=1)",
+)
 
 
 def tile_gemm(a, b):

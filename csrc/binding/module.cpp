@@ -52,6 +52,11 @@ PYBIND11_MODULE(_C, m) {
 #else
     info["emulator"] = false;
 #endif
+#ifdef MOE_EXT_WITH_TEST_KERNELS
+    info["test_kernels"] = true;
+#else
+    info["test_kernels"] = false;
+#endif
     return info;
   }, "Torch version built against, CUDA archs compiled, and which backends are present.");
   m.def("set_gemm_tuning", [](const std::string& key, int path, int config, int stages) {

@@ -112,7 +112,9 @@ TORCH_LIBRARY(moe_ext_emu, m) {
 
 TORCH_LIBRARY_IMPL(moe_ext_emu, CPU, m) { moe_ext::register_ops<moe_ext::Target::kEmu>(m); }
 
+#ifdef MOE_EXT_WITH_TEST_KERNELS
 // Self-test kernels of the emulator itself (tests/test_emu_*.py); defined in
 // csrc/binding/emu_selftest_*.cpp with TORCH_LIBRARY_FRAGMENT.
 TORCH_LIBRARY(moe_ext_emu_test, m) {}
+#endif
 #endif
