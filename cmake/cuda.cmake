@@ -10,16 +10,13 @@ set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 message(STATUS "moe_ext: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}")
 
-add_library(moe_ext_cuda_kernels OBJECT
-  csrc/cuda/permute.cu
-  csrc/cuda/route.cu
-  csrc/cuda/unpermute.cu
-  csrc/cuda/unpermute_backward.cu
-  csrc/cuda/sort_tokens.cu
-  csrc/cuda/grouped_gemm.cu
-)
+# Every instantiation file in csrc/cuda/ (a new op's .cu needs no edit here) but the test-only ones.
+set(_cuda_test_sources csrc/cuda/selftest_ptx.cu csrc/cuda/tile_gemm.cu)
+file(GLOB _cuda_sources CONFIGURE_DEPENDS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} csrc/cuda/*.cu)
+list(REMOVE_ITEM _cuda_sources ${_cuda_test_sources})
+add_library(moe_ext_cuda_kernels OBJECT ${_cuda_sources})
 if(MOE_EXT_TEST_KERNELS)  # their SASS is checked by tests/test_build.py
-  target_sources(moe_ext_cuda_kernels PRIVATE csrc/cuda/selftest_ptx.cu csrc/cuda/tile_gemm.cu)
+  target_sources(moe_ext_cuda_kernels PRIVATE ${_cuda_test_sources})
 endif()
 target_include_directories(moe_ext_cuda_kernels PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 target_compile_options(moe_ext_cuda_kernels PRIVATE

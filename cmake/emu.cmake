@@ -7,16 +7,13 @@ if(NOT EXISTS "${MOE_EXT_CUDA_INCLUDE_DIR}/cuda_fp16.h")
 endif()
 message(STATUS "moe_ext: emulator backend with CUDA headers from ${MOE_EXT_CUDA_INCLUDE_DIR}")
 
-add_library(moe_ext_simt STATIC
-  csrc/simt/fiber.cpp
-  csrc/simt/runtime.cpp
-  csrc/emu/permute.cpp
-  csrc/emu/route.cpp
-  csrc/emu/unpermute.cpp
-  csrc/emu/unpermute_backward.cpp
-  csrc/emu/sort_tokens.cpp
-  csrc/emu/grouped_gemm.cpp
-)
+# The emulator runtime, and every instantiation file in csrc/emu/ (a new op's .cpp needs no edit
+# here) but the test-only ones, added below under MOE_EXT_TEST_KERNELS.
+set(_emu_test_sources csrc/emu/tile_gemm.cpp csrc/emu/wgmma_gemm.cpp csrc/emu/selftest_exec.cpp
+    csrc/emu/selftest_ptx.cpp)
+file(GLOB _emu_sources CONFIGURE_DEPENDS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} csrc/emu/*.cpp)
+list(REMOVE_ITEM _emu_sources ${_emu_test_sources})
+add_library(moe_ext_simt STATIC csrc/simt/fiber.cpp csrc/simt/runtime.cpp ${_emu_sources})
 target_include_directories(moe_ext_simt PUBLIC ${MOE_EXT_CUDA_INCLUDE_DIR})
 target_include_directories(moe_ext_simt PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 find_package(Threads REQUIRED)
@@ -24,12 +21,7 @@ target_link_libraries(moe_ext_simt PUBLIC Threads::Threads)
 
 # The emulator's own tests (torch.ops.moe_ext_emu_test): its self-test kernels and the test GEMMs.
 if(MOE_EXT_TEST_KERNELS)
-  target_sources(moe_ext_simt PRIVATE
-    csrc/emu/tile_gemm.cpp
-    csrc/emu/wgmma_gemm.cpp
-    csrc/emu/selftest_exec.cpp
-    csrc/emu/selftest_ptx.cpp
-  )
+  target_sources(moe_ext_simt PRIVATE ${_emu_test_sources})
   target_sources(_C PRIVATE
     csrc/binding/emu_selftest_exec.cpp
     csrc/binding/emu_selftest_ptx.cpp

@@ -5,5 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # the tests also exercise the test-only kernels (emulator self-tests, tile/wgmma test GEMMs)
 export MOE_EXT_TEST_KERNELS=${MOE_EXT_TEST_KERNELS:-1}
-. scripts/setup_env.sh pytest numpy expecttest hypothesis "transformers>=5" nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm matplotlib tqdm ruff
+. scripts/setup_env.sh pytest numpy expecttest hypothesis "transformers>=5" nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm matplotlib tqdm ruff clang-format
+# --fast: the developer loop, without the tests marked slow (CI runs everything)
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  set -- -m "not slow" "$@"
+fi
 python -m pytest -q tests "$@"
