@@ -74,9 +74,12 @@ def cuda_config():
     if torch_cuda and home is not None:
         print(f"moe_ext: building CUDA kernels for {archs} ({source})", file=sys.stderr)
         if "9.0a" not in archs.split(";"):
-            print("moe_ext: WARNING: 9.0a is not in the arch list, so the Hopper kernels (TMA + "
-                  "wgmma) are NOT built; Hopper GPUs will run the Ampere kernel. Set "
-                  "MOE_EXT_CUDA_ARCHS to include 9.0a.", file=sys.stderr)
+            print(
+                "moe_ext: WARNING: 9.0a is not in the arch list, so the Hopper kernels (TMA + "
+                "wgmma) are NOT built; Hopper GPUs will run the Ampere kernel. Set "
+                "MOE_EXT_CUDA_ARCHS to include 9.0a.",
+                file=sys.stderr,
+            )
         return True, home, archs
     why = "torch is a CPU build" if not torch_cuda else "nvcc not found (set CUDA_HOME)"
     if mode == "1":
@@ -98,8 +101,10 @@ def emu_config():
         return True, include
     if mode == "1":
         raise SystemExit("moe_ext: MOE_EXT_EMU=1 but the CUDA headers were not found (CUDA_HOME)")
-    print("moe_ext: building without the emulator backend: CUDA headers not found "
-          "(set CUDA_HOME)", file=sys.stderr)
+    print(
+        "moe_ext: building without the emulator backend: CUDA headers not found (set CUDA_HOME)",
+        file=sys.stderr,
+    )
     return False, None
 
 
@@ -113,18 +118,26 @@ def torch_to_build_against():
     C++ ABI and its CUDA libraries are linked in). pip's build isolation installs a second torch
     into a throw-away environment; an extension built against it may not even load beside the
     user's torch. So: stop before compiling, with the command that works."""
-    fix = ("install torch first, then build in that environment: "
-           "pip install --no-build-isolation .  (or -e . for a checkout)")
+    fix = (
+        "install torch first, then build in that environment: "
+        "pip install --no-build-isolation .  (or -e . for a checkout)"
+    )
     try:
         import torch
     except ImportError:
-        raise SystemExit(f"moe_ext: torch is not importable in the build environment; {fix}") from None
+        raise SystemExit(
+            f"moe_ext: torch is not importable in the build environment; {fix}"
+        ) from None
     where = str(Path(torch.__file__).resolve())
     if "pip-build-env" in where or os.environ.get("PIP_BUILD_TRACKER") and "overlay" in where:
-        raise SystemExit(f"moe_ext: pip's build isolation gave the build its own torch "
-                         f"{torch.__version__} ({where}), not the torch you will run with; {fix}")
-    print(f"moe_ext: compiling against torch {torch.__version__} at {Path(where).parent}",
-          file=sys.stderr)
+        raise SystemExit(
+            f"moe_ext: pip's build isolation gave the build its own torch "
+            f"{torch.__version__} ({where}), not the torch you will run with; {fix}"
+        )
+    print(
+        f"moe_ext: compiling against torch {torch.__version__} at {Path(where).parent}",
+        file=sys.stderr,
+    )
     return torch
 
 
@@ -139,7 +152,8 @@ class CMakeBuild(build_ext):
         enabled, home, archs = cuda_config()
         cmake_bin, ninja_bin = _tool("cmake"), _tool("ninja")
         args = [
-            "-G", "Ninja",
+            "-G",
+            "Ninja",
             f"-DCMAKE_MAKE_PROGRAM={ninja_bin}",
             f"-DCMAKE_BUILD_TYPE={os.environ.get('MOE_EXT_BUILD_TYPE', 'Release')}",
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -164,9 +178,13 @@ class CMakeBuild(build_ext):
             env["PATH"] = f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         subprocess.check_call([cmake_bin, str(ROOT), *args], cwd=build_dir, env=env)
         jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
-        print(f"moe_ext: compiling with {jobs} jobs (CUDA: {archs if enabled else 'off'}, "
-              f"emulator: {'on' if emu else 'off'}); a 2-core machine takes ~4 min with CUDA, "
-              f"~1 min without", file=sys.stderr, flush=True)
+        print(
+            f"moe_ext: compiling with {jobs} jobs (CUDA: {archs if enabled else 'off'}, "
+            f"emulator: {'on' if emu else 'off'}); a 2-core machine takes ~4 min with CUDA, "
+            f"~1 min without",
+            file=sys.stderr,
+            flush=True,
+        )
         subprocess.check_call([cmake_bin, "--build", ".", "-j", jobs], cwd=build_dir, env=env)
         # which torch this build needs: moe_ext/__init__.py names it if the library fails to load
         (out_dir / "_build_torch.txt").write_text(torch.__version__ + "\n")

@@ -36,8 +36,12 @@ L2_FLUSH_BYTES = 256 * 2**20
 def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=str, default=None, help="write machine-readable results here")
     p.add_argument("--plot", type=str, default=None, help="directory for PNG plots (matplotlib)")
-    p.add_argument("--profile", type=str, default=None,
-                   help="write a torch.profiler Chrome trace of one call of each op here")
+    p.add_argument(
+        "--profile",
+        type=str,
+        default=None,
+        help="write a torch.profiler Chrome trace of one call of each op here",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 2 samples: exercise only")
     p.add_argument("--iters", type=int, default=None, help="timed samples per measurement")
 
@@ -46,8 +50,9 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def time_cuda(fn, iters: int, graph_iters: int = 0, l2_flush: bool = False,
-              warmup: int = 3) -> list[float]:
+def time_cuda(
+    fn, iters: int, graph_iters: int = 0, l2_flush: bool = False, warmup: int = 3
+) -> list[float]:
     """µs per call, one sample per replay (CUDA graph of graph_iters calls) or per call."""
     for _ in range(warmup):
         fn()
@@ -108,8 +113,13 @@ def summarize(times: list[float]) -> dict:
     """p50 / p95 / mean µs; ``noisy`` when the figure cannot carry a ratio: fewer than
     NOISE_MIN_SAMPLES samples (smoke runs), or a p95 more than 1.5x the p50."""
     p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
-    return dict(p50=p50, p95=p95, mean=statistics.fmean(times), samples=len(times),
-                noisy=len(times) < NOISE_MIN_SAMPLES or p95 > 1.5 * p50)
+    return dict(
+        p50=p50,
+        p95=p95,
+        mean=statistics.fmean(times),
+        samples=len(times),
+        noisy=len(times) < NOISE_MIN_SAMPLES or p95 > 1.5 * p50,
+    )
 
 
 def measure(fn, iters: int, *, graph_iters: int = 0, l2_flush: bool = False) -> dict:
@@ -152,8 +162,12 @@ def progress(items, desc: str):
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
     except OSError:
         return ""
 
@@ -162,11 +176,17 @@ def metadata(**extra) -> dict:
     cuda = torch.cuda.is_available()
     import moe_ext
 
-    return dict(torch=torch.__version__, cuda=torch.version.cuda,
-                device=torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu"),
-                threads=torch.get_num_threads(), commit=commit(),
-                date=time.strftime("%Y-%m-%d"), build=moe_ext.build_info(),
-                timing="cuda events" if cuda else "cpu wall time", **extra)
+    return dict(
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        device=torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu"),
+        threads=torch.get_num_threads(),
+        commit=commit(),
+        date=time.strftime("%Y-%m-%d"),
+        build=moe_ext.build_info(),
+        timing="cuda events" if cuda else "cpu wall time",
+        **extra,
+    )
 
 
 def write_json(path: str, bench: str, rows: list[dict], **meta) -> None:
@@ -198,21 +218,36 @@ def plot(rows: list[dict], out_dir: str, x: str, group: tuple[str, ...], bench: 
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(xs, [r["ours"][metric] for r in rs], "o-", label="moe_ext")
         for b in rs[0]["baselines"]:
-            ax.plot(xs, [r["baselines"].get(b, {}).get(metric, float("nan")) for r in rs], "s--",
-                    label=b)
+            ax.plot(
+                xs,
+                [r["baselines"].get(b, {}).get(metric, float("nan")) for r in rs],
+                "s--",
+                label=b,
+            )
         ax.set_xlabel(x)
         ax.set_ylabel("TFLOP/s" if metric == "tflops" else "GB/s")
-        dev = torch.cuda.get_device_name() if torch.cuda.is_available() else \
-            f"CPU ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
+        dev = (
+            torch.cuda.get_device_name()
+            if torch.cuda.is_available()
+            else f"CPU ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
+        )
         dtype = rs[0]["case"].get("dtype", "")
-        ax.set_title(f"{bench} " + " ".join(str(k) for k in key) + f"\n{dev} {dtype}",
-                     fontsize=9)
+        ax.set_title(f"{bench} " + " ".join(str(k) for k in key) + f"\n{dev} {dtype}", fontsize=9)
         if len(xs) < 2:
-            ax.text(0.5, 0.02, "one size only (smoke run?)", transform=ax.transAxes,
-                    ha="center", fontsize=7, color="gray")
+            ax.text(
+                0.5,
+                0.02,
+                "one size only (smoke run?)",
+                transform=ax.transAxes,
+                ha="center",
+                fontsize=7,
+                color="gray",
+            )
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        name = Path(out_dir) / (f"{bench}_" + "_".join(str(k) for k in key).replace("/", "-") + ".png")
+        name = Path(out_dir) / (
+            f"{bench}_" + "_".join(str(k) for k in key).replace("/", "-") + ".png"
+        )
         fig.tight_layout()
         fig.savefig(name, dpi=100)
         plt.close(fig)

@@ -35,8 +35,9 @@ def worker(rank, world, init, args, result_path):
     cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world
     if cuda:
         torch.cuda.set_device(rank)
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{init}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "nccl" if cuda else "gloo", init_method=f"file://{init}", rank=rank, world_size=world
+    )
     dev = f"cuda:{rank}" if cuda else "cpu"
     shape = PRESETS[args.preset].scaled(args.scale)
     E, k, H, I = shape.num_experts, shape.top_k, shape.hidden, shape.ffn
@@ -56,8 +57,9 @@ def worker(rank, world, init, args, result_path):
             x_local, offs, handle = ep.dispatch(x, ids, weights, E, capacity=C)
             R = x_local.shape[0]
             ident = torch.arange(R, device=dev, dtype=torch.int32)
-            y_local = moe_ext.moe_mlp(x_local, w1, w2, torch.ones(R, 1, device=dev), ident,
-                                      ident, offs)
+            y_local = moe_ext.moe_mlp(
+                x_local, w1, w2, torch.ones(R, 1, device=dev), ident, ident, offs
+            )
             return ep.combine(y_local, handle), handle, R
 
         step()
@@ -77,9 +79,15 @@ def worker(rank, world, init, args, result_path):
             sent, recv = sum(handle.send_splits), sum(handle.recv_splits)
         else:
             sent = recv = E * C
-        rows[mode] = dict(seconds_p50=t, tokens_per_s=args.tokens / t, rows_sent=sent,
-                          rows_received=recv, bytes_exchanged=2 * H * elem * (sent + recv),
-                          local_rows=R, capacity=C)
+        rows[mode] = dict(
+            seconds_p50=t,
+            tokens_per_s=args.tokens / t,
+            rows_sent=sent,
+            rows_received=recv,
+            bytes_exchanged=2 * H * elem * (sent + recv),
+            local_rows=R,
+            capacity=C,
+        )
     Path(result_path).write_text(json.dumps(rows))
     dist.destroy_process_group()
 
@@ -99,9 +107,13 @@ def main():
     args.scale = args.scale or (1 if cuda else 8)
     with tempfile.TemporaryDirectory() as d:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=worker, args=(r, args.world, os.path.join(d, "init"), args,
-                                                  os.path.join(d, f"r{r}.json")))
-                 for r in range(args.world)]
+        procs = [
+            ctx.Process(
+                target=worker,
+                args=(r, args.world, os.path.join(d, "init"), args, os.path.join(d, f"r{r}.json")),
+            )
+            for r in range(args.world)
+        ]
         for p in procs:
             p.start()
         for p in procs:
@@ -109,13 +121,17 @@ def main():
         if any(p.exitcode != 0 for p in procs):
             sys.exit("a rank failed")
         ranks = [json.loads(Path(d, f"r{r}.json").read_text()) for r in range(args.world)]
-    print(f"{args.preset}/{args.scale}, {args.world} ranks ({'nccl' if cuda else 'gloo'}), "
-          f"{args.tokens} tokens per rank")
+    print(
+        f"{args.preset}/{args.scale}, {args.world} ranks ({'nccl' if cuda else 'gloo'}), "
+        f"{args.tokens} tokens per rank"
+    )
     for r, res in enumerate(ranks):
         for mode, row in res.items():
-            print(f"rank {r} {mode:9s} {row['tokens_per_s']:10.0f} tokens/s  "
-                  f"{row['bytes_exchanged'] / 1e6:8.2f} MB exchanged  "
-                  f"(sent {row['rows_sent']} rows, received {row['rows_received']})")
+            print(
+                f"rank {r} {mode:9s} {row['tokens_per_s']:10.0f} tokens/s  "
+                f"{row['bytes_exchanged'] / 1e6:8.2f} MB exchanged  "
+                f"(sent {row['rows_sent']} rows, received {row['rows_received']})"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(dict(args=vars(args), ranks=ranks), indent=1))
 

@@ -71,8 +71,11 @@ def time_fn(fn, iters):
 def make_problem(form, E, K, N, rows, dtype, device, gen):
     M = sum(rows)
     offs = torch.tensor(rows, dtype=torch.int64).cumsum(0).to(torch.int32).to(device)
+
     # drawn where the generator lives (a CUDA generator: on the device, for GB-sized operands)
-    rnd = lambda *s: torch.randn(*s, generator=gen, device=gen.device).to(device=device, dtype=dtype)  # noqa: E731
+    def rnd(*s):
+        return torch.randn(*s, generator=gen, device=gen.device).to(device=device, dtype=dtype)
+
     if form == "fwd":  # x @ gate_up_projᵀ, weights stored [E, N, K]
         return rnd(M, K), rnd(E, N, K).transpose(-2, -1), offs
     if form == "dA":  # dout @ w, w = gate_up_proj [E, N, K]
@@ -152,17 +155,25 @@ def plot_bars(runs, out_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", nargs="+", default=[c[0] for c in CASES],
-                    choices=[c[0] for c in CASES])
+    ap.add_argument(
+        "--presets", nargs="+", default=[c[0] for c in CASES], choices=[c[0] for c in CASES]
+    )
     ap.add_argument("--forms", nargs="+", default=["fwd", "dA", "dB"], choices=["fwd", "dA", "dB"])
-    ap.add_argument("--routing", nargs="+", default=["uniform", "zipf"], choices=["uniform", "zipf"])
+    ap.add_argument(
+        "--routing", nargs="+", default=["uniform", "zipf"], choices=["uniform", "zipf"]
+    )
     ap.add_argument("--no-decode", action="store_true", help="skip the decode cases")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--cpu-scale", type=int, default=16, help="divide T, H, I by this on CPU")
-    ap.add_argument("--paths", nargs="+", default=["auto"], choices=["auto", "sm80", "sm90"],
-                    help="kernel families to time (MOE_EXT_GEMM_PATH): on an H100 pass "
-                         "'sm80 sm90' to report the mma.sync and the TMA+wgmma kernels side by side")
+    ap.add_argument(
+        "--paths",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "sm80", "sm90"],
+        help="kernel families to time (MOE_EXT_GEMM_PATH): on an H100 pass "
+        "'sm80 sm90' to report the mma.sync and the TMA+wgmma kernels side by side",
+    )
     ap.add_argument("--json", type=str, default=None)
     ap.add_argument("--plot", type=str, default=None, help="directory for a TFLOP/s bar chart")
     args = ap.parse_args()
@@ -174,7 +185,9 @@ def main():
     scale = 1 if device == "cuda" else args.cpu_scale
     gen = torch.Generator().manual_seed(0)
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
-    print(f"device {name}, {args.dtype}, {'CUDA events, L2 flushed' if device == 'cuda' else f'CPU wall time, shapes / {scale}'}")
+    print(
+        f"device {name}, {args.dtype}, {'CUDA events, L2 flushed' if device == 'cuda' else f'CPU wall time, shapes / {scale}'}"
+    )
 
     runs = []
     for case, preset, T, explicit in CASES:
@@ -210,26 +223,44 @@ def main():
                     continue
                 best = min(paths, key=lambda k: paths[k]["us"])
                 ours_us, ours_p95 = paths[best]["us"], paths[best]["p95_us"]
-                row = dict(case=case, form=form, routing=routing, E=E, M=Mt, K=K, N=N,
-                           dtype=str(dtype)[6:], ours_us=ours_us, ours_p95_us=ours_p95,
-                           ours_tflops=flops / ours_us / 1e6, best_path=best, paths=paths,
-                           baselines={})
+                row = dict(
+                    case=case,
+                    form=form,
+                    routing=routing,
+                    E=E,
+                    M=Mt,
+                    K=K,
+                    N=N,
+                    dtype=str(dtype)[6:],
+                    ours_us=ours_us,
+                    ours_p95_us=ours_p95,
+                    ours_tflops=flops / ours_us / 1e6,
+                    best_path=best,
+                    paths=paths,
+                    baselines={},
+                )
                 for bname, fn in baselines(form, a, b, offs, rows).items():
                     us, p95 = time_fn(fn, iters)
-                    row["baselines"][bname] = dict(us=us, p95_us=p95, tflops=flops / us / 1e6,
-                                                   speedup=us / ours_us)
+                    row["baselines"][bname] = dict(
+                        us=us, p95_us=p95, tflops=flops / us / 1e6, speedup=us / ours_us
+                    )
                 runs.append(row)
-                ratios = "  ".join(f"{k}: {v['tflops']:.2f} TF ({v['speedup']:.2f}x)"
-                                   for k, v in row["baselines"].items())
+                ratios = "  ".join(
+                    f"{k}: {v['tflops']:.2f} TF ({v['speedup']:.2f}x)"
+                    for k, v in row["baselines"].items()
+                )
                 per_path = " ".join(f"{k}={v['tflops']:.2f}TF" for k, v in paths.items())
-                print(f"{case:20s} {form:3s} {routing:9s} M={Mt:6d} K={K:5d} N={N:5d}  "
-                      f"ours {ours_us:9.1f} us {row['ours_tflops']:7.2f} TF ({per_path}) | {ratios}")
+                print(
+                    f"{case:20s} {form:3s} {routing:9s} M={Mt:6d} K={K:5d} N={N:5d}  "
+                    f"ours {ours_us:9.1f} us {row['ours_tflops']:7.2f} TF ({per_path}) | {ratios}"
+                )
     if args.plot and runs:
         plot_bars(runs, args.plot)
     if args.json:
         meta = metadata(scale=scale, iters=iters, l2_flush=device == "cuda")
-        Path(args.json).write_text(json.dumps(dict(bench="grouped_gemm", meta=meta, runs=runs),
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(dict(bench="grouped_gemm", meta=meta, runs=runs), indent=1)
+        )
         print(f"wrote {args.json}")
 
 

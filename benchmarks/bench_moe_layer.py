@@ -34,8 +34,12 @@ from shapes import PRESETS  # noqa: E402
 
 import moe_ext  # noqa: E402
 
-CASES = [("mixtral-8x7b", 4096), ("qwen3-30b-a3b", 32768), ("deepseek-v3", 4096),
-         ("olmoe-1b-7b", 8192)]
+CASES = [
+    ("mixtral-8x7b", 4096),
+    ("qwen3-30b-a3b", 32768),
+    ("deepseek-v3", 4096),
+    ("olmoe-1b-7b", 8192),
+]
 
 
 def torch_route(layer, x):
@@ -82,14 +86,19 @@ def torch_gmm(layer, x):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", nargs="+", default=[c[0] for c in CASES],
-                    choices=[c[0] for c in CASES])
+    ap.add_argument(
+        "--presets", nargs="+", default=[c[0] for c in CASES], choices=[c[0] for c in CASES]
+    )
     ap.add_argument("--cpu-scale", type=int, default=64, help="divide T by this on CPU")
     ap.add_argument("--tokens", type=int, default=None, help="T for every preset (overrides)")
     ap.add_argument("--full-shape", action="store_true", help="on CPU too, the presets' real H, I")
     ap.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
-    ap.add_argument("--dtype", default=None, choices=["bfloat16", "float32"],
-                    help="default bf16 on CUDA, fp32 on CPU (no native bf16 GEMM on most CPUs)")
+    ap.add_argument(
+        "--dtype",
+        default=None,
+        choices=["bfloat16", "float32"],
+        help="default bf16 on CUDA, fp32 on CPU (no native bf16 GEMM on most CPUs)",
+    )
     add_common_args(ap)
     args = ap.parse_args()
     dev = device()
@@ -105,8 +114,15 @@ def main():
         if args.smoke:
             shape, T = PRESETS[name].scaled(32), 32
         torch.manual_seed(0)
-        layer = moe_ext.MoE(shape.hidden, shape.ffn, shape.num_experts, shape.top_k,
-                            **shape.route, dtype=dtype, device=dev)
+        layer = moe_ext.MoE(
+            shape.hidden,
+            shape.ffn,
+            shape.num_experts,
+            shape.top_k,
+            **shape.route,
+            dtype=dtype,
+            device=dev,
+        )
         x = torch.randn(T, shape.hidden, dtype=dtype, device=dev)
         has_gmm = hasattr(torch, "_grouped_mm")
         if has_gmm:
@@ -123,35 +139,62 @@ def main():
         for mode in args.modes:
             measured = {}
             for bname, impl in impls.items():
-                if mode == "fwd+bwd" and bname == "eager loop" and not cuda and \
-                        shape.num_experts > 64:
+                if (
+                    mode == "fwd+bwd"
+                    and bname == "eager loop"
+                    and not cuda
+                    and shape.num_experts > 64
+                ):
                     continue  # minutes per call on a 2-core CPU (autograd through 256 gathers)
                 if mode == "fwd":
+
                     def run(impl=impl):
                         with torch.no_grad():
                             impl(x)
                 else:
+
                     def run(impl=impl):
                         impl(x.detach().requires_grad_(True)).float().sum().backward()
+
                 measured[bname] = measure(run, iters, l2_flush=cuda)
             reps = 3 if mode == "fwd+bwd" else 1
             measured["dense mm"] = measure(
-                lambda reps=reps: [torch.mm(dense_a, dense_b) for _ in range(reps)], iters,
-                l2_flush=cuda)
+                lambda reps=reps: [torch.mm(dense_a, dense_b) for _ in range(reps)],
+                iters,
+                l2_flush=cuda,
+            )
             ours = measured.pop("moe_ext")
-            row = Row("moe_layer", dict(preset=name, tokens=T, hidden=shape.hidden,
-                                        ffn=shape.ffn, experts=shape.num_experts,
-                                        top_k=shape.top_k, mode=mode, dtype=str(dtype)[6:]),
-                      ours, measured, flops=flops * (3 if mode == "fwd+bwd" else 1)).finish()
+            row = Row(
+                "moe_layer",
+                dict(
+                    preset=name,
+                    tokens=T,
+                    hidden=shape.hidden,
+                    ffn=shape.ffn,
+                    experts=shape.num_experts,
+                    top_k=shape.top_k,
+                    mode=mode,
+                    dtype=str(dtype)[6:],
+                ),
+                ours,
+                measured,
+                flops=flops * (3 if mode == "fwd+bwd" else 1),
+            ).finish()
             rows.append(row)
-            ratios = "  ".join(f"{b}: {m['tflops']:.3f} TF ({m['speedup']:.2f}x"
-                               f"{'' if m['speedup_reliable'] else ', noise floor'})"
-                               for b, m in row["baselines"].items())
-            print(f"{name:16s} T={T:6d} {mode:8s} moe_ext {row['ours']['p50']:10.1f} us "
-                  f"{row['ours']['tflops']:.3f} TF | {ratios}")
+            ratios = "  ".join(
+                f"{b}: {m['tflops']:.3f} TF ({m['speedup']:.2f}x"
+                f"{'' if m['speedup_reliable'] else ', noise floor'})"
+                for b, m in row["baselines"].items()
+            )
+            print(
+                f"{name:16s} T={T:6d} {mode:8s} moe_ext {row['ours']['p50']:10.1f} us "
+                f"{row['ours']['tflops']:.3f} TF | {ratios}"
+            )
         if args.profile and not profiled:
-            profile({"moe_ext.MoE": lambda: layer(x), "eager loop": lambda: eager_loop(layer, x)},  # noqa: B023
-                    args.profile)
+            profile(
+                {"moe_ext.MoE": lambda: layer(x), "eager loop": lambda: eager_loop(layer, x)},  # noqa: B023
+                args.profile,
+            )
             profiled = True
     if args.json:
         write_json(args.json, "moe_layer", rows, iters=iters)

@@ -45,8 +45,12 @@ from shapes import PRESETS  # noqa: E402
 import moe_ext  # noqa: E402
 
 # (preset, T): the shapes of the brief; T is divided by --tokens-scale
-CASES = [("mixtral-8x7b", 4096), ("deepseek-v3", 512), ("deepseek-v3", 4096),
-         ("qwen3-30b-a3b", 4096)]
+CASES = [
+    ("mixtral-8x7b", 4096),
+    ("deepseek-v3", 512),
+    ("deepseek-v3", 4096),
+    ("qwen3-30b-a3b", 4096),
+]
 OPS = ("sort_tokens", "permute", "unpermute", "unpermute_backward")
 
 
@@ -67,8 +71,9 @@ def torch_sort_tokens(ids, E):
     vals, order = torch.sort(ids.flatten(), stable=True)
     rows = torch.arange(order.numel(), device=ids.device)
     slot = torch.empty_like(order).scatter_(0, order, rows)
-    offsets = torch.searchsorted(vals, torch.arange(E, device=ids.device, dtype=vals.dtype),
-                                 right=True)
+    offsets = torch.searchsorted(
+        vals, torch.arange(E, device=ids.device, dtype=vals.dtype), right=True
+    )
     return order, slot, offsets
 
 
@@ -115,17 +120,26 @@ def pct(times, q):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tokens-scale", type=int, default=None,
-                   help="divide every T by this (default 1 on CUDA, 8 on CPU)")
+    p.add_argument(
+        "--tokens-scale",
+        type=int,
+        default=None,
+        help="divide every T by this (default 1 on CUDA, 8 on CPU)",
+    )
     p.add_argument("--routing", nargs="+", default=["uniform", "zipf"], choices=["uniform", "zipf"])
     p.add_argument("--zipf", type=float, default=1.2, help="Zipf exponent s of the skewed routing")
     p.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
     p.add_argument("--unpermute-baseline", default="gather", choices=["gather", "index_add"])
-    p.add_argument("--iters", type=int, default=None,
-                   help="timed samples (default 20 CUDA, 10 CPU)")
+    p.add_argument(
+        "--iters", type=int, default=None, help="timed samples (default 20 CUDA, 10 CPU)"
+    )
     p.add_argument("--graph-iters", type=int, default=20)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (1 avoids OpenMP wake-up stalls on a busy CPU)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (1 avoids OpenMP wake-up stalls on a busy CPU)",
+    )
     p.add_argument("--json", type=str, default=None)
     p.add_argument("--plot", type=str, default=None, help="directory for GB/s plots")
     p.add_argument("--profile", type=str, default=None, help="torch.profiler Chrome trace path")
@@ -146,8 +160,10 @@ def main():
     device_name = torch.cuda.get_device_name() if cuda else f"cpu ({threads} threads)"
     rows = []
     print(f"device {device_name}, bf16, T / {scale}, unpermute baseline {args.unpermute_baseline}")
-    print(f"{'preset':14s} {'T':>5s} {'routing':8s} {'op':11s} {'us p50':>9s} {'p95':>9s} "
-          f"{'GB/s':>7s} {'torch us':>9s} {'x torch':>7s} {'copy GB/s':>9s} {'of copy':>7s}")
+    print(
+        f"{'preset':14s} {'T':>5s} {'routing':8s} {'op':11s} {'us p50':>9s} {'p95':>9s} "
+        f"{'GB/s':>7s} {'torch us':>9s} {'x torch':>7s} {'copy GB/s':>9s} {'of copy':>7s}"
+    )
     for name, T0 in CASES:
         shape = PRESETS[name]
         T, E, k, H = max(T0 // scale, 1), shape.num_experts, shape.top_k, shape.hidden
@@ -169,7 +185,8 @@ def main():
                 permute=lambda: moe_ext.permute(x, order, slot, k),
                 unpermute=lambda: moe_ext.unpermute(yp, order, slot, w),
                 unpermute_backward=lambda: torch.ops.moe_ext.unpermute_backward(
-                    gy, yp, order, slot, w),
+                    gy, yp, order, slot, w
+                ),
             )
             if args.unpermute_baseline == "gather":
                 base_unpermute = lambda: torch_unpermute_gather(yp, t_slot, w)  # noqa: E731
@@ -192,35 +209,80 @@ def main():
                 del src, dst
                 p50, p95 = statistics.median(t_ours), pct(t_ours, 0.95)
                 b50, c50 = statistics.median(t_base), statistics.median(t_copy)
-                row = dict(preset=name, tokens=T, experts=E, top_k=k, hidden=H, routing=routing,
-                           op=op, bytes=nbytes, us_p50=p50, us_p95=p95, gbps=nbytes / p50 / 1e3,
-                           torch_us_p50=b50, torch_us_p95=pct(t_base, 0.95),
-                           torch_gbps=nbytes / b50 / 1e3, speedup=b50 / p50, copy_us_p50=c50,
-                           copy_gbps=nbytes / c50 / 1e3, frac_of_copy=c50 / p50)
+                row = dict(
+                    preset=name,
+                    tokens=T,
+                    experts=E,
+                    top_k=k,
+                    hidden=H,
+                    routing=routing,
+                    op=op,
+                    bytes=nbytes,
+                    us_p50=p50,
+                    us_p95=p95,
+                    gbps=nbytes / p50 / 1e3,
+                    torch_us_p50=b50,
+                    torch_us_p95=pct(t_base, 0.95),
+                    torch_gbps=nbytes / b50 / 1e3,
+                    speedup=b50 / p50,
+                    copy_us_p50=c50,
+                    copy_gbps=nbytes / c50 / 1e3,
+                    frac_of_copy=c50 / p50,
+                )
                 rows.append(row)
-                print(f"{name:14s} {T:5d} {routing:8s} {op:11s} {p50:9.1f} {p95:9.1f} "
-                      f"{row['gbps']:7.1f} {b50:9.1f} {row['speedup']:6.2f}x "
-                      f"{row['copy_gbps']:9.1f} {row['frac_of_copy']:6.0%}")
+                print(
+                    f"{name:14s} {T:5d} {routing:8s} {op:11s} {p50:9.1f} {p95:9.1f} "
+                    f"{row['gbps']:7.1f} {b50:9.1f} {row['speedup']:6.2f}x "
+                    f"{row['copy_gbps']:9.1f} {row['frac_of_copy']:6.0%}"
+                )
     if args.json:
-        meta = dict(torch=torch.__version__, cuda=torch.version.cuda, device=device_name,
-                    build=moe_ext.build_info(), tokens_scale=scale, zipf=args.zipf,
-                    unpermute_baseline=args.unpermute_baseline, iters=iters,
-                    graph_iters=args.graph_iters if cuda else None)
+        meta = dict(
+            torch=torch.__version__,
+            cuda=torch.version.cuda,
+            device=device_name,
+            build=moe_ext.build_info(),
+            tokens_scale=scale,
+            zipf=args.zipf,
+            unpermute_baseline=args.unpermute_baseline,
+            iters=iters,
+            graph_iters=args.graph_iters if cuda else None,
+        )
         meta.update(metadata())
-        Path(args.json).write_text(json.dumps(dict(bench="permute", meta=meta, rows=rows), indent=1))
+        Path(args.json).write_text(
+            json.dumps(dict(bench="permute", meta=meta, rows=rows), indent=1)
+        )
     if args.plot:  # harness rows: ours vs torch vs copy, GB/s per preset, one PNG per op/routing
-        plot([dict(case=dict(preset=f"{r['preset']} T={r['tokens']}", op=r["op"],
-                             routing=r["routing"]),
-                   ours=dict(gbps=r["gbps"]),
-                   baselines={"torch": dict(gbps=r["torch_gbps"]), "copy": dict(gbps=r["copy_gbps"])})
-              for r in rows], args.plot, "preset", ("op", "routing"), "permute")
+        plot(
+            [
+                dict(
+                    case=dict(
+                        preset=f"{r['preset']} T={r['tokens']}", op=r["op"], routing=r["routing"]
+                    ),
+                    ours=dict(gbps=r["gbps"]),
+                    baselines={
+                        "torch": dict(gbps=r["torch_gbps"]),
+                        "copy": dict(gbps=r["copy_gbps"]),
+                    },
+                )
+                for r in rows
+            ],
+            args.plot,
+            "preset",
+            ("op", "routing"),
+            "permute",
+        )
     if args.profile:
         T, k, E, H = 4096 // scale, 8, 256, 2048
         ids = make_ids(T, k, E, "uniform", args.zipf, dev)
         order, slot, _ = moe_ext.sort_tokens(ids, E)
         x = torch.randn(T, H, device=dev, dtype=dtype)
-        profile({"moe_ext.sort_tokens": lambda: moe_ext.sort_tokens(ids, E),
-                 "moe_ext.permute": lambda: moe_ext.permute(x, order, slot, k)}, args.profile)
+        profile(
+            {
+                "moe_ext.sort_tokens": lambda: moe_ext.sort_tokens(ids, E),
+                "moe_ext.permute": lambda: moe_ext.permute(x, order, slot, k),
+            },
+            args.profile,
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,16 @@ import moe_ext  # noqa: E402
 ROUTERS = ["deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b"]
 
 
-def torch_router(logits, top_k, score_func="softmax", renormalize=True, correction_bias=None,
-                 num_groups=1, topk_groups=1, scaling_factor=1.0):
+def torch_router(
+    logits,
+    top_k,
+    score_func="softmax",
+    renormalize=True,
+    correction_bias=None,
+    num_groups=1,
+    topk_groups=1,
+    scaling_factor=1.0,
+):
     """The router in plain torch, as HF transformers' Mixtral / Qwen3 / DeepSeek-V3 code does."""
     x = logits.float()
     scores = torch.softmax(x, -1) if score_func == "softmax" else torch.sigmoid(x)
@@ -66,8 +74,10 @@ def main():
     dtype = getattr(torch, args.dtype)
     rows = []
     print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, logits {args.dtype}")
-    print(f"{'preset':14s} {'T':>6s} {'moe_ext us':>11s} {'p95':>8s} {'GB/s':>7s} "
-          f"{'torch us':>9s} {'speed-up':>8s}")
+    print(
+        f"{'preset':14s} {'T':>6s} {'moe_ext us':>11s} {'p95':>8s} {'GB/s':>7s} "
+        f"{'torch us':>9s} {'speed-up':>8s}"
+    )
     for name in args.presets:
         shape = PRESETS[name]
         E, k = shape.num_experts, shape.top_k
@@ -79,28 +89,63 @@ def main():
                 kw["correction_bias"] = torch.randn(E, device=dev) * 0.1
             ours = lambda: moe_ext.route(logits, k, **kw)  # noqa: E731
             base = lambda: torch_router(logits, k, **kw)  # noqa: E731
-            t_ours = time_cuda(ours, args.iters, args.graph_iters) if cuda else time_cpu(ours, args.iters)
-            t_base = time_cuda(base, args.iters, args.graph_iters) if cuda else time_cpu(base, args.iters)
+            t_ours = (
+                time_cuda(ours, args.iters, args.graph_iters)
+                if cuda
+                else time_cpu(ours, args.iters)
+            )
+            t_base = (
+                time_cuda(base, args.iters, args.graph_iters)
+                if cuda
+                else time_cpu(base, args.iters)
+            )
             p50, p95 = statistics.median(t_ours), sorted(t_ours)[int(0.95 * (len(t_ours) - 1))]
             b50 = statistics.median(t_base)
             nbytes = T * E * logits.element_size() + T * k * 8
-            row = dict(preset=name, tokens=T, experts=E, top_k=k, us_p50=p50, us_p95=p95,
-                       gbps=nbytes / p50 / 1e3, torch_us_p50=b50, speedup=b50 / p50)
+            row = dict(
+                preset=name,
+                tokens=T,
+                experts=E,
+                top_k=k,
+                us_p50=p50,
+                us_p95=p95,
+                gbps=nbytes / p50 / 1e3,
+                torch_us_p50=b50,
+                speedup=b50 / p50,
+            )
             rows.append(row)
-            print(f"{name:14s} {T:6d} {p50:11.2f} {p95:8.2f} {row['gbps']:7.2f} {b50:9.2f} "
-                  f"{row['speedup']:7.2f}x")
+            print(
+                f"{name:14s} {T:6d} {p50:11.2f} {p95:8.2f} {row['gbps']:7.2f} {b50:9.2f} "
+                f"{row['speedup']:7.2f}x"
+            )
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(bench="route", meta=metadata(), rows=rows),
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(dict(bench="route", meta=metadata(), rows=rows), indent=1)
+        )
     if args.plot:  # harness rows: ours vs the torch router, GB/s against T, one PNG per preset
-        plot([dict(case=dict(preset=r["preset"], tokens=r["tokens"]),
-                   ours=dict(gbps=r["gbps"]),
-                   baselines={"torch": dict(gbps=r["gbps"] * r["speedup"] ** -1)})
-              for r in rows], args.plot, "tokens", ("preset",), "route")
+        plot(
+            [
+                dict(
+                    case=dict(preset=r["preset"], tokens=r["tokens"]),
+                    ours=dict(gbps=r["gbps"]),
+                    baselines={"torch": dict(gbps=r["gbps"] * r["speedup"] ** -1)},
+                )
+                for r in rows
+            ],
+            args.plot,
+            "tokens",
+            ("preset",),
+            "route",
+        )
     if args.profile:
         logits = torch.randn(4096, 256, device=dev, dtype=dtype)
-        profile({"moe_ext.route": lambda: moe_ext.route(logits, 8),
-                 "torch router": lambda: torch_router(logits, 8)}, args.profile)
+        profile(
+            {
+                "moe_ext.route": lambda: moe_ext.route(logits, 8),
+                "torch router": lambda: torch_router(logits, 8),
+            },
+            args.profile,
+        )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,12 @@ def main():
     p.add_argument("--preset", default="mixtral-8x7b", choices=sorted(PRESETS))
     p.add_argument("--tokens", type=int, default=None, help="T (default 4096 GPU / 512 CPU)")
     p.add_argument("--scale", type=int, default=None, help="divide H and I (default 1 GPU / 4 CPU)")
-    p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
-                   help="default bfloat16, or float32 on a CPU without native bf16 GEMM")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["bfloat16", "float16", "float32"],
+        help="default bfloat16, or float32 on a CPU without native bf16 GEMM",
+    )
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
@@ -98,8 +102,10 @@ def main():
     xg = x.clone().requires_grad_()
     dy = torch.randn(T, H, **init)
 
-    print(f"moe_ext demo: {shape.name} (H={H}, I={inter}, E={E}, k={shape.top_k}), T={T}, "
-          f"{args.dtype} on {device}")
+    print(
+        f"moe_ext demo: {shape.name} (H={H}, I={inter}, E={E}, k={shape.top_k}), T={T}, "
+        f"{args.dtype} on {device}"
+    )
     print(f"build: {moe_ext.build_info()}")
 
     ours = moe_ext_layer(x, router_w, w1, w2, shape)
@@ -117,6 +123,7 @@ def main():
         def run():
             y = layer(xg, router_w, w1, w2, shape)
             torch.autograd.grad(y, (xg, w1, w2), dy)
+
         return run
 
     rows = []
@@ -128,13 +135,20 @@ def main():
         t_fb = timed(fwd_bwd(layer), args.iters, device)
         rows.append((label, t_f, t_fb))
     base_f, base_fb = rows[1][1], rows[1][2]
-    print(f"{'':12s} {'fwd ms':>10s} {'TFLOP/s':>8s} {'fwd+bwd ms':>11s} {'TFLOP/s':>8s} "
-          f"{'x torch (fwd, fwd+bwd)':>24s}")
+    print(
+        f"{'':12s} {'fwd ms':>10s} {'TFLOP/s':>8s} {'fwd+bwd ms':>11s} {'TFLOP/s':>8s} "
+        f"{'x torch (fwd, fwd+bwd)':>24s}"
+    )
     for label, t_f, t_fb in rows:
-        print(f"{label:12s} {t_f:10.2f} {flops_fwd / t_f / 1e9:8.3f} {t_fb:11.2f} "
-              f"{3 * flops_fwd / t_fb / 1e9:8.3f} {base_f / t_f:11.2f}x {base_fb / t_fb:11.2f}x")
-    print("(median of", args.iters, "runs; TFLOP/s counts the expert GEMMs only; "
-          "fwd+bwd = 3x the forward FLOPs)")
+        print(
+            f"{label:12s} {t_f:10.2f} {flops_fwd / t_f / 1e9:8.3f} {t_fb:11.2f} "
+            f"{3 * flops_fwd / t_fb / 1e9:8.3f} {base_f / t_f:11.2f}x {base_fb / t_fb:11.2f}x"
+        )
+    print(
+        "(median of",
+        args.iters,
+        "runs; TFLOP/s counts the expert GEMMs only; fwd+bwd = 3x the forward FLOPs)",
+    )
 
 
 if __name__ == "__main__":

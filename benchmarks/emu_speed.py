@@ -34,15 +34,22 @@ def main() -> None:
     best = None
     for _ in range(a.repeat):
         t0 = time.perf_counter()
-        torch.ops.moe_ext_emu_test.exec_run("sync_loop_kernel", [], [out], [a.blocks],
-                                            [a.threads], 0, [a.rounds])
+        torch.ops.moe_ext_emu_test.exec_run(
+            "sync_loop_kernel", [], [out], [a.blocks], [a.threads], 0, [a.rounds]
+        )
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
     stats = emu.last_launch_stats()
     assert int(out.min()) == a.rounds, "kernel did not complete its rounds"
-    res = {"blocks": a.blocks, "threads": a.threads, "rounds": a.rounds,
-           "fiber_switches": stats["fiber_switches"], "barriers": stats["barriers"],
-           "seconds": best, "switches_per_s": stats["fiber_switches"] / best}
+    res = {
+        "blocks": a.blocks,
+        "threads": a.threads,
+        "rounds": a.rounds,
+        "fiber_switches": stats["fiber_switches"],
+        "barriers": stats["barriers"],
+        "seconds": best,
+        "switches_per_s": stats["fiber_switches"] / best,
+    }
     n = a.gemm
     x = torch.randn(n, n, dtype=torch.bfloat16)
     w = torch.randn(n, n, dtype=torch.bfloat16)
@@ -53,17 +60,25 @@ def main() -> None:
         dt = time.perf_counter() - t0
         gemm_best = dt if gemm_best is None else min(gemm_best, dt)
     gstats = emu.last_launch_stats()
-    res.update(gemm_size=n, gemm_seconds=gemm_best, gemm_mma=gstats["mma"],
-               gemm_fiber_switches=gstats["fiber_switches"])
+    res.update(
+        gemm_size=n,
+        gemm_seconds=gemm_best,
+        gemm_mma=gstats["mma"],
+        gemm_fiber_switches=gstats["fiber_switches"],
+    )
     if a.json:
         print(json.dumps(res))
     else:
-        print(f"{res['fiber_switches']} fiber switches, {res['barriers']} barriers in "
-              f"{best * 1e3:.1f} ms: {res['switches_per_s'] / 1e6:.2f} M switches/s "
-              f"({best / res['fiber_switches'] * 1e9:.0f} ns per switch, host threads share the "
-              f"blocks)")
-        print(f"tile GEMM {n}x{n}x{n} bf16 (128-thread blocks): {gemm_best * 1e3:.1f} ms, "
-              f"{gstats['mma']} mma.sync, {gstats['fiber_switches']} fiber switches")
+        print(
+            f"{res['fiber_switches']} fiber switches, {res['barriers']} barriers in "
+            f"{best * 1e3:.1f} ms: {res['switches_per_s'] / 1e6:.2f} M switches/s "
+            f"({best / res['fiber_switches'] * 1e9:.0f} ns per switch, host threads share the "
+            f"blocks)"
+        )
+        print(
+            f"tile GEMM {n}x{n}x{n} bf16 (128-thread blocks): {gemm_best * 1e3:.1f} ms, "
+            f"{gstats['mma']} mma.sync, {gstats['fiber_switches']} fiber switches"
+        )
 
 
 if __name__ == "__main__":

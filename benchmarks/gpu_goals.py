@@ -56,15 +56,19 @@ import moe_ext  # noqa: E402
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"
 GEMM_TOKENS = {"qwen3-30b-a3b": 32768, "mixtral-8x7b": 16384, "deepseek-v3": 8192}
-FAMILIES = {"grouped_gemm_sm90_kernel": "sm90", "grouped_gemm_tc_kernel": "sm80",
-            "grouped_gemm_simt_kernel": "sm80-fp32"}
+FAMILIES = {
+    "grouped_gemm_sm90_kernel": "sm90",
+    "grouped_gemm_tc_kernel": "sm80",
+    "grouped_gemm_simt_kernel": "sm80-fp32",
+}
 
 
 def make_problem(form, E, K, N, rows, dtype, device, seed):
     """bench_grouped_gemm.make_problem with a generator on the device (GB-sized operands drawn
     on the host would spend the lease in the CPU's randn)."""
-    return bench_make_problem(form, E, K, N, rows, dtype, device,
-                              torch.Generator(device=device).manual_seed(seed))
+    return bench_make_problem(
+        form, E, K, N, rows, dtype, device, torch.Generator(device=device).manual_seed(seed)
+    )
 
 
 def family_of(fn) -> str:
@@ -96,11 +100,19 @@ class Sink:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         ours = row["ours"]
-        fig = (f"{ours['tflops']:.1f} TFLOP/s" if "tflops" in ours else
-               f"{ours['gbps']:.0f} GB/s" if "gbps" in ours else "")
+        fig = (
+            f"{ours['tflops']:.1f} TFLOP/s"
+            if "tflops" in ours
+            else f"{ours['gbps']:.0f} GB/s"
+            if "gbps" in ours
+            else ""
+        )
         mark = {True: "meets", False: "MISSES", None: ""}[meets]
-        print(f"{row['bench']:8s} {json.dumps(row['case'])[:90]:90s} {ours['p50']:10.1f} us "
-              f"{fig:>16s}  [{row['family']}] {goal} {mark}", flush=True)
+        print(
+            f"{row['bench']:8s} {json.dumps(row['case'])[:90]:90s} {ours['p50']:10.1f} us "
+            f"{fig:>16s}  [{row['family']}] {goal} {mark}",
+            flush=True,
+        )
 
 
 def bench_gemm(sink, smoke, iters):
@@ -117,8 +129,9 @@ def bench_gemm(sink, smoke, iters):
             base = {}
             try:
                 torch._grouped_mm(a, b, offs=offs)
-                base["torch._grouped_mm"] = measure(lambda: torch._grouped_mm(a, b, offs=offs),
-                                                    iters, l2_flush=CUDA)
+                base["torch._grouped_mm"] = measure(
+                    lambda: torch._grouped_mm(a, b, offs=offs), iters, l2_flush=CUDA
+                )
             except (RuntimeError, NotImplementedError, AttributeError) as e:
                 print(f"  torch._grouped_mm does not take {preset} {form}: {str(e)[:100]}")
             if form == "dB":
@@ -126,7 +139,7 @@ def bench_gemm(sink, smoke, iters):
             else:
                 da, db = a, torch.randn(a.shape[1], b.shape[-1], device=DEV, dtype=a.dtype)
             base["dense torch.mm"] = measure(lambda: torch.mm(da, db), iters, l2_flush=CUDA)
-            for path in (("sm80", "sm90") if CUDA else ("auto",)):
+            for path in ("sm80", "sm90") if CUDA else ("auto",):
                 os.environ["MOE_EXT_GEMM_PATH"] = path
                 try:
                     fn = lambda: moe_ext.grouped_mm(a, b, offs)  # noqa: E731
@@ -137,8 +150,13 @@ def bench_gemm(sink, smoke, iters):
                     continue
                 finally:
                     os.environ.pop("MOE_EXT_GEMM_PATH", None)
-                row = Row("gemm", dict(preset=preset, form=form, path=path, E=E, M=M, K=K, N=N),
-                          ours, dict(base), flops=flops).finish()
+                row = Row(
+                    "gemm",
+                    dict(preset=preset, form=form, path=path, E=E, M=M, K=K, N=N),
+                    ours,
+                    dict(base),
+                    flops=flops,
+                ).finish()
                 row["family"] = family
                 r_dense = row["ours"]["tflops"] / row["baselines"]["dense torch.mm"]["tflops"]
                 tg = row["baselines"].get("torch._grouped_mm")
@@ -161,12 +179,18 @@ def bench_decode(sink, smoke, iters):
         base = {}
         try:
             torch._grouped_mm(a, b, offs=offs)
-            base["torch._grouped_mm"] = measure(lambda: torch._grouped_mm(a, b, offs=offs), iters,
-                                                l2_flush=CUDA)
+            base["torch._grouped_mm"] = measure(
+                lambda: torch._grouped_mm(a, b, offs=offs), iters, l2_flush=CUDA
+            )
         except (RuntimeError, NotImplementedError, AttributeError):
             pass
-        row = Row("decode", dict(preset="qwen3-30b-a3b", rows_per_expert=r, E=E, K=K, N=N),
-                  ours, base, bytes=E * K * N * 2).finish()  # weights read once: the floor
+        row = Row(
+            "decode",
+            dict(preset="qwen3-30b-a3b", rows_per_expert=r, E=E, K=K, N=N),
+            ours,
+            base,
+            bytes=E * K * N * 2,
+        ).finish()  # weights read once: the floor
         row["family"] = family
         tbps = row["ours"]["gbps"] / 1e3
         sink.add(row, ">= 2.5 TB/s of weights", tbps >= 2.5 if CUDA else None)
@@ -183,23 +207,32 @@ def bench_layer(sink, smoke, iters):
     flops = 2 * T * k * H * 3 * I
     for mode, goal in (("fwd", 600), ("fwd+bwd", 500)):
         if mode == "fwd":
+
             def run(impl):
                 with torch.no_grad():
                     impl(x)
         else:
+
             def run(impl):
                 impl(x.detach().requires_grad_(True)).float().sum().backward()
+
         family = family_of(lambda: run(layer))
         ours = measure(lambda: run(layer), iters, l2_flush=CUDA)
         base = {}
         try:
             run(lambda xx: torch_gmm(layer, xx))
-            base["torch gmm pipeline"] = measure(lambda: run(lambda xx: torch_gmm(layer, xx)),
-                                                 iters, l2_flush=CUDA)
+            base["torch gmm pipeline"] = measure(
+                lambda: run(lambda xx: torch_gmm(layer, xx)), iters, l2_flush=CUDA
+            )
         except (RuntimeError, NotImplementedError):
             pass
-        row = Row("layer", dict(preset="qwen3-30b-a3b", tokens=T, mode=mode), ours, base,
-                  flops=flops * (3 if mode == "fwd+bwd" else 1)).finish()
+        row = Row(
+            "layer",
+            dict(preset="qwen3-30b-a3b", tokens=T, mode=mode),
+            ours,
+            base,
+            flops=flops * (3 if mode == "fwd+bwd" else 1),
+        ).finish()
         row["family"] = family
         row["peak_memory_bytes"] = torch.cuda.max_memory_allocated() if CUDA else None
         sink.add(row, f">= {goal} TFLOP/s", row["ours"]["tflops"] >= goal if CUDA else None)
@@ -216,18 +249,26 @@ def bench_permute(sink, smoke, iters):
         x = torch.randn(T, H, dtype=torch.bfloat16, device=DEV)
         w = torch.rand(T, k, device=DEV)
         yp = torch.randn(T * k, H, dtype=torch.bfloat16, device=DEV)
-        for name, fn in (("permute", lambda: moe_ext.permute(x, order, slot, k)),
-                         ("unpermute", lambda: moe_ext.unpermute(yp, order, slot, w))):
+        for name, fn in (
+            ("permute", lambda: moe_ext.permute(x, order, slot, k)),
+            ("unpermute", lambda: moe_ext.unpermute(yp, order, slot, w)),
+        ):
             nbytes = op_bytes(name, T, k, E, H, 2)
             src = torch.empty(nbytes // 2, dtype=torch.uint8, device=DEV)
             dst = torch.empty_like(src)  # copy_ reads half, writes half: the same bytes in all
-            base = {"device copy": measure(lambda: dst.copy_(src), iters, graph_iters=10 if CUDA else 0)}
+            base = {
+                "device copy": measure(lambda: dst.copy_(src), iters, graph_iters=10 if CUDA else 0)
+            }
             if name == "unpermute":
-                base["torch gather+sum"] = measure(lambda: torch_unpermute_gather(yp, slot, w),
-                                                   iters, graph_iters=10 if CUDA else 0)
+                base["torch gather+sum"] = measure(
+                    lambda: torch_unpermute_gather(yp, slot, w),
+                    iters,
+                    graph_iters=10 if CUDA else 0,
+                )
             ours = measure(fn, iters, graph_iters=10 if CUDA else 0)
-            row = Row("permute", dict(op=name, routing=routing, T=T, k=k, H=H), ours, base,
-                      bytes=nbytes).finish()
+            row = Row(
+                "permute", dict(op=name, routing=routing, T=T, k=k, H=H), ours, base, bytes=nbytes
+            ).finish()
             row["family"] = "cuda" if CUDA else "cpu"
             frac = row["ours"]["gbps"] / row["baselines"]["device copy"]["gbps"]
             row["fraction_of_copy"] = frac
@@ -243,16 +284,25 @@ def bench_route(sink, smoke, iters):
         kw = dict(s.route, correction_bias=bias)
         fn = lambda: moe_ext.route(logits, k, **kw)  # noqa: E731
         ours = measure(fn, iters, graph_iters=20 if CUDA else 0)
-        base = {"torch router": measure(lambda: torch_router(logits, k, **kw), iters,
-                                        graph_iters=20 if CUDA else 0)}
-        row = Row("route", dict(preset="deepseek-v3", T=T, E=E, k=k, graph_replay=CUDA), ours,
-                  base).finish()
+        base = {
+            "torch router": measure(
+                lambda: torch_router(logits, k, **kw), iters, graph_iters=20 if CUDA else 0
+            )
+        }
+        row = Row(
+            "route", dict(preset="deepseek-v3", T=T, E=E, k=k, graph_replay=CUDA), ours, base
+        ).finish()
         row["family"] = "cuda" if CUDA else "cpu"
         sink.add(row, "<= 3 us", row["ours"]["p50"] <= 3.0 if CUDA else None)
 
 
-BENCHES = {"gemm": bench_gemm, "decode": bench_decode, "layer": bench_layer,
-           "permute": bench_permute, "route": bench_route}
+BENCHES = {
+    "gemm": bench_gemm,
+    "decode": bench_decode,
+    "layer": bench_layer,
+    "permute": bench_permute,
+    "route": bench_route,
+}
 
 
 def main() -> int:
@@ -279,8 +329,10 @@ def main() -> int:
                 torch.cuda.synchronize()  # a sticky CUDA error ends the run here, loudly
     n_meet = sum(r["meets"] is True for r in sink.rows)
     n_goal = sum(r["meets"] is not None for r in sink.rows)
-    print(f"\n{len(sink.rows)} rows in {time.perf_counter() - t0:.0f} s -> {sink.path}; "
-          f"goals met: {n_meet}/{n_goal}" + (f"; FAILED: {failed}" if failed else ""))
+    print(
+        f"\n{len(sink.rows)} rows in {time.perf_counter() - t0:.0f} s -> {sink.path}; "
+        f"goals met: {n_meet}/{n_goal}" + (f"; FAILED: {failed}" if failed else "")
+    )
     return 1 if failed else 0
 
 

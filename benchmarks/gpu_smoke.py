@@ -78,12 +78,18 @@ def case_route(score, grouped, dtype):
 
         ops, dev = _ops(backend), _dev(backend)
         T, E, k = 37, 64, 6
-        kw = dict(score_func=score, renormalize=True, num_groups=8 if grouped else 1,
-                  topk_groups=3 if grouped else 1, scaling_factor=2.5 if grouped else 1.0)
+        kw = dict(
+            score_func=score,
+            renormalize=True,
+            num_groups=8 if grouped else 1,
+            topk_groups=3 if grouped else 1,
+            scaling_factor=2.5 if grouped else 1.0,
+        )
         logits = torch.randn(T, E, generator=gen).to(dtype)
         bias = torch.randn(E, generator=gen) * 0.1 if grouped else None
-        w, ids = ops.route(logits.to(dev), k, correction_bias=None if bias is None else
-                           bias.to(dev), **kw)
+        w, ids = ops.route(
+            logits.to(dev), k, correction_bias=None if bias is None else bias.to(dev), **kw
+        )
         rw, rids = reference.route(logits, k, correction_bias=bias, **kw)
         _equal("ids", ids, rids)
         _close("weights", w, rw, 1e-5)
@@ -92,9 +98,11 @@ def case_route(score, grouped, dtype):
         lg = logits.float().requires_grad_()
         reference.route(lg, k, correction_bias=bias, **kw)[0].backward(gw)
         _close("route_backward", dx, lg.grad, max(1e-4, TOL[dtype]))
-        _, _, counts, mean_prob = ops.route_with_stats(logits.to(dev), k, correction_bias=None if
-                                                       bias is None else bias.to(dev), **kw)
+        _, _, counts, mean_prob = ops.route_with_stats(
+            logits.to(dev), k, correction_bias=None if bias is None else bias.to(dev), **kw
+        )
         _equal("counts", counts, torch.bincount(rids.flatten().long(), minlength=E).int())
+
     return run
 
 
@@ -107,8 +115,11 @@ def case_sort(capacity):
         ids, _ = _routing(T, E, k, "cpu", gen)
         ids[::7, 0] = -1  # not routed here
         got = ops.sort_tokens(ids.to(dev), E, capacity)
-        for n, g, r in zip(("order", "slot", "offsets"), got, reference.sort_tokens(ids, E, capacity)):
+        for n, g, r in zip(
+            ("order", "slot", "offsets"), got, reference.sort_tokens(ids, E, capacity)
+        ):
             _equal(n, g, r)
+
     return run
 
 
@@ -125,14 +136,18 @@ def case_permute(dtype, H):
         _equal("permute", xp, reference.permute(x, order, slot, k))
         yp = torch.randn(T * k, H, generator=gen).to(dtype)
         y = ops.unpermute(yp.to(dev), order.to(dev), slot.to(dev), w.to(dev))
-        _close("unpermute", y, reference.unpermute(yp.double(), order, slot, w.double()), TOL[dtype])
+        _close(
+            "unpermute", y, reference.unpermute(yp.double(), order, slot, w.double()), TOL[dtype]
+        )
         gy = torch.randn(T, H, generator=gen).to(dtype)
-        gyp, gw = ops.unpermute_backward(gy.to(dev), yp.to(dev), order.to(dev), slot.to(dev),
-                                         w.to(dev))
+        gyp, gw = ops.unpermute_backward(
+            gy.to(dev), yp.to(dev), order.to(dev), slot.to(dev), w.to(dev)
+        )
         ypl, wl = yp.double().requires_grad_(), w.double().requires_grad_()
         reference.unpermute(ypl, order, slot, wl).backward(gy.double())
         _close("grad_yp", gyp, ypl.grad, TOL[dtype])
         _close("grad_weights", gw, wl.grad, TOL[dtype])
+
     return run
 
 
@@ -170,6 +185,7 @@ def case_gmm(path, config, dtype, form, a_t=False, b_t=False):
             os.environ.pop("MOE_EXT_GEMM_PATH")
             os.environ.pop("MOE_EXT_GEMM_CONFIG")
         _close("grouped_mm", out, reference.grouped_mm(a.double(), b.double(), offs), TOL[dtype])
+
     return run
 
 
@@ -190,19 +206,23 @@ def case_moe_mlp(path, dtype, activation):
             y = ops.moe_mlp(*(t.to(dev) for t in (x, w1, w2, w, order, slot, offsets)), activation)
         finally:
             os.environ.pop("MOE_EXT_GEMM_PATH")
-        ref = reference.moe_mlp(x.double(), w1.double(), w2.double(), w.double(), order, slot,
-                                offsets, activation)
+        ref = reference.moe_mlp(
+            x.double(), w1.double(), w2.double(), w.double(), order, slot, offsets, activation
+        )
         _close("moe_mlp", y, ref, 3 * TOL[dtype])
+
     return run
 
 
 def _planted(kind):
     """Self-test of the supervisor (--plant): a case that never returns, or that kills its
     worker the way a device trap does."""
+
     def run(backend, gen):
         if kind == "hang":
             time.sleep(10**6)
         os._exit(134)
+
     return run
 
 
@@ -213,8 +233,12 @@ def cases(backend: str) -> list[tuple[str, object]]:
     out = [(f"planted/{kind}", _planted(kind)) for kind in PLANT]
     for score, grouped in (("softmax", False), ("sigmoid", True)):
         for dt in (torch.float32, torch.bfloat16):
-            out.append((f"route/{score}{'+groups' if grouped else ''}/{str(dt)[6:]}",
-                        case_route(score, grouped, dt)))
+            out.append(
+                (
+                    f"route/{score}{'+groups' if grouped else ''}/{str(dt)[6:]}",
+                    case_route(score, grouped, dt),
+                )
+            )
     out += [("sort_tokens", case_sort(None)), ("sort_tokens/capacity", case_sort(37))]
     for dt, H in ((torch.bfloat16, 256), (torch.float32, 96), (torch.bfloat16, 7)):
         out.append((f"permute+unpermute/{str(dt)[6:]}/H{H}", case_permute(dt, H)))
@@ -226,14 +250,26 @@ def cases(backend: str) -> list[tuple[str, object]]:
         n = str(dt)[6:]
         for config in ("large", "small_m"):
             for form in ("2x3", "3x2", "2x2", "3x3"):
-                out.append((f"grouped_mm/sm80/{config}/{form}/{n}", case_gmm("sm80", config, dt, form)))
-            out.append((f"grouped_mm/sm80/{config}/2x3/a_t+b_t/{n}",
-                        case_gmm("sm80", config, dt, "2x3", True, True)))
+                out.append(
+                    (f"grouped_mm/sm80/{config}/{form}/{n}", case_gmm("sm80", config, dt, form))
+                )
+            out.append(
+                (
+                    f"grouped_mm/sm80/{config}/2x3/a_t+b_t/{n}",
+                    case_gmm("sm80", config, dt, "2x3", True, True),
+                )
+            )
         # the Hopper kernel's operand majors: fwd (K, K), dA (K, MN), dB = ragged K (MN, MN:
         # a = x^T, b = dout, both with M/N contiguous)
-        for label, form, a_t, b_t in (("fwd", "2x3", False, False), ("dA", "2x3", False, True),
-                                      ("dB", "2x2", True, False), ("batched", "3x3", False, False)):
-            out.append((f"grouped_mm/sm90/{label}/{n}", case_gmm("sm90", "auto", dt, form, a_t, b_t)))
+        for label, form, a_t, b_t in (
+            ("fwd", "2x3", False, False),
+            ("dA", "2x3", False, True),
+            ("dB", "2x2", True, False),
+            ("batched", "3x3", False, False),
+        ):
+            out.append(
+                (f"grouped_mm/sm90/{label}/{n}", case_gmm("sm90", "auto", dt, form, a_t, b_t))
+            )
         for path in ("sm80", "sm90"):
             for act in ("swiglu", "gelu"):
                 out.append((f"moe_mlp/{path}/{act}/{n}", case_moe_mlp(path, dt, act)))
@@ -275,9 +311,22 @@ def supervise(backend: str, case_timeout: float, json_path: str | None) -> int:
     nxt = 0
     while nxt < len(table):
         planted = [a for k in PLANT for a in ("--plant", k)]
-        proc = subprocess.Popen([sys.executable, __file__, "--worker", "--backend", backend,
-                                 "--start", str(nxt), *planted], stdout=subprocess.PIPE,
-                                text=True, stderr=subprocess.STDOUT, bufsize=1)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--backend",
+                backend,
+                "--start",
+                str(nxt),
+                *planted,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            stderr=subprocess.STDOUT,
+            bufsize=1,
+        )
         current, since, log = None, time.monotonic(), []
         while True:
             ready, _, _ = select.select([proc.stdout], [], [], 1.0)
@@ -289,8 +338,12 @@ def supervise(backend: str, case_timeout: float, json_path: str | None) -> int:
                 if parts[0] == "START":
                     current, since, log = int(parts[1]), time.monotonic(), []
                 elif parts[0] in ("PASS", "FAIL") and current is not None:
-                    res = dict(case=table[current][0], status=parts[0], seconds=float(parts[2]),
-                               detail=(parts[3] if len(parts) > 3 else ""))
+                    res = dict(
+                        case=table[current][0],
+                        status=parts[0],
+                        seconds=float(parts[2]),
+                        detail=(parts[3] if len(parts) > 3 else ""),
+                    )
                     if log and parts[0] == "FAIL":
                         res["output"] = "".join(log[-20:])
                     _record(results, res, json_path)
@@ -300,24 +353,47 @@ def supervise(backend: str, case_timeout: float, json_path: str | None) -> int:
                     sys.stdout.write(line)
             if current is not None and time.monotonic() - since > case_timeout:
                 proc.kill()
-                _record(results, dict(case=table[current][0], status="TIMEOUT",
-                                      seconds=round(time.monotonic() - since, 1),
-                                      detail=f"over {case_timeout:.0f} s", output="".join(log[-20:])),
-                        json_path)
+                _record(
+                    results,
+                    dict(
+                        case=table[current][0],
+                        status="TIMEOUT",
+                        seconds=round(time.monotonic() - since, 1),
+                        detail=f"over {case_timeout:.0f} s",
+                        output="".join(log[-20:]),
+                    ),
+                    json_path,
+                )
                 break
             if not ready and proc.poll() is not None:
                 break
         proc.wait()
         if current is not None and (not results or results[-1]["case"] != table[current][0]):
             # the worker died mid-case (a trap, a segfault): that case is the culprit
-            _record(results, dict(case=table[current][0], status="CRASH", seconds=0.0,
-                                  detail=f"worker exit {proc.returncode}", output="".join(log[-20:])),
-                    json_path)
+            _record(
+                results,
+                dict(
+                    case=table[current][0],
+                    status="CRASH",
+                    seconds=0.0,
+                    detail=f"worker exit {proc.returncode}",
+                    output="".join(log[-20:]),
+                ),
+                json_path,
+            )
         finished = {r["case"] for r in results}
         if table[nxt][0] not in finished:  # the worker never got as far as its first case
-            _record(results, dict(case=table[nxt][0], status="CRASH", seconds=0.0,
-                                  detail=f"worker exit {proc.returncode} before the case: "
-                                  + "".join(log[-5:])[-500:]), json_path)
+            _record(
+                results,
+                dict(
+                    case=table[nxt][0],
+                    status="CRASH",
+                    seconds=0.0,
+                    detail=f"worker exit {proc.returncode} before the case: "
+                    + "".join(log[-5:])[-500:],
+                ),
+                json_path,
+            )
         nxt = 1 + max(i for i, (n, _) in enumerate(table) if n in finished | {table[nxt][0]})
     bad = [r for r in results if r["status"] != "PASS"]
     print(f"\n{len(results) - len(bad)}/{len(table)} cases passed on {backend}")
@@ -341,8 +417,13 @@ def main() -> int:
     ap.add_argument("--case-timeout", type=float, default=60.0, help="seconds per case")
     ap.add_argument("--json", default=None, help="one JSON line per case, written as it finishes")
     ap.add_argument("--list", action="store_true")
-    ap.add_argument("--plant", action="append", default=[], choices=["hang", "crash"],
-                    help="add a planted hanging / crashing case first (tests the supervisor)")
+    ap.add_argument(
+        "--plant",
+        action="append",
+        default=[],
+        choices=["hang", "crash"],
+        help="add a planted hanging / crashing case first (tests the supervisor)",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()

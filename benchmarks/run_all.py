@@ -45,45 +45,89 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cuda = torch.cuda.is_available()
     dev = torch.cuda.get_device_name().replace(" ", "-") if cuda else "cpu"
-    ap.add_argument("--out", default=None, help="default: benchmarks/results/<date>-<device>; "
-                    "with --smoke a temporary directory (smoke figures are not results)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="default: benchmarks/results/<date>-<device>; "
+        "with --smoke a temporary directory (smoke figures are not results)",
+    )
     ap.add_argument("--smoke", action="store_true", help="smallest sizes (CI)")
     args = ap.parse_args()
     if args.out is None:
         import tempfile
 
-        args.out = (tempfile.mkdtemp(prefix="moe_ext-smoke-") if args.smoke else
-                    str(HERE / "results" / f"{time.strftime('%Y-%m-%d')}-{dev}"))
+        args.out = (
+            tempfile.mkdtemp(prefix="moe_ext-smoke-")
+            if args.smoke
+            else str(HERE / "results" / f"{time.strftime('%Y-%m-%d')}-{dev}")
+        )
     out = Path(args.out)
-    print(f"run_all: writing to {out}" + (" (smoke: sizes too small to mean anything)"
-                                          if args.smoke else ""))
+    print(
+        f"run_all: writing to {out}"
+        + (" (smoke: sizes too small to mean anything)" if args.smoke else "")
+    )
     (out / "plots").mkdir(parents=True, exist_ok=True)
     t = 900 if cuda else 600
     small = ["--iters", "2"] if args.smoke else []
     jobs = {
-        "route": ("bench_route.py", (["--tokens", "64", "1024"] if not cuda else [])
-                  + ["--plot", str(out / "plots")] + small),
-        "permute": ("bench_permute.py", ([] if cuda else ["--tokens-scale", "64" if args.smoke else "16"])
-                    + ["--plot", str(out / "plots")] + small),
-        "grouped_gemm": ("bench_grouped_gemm.py",
-                         (["--paths", "sm80", "sm90"] if cuda and torch.cuda.get_device_capability()[0] == 9 else [])
-                         + ([] if cuda else ["--cpu-scale", "32", "--routing", "zipf"])
-                         + (["--presets", "qwen3-30b-a3b", "--no-decode", "--forms", "fwd"] if args.smoke else [])
-                         + ["--plot", str(out / "plots")] + small),
-        "moe_layer": ("bench_moe_layer.py",
-                      (["--smoke", "--presets", "qwen3-30b-a3b"] if args.smoke else [])
-                      + ["--plot", str(out / "plots")] + small),
+        "route": (
+            "bench_route.py",
+            (["--tokens", "64", "1024"] if not cuda else [])
+            + ["--plot", str(out / "plots")]
+            + small,
+        ),
+        "permute": (
+            "bench_permute.py",
+            ([] if cuda else ["--tokens-scale", "64" if args.smoke else "16"])
+            + ["--plot", str(out / "plots")]
+            + small,
+        ),
+        "grouped_gemm": (
+            "bench_grouped_gemm.py",
+            (
+                ["--paths", "sm80", "sm90"]
+                if cuda and torch.cuda.get_device_capability()[0] == 9
+                else []
+            )
+            + ([] if cuda else ["--cpu-scale", "32", "--routing", "zipf"])
+            + (
+                ["--presets", "qwen3-30b-a3b", "--no-decode", "--forms", "fwd"]
+                if args.smoke
+                else []
+            )
+            + ["--plot", str(out / "plots")]
+            + small,
+        ),
+        "moe_layer": (
+            "bench_moe_layer.py",
+            (["--smoke", "--presets", "qwen3-30b-a3b"] if args.smoke else [])
+            + ["--plot", str(out / "plots")]
+            + small,
+        ),
     }
     if not cuda and not args.smoke:  # the CPU goal: real Qwen3-30B-A3B expert shape, T = 1024
         for dt in ("bfloat16", "float32"):
-            jobs[f"moe_layer_cpu_{dt}"] = ("bench_moe_layer.py",
-                                           ["--presets", "qwen3-30b-a3b", "--tokens", "1024",
-                                            "--full-shape", "--modes", "fwd", "--dtype", dt,
-                                            "--iters", "5"])
+            jobs[f"moe_layer_cpu_{dt}"] = (
+                "bench_moe_layer.py",
+                [
+                    "--presets",
+                    "qwen3-30b-a3b",
+                    "--tokens",
+                    "1024",
+                    "--full-shape",
+                    "--modes",
+                    "fwd",
+                    "--dtype",
+                    dt,
+                    "--iters",
+                    "5",
+                ],
+            )
     if not cuda or torch.cuda.device_count() >= 2:  # expert parallelism needs 2 ranks
-        jobs["expert_parallel"] = ("bench_expert_parallel.py",
-                                   ["--iters", "2" if args.smoke else "5"]
-                                   + (["--tokens", "64"] if args.smoke else []))
+        jobs["expert_parallel"] = (
+            "bench_expert_parallel.py",
+            ["--iters", "2" if args.smoke else "5"] + (["--tokens", "64"] if args.smoke else []),
+        )
     results, failed = {}, []
     for name, (script, extra) in jobs.items():
         path = out / f"{name}.json"
@@ -91,8 +135,11 @@ def main():
             results[name] = json.loads(path.read_text())
         else:
             failed.append(name)
-    ok = run("static_report.py", ["--json", str(out / "static_report.json"),
-                                  "--markdown", str(out / "static_report.md")], t)
+    ok = run(
+        "static_report.py",
+        ["--json", str(out / "static_report.json"), "--markdown", str(out / "static_report.md")],
+        t,
+    )
     if ok:
         results["static_report"] = json.loads((out / "static_report.json").read_text())
     else:

@@ -22,8 +22,15 @@ class MoEShape:
         """Same expert count and top-k, H and I divided by `factor` (for CPU runs)."""
         if factor == 1:
             return self
-        return MoEShape(f"{self.name}/{factor}", self.hidden // factor, self.ffn // factor,
-                        self.num_experts, self.top_k, self.route, self.shared_experts)
+        return MoEShape(
+            f"{self.name}/{factor}",
+            self.hidden // factor,
+            self.ffn // factor,
+            self.num_experts,
+            self.top_k,
+            self.route,
+            self.shared_experts,
+        )
 
 
 PRESETS = {
@@ -32,13 +39,24 @@ PRESETS = {
         MoEShape("mixtral-8x7b", 4096, 14336, 8, 2),
         MoEShape("qwen3-30b-a3b", 2048, 768, 128, 8),
         MoEShape(
-            "deepseek-v3", 7168, 2048, 256, 8,
+            "deepseek-v3",
+            7168,
+            2048,
+            256,
+            8,
             route=dict(score_func="sigmoid", num_groups=8, topk_groups=4, scaling_factor=2.5),
             shared_experts=1,
         ),
         MoEShape("olmoe-1b-7b", 2048, 1024, 64, 8, route=dict(renormalize=False)),
         MoEShape("gpt-oss-20b", 2880, 2880, 32, 4),
-        MoEShape("llama4-scout", 5120, 8192, 16, 1,
-                 route=dict(score_func="sigmoid", renormalize=False), shared_experts=1),
+        MoEShape(
+            "llama4-scout",
+            5120,
+            8192,
+            16,
+            1,
+            route=dict(score_func="sigmoid", renormalize=False),
+            shared_experts=1,
+        ),
     ]
 }

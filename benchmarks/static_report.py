@@ -87,11 +87,24 @@ def kernel_table() -> list[dict]:
             continue
         threads, smem = launch_shape(pretty)
         gpu = next((g for g, spec in GPUS.items() if spec["arch"] == arch), None)
-        occ = occupancy(u.get("REG", 0), threads, smem + u.get("SHARED", 0), GPUS[gpu]) if gpu else {}
-        rows.append(dict(arch=arch, kernel=pretty, regs=u.get("REG", 0), stack=u.get("STACK", 0),
-                         local=u.get("LOCAL", 0), static_smem=u.get("SHARED", 0),
-                         threads=threads, dynamic_smem=smem, gpu=gpu, **occ,
-                         mix=sass_tools.instruction_mix(sass.get((arch, name), ""))))
+        occ = (
+            occupancy(u.get("REG", 0), threads, smem + u.get("SHARED", 0), GPUS[gpu]) if gpu else {}
+        )
+        rows.append(
+            dict(
+                arch=arch,
+                kernel=pretty,
+                regs=u.get("REG", 0),
+                stack=u.get("STACK", 0),
+                local=u.get("LOCAL", 0),
+                static_smem=u.get("SHARED", 0),
+                threads=threads,
+                dynamic_smem=smem,
+                gpu=gpu,
+                **occ,
+                mix=sass_tools.instruction_mix(sass.get((arch, name), "")),
+            )
+        )
     return rows
 
 
@@ -118,23 +131,47 @@ def emulator_proxies() -> list[dict]:
         ("route", lambda: E_ops.route(logits, 8), 4096 * 64 * 4 + 4096 * 8 * 8, 0),
         ("sort_tokens", lambda: E_ops.sort_tokens(ids, E), N * 4 * 3 + E * 4, 0),
         ("permute", lambda: E_ops.permute(x, order, slot, k), 2 * N * H * 2 + 2 * N * 4, 0),
-        ("unpermute", lambda: E_ops.unpermute(yp, order, slot, w), N * H * 2 + T * H * 2 + 8 * N, 0),
-        ("unpermute_backward", lambda: E_ops.unpermute_backward(x, yp, order, slot, w),
-         3 * N * H * 2 + 16 * N, 0),
-        ("grouped_mm sm80", lambda: _with_path("sm80", lambda: E_ops.grouped_mm(a, b, offs)),
-         gemm_bytes, 2 * M * K * Nn),
-        ("grouped_mm sm90", lambda: _with_path("sm90", lambda: E_ops.grouped_mm(a, b, offs)),
-         gemm_bytes, 2 * M * K * Nn),
+        (
+            "unpermute",
+            lambda: E_ops.unpermute(yp, order, slot, w),
+            N * H * 2 + T * H * 2 + 8 * N,
+            0,
+        ),
+        (
+            "unpermute_backward",
+            lambda: E_ops.unpermute_backward(x, yp, order, slot, w),
+            3 * N * H * 2 + 16 * N,
+            0,
+        ),
+        (
+            "grouped_mm sm80",
+            lambda: _with_path("sm80", lambda: E_ops.grouped_mm(a, b, offs)),
+            gemm_bytes,
+            2 * M * K * Nn,
+        ),
+        (
+            "grouped_mm sm90",
+            lambda: _with_path("sm90", lambda: E_ops.grouped_mm(a, b, offs)),
+            gemm_bytes,
+            2 * M * K * Nn,
+        ),
     ]
     rows = []
     for name, fn, ideal, flops in cases:
         fn()
         s = moe_ext.emu.last_launch_stats()
         moved = s["global_bytes_read"] + s["global_bytes_written"]
-        rows.append(dict(op=name, bytes_moved=moved, ideal_bytes=ideal, moved_over_ideal=moved / ideal,
-                         coalescing=min(1.0, moved / max(1, 32 * s["global_sectors"])),  # >1: broadcasts
-                         bank_conflicts=s["bank_conflicts"],
-                         h100_model_us=max(ideal / H100_BW, flops / H100_FLOPS) * 1e6))
+        rows.append(
+            dict(
+                op=name,
+                bytes_moved=moved,
+                ideal_bytes=ideal,
+                moved_over_ideal=moved / ideal,
+                coalescing=min(1.0, moved / max(1, 32 * s["global_sectors"])),  # >1: broadcasts
+                bank_conflicts=s["bank_conflicts"],
+                h100_model_us=max(ideal / H100_BW, flops / H100_FLOPS) * 1e6,
+            )
+        )
     return rows
 
 
@@ -153,27 +190,39 @@ def _with_path(path, fn):
 
 
 def markdown(kernels: list[dict], proxies: list[dict]) -> str:
-    out = ["# Static performance report", "",
-           "Kernels (cuobjdump of the built library; occupancy from the CUDA rules at the "
-           "launchers' shapes):", "",
-           "| arch | kernel | regs | spill (stack/local) | smem static+dyn | threads | blocks/SM | "
-           "occupancy (limiter) | HMMA | HGMMA | LDGSTS | UTMALDG | UTMASTG | LDSM | LDL+STL |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "# Static performance report",
+        "",
+        "Kernels (cuobjdump of the built library; occupancy from the CUDA rules at the "
+        "launchers' shapes):",
+        "",
+        "| arch | kernel | regs | spill (stack/local) | smem static+dyn | threads | blocks/SM | "
+        "occupancy (limiter) | HMMA | HGMMA | LDGSTS | UTMALDG | UTMASTG | LDSM | LDL+STL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in kernels:
         m = r["mix"]
         short = re.sub(r"\(.*", "", r["kernel"]).replace("moe_ext::cuda::", "")
-        out.append(f"| {r['arch']} | `{short}` | {r['regs']} | {r['stack']}/{r['local']} | "
-                   f"{r['static_smem']}+{r['dynamic_smem']} | {r['threads']} | "
-                   f"{r.get('blocks_per_sm', '')} | {r.get('occupancy', 0):.0%} ({r.get('limiter', '')}) | "
-                   f"{m['HMMA']} | {m['HGMMA']} | {m['LDGSTS']} | {m['UTMALDG']} | {m['UTMASTG']} | {m['LDSM']} | "
-                   f"{m['LDL'] + m['STL']} |")
-    out += ["", "Emulator proxies (one shape per op; the H100 time is a MODEL: "
-            "max(ideal bytes / 3.35 TB/s, flops / 989 TFLOP/s), not a measurement):", "",
-            "| op | bytes moved / ideal | coalescing | bank conflicts | H100 model µs |",
-            "|---|---|---|---|---|"]
+        out.append(
+            f"| {r['arch']} | `{short}` | {r['regs']} | {r['stack']}/{r['local']} | "
+            f"{r['static_smem']}+{r['dynamic_smem']} | {r['threads']} | "
+            f"{r.get('blocks_per_sm', '')} | {r.get('occupancy', 0):.0%} ({r.get('limiter', '')}) | "
+            f"{m['HMMA']} | {m['HGMMA']} | {m['LDGSTS']} | {m['UTMALDG']} | {m['UTMASTG']} | {m['LDSM']} | "
+            f"{m['LDL'] + m['STL']} |"
+        )
+    out += [
+        "",
+        "Emulator proxies (one shape per op; the H100 time is a MODEL: "
+        "max(ideal bytes / 3.35 TB/s, flops / 989 TFLOP/s), not a measurement):",
+        "",
+        "| op | bytes moved / ideal | coalescing | bank conflicts | H100 model µs |",
+        "|---|---|---|---|---|",
+    ]
     for r in proxies:
-        out.append(f"| {r['op']} | {r['moved_over_ideal']:.3f} | {r['coalescing']:.0%} | "
-                   f"{r['bank_conflicts']} | {r['h100_model_us']:.2f} |")
+        out.append(
+            f"| {r['op']} | {r['moved_over_ideal']:.3f} | {r['coalescing']:.0%} | "
+            f"{r['bank_conflicts']} | {r['h100_model_us']:.2f} |"
+        )
     return "\n".join(out) + "\n"
 
 

@@ -64,26 +64,47 @@ def main():
             b = torch.randn(E, N, K, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
             key = tuning_key(E, K, N, M)
             results = []
-            for path, config, stages in itertools.product(paths, ["large", "small_m"], [2, 3, 4, 5]):
+            for path, config, stages in itertools.product(
+                paths, ["large", "small_m"], [2, 3, 4, 5]
+            ):
                 if path == "sm90" and (config != "large" or stages != 4):
                     continue  # the Hopper kernel has one config
-                os.environ.update(MOE_EXT_GEMM_PATH=path, MOE_EXT_GEMM_STAGES=str(stages),
-                                  MOE_EXT_GEMM_CONFIG=config if path == "sm80" else "auto")
+                os.environ.update(
+                    MOE_EXT_GEMM_PATH=path,
+                    MOE_EXT_GEMM_STAGES=str(stages),
+                    MOE_EXT_GEMM_CONFIG=config if path == "sm80" else "auto",
+                )
                 try:
-                    m = measure(lambda: mm(a, b, offs), 2 if args.emu else args.iters, l2_flush=dev == "cuda")  # noqa: B023
+                    m = measure(
+                        lambda: mm(a, b, offs),
+                        2 if args.emu else args.iters,
+                        l2_flush=dev == "cuda",
+                    )  # noqa: B023
                 except RuntimeError as e:
-                    results.append(dict(path=path, config=config, stages=stages, error=str(e)[:200]))
+                    results.append(
+                        dict(path=path, config=config, stages=stages, error=str(e)[:200])
+                    )
                     continue
-                results.append(dict(path=path, config=config, stages=stages, us=m["p50"],
-                                    tflops=2 * M * K * N / m["p50"] / 1e6))
+                results.append(
+                    dict(
+                        path=path,
+                        config=config,
+                        stages=stages,
+                        us=m["p50"],
+                        tflops=2 * M * K * N / m["p50"] / 1e6,
+                    )
+                )
             for v in ("MOE_EXT_GEMM_PATH", "MOE_EXT_GEMM_STAGES", "MOE_EXT_GEMM_CONFIG"):
                 os.environ.pop(v, None)
             table[key] = sorted(results, key=lambda r: r.get("us", float("inf")))
             best = table[key][0]
-            print(f"{name:16s} {key:28s} best {best.get('path')} {best.get('config')} "
-                  f"stages={best.get('stages')} {best.get('tflops', 0):.2f} TF")
-    Path(args.out).write_text(json.dumps(dict(meta=metadata(tokens=args.tokens), table=table),
-                                         indent=1))
+            print(
+                f"{name:16s} {key:28s} best {best.get('path')} {best.get('config')} "
+                f"stages={best.get('stages')} {best.get('tflops', 0):.2f} TF"
+            )
+    Path(args.out).write_text(
+        json.dumps(dict(meta=metadata(tokens=args.tokens), table=table), indent=1)
+    )
     print(f"wrote {args.out}")
 
 

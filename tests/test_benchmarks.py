@@ -23,8 +23,9 @@ REQUIRE_CUDA = os.environ.get("MOE_EXT_REQUIRE_CUDA_BUILD") == "1"
 
 
 def run_script(args, tmp_path, timeout=240):
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     return out.stdout
 
@@ -74,14 +75,55 @@ def test_static_report_emulator_proxies():
 def test_bench_scripts_smoke(tmp_path):
     b = "benchmarks/"
     run_script([b + "bench_route.py", "--tokens", "64", "--iters", "2"], tmp_path)
-    run_script([b + "bench_permute.py", "--tokens-scale", "256", "--iters", "2", "--routing",
-                "zipf", "--json", str(tmp_path / "p.json")], tmp_path)
-    run_script([b + "bench_grouped_gemm.py", "--presets", "olmoe-1b-7b", "--forms", "fwd",
-                "--routing", "zipf", "--iters", "1", "--cpu-scale", "64",
-                "--json", str(tmp_path / "g.json"), "--plot", str(tmp_path)], tmp_path)
-    run_script([b + "bench_moe_layer.py", "--smoke", "--presets", "mixtral-8x7b",
-                "--json", str(tmp_path / "l.json"), "--plot", str(tmp_path),
-                "--profile", str(tmp_path / "trace.json")], tmp_path)
+    run_script(
+        [
+            b + "bench_permute.py",
+            "--tokens-scale",
+            "256",
+            "--iters",
+            "2",
+            "--routing",
+            "zipf",
+            "--json",
+            str(tmp_path / "p.json"),
+        ],
+        tmp_path,
+    )
+    run_script(
+        [
+            b + "bench_grouped_gemm.py",
+            "--presets",
+            "olmoe-1b-7b",
+            "--forms",
+            "fwd",
+            "--routing",
+            "zipf",
+            "--iters",
+            "1",
+            "--cpu-scale",
+            "64",
+            "--json",
+            str(tmp_path / "g.json"),
+            "--plot",
+            str(tmp_path),
+        ],
+        tmp_path,
+    )
+    run_script(
+        [
+            b + "bench_moe_layer.py",
+            "--smoke",
+            "--presets",
+            "mixtral-8x7b",
+            "--json",
+            str(tmp_path / "l.json"),
+            "--plot",
+            str(tmp_path),
+            "--profile",
+            str(tmp_path / "trace.json"),
+        ],
+        tmp_path,
+    )
     run_script([b + "tune_grouped_gemm.py", "--emu", "--out", str(tmp_path / "t.json")], tmp_path)
     g = json.loads((tmp_path / "g.json").read_text())
     assert g["meta"]["commit"] is not None and g["runs"]
@@ -98,6 +140,7 @@ def test_bench_scripts_smoke(tmp_path):
     pngs = list(tmp_path.glob("*.png"))
     try:
         import matplotlib  # noqa: F401
+
         assert pngs, "no plots written"
     except ImportError:
         pass

@@ -41,7 +41,9 @@ def test_cuda_kernels_compiled_for_every_arch():
     info = moe_ext.build_info()
     assert info["cuda"], "MOE_EXT_REQUIRE_CUDA_BUILD=1 but the CUDA kernels were not built"
     # the SASS checks below read the test GEMMs: the test command builds them
-    assert info["test_kernels"], "the test command builds the test-only kernels (MOE_EXT_TEST_KERNELS=1)"
+    assert info["test_kernels"], (
+        "the test command builds the test-only kernels (MOE_EXT_TEST_KERNELS=1)"
+    )
     assert {"8.0", "9.0a"} <= set(info["cuda_archs"])
     tool = _cuobjdump()
     assert tool, "cuobjdump is needed to inspect the fatbinary (pip install nvidia-cuda-cuobjdump)"
@@ -73,7 +75,9 @@ def test_sass_main_loops_and_no_local_memory():
         # the grouped GEMM: every tensor-core instantiation (2 dtypes x 2 configs x (4 operand
         # layouts + 2 gated fused-MLP ones)) issues HMMA from LDSM-read, LDGSTS-filled shared memory; the fp32 kernel is FFMA
         tc = {n: t for (a, n), t in sass.items() if a == arch and "grouped_gemm_tc_kernel" in n}
-        assert len(tc) == 24, f"{arch}: expected 24 grouped_gemm_tc_kernel instantiations, got {len(tc)}"
+        assert len(tc) == 24, (
+            f"{arch}: expected 24 grouped_gemm_tc_kernel instantiations, got {len(tc)}"
+        )
         for n, text in tc.items():
             for op in ("HMMA.16816.F32", "LDSM", "LDGSTS"):
                 assert op in text, f"{op} not in {n} for {arch}"
@@ -107,7 +111,8 @@ def test_sass_main_loops_and_no_local_memory():
     # no library kernel touches local memory (spills or runtime-indexed register arrays); the
     # PTX self-test kernels (namespace ptx_selftest, runtime-shaped fragment arrays) are exempt
     local = sorted(
-        n for (a, n), text in sass.items()
+        n
+        for (a, n), text in sass.items()
         if ("STL" in text or "LDL" in text) and "ptx_selftest" not in n
     )
     assert not local, f"kernels using local memory: {local}"
@@ -124,8 +129,10 @@ def test_arch_choice_is_explicit_and_keeps_hopper():
     ns = {"DEFAULT_ARCHS": "8.0;9.0a"}
     exec(compile(ast.Module([fn], []), "setup.py", "exec"), ns)
     choose = ns["choose_archs"]
-    assert choose({"MOE_EXT_CUDA_ARCHS": "9.0a", "TORCH_CUDA_ARCH_LIST": "8.0"}) == \
-        ("9.0a", "from MOE_EXT_CUDA_ARCHS")
+    assert choose({"MOE_EXT_CUDA_ARCHS": "9.0a", "TORCH_CUDA_ARCH_LIST": "8.0"}) == (
+        "9.0a",
+        "from MOE_EXT_CUDA_ARCHS",
+    )
     archs, why = choose({"TORCH_CUDA_ARCH_LIST": "8.0 9.0+PTX"})
     assert archs == "8.0;9.0a" and "9.0 taken as 9.0a" in why
     assert choose({})[0] == "8.0;9.0a"

@@ -51,7 +51,9 @@ def make_params(hf_layout: bool, dtype=torch.float32, device="cpu"):
     return [t.to(device=device, dtype=dtype).requires_grad_() for t in (router, w1, w2)]
 
 
-def moe_layer(ops: SimpleNamespace, x, router, w1, w2, hf_layout: bool, capacity=None, score_func="softmax"):
+def moe_layer(
+    ops: SimpleNamespace, x, router, w1, w2, hf_layout: bool, capacity=None, score_func="softmax"
+):
     logits = x @ router.to(x.dtype)
     weights, ids = ops.route(logits, K, score_func)
     order, slot, offsets = ops.sort_tokens(ids, E, capacity)
@@ -138,8 +140,9 @@ def test_compiled_moe_wrappers_bf16(backend, fresh_dynamo):
 def test_eager_moe_matches_reference(backend, hf_layout):
     """The composed layer itself (forward and grads) against the same layer on reference.py."""
     device = device_of(backend)
-    params = make_params(hf_layout, dtype=torch.float64 if backend == "cpu" else torch.float32,
-                         device=device)
+    params = make_params(
+        hf_layout, dtype=torch.float64 if backend == "cpu" else torch.float32, device=device
+    )
     dtype = params[0].dtype
     for T in TS:
         x = torch.randn(T, H, device=device, dtype=dtype)
@@ -147,7 +150,9 @@ def test_eager_moe_matches_reference(backend, hf_layout):
         got = grads(lambda *a: moe_layer(TORCH_OPS, *a, hf_layout), x, params, gy)
         want = grads(
             lambda *a: moe_layer(REFERENCE, *[t.cpu() for t in a], hf_layout),
-            x, params, gy.cpu(),
+            x,
+            params,
+            gy.cpu(),
         )
         tol = 1e-10 if dtype == torch.float64 else 1e-5
         for g, w in zip(got, want):

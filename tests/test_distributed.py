@@ -56,8 +56,9 @@ def run_rank(rank, world, init_file, case, capacity, result_dir):
         import moe_ext
         from moe_ext import distributed as ep
 
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                                world_size=world)
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+        )
         w1, w2, per_rank = make_global(world, case)
         x, logits = per_rank[rank]
         weights, ids = moe_ext.route(logits, K)
@@ -90,10 +91,21 @@ def run_rank(rank, world, init_file, case, capacity, result_dir):
             (yr * gr).sum().backward()
             outs.append((yr.detach(), xr.grad, wr.grad))
         y_ref, gx_ref, gw_ref = outs[rank]
-        torch.save(dict(y=y.detach(), y_ref=y_ref, gx=x.grad, gx_ref=gx_ref, gw=weights.grad,
-                        gw_ref=gw_ref, gw1=w1_local.grad, gw1_ref=w1f.grad[first:last],
-                        gw2=w2_local.grad, gw2_ref=w2f.grad[first:last]),
-                   os.path.join(result_dir, f"rank{rank}.pt"))
+        torch.save(
+            dict(
+                y=y.detach(),
+                y_ref=y_ref,
+                gx=x.grad,
+                gx_ref=gx_ref,
+                gw=weights.grad,
+                gw_ref=gw_ref,
+                gw1=w1_local.grad,
+                gw1_ref=w1f.grad[first:last],
+                gw2=w2_local.grad,
+                gw2_ref=w2f.grad[first:last],
+            ),
+            os.path.join(result_dir, f"rank{rank}.pt"),
+        )
         dist.destroy_process_group()
     except Exception:  # surfaced by the parent
         with open(os.path.join(result_dir, f"rank{rank}.err"), "w") as f:
@@ -103,17 +115,33 @@ def run_rank(rank, world, init_file, case, capacity, result_dir):
 
 @pytest.mark.parametrize(
     "world,case,capacity",
-    [(2, "uniform", None), (2, "skewed", None), (4, "uniform", None), (4, "empty_rank", None),
-     (2, "sentinels", None), (2, "uniform", 3), (4, "skewed", 2)],
-    ids=["w2-uniform", "w2-skewed", "w4-uniform", "w4-empty-rank", "w2-sentinels",
-         "w2-capacity3", "w4-skewed-capacity2"],
+    [
+        (2, "uniform", None),
+        (2, "skewed", None),
+        (4, "uniform", None),
+        (4, "empty_rank", None),
+        (2, "sentinels", None),
+        (2, "uniform", 3),
+        (4, "skewed", 2),
+    ],
+    ids=[
+        "w2-uniform",
+        "w2-skewed",
+        "w4-uniform",
+        "w4-empty-rank",
+        "w2-sentinels",
+        "w2-capacity3",
+        "w4-skewed-capacity2",
+    ],
 )
 def test_matches_single_process(world, case, capacity):
     with tempfile.TemporaryDirectory() as d:
         init_file = os.path.join(d, "init")
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=run_rank, args=(r, world, init_file, case, capacity, d))
-                 for r in range(world)]
+        procs = [
+            ctx.Process(target=run_rank, args=(r, world, init_file, case, capacity, d))
+            for r in range(world)
+        ]
         for p in procs:
             p.start()
         for p in procs:
@@ -127,8 +155,13 @@ def test_matches_single_process(world, case, capacity):
         for r in range(world):
             res = torch.load(os.path.join(d, f"rank{r}.pt"))
             for name in ("y", "gx", "gw", "gw1", "gw2"):
-                torch.testing.assert_close(res[name], res[name + "_ref"], rtol=1e-5, atol=1e-5,
-                                           msg=lambda m: f"rank {r} {name}: {m}")
+                torch.testing.assert_close(
+                    res[name],
+                    res[name + "_ref"],
+                    rtol=1e-5,
+                    atol=1e-5,
+                    msg=lambda m: f"rank {r} {name}: {m}",
+                )
 
 
 def run_layer_rank(rank, world, init_file, result_dir):
@@ -137,8 +170,9 @@ def run_layer_rank(rank, world, init_file, result_dir):
     try:
         import moe_ext
 
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                                world_size=world)
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+        )
         torch.manual_seed(0)
         full = moe_ext.MoE(H, I, E, K, shared_ffn_size=8)
         layer = moe_ext.MoE(H, I, E, K, shared_ffn_size=8, expert_parallel_group=dist.group.WORLD)
@@ -148,8 +182,10 @@ def run_layer_rank(rank, world, init_file, result_dir):
             layer.gate_up_proj.copy_(full.gate_up_proj[first:last])
             layer.down_proj.copy_(full.down_proj[first:last])
             layer.shared_expert.load_state_dict(full.shared_expert.state_dict())
-        xs = [torch.randn(4 + r, H, generator=torch.Generator().manual_seed(10 + r))
-              for r in range(world)]
+        xs = [
+            torch.randn(4 + r, H, generator=torch.Generator().manual_seed(10 + r))
+            for r in range(world)
+        ]
         x = xs[rank].clone().requires_grad_(True)
         y = layer(x)
         y.square().sum().backward()
@@ -159,9 +195,17 @@ def run_layer_rank(rank, world, init_file, result_dir):
             yr = full(xr)
             yr.square().sum().backward()
             refs.append((yr.detach(), xr.grad))
-        torch.save(dict(y=y.detach(), y_ref=refs[rank][0], gx=x.grad, gx_ref=refs[rank][1],
-                        gw1=layer.gate_up_proj.grad, gw1_ref=full.gate_up_proj.grad[first:last]),
-                   os.path.join(result_dir, f"rank{rank}.pt"))
+        torch.save(
+            dict(
+                y=y.detach(),
+                y_ref=refs[rank][0],
+                gx=x.grad,
+                gx_ref=refs[rank][1],
+                gw1=layer.gate_up_proj.grad,
+                gw1_ref=full.gate_up_proj.grad[first:last],
+            ),
+            os.path.join(result_dir, f"rank{rank}.pt"),
+        )
         dist.destroy_process_group()
     except Exception:
         with open(os.path.join(result_dir, f"rank{rank}.err"), "w") as f:
@@ -173,8 +217,10 @@ def test_layer_expert_parallel_matches_single_process():
     world = 2
     with tempfile.TemporaryDirectory() as d:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=run_layer_rank, args=(r, world, os.path.join(d, "init"), d))
-                 for r in range(world)]
+        procs = [
+            ctx.Process(target=run_layer_rank, args=(r, world, os.path.join(d, "init"), d))
+            for r in range(world)
+        ]
         for p in procs:
             p.start()
         for p in procs:

@@ -73,8 +73,13 @@ def raises(*fragments):
 
 @pytest.mark.parametrize(
     "grid,block",
-    [((2, 3, 4), (4, 2, 3)), ((3, 1, 2), (32, 2, 1)), ((1, 1, 1), (1, 1, 1)), ((5, 1, 1), (70, 1, 1)),
-     ((1, 2, 1), (1, 1, 33))],
+    [
+        ((2, 3, 4), (4, 2, 3)),
+        ((3, 1, 2), (32, 2, 1)),
+        ((1, 1, 1), (1, 1, 1)),
+        ((5, 1, 1), (70, 1, 1)),
+        ((1, 2, 1), (1, 1, 33)),
+    ],
 )
 def test_builtins(grid, block):
     gx, gy, gz = grid
@@ -102,8 +107,14 @@ def test_shared_static_dynamic_rotation_is_per_block(rounds):
     blocks, n = 6, 128
     out = torch.zeros(blocks, n, 2, dtype=I32)
     outf = torch.zeros(blocks, n, dtype=torch.float32)
-    stats = run("shared_rotate_kernel", outputs=[out, outf], grid=(blocks,), block=(n,),
-                smem=n * 4, args=[rounds])
+    stats = run(
+        "shared_rotate_kernel",
+        outputs=[out, outf],
+        grid=(blocks,),
+        block=(n,),
+        smem=n * 4,
+        args=[rounds],
+    )
     blk = torch.arange(blocks)[:, None]
     t = torch.arange(n)[None, :]
     # After k rounds a[t] = a0[(t + k) % n] + k, b likewise, d[t] = d0[(t - k) % n] + 2k.
@@ -119,11 +130,19 @@ def test_shared_static_dynamic_rotation_is_per_block(rounds):
 @pytest.mark.parametrize("block", [1, 32, 64, 256, 1024])
 def test_tree_reduction(block):
     blocks = 3
-    x = torch.randint(-1000, 1000, (blocks * block,), generator=torch.Generator().manual_seed(block),
-                      dtype=I32)
+    x = torch.randint(
+        -1000, 1000, (blocks * block,), generator=torch.Generator().manual_seed(block), dtype=I32
+    )
     out = torch.zeros(blocks, dtype=I32)
-    stats = run("reduce_kernel", inputs=[x], outputs=[out], grid=(blocks,), block=(block,),
-                smem=block * 4, args=[0])
+    stats = run(
+        "reduce_kernel",
+        inputs=[x],
+        outputs=[out],
+        grid=(blocks,),
+        block=(block,),
+        smem=block * 4,
+        args=[0],
+    )
     assert torch.equal(out, x.view(blocks, block).sum(1).to(I32))
     assert stats["barriers"] == blocks * (1 + int(math.log2(block)))
 
@@ -131,8 +150,14 @@ def test_tree_reduction(block):
 def test_tree_reduction_without_loop_barrier_is_a_race():
     x = torch.ones(128, dtype=I32)
     with raises("reduce_kernel", "block (0,0,0)", "thread (", "shared-memory race"):
-        run("reduce_kernel", inputs=[x], outputs=[torch.zeros(1, dtype=I32)], block=(128,),
-            smem=128 * 4, args=[1])
+        run(
+            "reduce_kernel",
+            inputs=[x],
+            outputs=[torch.zeros(1, dtype=I32)],
+            block=(128,),
+            smem=128 * 4,
+            args=[1],
+        )
 
 
 @pytest.mark.parametrize("block", [2, 64, 96, 256])
@@ -178,7 +203,11 @@ def shfl_cases():
 
 
 DTYPES = {  # dtype code of shfl_kernel -> torch dtype
-    0: torch.int32, 1: torch.float32, 2: torch.float64, 3: torch.float16, 4: torch.bfloat16,
+    0: torch.int32,
+    1: torch.float32,
+    2: torch.float64,
+    3: torch.float16,
+    4: torch.bfloat16,
     5: torch.int64,
 }
 
@@ -196,9 +225,17 @@ def shfl_check(mode, arg, width, mask, code, block=64):
     src = {lane: shfl_source(mode, lane, arg, width) for lane in lanes}
     if any(not mask >> s & 1 for s in src.values()):
         with raises("shfl_kernel", "not in the mask", "block (0,0,0)"):
-            run("shfl_kernel", [x], [out], block=(block,), args=[MODES[mode], arg, width, mask, code])
+            run(
+                "shfl_kernel",
+                [x],
+                [out],
+                block=(block,),
+                args=[MODES[mode], arg, width, mask, code],
+            )
         return
-    stats = run("shfl_kernel", [x], [out], block=(block,), args=[MODES[mode], arg, width, mask, code])
+    stats = run(
+        "shfl_kernel", [x], [out], block=(block,), args=[MODES[mode], arg, width, mask, code]
+    )
     expect = torch.full_like(out, sentinel)
     for w in range(block // 32):
         for lane in lanes:
@@ -213,10 +250,12 @@ def test_shfl_modes_widths_masks(mode, arg, width, mask):
     shfl_check(mode, arg, width, mask, code=0)
 
 
-@pytest.mark.parametrize("code", sorted(DTYPES), ids=[str(d).split(".")[1] for _, d in
-                                                         sorted(DTYPES.items())])
-@pytest.mark.parametrize("mode,arg,width", [("idx", 3, 32), ("up", 1, 16), ("down", 4, 8),
-                                            ("xor", 2, 4), ("xor", 16, 8)])
+@pytest.mark.parametrize(
+    "code", sorted(DTYPES), ids=[str(d).split(".")[1] for _, d in sorted(DTYPES.items())]
+)
+@pytest.mark.parametrize(
+    "mode,arg,width", [("idx", 3, 32), ("up", 1, 16), ("down", 4, 8), ("xor", 2, 4), ("xor", 16, 8)]
+)
 def test_shfl_dtypes(mode, arg, width, code):
     shfl_check(mode, arg, width, FULL, code)
 
@@ -230,16 +269,22 @@ def test_shfl_xor_reads_earlier_segment():
 
 @pytest.mark.parametrize("block", [64, 48])
 @pytest.mark.parametrize("pattern", ["random", "ones", "zeros"])
-@pytest.mark.parametrize("mask", [FULL, EVEN, 0x0000FFFF, 0x80000001, 0x00000010],
-                         ids=["full", "even", "low16", "ends", "one"])
+@pytest.mark.parametrize(
+    "mask",
+    [FULL, EVEN, 0x0000FFFF, 0x80000001, 0x00000010],
+    ids=["full", "even", "low16", "ends", "one"],
+)
 def test_votes_and_activemask(mask, pattern, block):
     if block == 48:
         mask &= 0xFFFF  # the second warp has 16 lanes
         if mask == 0:
             pytest.skip("mask names only lanes the partial warp lacks")
     gen = torch.Generator().manual_seed(mask ^ block)
-    pred = {"random": torch.randint(0, 3, (block,), generator=gen) * 5,
-            "ones": torch.full((block,), 7), "zeros": torch.zeros(block)}[pattern].to(I32)
+    pred = {
+        "random": torch.randint(0, 3, (block,), generator=gen) * 5,
+        "ones": torch.full((block,), 7),
+        "zeros": torch.zeros(block),
+    }[pattern].to(I32)
     sentinel = -5
     out = torch.full((block, 6), sentinel, dtype=I32)
     stats = run("vote_kernel", [pred], [out], block=(block,), args=[mask])
@@ -267,7 +312,7 @@ def test_divergent_half_warps_run_their_own_collectives():
     stats = run("divergent_collectives_kernel", [v], [out], block=(block,))
     expect = torch.empty_like(out)
     for w in range(2):
-        vw = v[32 * w:32 * w + 32].tolist()
+        vw = v[32 * w : 32 * w + 32].tolist()
         upper_ballot = sum(1 << lane for lane in range(16, 32) if vw[lane] & 1)
         for lane in range(32):
             r = expect[32 * w + lane]
@@ -280,11 +325,15 @@ def test_divergent_half_warps_run_their_own_collectives():
     assert stats["warp_collectives"] == 2 * 9  # per warp: 4 xor + ballot + down + sync + 2
 
 
-@pytest.mark.parametrize("variant,expect", [
-    (0, {lane: 10 * lane + 1 for lane in range(32)}),
-    (1, {lane: 10 * ((lane + 2) % 32) for lane in range(0, 32, 2)}),
-    (4, {1: 42}),
-], ids=["syncwarp", "even-mask-syncwarp", "pair-syncwarp"])
+@pytest.mark.parametrize(
+    "variant,expect",
+    [
+        (0, {lane: 10 * lane + 1 for lane in range(32)}),
+        (1, {lane: 10 * ((lane + 2) % 32) for lane in range(0, 32, 2)}),
+        (4, {1: 42}),
+    ],
+    ids=["syncwarp", "even-mask-syncwarp", "pair-syncwarp"],
+)
 def test_warp_synchronous_shared_exchange_is_race_free(variant, expect):
     out = torch.full((32,), -3, dtype=I32)
     run("warp_sync_kernel", outputs=[out], args=[variant])
@@ -319,9 +368,9 @@ def test_atomics_under_contention():
     assert c[0] == n
     assert c[1] == key.max() and c[2] == key.min()
     # atomicExch: the old values plus the final one are exactly the initial value and all g.
-    olds = sorted(c[8:8 + n].tolist() + [int(c[3])])
+    olds = sorted(c[8 : 8 + n].tolist() + [int(c[3])])
     assert olds == [-1] + list(range(n))
-    assert sorted(c[8 + n:].tolist()) == list(range(n)) and c[4] == n  # CAS tickets
+    assert sorted(c[8 + n :].tolist()) == list(range(n)) and c[4] == n  # CAS tickets
     assert c[5] == bits and c[6] == ~bits
     assert c[7] == functools.reduce(lambda a, b: a ^ b, range(n))
     assert u[0] == 2 * n and u[1] == 5
@@ -335,8 +384,15 @@ def test_atomics_under_contention():
 def test_shared_histogram_with_atomics(bins):
     x = torch.randint(0, 100000, (10000,), generator=torch.Generator().manual_seed(bins), dtype=I32)
     out = torch.zeros(bins, dtype=I32)
-    run("histogram_kernel", [x], [out], grid=(4,), block=(128,), smem=bins * 4,
-        args=[x.numel(), bins])
+    run(
+        "histogram_kernel",
+        [x],
+        [out],
+        grid=(4,),
+        block=(128,),
+        smem=bins * 4,
+        args=[x.numel(), bins],
+    )
     assert torch.equal(out, torch.bincount(x.long() % bins, minlength=bins).to(I32))
 
 
@@ -347,10 +403,14 @@ def test_oob_global_store():
     out = torch.zeros(100, dtype=I32)
     run("oob_store_kernel", outputs=[out], block=(128,), args=[100, 0])
     assert torch.equal(out, torch.arange(100, dtype=I32))
-    with raises("oob_store_kernel", "block (0,0,0)", "thread (100,0,0)",
-                "out-of-bounds global store of 4 bytes", "near out0: byte offset 400 of 400"):
-        run("oob_store_kernel", outputs=[torch.zeros(100, dtype=I32)], block=(128,),
-            args=[100, 1])
+    with raises(
+        "oob_store_kernel",
+        "block (0,0,0)",
+        "thread (100,0,0)",
+        "out-of-bounds global store of 4 bytes",
+        "near out0: byte offset 400 of 400",
+    ):
+        run("oob_store_kernel", outputs=[torch.zeros(100, dtype=I32)], block=(128,), args=[100, 1])
 
 
 def test_read_only_buffer_written():
@@ -358,8 +418,9 @@ def test_read_only_buffer_written():
     out = torch.zeros(64, dtype=I32)
     run("readonly_write_kernel", [x], [out], block=(64,), args=[0])
     assert torch.equal(out, torch.arange(64, dtype=I32))
-    with raises("readonly_write_kernel", "block (0,0,0)", "thread (0,0,0)",
-                "writes to read-only buffer in0"):
+    with raises(
+        "readonly_write_kernel", "block (0,0,0)", "thread (0,0,0)", "writes to read-only buffer in0"
+    ):
         run("readonly_write_kernel", [x], [out], block=(64,), args=[1])
     assert torch.equal(x, torch.zeros(64, dtype=I32))  # the checker stopped the store
 
@@ -370,14 +431,25 @@ def test_shared_in_bounds_passes():
     assert torch.equal(out, 6 * torch.arange(64, dtype=I32))
 
 
-@pytest.mark.parametrize("variant", [1, 2, 3, 4],
-                         ids=["static-into-next-array", "past-all-shared", "dynamic-into-static",
-                              "static-below-start"])
+@pytest.mark.parametrize(
+    "variant",
+    [1, 2, 3, 4],
+    ids=["static-into-next-array", "past-all-shared", "dynamic-into-static", "static-below-start"],
+)
 def test_shared_oob_store(variant):
-    with raises("shared_oob_kernel", "block (0,0,0)", "thread (63,0,0)",
-                "out-of-bounds shared store of 4 bytes"):
-        run("shared_oob_kernel", outputs=[torch.zeros(64, dtype=I32)], block=(64,), smem=64 * 4,
-            args=[variant])
+    with raises(
+        "shared_oob_kernel",
+        "block (0,0,0)",
+        "thread (63,0,0)",
+        "out-of-bounds shared store of 4 bytes",
+    ):
+        run(
+            "shared_oob_kernel",
+            outputs=[torch.zeros(64, dtype=I32)],
+            block=(64,),
+            smem=64 * 4,
+            args=[variant],
+        )
 
 
 @pytest.mark.parametrize("variant", [0, 2, 3], ids=["int32", "int16-adjacent", "int8-adjacent"])
@@ -390,10 +462,18 @@ def test_disjoint_shared_stores_are_not_races(variant):
 
 @pytest.mark.parametrize("variant", [1, 4], ids=["int32", "int16"])
 def test_shared_write_write_race(variant):
-    with raises("shared_store_kernel", "block (0,0,0)", "thread (1,0,0)",
-                "shared-memory race (write after write)"):
-        run("shared_store_kernel", outputs=[torch.zeros(256, dtype=I32)], block=(256,),
-            args=[variant])
+    with raises(
+        "shared_store_kernel",
+        "block (0,0,0)",
+        "thread (1,0,0)",
+        "shared-memory race (write after write)",
+    ):
+        run(
+            "shared_store_kernel",
+            outputs=[torch.zeros(256, dtype=I32)],
+            block=(256,),
+            args=[variant],
+        )
 
 
 def test_uninitialized_shared_read():
@@ -401,8 +481,12 @@ def test_uninitialized_shared_read():
     out = torch.zeros(n, dtype=I32)
     run("uninit_kernel", outputs=[out], block=(n,), smem=n * 4, args=[0])
     assert torch.equal(out, ((torch.arange(n) + 1) % n).to(I32))
-    with raises("uninit_kernel", "block (0,0,0)", f"thread ({n - 2},0,0)",
-                f"reads uninitialized shared memory at offset {4 * (n - 1)}"):
+    with raises(
+        "uninit_kernel",
+        "block (0,0,0)",
+        f"thread ({n - 2},0,0)",
+        f"reads uninitialized shared memory at offset {4 * (n - 1)}",
+    ):
         run("uninit_kernel", outputs=[out], block=(n,), smem=n * 4, args=[1])
 
 
@@ -410,24 +494,35 @@ def test_uninitialized_shared_is_per_block():
     # A host worker runs several blocks in turn, reusing its shared memory: a slot block 0 wrote
     # must count as uninitialised again in every later block.
     with raises("uninit_kernel", "thread (62,0,0)", "reads uninitialized shared memory") as e:
-        run("uninit_kernel", outputs=[torch.zeros(64 * 8, dtype=I32)], grid=(8,), block=(64,),
-            smem=64 * 4, args=[2])
+        run(
+            "uninit_kernel",
+            outputs=[torch.zeros(64 * 8, dtype=I32)],
+            grid=(8,),
+            block=(64,),
+            smem=64 * 4,
+            args=[2],
+        )
     assert "block (0,0,0)" not in str(e.value)  # block 0 wrote the slot; later blocks did not
 
 
-@pytest.mark.parametrize("variant,expect", [(0, list(range(16))), (3, list(range(15, -1, -1)))],
-                         ids=["syncwarp", "shfl"])
+@pytest.mark.parametrize(
+    "variant,expect", [(0, list(range(16))), (3, list(range(15, -1, -1)))], ids=["syncwarp", "shfl"]
+)
 def test_collectives_over_live_lanes_pass(variant, expect):
     out = torch.full((16,), -1, dtype=I32)
     run("exited_lane_kernel", outputs=[out], grid=(3,), args=[variant])
     assert out.tolist() == expect
 
 
-@pytest.mark.parametrize("variant,site", [(1, "__syncwarp"), (2, "shfl")],
-                         ids=["syncwarp", "shfl"])
+@pytest.mark.parametrize("variant,site", [(1, "__syncwarp"), (2, "shfl")], ids=["syncwarp", "shfl"])
 def test_collective_naming_exited_lane_deadlocks(variant, site):
-    with raises("exited_lane_kernel", "deadlock", "block (", "thread (0,0,0) waits at a warp "
-                "collective (mask 0xffffffff", "lanes 0xffff0000 of its mask have exited"):
+    with raises(
+        "exited_lane_kernel",
+        "deadlock",
+        "block (",
+        "thread (0,0,0) waits at a warp collective (mask 0xffffffff",
+        "lanes 0xffff0000 of its mask have exited",
+    ):
         run("exited_lane_kernel", outputs=[torch.zeros(16, dtype=I32)], args=[variant])
 
 
@@ -435,8 +530,13 @@ def test_barrier_and_warp_collective_deadlock():
     out = torch.zeros(64, dtype=I32)
     run("barrier_deadlock_kernel", outputs=[out], block=(64,), args=[0])
     assert torch.equal(out, torch.ones(64, dtype=I32))
-    with raises("barrier_deadlock_kernel", "deadlock", "block (0,0,0)",
-                "thread (0,0,0) waits at __syncthreads", "thread (1,0,0) waits at a warp collective"):
+    with raises(
+        "barrier_deadlock_kernel",
+        "deadlock",
+        "block (0,0,0)",
+        "thread (0,0,0) waits at __syncthreads",
+        "thread (1,0,0) waits at a warp collective",
+    ):
         run("barrier_deadlock_kernel", outputs=[out], block=(64,), args=[1])
 
 
@@ -444,8 +544,9 @@ def test_divergent_syncthreads():
     out = torch.zeros(64, dtype=I32)
     run("divergent_barrier_kernel", outputs=[out], block=(64,), args=[0])
     assert torch.equal(out, torch.arange(64, dtype=I32))
-    with raises("divergent_barrier_kernel", "block (0,0,0)", "thread (32,0,0)",
-                "divergent __syncthreads"):
+    with raises(
+        "divergent_barrier_kernel", "block (0,0,0)", "thread (32,0,0)", "divergent __syncthreads"
+    ):
         run("divergent_barrier_kernel", outputs=[out], block=(64,), args=[1])
 
 
@@ -453,7 +554,9 @@ def test_divergent_syncthreads():
 
 
 def sectors_of(base: int, offsets: list[int], nbytes: int) -> int:
-    return len({(base + o) // 32 for o in offsets} | {(base + o + nbytes - 1) // 32 for o in offsets})
+    return len(
+        {(base + o) // 32 for o in offsets} | {(base + o + nbytes - 1) // 32 for o in offsets}
+    )
 
 
 @pytest.mark.parametrize("stride", [1, 2, 32])
@@ -465,10 +568,13 @@ def test_global_coalescing_counters(stride):
     stats = run("strided_copy_kernel", [x], [out], grid=(blocks,), block=(block,), args=[stride])
     assert torch.equal(out, x[::stride])
     warps = n // 32
-    load = sum(sectors_of(x.data_ptr(), [4 * stride * (32 * w + i) for i in range(32)], 4)
-               for w in range(warps))
-    store = sum(sectors_of(out.data_ptr(), [4 * (32 * w + i) for i in range(32)], 4)
-                for w in range(warps))
+    load = sum(
+        sectors_of(x.data_ptr(), [4 * stride * (32 * w + i) for i in range(32)], 4)
+        for w in range(warps)
+    )
+    store = sum(
+        sectors_of(out.data_ptr(), [4 * (32 * w + i) for i in range(32)], 4) for w in range(warps)
+    )
     assert stats["global_requests"] == 2 * warps
     assert stats["global_sectors"] == load + store
     if x.data_ptr() % 32 == 0:  # torch's CPU allocator aligns to 64 bytes
@@ -480,8 +586,9 @@ def test_global_coalescing_counters(stride):
 def test_shared_bank_conflicts(pad, conflicts):
     x = torch.randn(32, 32)
     out = torch.zeros(32, 32)
-    stats = run("transpose_kernel", [x], [out], block=(32, 32), smem=32 * (32 + pad) * 4,
-                args=[pad])
+    stats = run(
+        "transpose_kernel", [x], [out], block=(32, 32), smem=32 * (32 + pad) * 4, args=[pad]
+    )
     assert torch.equal(out, x.t())
     assert stats["shared_requests"] == 64  # 32 warps x (store, load)
     assert stats["bank_conflicts"] == 32 * conflicts  # per column-read request
@@ -499,5 +606,7 @@ def test_sync_loop_speed():
     assert stats["barriers"] == blocks * rounds
     # Every thread is resumed once per barrier interval (the last to arrive runs on).
     assert stats["fiber_switches"] >= blocks * (block * (rounds + 1) - rounds)
-    print(f"\nemulator: {stats['fiber_switches'] / dt:.3g} fiber switches/s "
-          f"({stats['fiber_switches']} switches in {dt * 1e3:.1f} ms)")
+    print(
+        f"\nemulator: {stats['fiber_switches'] / dt:.3g} fiber switches/s "
+        f"({stats['fiber_switches']} switches in {dt * 1e3:.1f} ms)"
+    )

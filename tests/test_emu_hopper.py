@@ -57,8 +57,11 @@ def test_producer_that_never_loads_deadlocks_with_a_diagnosis():
     a = torch.randn(64, 64).to(torch.bfloat16)
     b = torch.randn(128, 64).to(torch.bfloat16)
     # the report names the wait's site (kernel, role, barrier), as a GPU's bounded wait does
-    with pytest.raises(RuntimeError, match=r"deadlock.*waits on the mbarrier wgmma_gemm_kernel "
-                       r"consumer, mbarrier full\[stage\] at shared offset .*1 arrivals"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"deadlock.*waits on the mbarrier wgmma_gemm_kernel "
+        r"consumer, mbarrier full\[stage\] at shared offset .*1 arrivals",
+    ):
         wgmma_gemm(a, b, 2, fault=2)
 
 

@@ -88,9 +88,14 @@ def _close_to_matmul(d: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c=None):
 def test_fragment_map_equals_golden(golden):
     keys = [k for k in golden if k != "about"]
     assert set(keys) == {
-        "m16n8k16.A", "m16n8k16.B", "m16n8k16.C",
-        "m16n8k8.tf32.A", "m16n8k8.tf32.B", "m16n8k8.tf32.C",
-        "ldmatrix.x4", "ldmatrix.x4.trans",
+        "m16n8k16.A",
+        "m16n8k16.B",
+        "m16n8k16.C",
+        "m16n8k8.tf32.A",
+        "m16n8k8.tf32.B",
+        "m16n8k8.tf32.C",
+        "ldmatrix.x4",
+        "ldmatrix.x4.trans",
     }
     for key in keys:
         assert ops.ptx_fragment_map(key).tolist() == golden[key], key
@@ -145,7 +150,7 @@ def test_mma_on_golden_fragments(golden, name):
 
 # --------------------------------------------------------------------- 2. + 4. GEMM tiles
 GEMM_SHAPES = [  # M, N, K, warps
-    (16, 8, 16, 1),   # one m16n8k16 tile (two k-steps of m16n8k8 for tf32)
+    (16, 8, 16, 1),  # one m16n8k16 tile (two k-steps of m16n8k8 for tf32)
     (64, 64, 64, 4),  # 4 warps x 8 tiles, 4 k-slices through 3 stages (wraps around)
     (32, 48, 128, 2),
 ]
@@ -238,7 +243,7 @@ def test_cp_async_src_bytes_bound_the_read(nbytes):
     [
         (1, "uninitialized"),  # read a chunk before any wait_group
         (3, "uninitialized"),  # after wait_group 1, read the group still in flight
-        (2, "never waited"),   # exit with committed copies never waited for
+        (2, "never waited"),  # exit with committed copies never waited for
     ],
     ids=["read_before_wait", "read_pending_group", "exit_without_wait"],
 )
@@ -253,9 +258,9 @@ def test_cp_async_deferred_completion_catches_bugs(mode, error):
 @pytest.mark.parametrize(
     "stride, swizzle, conflicts",
     [
-        (16, False, 0),    # 8 rows of a matrix are 128 contiguous bytes
-        (32, False, 4),    # 2-way per 8-row phase, 4 phases
-        (64, False, 12),   # 4-way
+        (16, False, 0),  # 8 rows of a matrix are 128 contiguous bytes
+        (32, False, 4),  # 2-way per 8-row phase, 4 phases
+        (64, False, 12),  # 4-way
         (128, False, 28),  # 8-way: every row starts at bank 0
         (32, True, 0),
         (64, True, 0),

@@ -457,8 +457,9 @@ def test_message_names_op(name, call, prefix):
         ),
         (
             "unpermute",
-            lambda f: f(f32(T * K, H), sorted_rows("cpu")[1], i32([-1] * 7 + [-2], "cpu"),
-                        f32(T, K)),
+            lambda f: f(
+                f32(T * K, H), sorted_rows("cpu")[1], i32([-1] * 7 + [-2], "cpu"), f32(T, K)
+            ),
             "moe_ext.unpermute: slot[7] = -2 is out of range [-1, 8)",
         ),
     ],
@@ -482,8 +483,9 @@ def test_order_and_slot_must_be_inverse(name):
     calls = {
         "permute": lambda o: torch.ops.moe_ext.permute(x, o, slot, 2),
         "unpermute": lambda o: torch.ops.moe_ext.unpermute(torch.randn(8, 8), o, slot, w),
-        "moe_mlp": lambda o: torch.ops.moe_ext.moe_mlp(x, torch.randn(2, 8, 8), torch.randn(2, 8, 4),
-                                                       w, o, slot, offsets),
+        "moe_mlp": lambda o: torch.ops.moe_ext.moe_mlp(
+            x, torch.randn(2, 8, 8), torch.randn(2, 8, 4), w, o, slot, offsets
+        ),
     }
     calls[name](order)  # the real pair passes
     with pytest.raises(RuntimeError, match=rf"moe_ext.{name}: order and slot are not inverse"):
@@ -519,7 +521,10 @@ def _too_many_cases():
         (
             "unpermute_backward",
             lambda f, d: f(
-                huge(BIG // 2, 1, dev=d), huge(BIG, 1, dev=d), idx(BIG, d), idx(BIG, d),
+                huge(BIG // 2, 1, dev=d),
+                huge(BIG, 1, dev=d),
+                idx(BIG, d),
+                idx(BIG, d),
                 huge(BIG // 2, 2, dev=d),
             ),
             r"\border\b",
@@ -578,8 +583,14 @@ def test_device_value_checks_under_debug():
     python_dir = os.path.join(os.path.dirname(os.path.dirname(__file__)), "python")
     path = os.pathsep.join(filter(None, [python_dir, os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, MOE_EXT_DEBUG="1", PYTHONPATH=path)
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                         timeout=300, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         "moe_ext.permute: order[1] = 99 is out of range [0, 4)",
@@ -630,7 +641,9 @@ def test_valid_boundaries_do_not_raise():
         (
             "grouped_mm",
             lambda f: f(
-                f32(12, 16, dev="cuda"), f32(4, 16, 8, dev="cuda"), i32([3, 3, 9, 12], "cuda"),
+                f32(12, 16, dev="cuda"),
+                f32(4, 16, 8, dev="cuda"),
+                i32([3, 3, 9, 12], "cuda"),
                 f32(4, 8),
             ),
             r"bias",
@@ -654,7 +667,8 @@ def test_valid_boundaries_do_not_raise():
         (
             "grouped_mm",
             lambda f: f(
-                f32(12, 16, dev="cuda").double(), f32(4, 16, 8, dev="cuda").double(),
+                f32(12, 16, dev="cuda").double(),
+                f32(4, 16, 8, dev="cuda").double(),
                 i32([3, 3, 9, 12], "cuda"),
             ),
             r"\ba\b",
@@ -671,8 +685,11 @@ def test_layer_input_dtype_and_sizes_are_named():
     import moe_ext as m
 
     layer = m.MoE(64, 32, 8, 2)
-    with pytest.raises(TypeError, match=r"moe_ext.MoE: x is torch.bfloat16 but the layer's "
-                       r"parameters are torch.float32"):
+    with pytest.raises(
+        TypeError,
+        match=r"moe_ext.MoE: x is torch.bfloat16 but the layer's "
+        r"parameters are torch.float32",
+    ):
         layer(torch.randn(4, 64, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="moe_ext.MoE: ffn_size must be a positive int, got 0"):
         m.MoE(64, 0, 8, 2)
@@ -687,8 +704,15 @@ def test_moe_mlp_blames_w1_for_a_wrong_expert_count():
     w, ids = m.route(torch.randn(T, E), k)
     order, slot, offsets = m.sort_tokens(ids, E)
     with pytest.raises(RuntimeError, match=r"moe_mlp: w1 must be \[E=4 \(offsets' length\)"):
-        m.moe_mlp(torch.randn(T, H), torch.randn(E + 1, 2 * I, H), torch.randn(E, H, I), w,
-                  order, slot, offsets)
+        m.moe_mlp(
+            torch.randn(T, H),
+            torch.randn(E + 1, 2 * I, H),
+            torch.randn(E, H, I),
+            w,
+            order,
+            slot,
+            offsets,
+        )
 
 
 def test_non_monotone_offs_names_the_index():

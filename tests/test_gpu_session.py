@@ -23,21 +23,33 @@ SMOKE = ROOT / "benchmarks" / "gpu_smoke.py"
 @pytest.mark.skipif(not moe_ext.emu.available(), reason="the dry run needs the emulator backend")
 def test_dry_run_passes_and_packs_one_archive(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
-    res = subprocess.run(["bash", str(SESSION), "--dry-run"], env=env, capture_output=True,
-                         text=True, timeout=900)
+    res = subprocess.run(
+        ["bash", str(SESSION), "--dry-run"], env=env, capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     with tarfile.open(tmp_path / "dry-run.tar.gz") as tar:
         names = set(tar.getnames())
     for f in ("smoke-emu.jsonl", "smoke-cpu.jsonl", "goals.jsonl", "smoke-emu.log", "goals.log"):
         assert f"session/{f}" in names, names
     smoke = [json.loads(line) for line in (tmp_path / "session" / "smoke-emu.jsonl").open()]
-    listed = subprocess.run([sys.executable, str(SMOKE), "--backend", "emu", "--list"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        [sys.executable, str(SMOKE), "--backend", "emu", "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert [r["case"] for r in smoke] == listed and all(r["status"] == "PASS" for r in smoke)
     # every kernel family the GPU smoke covers is in the emulator's list
-    for family in ("grouped_mm/sm80/large", "grouped_mm/sm80/small_m", "grouped_mm/sm90/dB",
-                   "moe_mlp/sm90/swiglu", "grouped_mm/fp32", "route/", "sort_tokens",
-                   "permute+unpermute"):
+    for family in (
+        "grouped_mm/sm80/large",
+        "grouped_mm/sm80/small_m",
+        "grouped_mm/sm90/dB",
+        "moe_mlp/sm90/swiglu",
+        "grouped_mm/fp32",
+        "route/",
+        "sort_tokens",
+        "permute+unpermute",
+    ):
         assert any(n.startswith(family) for n in listed), family
     goals = [json.loads(line) for line in (tmp_path / "session" / "goals.jsonl").open()]
     assert "meta" in goals[0]
@@ -49,9 +61,25 @@ def test_dry_run_passes_and_packs_one_archive(tmp_path):
 
 def test_smoke_supervisor_survives_a_hang_and_a_crash(tmp_path):
     out = tmp_path / "smoke.jsonl"
-    res = subprocess.run([sys.executable, str(SMOKE), "--backend", "cpu", "--plant", "hang",
-                          "--plant", "crash", "--case-timeout", "3", "--json", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(SMOKE),
+            "--backend",
+            "cpu",
+            "--plant",
+            "hang",
+            "--plant",
+            "crash",
+            "--case-timeout",
+            "3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 1, res.stdout[-2000:]
     rows = [json.loads(line) for line in out.open()]
     status = {r["case"]: r["status"] for r in rows}
@@ -67,12 +95,14 @@ def test_session_script_fits_the_lease():
     text = SESSION.read_text()
 
     def limits(fn):
-        body = text[text.index(f"{fn}() {{"):]
-        body = body[:body.index("\n}\n")]
+        body = text[text.index(f"{fn}() {{") :]
+        body = body[: body.index("\n}\n")]
         return sum(int(x) for x in re.findall(r"step \w+ (\d+) ", body))
 
     assert limits("call1") <= 360, limits("call1")
-    assert limits("call2") <= 300 + 150, limits("call2")  # the 150 s rebuild only if call 1's is gone
+    assert limits("call2") <= 300 + 150, limits(
+        "call2"
+    )  # the 150 s rebuild only if call 1's is gone
     assert limits("call2") - 150 <= 300
 
 

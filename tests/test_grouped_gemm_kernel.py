@@ -130,7 +130,9 @@ def tiles(extent, size):
     return math.ceil(extent / size)
 
 
-@pytest.mark.parametrize("config", [("large", 0), ("small_m", 0)], ids=["large", "small_m"], indirect=True)
+@pytest.mark.parametrize(
+    "config", [("large", 0), ("small_m", 0)], ids=["large", "small_m"], indirect=True
+)
 @pytest.mark.parametrize("layouts", ["aK_bN", "aK_bK", "aM_bN", "aM_bK"])
 def test_counters_bank_conflicts_mma_traffic(config, layouts):
     """Tile-multiple aligned shapes: no bank conflicts anywhere (swizzled ldmatrix operands,
@@ -193,7 +195,9 @@ def test_medium_expert_gemm_many_tiles_per_cta(path, monkeypatch):
     one (TMA + wgmma), checked against torch's error."""
     monkeypatch.setenv("MOE_EXT_GEMM_PATH", path)
     torch.manual_seed(7)
-    a, b, offs = make_inputs("2x3", 8, 1024, 256, 512, "skewed", torch.bfloat16, "cpu", "contig", "t")
+    a, b, offs = make_inputs(
+        "2x3", 8, 1024, 256, 512, "skewed", torch.bfloat16, "cpu", "contig", "t"
+    )
     out = emu_mm()(a, b, offs)
     s = moe_ext.emu.last_launch_stats()
     ctas, threads = PATHS[path]
@@ -234,8 +238,11 @@ def test_sm90_kernel(shape, dtype, monkeypatch):
 
 
 # operand layouts the Hopper kernel takes, per form: (a layout, b layout) as make_mat names them
-SM90_LAYOUTS = {"2x3": [("contig", "t"), ("contig", "contig")], "3x3": [("contig", "t"), ("contig", "contig")],
-                "2x2": [("t", "contig"), ("contig", "t")]}
+SM90_LAYOUTS = {
+    "2x3": [("contig", "t"), ("contig", "contig")],
+    "3x3": [("contig", "t"), ("contig", "contig")],
+    "2x2": [("t", "contig"), ("contig", "t")],
+}
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -289,8 +296,10 @@ def test_sm90_path_refuses_what_it_cannot_run(monkeypatch):
     fallback; auto picks the Ampere kernel for it."""
     a, b, offs = make_inputs("3x2", 2, 64, 32, 64, "even", torch.bfloat16, "cpu", "contig", "t")
     monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
-    with pytest.raises(RuntimeError, match="MOE_EXT_GEMM_PATH=sm90 forces the Hopper kernel on a "
-                       "problem it does not take"):
+    with pytest.raises(
+        RuntimeError,
+        match="MOE_EXT_GEMM_PATH=sm90 forces the Hopper kernel on a problem it does not take",
+    ):
         emu_mm()(a, b, offs)
     monkeypatch.setenv("MOE_EXT_GEMM_PATH", "auto")
     out = emu_mm()(a, b, offs)
@@ -312,11 +321,15 @@ def test_tuning_table_steers_the_launcher(tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from tune_grouped_gemm import tuning_key
 
-    table = {"table": {tuning_key(E=1, K=64, N=128, M=64): [
-        {"path": "sm80", "config": "small_m", "stages": 3, "us": 1.0},
-        {"path": "sm90", "config": "large", "stages": 4, "us": 2.0},
-        {"path": "sm80", "config": "large", "stages": 5, "error": "x"},
-    ]}}
+    table = {
+        "table": {
+            tuning_key(E=1, K=64, N=128, M=64): [
+                {"path": "sm80", "config": "small_m", "stages": 3, "us": 1.0},
+                {"path": "sm90", "config": "large", "stages": 4, "us": 2.0},
+                {"path": "sm80", "config": "large", "stages": 5, "error": "x"},
+            ]
+        }
+    }
     path = tmp_path / "tuning.json"
     path.write_text(json.dumps(table))
     try:
@@ -327,7 +340,9 @@ def test_tuning_table_steers_the_launcher(tmp_path, monkeypatch):
         s = moe_ext.emu.last_launch_stats()
         assert s["threads"] == 4 * 128 and s["blocks"] == 4  # small-M tiles on the Ampere kernel
         check_gemm("2x3", out, a, b, offs)
-        a2, b2, offs2 = make_inputs("2x3", 1, 64, 64, 256, "even", torch.bfloat16, "cpu", "contig", "t")
+        a2, b2, offs2 = make_inputs(
+            "2x3", 1, 64, 64, 256, "even", torch.bfloat16, "cpu", "contig", "t"
+        )
         emu_mm()(a2, b2, offs2)  # another key: untouched
         assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0
         monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")  # an override wins over the table

@@ -39,8 +39,7 @@ def backend_dtype_params(dtypes=None, backends=GMM_BACKENDS, emu_dtypes=None):
         pytest.param(b, d, id=f"{b}-{str(d)[6:]}")
         for b in backends
         for d in dtypes_for(b)
-        if (dtypes is None or d in dtypes)
-        and (b != "emu" or emu_dtypes is None or d in emu_dtypes)
+        if (dtypes is None or d in dtypes) and (b != "emu" or emu_dtypes is None or d in emu_dtypes)
     ]
 
 

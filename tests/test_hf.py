@@ -18,29 +18,60 @@ import moe_ext
 transformers = pytest.importorskip("transformers")
 import moe_ext.hf  # noqa: E402
 
-COMMON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=4, max_position_embeddings=64)
+COMMON = dict(
+    vocab_size=64,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=64,
+)
 
 
 def config(name):
     t = transformers
     if name == "mixtral":
-        return t.MixtralConfig(intermediate_size=48, num_local_experts=4, num_experts_per_tok=2,
-                               **COMMON)
+        return t.MixtralConfig(
+            intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, **COMMON
+        )
     if name == "qwen3_moe":
-        return t.Qwen3MoeConfig(intermediate_size=48, moe_intermediate_size=24, num_experts=8,
-                                num_experts_per_tok=2, decoder_sparse_step=1, head_dim=8, **COMMON)
+        return t.Qwen3MoeConfig(
+            intermediate_size=48,
+            moe_intermediate_size=24,
+            num_experts=8,
+            num_experts_per_tok=2,
+            decoder_sparse_step=1,
+            head_dim=8,
+            **COMMON,
+        )
     if name == "olmoe":
         return t.OlmoeConfig(intermediate_size=24, num_experts=8, num_experts_per_tok=2, **COMMON)
     if name == "deepseek_v3":
-        return t.DeepseekV3Config(intermediate_size=48, moe_intermediate_size=16, n_routed_experts=8,
-                                  num_experts_per_tok=2, n_shared_experts=1, n_group=2,
-                                  topk_group=1, first_k_dense_replace=0, q_lora_rank=16,
-                                  kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
-                                  v_head_dim=8, **COMMON)
+        return t.DeepseekV3Config(
+            intermediate_size=48,
+            moe_intermediate_size=16,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            n_shared_experts=1,
+            n_group=2,
+            topk_group=1,
+            first_k_dense_replace=0,
+            q_lora_rank=16,
+            kv_lora_rank=16,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=8,
+            v_head_dim=8,
+            **COMMON,
+        )
     if name == "gpt_oss":
-        return t.GptOssConfig(intermediate_size=24, num_local_experts=4, num_experts_per_tok=2,
-                              head_dim=8, sliding_window=16, **COMMON)
+        return t.GptOssConfig(
+            intermediate_size=24,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            head_dim=8,
+            sliding_window=16,
+            **COMMON,
+        )
     raise ValueError(name)
 
 
@@ -88,8 +119,9 @@ def test_logits_and_grads_match_eager(name, monkeypatch):
     assert expert_params, "no expert parameters received gradients"
     for n in grads:
         scale = max(1.0, ref_grads[n].abs().max().item())
-        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-4, atol=1e-5 * scale,
-                                   msg=lambda m: f"{n}: {m}")
+        torch.testing.assert_close(
+            grads[n], ref_grads[n], rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"{n}: {m}"
+        )
 
 
 @pytest.mark.parametrize("name", ["mixtral", "gpt_oss"])

@@ -58,22 +58,36 @@ def torch_forward(layer, x, capacity=None):
     """The layer's math with torch ops and reference.moe_mlp (no noise/jitter: eval mode)."""
     flat = x.reshape(-1, H)
     logits = flat @ layer.router.weight.t()
-    w, ids = reference.route(logits.float(), layer.top_k, **layer.route_args,
-                             correction_bias=layer.correction_bias)
+    w, ids = reference.route(
+        logits.float(), layer.top_k, **layer.route_args, correction_bias=layer.correction_bias
+    )
     order, slot, offsets = reference.sort_tokens(ids, E, capacity)
-    y = reference.moe_mlp(flat, layer.gate_up_proj, layer.down_proj, w, order, slot, offsets,
-                          layer.activation)
+    y = reference.moe_mlp(
+        flat, layer.gate_up_proj, layer.down_proj, w, order, slot, offsets, layer.activation
+    )
     if layer.shared_expert is not None:
         y = y + layer.shared_expert(flat)
     return y.reshape(x.shape), logits, ids
 
 
-@pytest.mark.parametrize("kw", [
-    {}, {"activation": "geglu"}, {"activation": "gelu"}, {"shared_ffn_size": 16},
-    {"score_func": "sigmoid", "num_groups": 4, "topk_groups": 2, "scaling_factor": 2.5,
-     "correction_bias": True},
-    {"capacity_factor": 0.5},
-], ids=["swiglu", "geglu", "gelu", "shared", "deepseek_routing", "capacity"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"activation": "geglu"},
+        {"activation": "gelu"},
+        {"shared_ffn_size": 16},
+        {
+            "score_func": "sigmoid",
+            "num_groups": 4,
+            "topk_groups": 2,
+            "scaling_factor": 2.5,
+            "correction_bias": True,
+        },
+        {"capacity_factor": 0.5},
+    ],
+    ids=["swiglu", "geglu", "gelu", "shared", "deepseek_routing", "capacity"],
+)
 def test_matches_torch_formulation(kw):
     layer = make_layer(**kw).eval()
     if layer.correction_bias is not None:
@@ -142,8 +156,9 @@ def test_correction_bias_update_balances():
 
 
 def test_llama4_weights_on_input():
-    layer = make_layer(top_k=1, score_func="sigmoid", renormalize=False,
-                       apply_weights_to_input=True).eval()
+    layer = make_layer(
+        top_k=1, score_func="sigmoid", renormalize=False, apply_weights_to_input=True
+    ).eval()
     x = torch.randn(10, H)
     logits = x @ layer.router.weight.t()
     w, ids = reference.route(logits, 1, score_func="sigmoid", renormalize=False)
@@ -169,8 +184,11 @@ def test_checkpointing_gives_same_grads():
 def test_deterministic_and_deterministic_mode():
     x = torch.randn(4, 9, H)
     runs = []
-    with torch.use_deterministic_algorithms_context(True) if hasattr(
-            torch, "use_deterministic_algorithms_context") else _deterministic():
+    with (
+        torch.use_deterministic_algorithms_context(True)
+        if hasattr(torch, "use_deterministic_algorithms_context")
+        else _deterministic()
+    ):
         for _ in range(2):
             layer = make_layer(shared_ffn_size=8, aux_loss_coef=0.01).train()
             xx = x.clone().requires_grad_(True)

@@ -21,8 +21,20 @@ GATED = ("swiglu", "geglu", "geglu_tanh")
 ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh", "silu", "gelu", "gelu_tanh", "relu", "identity")
 
 
-def make_case(T, H, I, E, k, dtype, device, activation="swiglu", capacity=None, sentinels=False,
-              w1_layout="hf", seed=0):
+def make_case(
+    T,
+    H,
+    I,
+    E,
+    k,
+    dtype,
+    device,
+    activation="swiglu",
+    capacity=None,
+    sentinels=False,
+    w1_layout="hf",
+    seed=0,
+):
     g = torch.Generator().manual_seed(seed)
     rows = 2 * I if activation in GATED else I
     x = torch.randn(T, H, generator=g)
@@ -37,8 +49,15 @@ def make_case(T, H, I, E, k, dtype, device, activation="swiglu", capacity=None, 
         ids[::3, -1] = -1  # "not routed here" (expert parallelism)
     order, slot, offsets = moe_ext.sort_tokens(ids, E, capacity)
     dev = lambda t: t.to(device)  # noqa: E731
-    return (dev(x.to(dtype)), dev(w1.to(dtype)), dev(w2.to(dtype)), dev(weights), dev(order),
-            dev(slot), dev(offsets))
+    return (
+        dev(x.to(dtype)),
+        dev(w1.to(dtype)),
+        dev(w2.to(dtype)),
+        dev(weights),
+        dev(order),
+        dev(slot),
+        dev(offsets),
+    )
 
 
 def truth_and_torch_error(args, activation):
@@ -196,8 +215,9 @@ def test_matches_composite_of_ops(backend):
     """The fused path equals permute -> grouped_mm -> act -> grouped_mm -> unpermute on the same
     backend up to the one extra rounding of the weighted rows (bf16)."""
     ops = getattr(torch.ops, "moe_ext_emu" if backend == "emu" else "moe_ext")
-    x, w1, w2, weights, order, slot, offsets = make_case(50, 64, 32, 8, 2, torch.bfloat16,
-                                                         device_of(backend))
+    x, w1, w2, weights, order, slot, offsets = make_case(
+        50, 64, 32, 8, 2, torch.bfloat16, device_of(backend)
+    )
     y = ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, "swiglu")
     h = ops.grouped_mm(ops.permute(x, order, slot, 2), w1.transpose(-2, -1), offsets).float()
     a = (torch.nn.functional.silu(h[:, :32]) * h[:, 32:]).to(x.dtype)
@@ -217,8 +237,11 @@ def test_deterministic(backend):
 @pytest.mark.parametrize("activation", ["swiglu", "gelu"])
 @pytest.mark.parametrize(
     "backend,dtype",
-    [pytest.param(b, d, id=f"{b}-{str(d)[6:]}") for b in BACKENDS
-     for d in (torch.float32, torch.bfloat16)],
+    [
+        pytest.param(b, d, id=f"{b}-{str(d)[6:]}")
+        for b in BACKENDS
+        for d in (torch.float32, torch.bfloat16)
+    ],
 )
 def test_backward(backend, dtype, activation):
     """Grads to x, w1, w2, weights vs autograd through reference.moe_mlp (fp64 for the truth;
@@ -229,8 +252,13 @@ def test_backward(backend, dtype, activation):
 
     def grads(fn, cast):
         leaves = [cast(t).detach().requires_grad_(True) for t in (x, w1, w2, weights)]
-        out = fn(*leaves, order.to(leaves[0].device), slot.to(leaves[0].device),
-                 offsets.to(leaves[0].device), activation)
+        out = fn(
+            *leaves,
+            order.to(leaves[0].device),
+            slot.to(leaves[0].device),
+            offsets.to(leaves[0].device),
+            activation,
+        )
         (out.double() * cast(dy).double()).sum().backward()
         return [t.grad for t in leaves]
 
@@ -261,8 +289,9 @@ def test_opcheck(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_errors_name_the_argument(backend):
-    x, w1, w2, weights, order, slot, offsets = make_case(8, 16, 8, 4, 2, torch.float32,
-                                                         device_of(backend))
+    x, w1, w2, weights, order, slot, offsets = make_case(
+        8, 16, 8, 4, 2, torch.float32, device_of(backend)
+    )
     f = op(backend, "moe_mlp")
     with pytest.raises(RuntimeError, match="activation must be one of"):
         f(x, w1, w2, weights, order, slot, offsets, "tanh")

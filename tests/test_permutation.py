@@ -437,7 +437,7 @@ def test_backward_closed_form(backend, dtypes, case):
     # dropped assignments get exactly zero gradient
     dropped = (slot < 0).view(T, k)
     assert (w.grad.cpu()[dropped] == 0).all()
-    assert (yp.grad.cpu()[int((slot >= 0).sum()):] == 0).all()
+    assert (yp.grad.cpu()[int((slot >= 0).sum()) :] == 0).all()
 
 
 # --- opcheck ------------------------------------------------------------------------------------
@@ -484,7 +484,11 @@ INTO_BACKENDS = [b for b in backends_for("sort_tokens_into") if b != "cpu"]
 @pytest.mark.parametrize("T,k,E,cap", [(0, 2, 4, None), (37, 2, 8, None), (500, 4, 60, 20)])
 def test_sort_tokens_into_matches_sort_tokens(backend, T, k, E, cap):
     dev = device_of(backend)
-    ids = make_ids(T, k, E, "skewed").to(dev) if T else torch.zeros(0, k, dtype=torch.int32, device=dev)
+    ids = (
+        make_ids(T, k, E, "skewed").to(dev)
+        if T
+        else torch.zeros(0, k, dtype=torch.int32, device=dev)
+    )
     n = ids.numel()
     size = torch.ops.moe_ext.sort_tokens_workspace_size(n, E)
     assert size >= E

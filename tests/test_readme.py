@@ -22,8 +22,9 @@ def test_readme_snippets_run():
             try:
                 exec(compile(code, f"README.md python block {i}", "exec"), ns)
             except Exception as e:  # noqa: BLE001
-                raise AssertionError(f"README python block {i} fails: {type(e).__name__}: {e}\n"
-                                     f"{code}") from e
+                raise AssertionError(
+                    f"README python block {i} fails: {type(e).__name__}: {e}\n{code}"
+                ) from e
 
 
 def test_hf_and_distributed_resolve_without_an_import():

@@ -28,8 +28,16 @@ def expected_stats(logits, top_k, **kw):
 CASES = [
     dict(T=1000, E=8, k=2),
     dict(T=1000, E=60, k=4, score_func="sigmoid", renormalize=False),
-    dict(T=333, E=256, k=8, score_func="sigmoid", bias=True, num_groups=8, topk_groups=4,
-         scaling_factor=2.5),
+    dict(
+        T=333,
+        E=256,
+        k=8,
+        score_func="sigmoid",
+        bias=True,
+        num_groups=8,
+        topk_groups=4,
+        scaling_factor=2.5,
+    ),
     dict(T=3, E=1000, k=8),
     dict(T=1, E=7, k=7),
     dict(T=0, E=16, k=2),
@@ -60,8 +68,10 @@ def test_route_with_stats_vs_reference(backend, case, dtype):
 @pytest.mark.parametrize("backend", STATS_BACKENDS)
 def test_route_with_stats_matches_route_and_is_deterministic(backend):
     logits = make_logits(777, 64).to(device_of(backend))
-    outs = [op(backend, "route_with_stats")(logits, 6, "softmax", True, None, 8, 2, 1.0)
-            for _ in range(2)]
+    outs = [
+        op(backend, "route_with_stats")(logits, 6, "softmax", True, None, 8, 2, 1.0)
+        for _ in range(2)
+    ]
     for a, b in zip(*outs):
         assert torch.equal(a, b)  # bit-identical, mean_prob included
     w, ids = op(backend, "route")(logits, 6, "softmax", True, None, 8, 2, 1.0)
@@ -95,8 +105,9 @@ def test_stats_gradcheck(score_func, renormalize):
     gw = torch.randn(6, 3, dtype=torch.float64)
 
     def f(x):
-        w, _, counts, mean = moe_ext.route_with_stats(x, 3, score_func, renormalize, None, 1, 1,
-                                                      1.5)
+        w, _, counts, mean = moe_ext.route_with_stats(
+            x, 3, score_func, renormalize, None, 1, 1, 1.5
+        )
         return (w * gw).sum() + moe_ext.load_balancing_loss(counts, mean, x.shape[0])
 
     assert torch.autograd.gradcheck(f, (logits,))
@@ -127,11 +138,13 @@ def test_router_z_loss():
 
 
 def test_route_with_stats_opcheck():
-    torch.library.opcheck(torch.ops.moe_ext.route_with_stats.default,
-                          (make_logits(9, 16).requires_grad_(), 4))
+    torch.library.opcheck(
+        torch.ops.moe_ext.route_with_stats.default, (make_logits(9, 16).requires_grad_(), 4)
+    )
 
 
 # --- performance proxies: the emulator's counters of the router kernel -----------------------
+
 
 @pytest.mark.skipif(not EMU, reason="emulator backend not built")
 @pytest.mark.parametrize("dtype,elem", [(torch.float32, 4), (torch.bfloat16, 2)])

@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ruff_check_passes():
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     assert Path(ruff).exists(), "ruff is needed (scripts/test.sh installs it)"
-    res = subprocess.run([ruff, "check", "--output-format", "concise", "."], cwd=ROOT,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [ruff, "check", "--output-format", "concise", "."], cwd=ROOT, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
 
 
@@ -26,17 +27,27 @@ def _tool(name: str) -> str:
 
 def test_ruff_format_clean():
     """Python is formatted by ruff format (pyproject.toml [tool.ruff], 100 columns)."""
-    res = subprocess.run([_tool("ruff"), "format", "--check", "."], cwd=ROOT, capture_output=True,
-                         text=True)
+    res = subprocess.run(
+        [_tool("ruff"), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True
+    )
     assert res.returncode == 0, "run `ruff format .`:\n" + res.stdout[-4000:] + res.stderr[-2000:]
 
 
 def test_clang_format_clean():
     """C++/CUDA is formatted by clang-format (.clang-format: Google base, 100 columns)."""
-    files = subprocess.run(["git", "ls-files", "csrc/*.h", "csrc/*.cpp", "csrc/*.cu", "csrc/*.cuh"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "csrc/*.h", "csrc/*.cpp", "csrc/*.cu", "csrc/*.cuh"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert files, "no C++ sources found (not a git checkout?)"
-    res = subprocess.run([_tool("clang-format"), "--dry-run", "-Werror", *files], cwd=ROOT,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [_tool("clang-format"), "--dry-run", "-Werror", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     bad = sorted({line.split(":")[0] for line in res.stderr.splitlines() if ": error:" in line})
     assert res.returncode == 0, "run `clang-format -i` on: " + " ".join(bad)

@@ -44,9 +44,15 @@ def make_case(T, k, E, H, dtype, capacity=None, sentinels=False, seed=0):
     return grad_y, yp, order, slot, w
 
 
-CASES = [("h1", 9, 2, 4, 1, {}), ("h7", 9, 2, 4, 7, {}), ("h8", 9, 3, 5, 8, {}),
-         ("h200", 12, 2, 8, 200, {}), ("t0", 0, 2, 4, 16, {}),
-         ("capacity", 20, 2, 4, 24, {"capacity": 3}), ("sentinels", 15, 2, 4, 24, {"sentinels": True})]
+CASES = [
+    ("h1", 9, 2, 4, 1, {}),
+    ("h7", 9, 2, 4, 7, {}),
+    ("h8", 9, 3, 5, 8, {}),
+    ("h200", 12, 2, 8, 200, {}),
+    ("t0", 0, 2, 4, 16, {}),
+    ("capacity", 20, 2, 4, 24, {"capacity": 3}),
+    ("sentinels", 15, 2, 4, 24, {"sentinels": True}),
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -56,8 +62,9 @@ def test_matches_torch(backend, case, dtype):
     _, T, k, E, H, extra = case
     grad_y, yp, order, slot, w = make_case(T, k, E, H, dtype, **extra)
     dev = device_of(backend)
-    gyp, gw = op(backend, "unpermute_backward")(grad_y.to(dev), yp.to(dev), order.to(dev),
-                                                slot.to(dev), w.to(dev))
+    gyp, gw = op(backend, "unpermute_backward")(
+        grad_y.to(dev), yp.to(dev), order.to(dev), slot.to(dev), w.to(dev)
+    )
     ref_yp, ref_w = torch_grads(grad_y, yp, order, slot, w)
     assert gyp.dtype == yp.dtype and gw.dtype == w.dtype
     assert torch.equal(gyp.cpu(), ref_yp)  # one product, one rounding: exact

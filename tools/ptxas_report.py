@@ -19,9 +19,13 @@ def parse(text):
             continue
         if cur is None:
             continue
-        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        m = re.search(
+            r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line
+        )
         if m:
-            cur.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+            cur.update(
+                stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3))
+            )
         m = re.search(r"Used (\d+) registers", line)
         if m:
             cur["registers"] = int(m.group(1))
@@ -42,8 +46,10 @@ def main():
     spills = 0
     for r, n in zip(rows, names):
         spills += r.get("spill_stores", 0) + r.get("spill_loads", 0)
-        print(f"{r['arch']:7s} regs {r.get('registers', 0):3d} stack {r.get('stack', 0):4d} "
-              f"spill st/ld {r.get('spill_stores', 0)}/{r.get('spill_loads', 0)}  {n}")
+        print(
+            f"{r['arch']:7s} regs {r.get('registers', 0):3d} stack {r.get('stack', 0):4d} "
+            f"spill st/ld {r.get('spill_stores', 0)}/{r.get('spill_loads', 0)}  {n}"
+        )
     if "--fail-on-spill" in sys.argv and spills:
         sys.exit(f"ptxas_report: {spills} bytes of spills")
 

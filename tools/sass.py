@@ -16,8 +16,10 @@ from pathlib import Path
 def cuobjdump() -> str | None:
     """cuobjdump from the pip wheel (next to nvdisasm) or PATH."""
     purelib = Path(sysconfig.get_paths()["purelib"])
-    for cand in (purelib / "nvidia" / "cu13" / "bin" / "cuobjdump",
-                 purelib / "nvidia" / "cuda_cuobjdump" / "bin" / "cuobjdump"):
+    for cand in (
+        purelib / "nvidia" / "cu13" / "bin" / "cuobjdump",
+        purelib / "nvidia" / "cuda_cuobjdump" / "bin" / "cuobjdump",
+    ):
         if cand.exists():
             return str(cand)
     return shutil.which("cuobjdump")
@@ -53,9 +55,11 @@ def resource_usage(tool: str, so: str) -> dict[tuple[str, str], dict[str, int]]:
         if "arch = " in line:
             arch = line.split("arch = ")[1].strip()
         elif line.strip().startswith("Function "):
-            name = line.strip()[len("Function "):].rstrip(":")
+            name = line.strip()[len("Function ") :].rstrip(":")
         elif name is not None and "REG:" in line:
-            usage[(arch, name)] = {k: int(v) for k, v in re.findall(r"(\w+(?:\[\d+\])?):(\d+)", line)}
+            usage[(arch, name)] = {
+                k: int(v) for k, v in re.findall(r"(\w+(?:\[\d+\])?):(\d+)", line)
+            }
             name = None
     return usage
 
@@ -69,17 +73,32 @@ def demangle(names: list[str]) -> dict[str, str]:
 
 
 INSTRUCTION_CLASSES = {
-    "HMMA": r"\bHMMA\b", "HGMMA": r"\bHGMMA\b", "LDGSTS": r"\bLDGSTS\b", "UTMALDG": r"\bUTMALDG\b",
+    "HMMA": r"\bHMMA\b",
+    "HGMMA": r"\bHGMMA\b",
+    "LDGSTS": r"\bLDGSTS\b",
+    "UTMALDG": r"\bUTMALDG\b",
     "UTMASTG": r"\bUTMASTG\b",
-    "LDSM": r"\bLDSM\b", "LDS": r"\bLDS\b", "STS": r"\bSTS\b", "LDG": r"\bLDG\b", "STG": r"\bSTG\b",
-    "FFMA": r"\bFFMA\b", "SHFL": r"\bSHFL\b", "BAR": r"\bBAR\b", "SYNCS": r"\bSYNCS\b",
-    "LDL": r"\bLDL\b", "STL": r"\bSTL\b",
+    "LDSM": r"\bLDSM\b",
+    "LDS": r"\bLDS\b",
+    "STS": r"\bSTS\b",
+    "LDG": r"\bLDG\b",
+    "STG": r"\bSTG\b",
+    "FFMA": r"\bFFMA\b",
+    "SHFL": r"\bSHFL\b",
+    "BAR": r"\bBAR\b",
+    "SYNCS": r"\bSYNCS\b",
+    "LDL": r"\bLDL\b",
+    "STL": r"\bSTL\b",
 }
 
 
 def instruction_mix(sass: str) -> dict[str, int]:
     """Static counts of the instruction classes that matter for our kernels."""
-    ops = [line.split("*/", 1)[1] for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,}\*/", line)]
+    ops = [
+        line.split("*/", 1)[1]
+        for line in sass.splitlines()
+        if re.match(r"\s+/\*[0-9a-f]{4,}\*/", line)
+    ]
     mix = {k: sum(1 for o in ops if re.search(p, o)) for k, p in INSTRUCTION_CLASSES.items()}
     mix["total"] = len(ops)
     return mix

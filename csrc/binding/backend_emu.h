@@ -19,8 +19,9 @@ struct DeviceBackend<Target::kEmu> {
     for (const auto& b : buffers) {
       if (!b.tensor.defined()) continue;
       const auto begin = reinterpret_cast<uintptr_t>(b.tensor.const_data_ptr());
-      const auto bytes = static_cast<uintptr_t>(b.tensor.storage().nbytes()) -
-                         static_cast<uintptr_t>(b.tensor.storage_offset() * b.tensor.element_size());
+      const auto bytes =
+          static_cast<uintptr_t>(b.tensor.storage().nbytes()) -
+          static_cast<uintptr_t>(b.tensor.storage_offset() * b.tensor.element_size());
       regions.push_back({b.name, begin, begin + bytes, b.writable});
     }
     const moe_simt::BufferScope scope(std::move(regions));

@@ -28,10 +28,10 @@ void check_int32(const char* op, const char* name, const at::Tensor& t) {
   MOE_CHECK(op, t.scalar_type() == at::kInt, name, " must be int32, got ", describe(t));
 }
 
-void check_same_device(const char* op, const char* name, const at::Tensor& t,
-                       const char* ref_name, const at::Tensor& ref) {
-  MOE_CHECK(op, t.device() == ref.device(), name, " must be on the same device as ", ref_name,
-            " (", ref.device(), "), got ", describe(t));
+void check_same_device(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
+                       const at::Tensor& ref) {
+  MOE_CHECK(op, t.device() == ref.device(), name, " must be on the same device as ", ref_name, " (",
+            ref.device(), "), got ", describe(t));
 }
 
 void check_num_assignments(const char* op, const char* name, int64_t n) {
@@ -59,8 +59,8 @@ bool value_checks_enabled(const at::Tensor& t) {
 
 // Range check of an integer tensor's values: lo <= v < hi. The message names the first bad
 // entry by its index ("order[5] = 99 is out of range [0, 8)"), so the caller can find it.
-static void check_values_in_range(const char* op, const char* name, const at::Tensor& t,
-                                  int64_t lo, int64_t hi) {
+static void check_values_in_range(const char* op, const char* name, const at::Tensor& t, int64_t lo,
+                                  int64_t hi) {
   if (t.numel() == 0 || !value_checks_enabled(t)) return;
   // one pass over the values, no copy for contiguous int32/int64 CPU tensors (these checks run
   // on every CPU call; a few µs at MoE sizes)
@@ -72,8 +72,10 @@ static void check_values_in_range(const char* op, const char* name, const at::Te
     while (flat < n && data[flat] >= lo && data[flat] < hi) ++flat;
     if (flat < n) value = data[flat];
   };
-  if (v.scalar_type() == at::kInt) scan(v.const_data_ptr<int32_t>());
-  else scan(v.const_data_ptr<int64_t>());
+  if (v.scalar_type() == at::kInt)
+    scan(v.const_data_ptr<int32_t>());
+  else
+    scan(v.const_data_ptr<int64_t>());
   if (flat == n) return;
   std::ostringstream where;  // multi-index of the flat position, "[1, 0]" for 2-D ids
   for (int64_t d = 0, rest = flat; d < v.dim(); ++d) {
@@ -82,8 +84,7 @@ static void check_values_in_range(const char* op, const char* name, const at::Te
     rest %= inner;
   }
   where << "]";
-  MOE_CHECK(op, false, name, where.str(), " = ", value,
-            " is out of range [", lo, ", ", hi, ")");
+  MOE_CHECK(op, false, name, where.str(), " = ", value, " is out of range [", lo, ", ", hi, ")");
 }
 
 void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view score_func,
@@ -94,24 +95,23 @@ void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view 
   check_float(op, "logits", logits, /*allow_fp64_on_cpu=*/true);
   const int64_t E = logits.size(1);
   MOE_CHECK(op, E >= 1, "logits must have at least one expert column, got ", describe(logits));
-  MOE_CHECK(op, top_k >= 1 && top_k <= E, "top_k must be in [1, num_experts=", E, "], got ",
-            top_k);
+  MOE_CHECK(op, top_k >= 1 && top_k <= E, "top_k must be in [1, num_experts=", E, "], got ", top_k);
   MOE_CHECK(op, score_func == "softmax" || score_func == "sigmoid",
             "score_func must be \"softmax\" or \"sigmoid\", got \"", std::string(score_func), "\"");
   if (correction_bias) {
     const auto& b = *correction_bias;
     check_dim(op, "correction_bias", b, 1);
     check_float(op, "correction_bias", b, true);
-    MOE_CHECK(op, b.size(0) == E, "correction_bias must have num_experts=", E,
-              " elements, got ", describe(b));
+    MOE_CHECK(op, b.size(0) == E, "correction_bias must have num_experts=", E, " elements, got ",
+              describe(b));
     check_same_device(op, "correction_bias", b, "logits", logits);
   }
   MOE_CHECK(op, num_groups >= 1, "num_groups must be >= 1, got ", num_groups);
   if (num_groups > 1) {
     MOE_CHECK(op, E % num_groups == 0, "num_groups=", num_groups,
               " must divide the number of experts ", E);
-    MOE_CHECK(op, E / num_groups >= 2, "num_groups=", num_groups,
-              " leaves groups of size ", E / num_groups, "; group-limited routing needs >= 2");
+    MOE_CHECK(op, E / num_groups >= 2, "num_groups=", num_groups, " leaves groups of size ",
+              E / num_groups, "; group-limited routing needs >= 2");
     MOE_CHECK(op, topk_groups >= 1 && topk_groups <= num_groups, "topk_groups must be in [1, ",
               "num_groups=", num_groups, "], got ", topk_groups);
     MOE_CHECK(op, top_k <= topk_groups * (E / num_groups), "top_k=", top_k,
@@ -183,9 +183,9 @@ void check_permute_args(const at::Tensor& x, const at::Tensor& order, const at::
   MOE_CHECK(op, x.size(0) <= (kMaxAssignments - 1) / top_k, "x.size(0) * top_k = ", x.size(0),
             " * ", top_k, " assignments; N = T*top_k must be < 2^31 (order and slot are int32)");
   check_order_slot_meta(op, order, slot, x, "x");
-  MOE_CHECK(op, order.size(0) == x.size(0) * top_k, "order must have N = x.size(0) * top_k = ",
-            x.size(0), " * ", top_k, " = ", x.size(0) * top_k, " elements, got ",
-            describe(order));
+  MOE_CHECK(op, order.size(0) == x.size(0) * top_k,
+            "order must have N = x.size(0) * top_k = ", x.size(0), " * ", top_k, " = ",
+            x.size(0) * top_k, " elements, got ", describe(order));
   check_order_slot_values(op, order, slot);
 }
 
@@ -284,9 +284,12 @@ GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
       const int64_t* ends = v.const_data_ptr<int64_t>();
       for (int64_t g = 0; g < v.size(0); ++g) {
         const int64_t before = g == 0 ? 0 : ends[g - 1];
-        MOE_CHECK(op, ends[g] >= before, "offs must be non-decreasing and >= 0 (cumulative group "
-                  "ends), but offs[", g, "] = ", ends[g], g == 0 ? std::string(" < 0") :
-                  " < offs[" + std::to_string(g - 1) + "] = " + std::to_string(before));
+        MOE_CHECK(op, ends[g] >= before,
+                  "offs must be non-decreasing and >= 0 (cumulative group "
+                  "ends), but offs[",
+                  g, "] = ", ends[g],
+                  g == 0 ? std::string(" < 0")
+                         : " < offs[" + std::to_string(g - 1) + "] = " + std::to_string(before));
       }
       int64_t last = v[-1].item<int64_t>();
       MOE_CHECK(op, last <= ragged_extent, "offs[-1]=", last, " exceeds the ragged ", ragged,

@@ -27,8 +27,8 @@ std::string describe(const at::Tensor& t);
 void check_float(const char* op, const char* name, const at::Tensor& t, bool allow_fp64_on_cpu);
 void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim);
 void check_int32(const char* op, const char* name, const at::Tensor& t);
-void check_same_device(const char* op, const char* name, const at::Tensor& t,
-                       const char* ref_name, const at::Tensor& ref);
+void check_same_device(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
+                       const at::Tensor& ref);
 // `name` holds n assignments (N = T*top_k); n must be < kMaxAssignments.
 void check_num_assignments(const char* op, const char* name, int64_t n);
 

@@ -33,22 +33,26 @@ at::Tensor grouped_mm_device(GroupedForm form, const at::Tensor& a, const at::Te
   switch (form) {
     case GroupedForm::k2Dx3D:
       p.form = GroupedGemmForm::kRaggedM;
-      p.m = a.size(0), p.k = a.size(1), p.n = b.size(2), p.num_groups = static_cast<int32_t>(b.size(0));
+      p.m = a.size(0), p.k = a.size(1), p.n = b.size(2),
+      p.num_groups = static_cast<int32_t>(b.size(0));
       out = at::empty({p.m, p.n}, a.options().dtype(od));
       break;
     case GroupedForm::k3Dx2D:
       p.form = GroupedGemmForm::kRaggedN;
-      p.m = a.size(1), p.k = a.size(2), p.n = b.size(1), p.num_groups = static_cast<int32_t>(a.size(0));
+      p.m = a.size(1), p.k = a.size(2), p.n = b.size(1),
+      p.num_groups = static_cast<int32_t>(a.size(0));
       out = at::empty({p.m, p.n}, a.options().dtype(od));
       break;
     case GroupedForm::k2Dx2D:
       p.form = GroupedGemmForm::kRaggedK;
-      p.m = a.size(0), p.k = a.size(1), p.n = b.size(1), p.num_groups = static_cast<int32_t>(offs->size(0));
+      p.m = a.size(0), p.k = a.size(1), p.n = b.size(1),
+      p.num_groups = static_cast<int32_t>(offs->size(0));
       out = at::empty({p.num_groups, p.m, p.n}, a.options().dtype(od));
       break;
     case GroupedForm::k3Dx3D:
       p.form = GroupedGemmForm::kBatched;
-      p.m = a.size(1), p.k = a.size(2), p.n = b.size(2), p.num_groups = static_cast<int32_t>(a.size(0));
+      p.m = a.size(1), p.k = a.size(2), p.n = b.size(2),
+      p.num_groups = static_cast<int32_t>(a.size(0));
       out = at::empty({p.num_groups, p.m, p.n}, a.options().dtype(od));
       break;
   }
@@ -86,8 +90,12 @@ at::Tensor grouped_mm_device(GroupedForm form, const at::Tensor& a, const at::Te
   apply_gemm_tuning(p);
   const at::Tensor workspace = gemm_workspace(p, a.options());
   launch_on<T>(op, &launch_grouped_gemm<T>, p,
-               {{"a", A.t, false}, {"b", B.t, false}, {"offs", offs_c, false},
-                {"bias", bias_c, false}, {"out", out, true}, {"workspace", workspace, true}});
+               {{"a", A.t, false},
+                {"b", B.t, false},
+                {"offs", offs_c, false},
+                {"bias", bias_c, false},
+                {"out", out, true},
+                {"workspace", workspace, true}});
   return out;
 }
 

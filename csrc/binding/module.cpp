@@ -35,50 +35,64 @@ std::vector<std::string> split_archs(const std::string& s) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "moe_ext native library (ops are registered under torch.ops.moe_ext)";
-  m.def("build_info", [] {
-    pybind11::dict info;
-    info["torch_version"] = MOE_EXT_TORCH_VERSION;
+  m.def(
+      "build_info",
+      [] {
+        pybind11::dict info;
+        info["torch_version"] = MOE_EXT_TORCH_VERSION;
 #ifdef MOE_EXT_WITH_CUDA
-    info["cuda"] = true;
-    info["cuda_archs"] = split_archs(MOE_EXT_CUDA_ARCHS);
-    info["cuda_version"] = MOE_EXT_CUDA_VERSION;
+        info["cuda"] = true;
+        info["cuda_archs"] = split_archs(MOE_EXT_CUDA_ARCHS);
+        info["cuda_version"] = MOE_EXT_CUDA_VERSION;
 #else
-    info["cuda"] = false;
-    info["cuda_archs"] = std::vector<std::string>{};
-    info["cuda_version"] = pybind11::none();
+        info["cuda"] = false;
+        info["cuda_archs"] = std::vector<std::string>{};
+        info["cuda_version"] = pybind11::none();
 #endif
 #ifdef MOE_EXT_WITH_EMU
-    info["emulator"] = true;
+        info["emulator"] = true;
 #else
-    info["emulator"] = false;
+        info["emulator"] = false;
 #endif
 #ifdef MOE_EXT_WITH_TEST_KERNELS
-    info["test_kernels"] = true;
+        info["test_kernels"] = true;
 #else
-    info["test_kernels"] = false;
+        info["test_kernels"] = false;
 #endif
-    return info;
-  }, "Torch version built against, CUDA archs compiled, and which backends are present.");
-  m.def("set_gemm_tuning", [](const std::string& key, int path, int config, int stages) {
-    moe_ext::set_gemm_tuning(key, {path, config, stages});
-  }, "Sets the grouped GEMM's kernel choice (GemmPath, GemmConfigId, stages) for a problem key.");
-  m.def("device_wait_timeout_report", [] {
+        return info;
+      },
+      "Torch version built against, CUDA archs compiled, and which backends are present.");
+  m.def(
+      "set_gemm_tuning",
+      [](const std::string& key, int path, int config, int stages) {
+        moe_ext::set_gemm_tuning(key, {path, config, stages});
+      },
+      "Sets the grouped GEMM's kernel choice (GemmPath, GemmConfigId, stages) for a problem key.");
+  m.def(
+      "device_wait_timeout_report",
+      [] {
 #ifdef MOE_EXT_WITH_CUDA
-    return moe_ext::wait_timeout_report_text();
+        return moe_ext::wait_timeout_report_text();
 #else
-    return std::string();
+        return std::string();
 #endif
-  }, "The report of a device mbarrier wait that timed out and trapped in this process ('' if none).");
-  m.def("clear_gemm_tuning", [] { moe_ext::clear_gemm_tuning(); },
-        "Empties the grouped GEMM's tuning table.");
+      },
+      "The report of a device mbarrier wait that timed out and trapped in this process ('' if "
+      "none).");
+  m.def(
+      "clear_gemm_tuning", [] { moe_ext::clear_gemm_tuning(); },
+      "Empties the grouped GEMM's tuning table.");
 #ifdef MOE_EXT_WITH_EMU
-  m.def("emu_last_launch_stats", [] {
-    const moe_simt::LaunchStats s = moe_simt::last_launch_stats();
-    pybind11::dict d;
+  m.def(
+      "emu_last_launch_stats",
+      [] {
+        const moe_simt::LaunchStats s = moe_simt::last_launch_stats();
+        pybind11::dict d;
 #define MOE_EXT_EXPORT_STAT(name) d[#name] = s.name;
-    MOE_SIMT_LAUNCH_STATS(MOE_EXT_EXPORT_STAT)
+        MOE_SIMT_LAUNCH_STATS(MOE_EXT_EXPORT_STAT)
 #undef MOE_EXT_EXPORT_STAT
-    return d;
-  }, "Counters of the most recent emulated kernel launch.");
+        return d;
+      },
+      "Counters of the most recent emulated kernel launch.");
 #endif
 }

@@ -35,8 +35,10 @@ MlpActivation parse_mlp_activation(c10::string_view activation) {
   if (a == "gelu_tanh") return {GemmActivation::kGeluTanh, false};
   if (a == "relu") return {GemmActivation::kRelu, false};
   if (a == "identity") return {GemmActivation::kNone, false};
-  MOE_CHECK("moe_mlp", false, "activation must be one of swiglu, geglu, geglu_tanh, silu, gelu, "
-            "gelu_tanh, relu, identity; got '", a, "'");
+  MOE_CHECK("moe_mlp", false,
+            "activation must be one of swiglu, geglu, geglu_tanh, silu, gelu, "
+            "gelu_tanh, relu, identity; got '",
+            a, "'");
   return {};
 }
 
@@ -58,11 +60,15 @@ int64_t check_moe_mlp_args(const at::Tensor& x, const at::Tensor& w1, const at::
   check_dim(op, "offsets", offsets, 1);
   // E is sort_tokens' expert count (offsets' length): a wrong w1 is blamed on w1, not on w2
   const int64_t E = offsets.size(0), H = x.size(1);
-  MOE_CHECK(op, w1.size(0) == E && w1.size(2) == H, "w1 must be [E=", E, " (offsets' length), "
-            "2I or I, H=", H, "], got ", describe(w1));
+  MOE_CHECK(op, w1.size(0) == E && w1.size(2) == H, "w1 must be [E=", E,
+            " (offsets' length), "
+            "2I or I, H=",
+            H, "], got ", describe(w1));
   const int64_t I = act.gated ? w1.size(1) / 2 : w1.size(1);
-  MOE_CHECK(op, !act.gated || w1.size(1) % 2 == 0, "a gated activation needs w1 = [E, 2I, H] "
-            "(gate rows then up rows), got ", describe(w1));
+  MOE_CHECK(op, !act.gated || w1.size(1) % 2 == 0,
+            "a gated activation needs w1 = [E, 2I, H] "
+            "(gate rows then up rows), got ",
+            describe(w1));
   MOE_CHECK(op, w2.size(0) == E && w2.size(1) == H && w2.size(2) == I, "w2 must be [E=", E,
             ", H=", H, ", I=", I, "], got ", describe(w2));
   check_float(op, "weights", weights, true);
@@ -99,9 +105,8 @@ at::Tensor moe_mlp_composite(const at::Tensor& x, const at::Tensor& w1, const at
 // The fused device path (see the top of the file), past the checks.
 template <Target T>
 at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
-                         const at::Tensor& weights, const at::Tensor& order,
-                         const at::Tensor& slot, const at::Tensor& offsets,
-                         const MlpActivation& act, int64_t I) {
+                         const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
+                         const at::Tensor& offsets, const MlpActivation& act, int64_t I) {
   using namespace grouped_mm_binding;
   const char* op = "moe_mlp";
   const int64_t H = x.size(1), k = weights.size(1), N = order.size(0);
@@ -142,8 +147,11 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
   p1.c_stride_m = I;
   if (N > 0 && I > 0) {
     launch_on<T>(op, &launch_grouped_gemm<T>, p1,
-                 {{"x", x, false}, {"w1", w1_t, false}, {"order", order_c, false},
-                  {"offsets", offsets_c, false}, {"h", h, true}});
+                 {{"x", x, false},
+                  {"w1", w1_t, false},
+                  {"order", order_c, false},
+                  {"offsets", offsets_c, false},
+                  {"h", h, true}});
   }
 
   GroupedGemmParams p2{};
@@ -164,8 +172,12 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
   }
   if (N > 0 && H > 0) {
     launch_on<T>(op, &launch_grouped_gemm<T>, p2,
-                 {{"h", h, false}, {"w2", w2_t, false}, {"order", order_c, false},
-                  {"offsets", offsets_c, false}, {"weights", w_scale, false}, {"yp", yp, true}});
+                 {{"h", h, false},
+                  {"w2", w2_t, false},
+                  {"order", order_c, false},
+                  {"offsets", offsets_c, false},
+                  {"weights", w_scale, false},
+                  {"yp", yp, true}});
   }
   const auto ones = at::ones({x.size(0), k}, x.options().dtype(at::kFloat));
   return unpermute<T>(yp, order_c, slot, ones);

@@ -1,8 +1,8 @@
 // The op bindings, one template per op on the target it runs on (backend.h): `route<Target::kCpu>`
-// is the native CPU op, `route<Target::kCuda>` the CUDA kernel, `route<Target::kEmu>` the same kernel
-// on the SIMT emulator. Each is defined in csrc/binding/<op>.cpp, instantiated there for the targets
-// this build has (MOE_EXT_INSTANTIATE), and registered in registration.cpp. Signatures follow the
-// schemas (DESIGN.md "Op contract") argument for argument.
+// is the native CPU op, `route<Target::kCuda>` the CUDA kernel, `route<Target::kEmu>` the same
+// kernel on the SIMT emulator. Each is defined in csrc/binding/<op>.cpp, instantiated there for the
+// targets this build has (MOE_EXT_INSTANTIATE), and registered in registration.cpp. Signatures
+// follow the schemas (DESIGN.md "Op contract") argument for argument.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -48,8 +48,7 @@ at::Tensor unpermute(const at::Tensor& yp, const at::Tensor& order, const at::Te
                      const at::Tensor& weights);
 template <Target T>
 std::tuple<at::Tensor, at::Tensor> unpermute_backward(const at::Tensor& grad_y,
-                                                      const at::Tensor& yp,
-                                                      const at::Tensor& order,
+                                                      const at::Tensor& yp, const at::Tensor& order,
                                                       const at::Tensor& slot,
                                                       const at::Tensor& weights);
 

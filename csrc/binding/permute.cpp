@@ -31,9 +31,9 @@ at::Tensor permute(const at::Tensor& x, const at::Tensor& order, const at::Tenso
     p.x_row_stride = xc.stride(0);
     p.elem_bytes = xc.element_size();
     p.top_k = static_cast<int32_t>(top_k);
-    launch_on<T>("permute", &launch_permute<T>, p,
-                 {{"x", xc, false}, {"order", order_c, false}, {"slot", slot_c, false},
-                  {"xp", xp, true}});
+    launch_on<T>(
+        "permute", &launch_permute<T>, p,
+        {{"x", xc, false}, {"order", order_c, false}, {"slot", slot_c, false}, {"xp", xp, true}});
     return xp;
   }
 }

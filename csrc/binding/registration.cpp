@@ -62,8 +62,10 @@ TORCH_LIBRARY(moe_ext, m) {
 // Backend-independent (reads no tensor).
 TORCH_LIBRARY_IMPL(moe_ext, CompositeExplicitAutograd, m) {
   m.impl("sort_tokens_workspace_size", [](int64_t n, int64_t e) -> int64_t {
-    MOE_CHECK("sort_tokens_workspace_size", n >= 0 && e >= 1, "num_assignments must be >= 0 and "
-              "num_experts >= 1, got ", n, " and ", e);
+    MOE_CHECK("sort_tokens_workspace_size", n >= 0 && e >= 1,
+              "num_assignments must be >= 0 and "
+              "num_experts >= 1, got ",
+              n, " and ", e);
     return moe_ext::sort_tokens_workspace_ints(n, e);
   });
 }
@@ -103,8 +105,9 @@ TORCH_LIBRARY(moe_ext_emu, m) {
   for (const auto& name : c10::Dispatcher::singleton().getAllOpNames()) {
     if (name.name.rfind("moe_ext::", 0) != 0 || name.name == "moe_ext::sort_tokens_workspace_size")
       continue;
-    const auto& schema = c10::Dispatcher::singleton().findSchemaOrThrow(
-        name.name.c_str(), name.overload_name.c_str()).schema();
+    const auto& schema = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow(name.name.c_str(), name.overload_name.c_str())
+                             .schema();
     const std::string text = c10::toString(schema);
     m.def(text.substr(text.find("::") + 2).c_str());
   }

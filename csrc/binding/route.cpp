@@ -15,8 +15,10 @@ RouteDtype route_dtype(const char* op, const at::Tensor& logits) {
     case at::kBFloat16: return RouteDtype::kBFloat16;
     case at::kHalf: return RouteDtype::kFloat16;
     default:
-      MOE_CHECK(op, false, "logits must be float32, bfloat16 or float16 for the device kernels, "
-                "got ", describe(logits));
+      MOE_CHECK(op, false,
+                "logits must be float32, bfloat16 or float16 for the device kernels, "
+                "got ",
+                describe(logits));
   }
   return RouteDtype::kFloat32;
 }
@@ -78,8 +80,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_device(
   p.renormalize = renormalize;
   p.scaling = static_cast<float>(scaling_factor);
   launch_on<T>(op, &launch_route<T>, p,
-               {{"logits", x, false}, {"correction_bias", bias, false}, {"weights", weights, true},
-                {"ids", ids, true}, {"counts", counts, true}, {"prob_partial", partial, true},
+               {{"logits", x, false},
+                {"correction_bias", bias, false},
+                {"weights", weights, true},
+                {"ids", ids, true},
+                {"counts", counts, true},
+                {"prob_partial", partial, true},
                 {"mean_prob", mean_prob, true}});
   return {weights, ids, counts, mean_prob};
 }
@@ -115,8 +121,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats(
   check_route_args(logits, top_k, score_func, correction_bias, num_groups, topk_groups);
   check_route_values("route_with_stats", logits, correction_bias);
   if constexpr (T == Target::kCpu) {
-    return route_with_stats_cpu(logits, top_k, score_func, renormalize, correction_bias,
-                                num_groups, topk_groups, scaling_factor);
+    return route_with_stats_cpu(logits, top_k, score_func, renormalize, correction_bias, num_groups,
+                                topk_groups, scaling_factor);
   } else {
     return route_device<T>("route_with_stats", logits, top_k, score_func, renormalize,
                            correction_bias, num_groups, topk_groups, scaling_factor,
@@ -136,8 +142,9 @@ at::Tensor route_backward(const at::Tensor& grad_weights, const at::Tensor& logi
             "grad_weights and ids must be [T, top_k] with T = logits.size(0), got ",
             describe(grad_weights), " and ", describe(ids));
   if (grad_mean_prob) {
-    MOE_CHECK(op, grad_mean_prob->numel() == logits.size(1), "grad_mean_prob must have E = ",
-              logits.size(1), " elements, got ", describe(*grad_mean_prob));
+    MOE_CHECK(op, grad_mean_prob->numel() == logits.size(1),
+              "grad_mean_prob must have E = ", logits.size(1), " elements, got ",
+              describe(*grad_mean_prob));
   }
   if constexpr (T == Target::kCpu) {
     return route_backward_cpu(grad_weights, logits, ids, score_func, renormalize, scaling_factor,
@@ -165,8 +172,11 @@ at::Tensor route_backward(const at::Tensor& grad_weights, const at::Tensor& logi
     p.renormalize = renormalize;
     p.scaling = static_cast<float>(scaling_factor);
     launch_on<T>(op, &launch_route_backward<T>, p,
-                 {{"logits", x, false}, {"ids", ids_c, false}, {"grad_weights", gw, false},
-                  {"grad_mean_prob", gmp, false}, {"grad_logits", grad, true}});
+                 {{"logits", x, false},
+                  {"ids", ids_c, false},
+                  {"grad_weights", gw, false},
+                  {"grad_mean_prob", gmp, false},
+                  {"grad_logits", grad, true}});
     return grad;
   }
 }

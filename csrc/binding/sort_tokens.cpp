@@ -21,8 +21,8 @@ void sort_tokens_into(const at::Tensor& ids, int64_t num_experts, std::optional<
   const char* op = "sort_tokens";
   const CheckScope<T> checks;
   check_sort_tokens_args(ids, num_experts, capacity);
-  MOE_CHECK(op, num_experts <= kSortMaxExperts, "the device sort supports up to ",
-            kSortMaxExperts, " experts, got num_experts=", num_experts);
+  MOE_CHECK(op, num_experts <= kSortMaxExperts, "the device sort supports up to ", kSortMaxExperts,
+            " experts, got num_experts=", num_experts);
   const int64_t N = ids.numel();
   auto check_out = [&](const char* name, const at::Tensor& t, int64_t n) {
     check_int32(op, name, t);
@@ -48,8 +48,11 @@ void sort_tokens_into(const at::Tensor& ids, int64_t num_experts, std::optional<
   p.offsets = offsets.data_ptr<int32_t>();
   p.workspace = workspace.data_ptr<int32_t>();
   launch_on<T>(op, &launch_sort_tokens<T>, p,
-               {{"ids", ids_c, false}, {"order", order, true}, {"slot", slot, true},
-                {"offsets", offsets, true}, {"workspace", workspace, true}});
+               {{"ids", ids_c, false},
+                {"order", order, true},
+                {"slot", slot, true},
+                {"offsets", offsets, true},
+                {"workspace", workspace, true}});
 }
 
 template <Target T>

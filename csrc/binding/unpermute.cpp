@@ -46,17 +46,16 @@ at::Tensor unpermute(const at::Tensor& yp, const at::Tensor& order, const at::Te
     p.yp_row_stride = ypc.stride(0);
     p.num_rows = yp.size(0);
     p.top_k = static_cast<int32_t>(k);
-    launch_on<T>("unpermute", &launch_unpermute<T>, p,
-                 {{"yp", ypc, false}, {"slot", slot_c, false}, {"weights", w, false},
-                  {"y", y, true}});
+    launch_on<T>(
+        "unpermute", &launch_unpermute<T>, p,
+        {{"yp", ypc, false}, {"slot", slot_c, false}, {"weights", w, false}, {"y", y, true}});
     return y;
   }
 }
 
 template <Target T>
 std::tuple<at::Tensor, at::Tensor> unpermute_backward(const at::Tensor& grad_y,
-                                                      const at::Tensor& yp,
-                                                      const at::Tensor& order,
+                                                      const at::Tensor& yp, const at::Tensor& order,
                                                       const at::Tensor& slot,
                                                       const at::Tensor& weights) {
   const CheckScope<T> checks;
@@ -87,8 +86,12 @@ std::tuple<at::Tensor, at::Tensor> unpermute_backward(const at::Tensor& grad_y,
     p.num_rows = N;
     p.top_k = static_cast<int32_t>(k);
     launch_on<T>("unpermute_backward", &launch_unpermute_backward<T>, p,
-                 {{"grad_y", dy, false}, {"yp", ypc, false}, {"order", order_c, false},
-                  {"slot", slot_c, false}, {"weights", w, false}, {"grad_yp", grad_yp, true},
+                 {{"grad_y", dy, false},
+                  {"yp", ypc, false},
+                  {"order", order_c, false},
+                  {"slot", slot_c, false},
+                  {"weights", w, false},
+                  {"grad_yp", grad_yp, true},
                   {"grad_weights", grad_w, true}});
     return {grad_yp, grad_w.to(weights.scalar_type())};
   }

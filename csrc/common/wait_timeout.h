@@ -39,9 +39,9 @@ struct WaitTimeoutReport {
   uint32_t written;  // 1 once a timed-out thread has filled the record
   uint32_t site;     // WaitSite
   uint32_t block, thread;
-  uint32_t bar;      // the mbarrier's shared-window address (identifies the stage)
-  uint32_t parity;   // the phase parity waited for
-  uint64_t ns;       // how long it waited
+  uint32_t bar;     // the mbarrier's shared-window address (identifies the stage)
+  uint32_t parity;  // the phase parity waited for
+  uint64_t ns;      // how long it waited
 };
 
 }  // namespace moe_ext
@@ -65,11 +65,12 @@ inline WaitTimeoutReport* wait_timeout_report_buffer(cudaStream_t stream) {
   WaitTimeoutReport** slots = wait_timeout_report_slots();
   if (slots[1] != nullptr) return slots[1];
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone)
+  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess ||
+      capture != cudaStreamCaptureStatusNone)
     return nullptr;
   void* host = nullptr;
-  if (cudaHostAlloc(&host, sizeof(WaitTimeoutReport), cudaHostAllocMapped | cudaHostAllocPortable) !=
-      cudaSuccess) {
+  if (cudaHostAlloc(&host, sizeof(WaitTimeoutReport),
+                    cudaHostAllocMapped | cudaHostAllocPortable) != cudaSuccess) {
     cudaGetLastError();  // not sticky; clear it so the launch's own status is reported
     return nullptr;
   }

@@ -24,8 +24,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_cpu(
     const std::optional<at::Tensor>& correction_bias, int64_t num_groups, int64_t topk_groups,
     double scaling_factor);
 at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& logits,
-                              const at::Tensor& ids, c10::string_view score_func,
-                              bool renormalize, double scaling_factor,
+                              const at::Tensor& ids, c10::string_view score_func, bool renormalize,
+                              double scaling_factor,
                               const std::optional<at::Tensor>& grad_mean_prob);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_cpu(const at::Tensor& ids,

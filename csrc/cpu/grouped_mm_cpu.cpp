@@ -62,8 +62,7 @@ at::Tensor grouped_mm_cpu(GroupedForm form, const at::Tensor& a, const at::Tenso
     const int64_t end = G > 0 ? ends[G - 1] : 0;
     out.narrow(dim, end, out.size(dim) - end).zero_();
   }
-  const bool direct =
-      !bias && od == a.scalar_type() && cpu_mm_is_native(a.scalar_type());
+  const bool direct = !bias && od == a.scalar_type() && cpu_mm_is_native(a.scalar_type());
 
   // the ragged extent of group g: [lo, lo + len)
   auto group_lo = [&](int64_t g) { return g == 0 || !offs ? int64_t{0} : ends[g - 1]; };

@@ -15,8 +15,8 @@ at::Tensor apply_mlp_activation(const at::Tensor& h, const MlpActivation& act) {
     }
   };
   const auto acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor out = act.gated ? f(h.narrow(1, 0, I).to(acc)) * h.narrow(1, I, I).to(acc)
-                             : f(h.to(acc));
+  at::Tensor out =
+      act.gated ? f(h.narrow(1, 0, I).to(acc)) * h.narrow(1, I, I).to(acc) : f(h.to(acc));
   return out.to(h.scalar_type());
 }
 

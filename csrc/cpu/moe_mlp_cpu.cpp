@@ -58,8 +58,10 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
     }
     const auto h = at::mm(xe, w1[e].t().to(compute)).to(dtype);
     const auto a = apply_mlp_activation(h, act).to(compute);
-    if (compute == dtype) at::mm_out(out, a, w2[e].t());
-    else out.copy_(at::mm(a, w2[e].t().to(compute)));
+    if (compute == dtype)
+      at::mm_out(out, a, w2[e].t());
+    else
+      out.copy_(at::mm(a, w2[e].t().to(compute)));
   };
 
   run_groups_balanced(E, [&](int64_t e) { return start[e + 1] - start[e]; }, run_expert);

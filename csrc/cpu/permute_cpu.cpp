@@ -92,36 +92,38 @@ std::tuple<at::Tensor, at::Tensor> unpermute_backward_cpu(const at::Tensor& grad
   auto order_c = order.contiguous(), slot_c = slot.contiguous();
   const int32_t* ord = order_c.const_data_ptr<int32_t>();
   const int32_t* slt = slot_c.const_data_ptr<int32_t>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, yp.scalar_type(), "unpermute_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* wp = w.const_data_ptr<acc_t>();
-    const scalar_t* g = dy.const_data_ptr<scalar_t>();
-    const scalar_t* y = ypc.const_data_ptr<scalar_t>();
-    const int64_t y_stride = ypc.stride(0);
-    scalar_t* out = grad_yp.data_ptr<scalar_t>();
-    acc_t* gw = grad_w.data_ptr<acc_t>();
-    at::parallel_for(0, N, std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t a = ord[i];
-        const bool kept = a >= 0 && a < T * k && slt[a] >= 0;
-        scalar_t* o = out + i * H;
-        if (!kept) {
-          std::fill(o, o + H, scalar_t(0));
-          continue;
-        }
-        const acc_t wa = wp[a];
-        const scalar_t* gr = g + (a / k) * H;
-        const scalar_t* yr = y + i * y_stride;
-        acc_t dot = 0;
-        for (int64_t h = 0; h < H; ++h) {
-          const acc_t gv = static_cast<acc_t>(gr[h]);
-          o[h] = static_cast<scalar_t>(wa * gv);
-          dot += gv * static_cast<acc_t>(yr[h]);
-        }
-        gw[a] = dot;
-      }
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, yp.scalar_type(), "unpermute_backward_cpu", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const acc_t* wp = w.const_data_ptr<acc_t>();
+        const scalar_t* g = dy.const_data_ptr<scalar_t>();
+        const scalar_t* y = ypc.const_data_ptr<scalar_t>();
+        const int64_t y_stride = ypc.stride(0);
+        scalar_t* out = grad_yp.data_ptr<scalar_t>();
+        acc_t* gw = grad_w.data_ptr<acc_t>();
+        at::parallel_for(0, N, std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1)),
+                         [&](int64_t b, int64_t e) {
+                           for (int64_t i = b; i < e; ++i) {
+                             const int64_t a = ord[i];
+                             const bool kept = a >= 0 && a < T * k && slt[a] >= 0;
+                             scalar_t* o = out + i * H;
+                             if (!kept) {
+                               std::fill(o, o + H, scalar_t(0));
+                               continue;
+                             }
+                             const acc_t wa = wp[a];
+                             const scalar_t* gr = g + (a / k) * H;
+                             const scalar_t* yr = y + i * y_stride;
+                             acc_t dot = 0;
+                             for (int64_t h = 0; h < H; ++h) {
+                               const acc_t gv = static_cast<acc_t>(gr[h]);
+                               o[h] = static_cast<scalar_t>(wa * gv);
+                               dot += gv * static_cast<acc_t>(yr[h]);
+                             }
+                             gw[a] = dot;
+                           }
+                         });
+      });
   return {grad_yp, grad_w.to(weights.scalar_type())};
 }
 

@@ -21,7 +21,6 @@
 namespace moe_ext {
 namespace {
 
-
 // Strict weak order used for every selection: larger key first, then lower index.
 template <typename acc_t>
 struct KeyDescIdAsc {
@@ -57,14 +56,15 @@ void route_kernel_cpu(const at::Tensor& logits, int64_t top_k, bool softmax, boo
       acc_t mx = kNegInf;
       for (int64_t e = 0; e < E; ++e) {
         acc_t v = static_cast<acc_t>(row[e * col_stride]);
-        TORCH_CHECK(!std::isnan(v), "moe_ext.route: logits contain NaN (token ", t, ", expert ", e, ")");
+        TORCH_CHECK(!std::isnan(v), "moe_ext.route: logits contain NaN (token ", t, ", expert ", e,
+                    ")");
         score[e] = v;
         mx = std::max(mx, v);
       }
       if (softmax) {
         TORCH_CHECK(std::isfinite(mx), "moe_ext.route: logits row ", t,
-                  mx > 0 ? " contains +inf" : " is entirely -inf",
-                  ", so its softmax is undefined");
+                    mx > 0 ? " contains +inf" : " is entirely -inf",
+                    ", so its softmax is undefined");
         acc_t sum = 0;
         for (int64_t e = 0; e < E; ++e) sum += (score[e] = std::exp(score[e] - mx));
         for (int64_t e = 0; e < E; ++e) score[e] /= sum;
@@ -156,8 +156,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_cpu(
 //   mean_prob[e] = mean_t s[t, e]                           =>  ds[t, e] += g_mean[e] / T
 //   softmax: dx = s * (ds - <ds, s>);  sigmoid: dx = ds * s * (1 - s)
 at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& logits,
-                              const at::Tensor& ids, c10::string_view score_func,
-                              bool renormalize, double scaling_factor,
+                              const at::Tensor& ids, c10::string_view score_func, bool renormalize,
+                              double scaling_factor,
                               const std::optional<at::Tensor>& grad_mean_prob) {
   const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto x = logits.to(acc);

@@ -1,2 +1,3 @@
-// Emulator instantiation of the unpermute kernel and launcher (moe_ext::launch_unpermute<Target::kEmu>).
+// Emulator instantiation of the unpermute kernel and launcher
+// (moe_ext::launch_unpermute<Target::kEmu>).
 #include "../kernels/unpermute.cuh"

@@ -11,12 +11,13 @@
 // Layout: x [T, H] with a contiguous inner dim and any row stride; xp [N, H] contiguous.
 // Design: a pure memory-bound copy, so one warp per output row (grid-stride over rows; the row's
 // order/slot indices are broadcast loads, one transaction per warp), and the lanes move
-// `Vec`-sized units across the row, consecutive lanes on consecutive units (coalesced). The launcher picks the widest unit (16, 8, 4, 2
-// or 1 bytes) that divides the row size, the source row stride and both base addresses, so rows
-// whose byte size is not a multiple of 16 (H not a multiple of 8 in bf16) still work, at a lower
-// vector width. The copy is dtype-agnostic (bytes), so one instantiation per unit width serves
-// every dtype. Row offsets are computed in int64 (row * H can exceed 2^31).
-// Included once per backend: by csrc/cuda/permute.cu (nvcc) and csrc/emu/permute.cpp (g++).
+// `Vec`-sized units across the row, consecutive lanes on consecutive units (coalesced). The
+// launcher picks the widest unit (16, 8, 4, 2 or 1 bytes) that divides the row size, the source row
+// stride and both base addresses, so rows whose byte size is not a multiple of 16 (H not a multiple
+// of 8 in bf16) still work, at a lower vector width. The copy is dtype-agnostic (bytes), so one
+// instantiation per unit width serves every dtype. Row offsets are computed in int64 (row * H can
+// exceed 2^31). Included once per backend: by csrc/cuda/permute.cu (nvcc) and csrc/emu/permute.cpp
+// (g++).
 #pragma once
 
 #include <algorithm>
@@ -42,7 +43,8 @@ __global__ void permute_kernel(PermuteParams p) {
     const bool kept = a >= 0 && a < p.num_rows && ld_global_nc(p.slot + a) >= 0;
     const Vec* src = x + static_cast<int64_t>(kept ? a / p.top_k : 0) * src_stride;
     Vec* dst = xp + row * units;
-    for (int64_t u = lane; u < units; u += 32) st_global(dst + u, kept ? ld_global_nc(src + u) : Vec{});
+    for (int64_t u = lane; u < units; u += 32)
+      st_global(dst + u, kept ? ld_global_nc(src + u) : Vec{});
   }
 }
 

@@ -50,7 +50,6 @@ MOE_HOST_DEVICE inline int route_smem_floats_per_warp(const RouteParams& p) {
   return 2 * p.top_k + (p.num_groups > 1 ? p.experts + p.num_groups : 0);
 }
 
-
 // Order-preserving 64-bit selection key: larger key first, then lower id; NaN ranks lowest.
 // 0 is reserved for "not selectable" (padding lanes, already chosen).
 MOE_DEVICE MOE_FORCEINLINE unsigned long long pack(float key, int id) {
@@ -62,7 +61,8 @@ MOE_DEVICE MOE_FORCEINLINE unsigned long long pack(float key, int id) {
   std::memcpy(&bits, &key, sizeof(bits));
 #endif
   const unsigned ordered = key != key ? 0u : (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return (static_cast<unsigned long long>(ordered) << 32) | (0xffffffffu - static_cast<unsigned>(id));
+  return (static_cast<unsigned long long>(ordered) << 32) |
+         (0xffffffffu - static_cast<unsigned>(id));
 }
 MOE_DEVICE MOE_FORCEINLINE int unpack_id(unsigned long long packed) {
   return static_cast<int>(0xffffffffu - static_cast<unsigned>(packed & 0xffffffffu));
@@ -88,7 +88,8 @@ MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax
     sum = warp_sum(sum);
     MOE_UNROLL for (int v = 0; v < V; ++v) s[v] = s[v] / sum;
   } else {
-    MOE_UNROLL for (int v = 0; v < V; ++v) s[v] = v * 32 + lane < E ? 1.f / (1.f + expf(-s[v])) : 0.f;
+    MOE_UNROLL for (int v = 0; v < V; ++v) s[v] =
+        v * 32 + lane < E ? 1.f / (1.f + expf(-s[v])) : 0.f;
   }
 }
 
@@ -97,8 +98,8 @@ MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax
 template <int V>
 MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E, int G, int TG) {
   const int lane = threadIdx.x % 32, gs = E / G;
-  MOE_UNROLL for (int v = 0; v < V; ++v)
-    if (v * 32 + lane < E) st_shared(keys + v * 32 + lane, key[v]);
+  MOE_UNROLL for (int v = 0; v < V; ++v) if (v * 32 + lane < E)
+      st_shared(keys + v * 32 + lane, key[v]);
   __syncwarp();
   constexpr int kMaxGroupsPerLane = V > 1 ? V / 2 : 1;  // G <= E/2 <= 16 V
   float gscore[kMaxGroupsPerLane];
@@ -120,8 +121,8 @@ MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E,
   unsigned taken = 0;
   for (int r = 0; r < TG; ++r) {
     unsigned long long best = 0;
-  #pragma unroll
-  for (int i = 0; i < kMaxGroupsPerLane; ++i) {
+#pragma unroll
+    for (int i = 0; i < kMaxGroupsPerLane; ++i) {
       const int g = i * 32 + lane;
       if (g < G && !(taken >> i & 1u)) {
         const unsigned long long pk = pack(gscore[i], g);
@@ -154,7 +155,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1) route_kernel(RouteP
   float* sel_score = smem + warp * route_smem_floats_per_warp(p);
   int* sel_id = reinterpret_cast<int*>(sel_score + k);
   float* keys = sel_score + 2 * k;  // group-limited routing only
-  float prob_sum[V] = {};              // route_with_stats: this warp's score sums per expert
+  float prob_sum[V] = {};           // route_with_stats: this warp's score sums per expert
   for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
        t += static_cast<int64_t>(gridDim.x) * warps) {
     float s[V], key[V];
@@ -228,7 +229,8 @@ __global__ void route_stats_reduce_kernel(RouteParams p, int blocks) {
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= p.experts) return;
   float sum = 0.f;
-  for (int b = 0; b < blocks; ++b) sum += ld_global(p.prob_partial + static_cast<int64_t>(b) * p.experts + e);
+  for (int b = 0; b < blocks; ++b)
+    sum += ld_global(p.prob_partial + static_cast<int64_t>(b) * p.experts + e);
   st_global(p.mean_prob + e, sum / static_cast<float>(p.tokens));
 }
 
@@ -343,8 +345,8 @@ cudaError_t launch_route<kKernelTarget>(const RouteParams& p, cudaStream_t strea
   using namespace route_detail;
   if (p.tokens == 0) return cudaSuccess;
   const bool stats = p.prob_partial != nullptr;
-  const size_t smem = sizeof(float) * ((kThreads / 32) * route_smem_floats_per_warp(p) +
-                                       (stats ? p.experts : 0));
+  const size_t smem =
+      sizeof(float) * ((kThreads / 32) * route_smem_floats_per_warp(p) + (stats ? p.experts : 0));
   const dim3 grid = stats ? route_stats_grid(p.tokens) : route_grid(p.tokens);
   const cudaError_t err = with_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -360,7 +362,8 @@ cudaError_t launch_route<kKernelTarget>(const RouteParams& p, cudaStream_t strea
 }
 
 template <>
-cudaError_t launch_route_backward<kKernelTarget>(const RouteBackwardParams& p, cudaStream_t stream) {
+cudaError_t launch_route_backward<kKernelTarget>(const RouteBackwardParams& p,
+                                                 cudaStream_t stream) {
   using namespace MOE_KERNEL_NS;
   using namespace route_detail;
   if (p.tokens == 0) return cudaSuccess;
@@ -368,8 +371,9 @@ cudaError_t launch_route_backward<kKernelTarget>(const RouteBackwardParams& p, c
   return with_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     return with_slots(p.experts, [&](auto slots) {
-      return launch_kernel("route_backward_kernel", route_backward_kernel<T, decltype(slots)::value>,
-                           route_grid(p.tokens), dim3(kThreads), smem, stream, p);
+      return launch_kernel("route_backward_kernel",
+                           route_backward_kernel<T, decltype(slots)::value>, route_grid(p.tokens),
+                           dim3(kThreads), smem, stream, p);
     });
   });
 }

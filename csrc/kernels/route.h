@@ -11,18 +11,18 @@ namespace moe_ext {
 enum class RouteDtype : int32_t { kFloat32, kBFloat16, kFloat16 };
 
 struct RouteParams {
-  const void* logits;      // [T, E], inner dim contiguous, row stride `row_stride` elements
+  const void* logits;  // [T, E], inner dim contiguous, row stride `row_stride` elements
   RouteDtype dtype;
   int64_t row_stride;
-  const float* bias;       // [E] fp32 selection bias, or nullptr
-  float* weights;          // [T, k] fp32 out
-  int32_t* ids;            // [T, k] int32 out
-  int64_t tokens;          // T
-  int32_t experts;         // E (1..kMaxRouteExperts)
-  int32_t top_k;           // 1..E
-  int32_t num_groups;      // 1 = no group-limited routing
+  const float* bias;   // [E] fp32 selection bias, or nullptr
+  float* weights;      // [T, k] fp32 out
+  int32_t* ids;        // [T, k] int32 out
+  int64_t tokens;      // T
+  int32_t experts;     // E (1..kMaxRouteExperts)
+  int32_t top_k;       // 1..E
+  int32_t num_groups;  // 1 = no group-limited routing
   int32_t topk_groups;
-  bool softmax;            // else sigmoid
+  bool softmax;  // else sigmoid
   bool renormalize;
   float scaling;
   // Aux-loss statistics (route_with_stats), or nullptr: per-expert assignment counts [E]
@@ -34,13 +34,13 @@ struct RouteParams {
 };
 
 struct RouteBackwardParams {
-  const void* logits;      // [T, E] as in the forward (scores are recomputed)
+  const void* logits;  // [T, E] as in the forward (scores are recomputed)
   RouteDtype dtype;
   int64_t row_stride;
-  const int32_t* ids;      // [T, k]
-  const float* grad_weights;  // [T, k] fp32, contiguous
+  const int32_t* ids;           // [T, k]
+  const float* grad_weights;    // [T, k] fp32, contiguous
   const float* grad_mean_prob;  // [E] d(mean_prob) of route_with_stats, or nullptr
-  void* grad_logits;       // [T, E] contiguous, logits' dtype
+  void* grad_logits;            // [T, E] contiguous, logits' dtype
   int64_t tokens;
   int32_t experts, top_k;
   bool softmax, renormalize;

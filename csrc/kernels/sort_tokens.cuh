@@ -72,7 +72,8 @@ __global__ void __launch_bounds__(sort_detail::kHistThreads, 1)
   for (int e = threadIdx.x; e < B; e += blockDim.x) st_shared(hist + e, 0);
   __syncthreads();
   const int64_t lo = blockIdx.x * chunk, hi = std::min(p.num_assignments, lo + chunk);
-  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) atomicAdd(hist + bucket_of<IdT>(p, i), 1);
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+    atomicAdd(hist + bucket_of<IdT>(p, i), 1);
   __syncthreads();
   const Workspace ws(p, nb);
   for (int e = threadIdx.x; e < B; e += blockDim.x)
@@ -160,7 +161,8 @@ __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
   const int64_t lo = blockIdx.x * chunk, hi = std::min(p.num_assignments, lo + chunk);
   const int64_t sub = (hi - lo + kSortWarps - 1) / kSortWarps;
   const int64_t wlo = std::min(hi, lo + warp * sub), whi = std::min(hi, wlo + sub);
-  for (int64_t i = wlo + lane; i < whi; i += 32) atomicAdd(rank + warp * B + bucket_of<IdT>(p, i), 1);
+  for (int64_t i = wlo + lane; i < whi; i += 32)
+    atomicAdd(rank + warp * B + bucket_of<IdT>(p, i), 1);
   __syncthreads();
   const Workspace ws(p, nb);
   if constexpr (kSingleBlock) {
@@ -210,8 +212,9 @@ __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
   for (int w = 0; w < kSortWarps; ++w)
     if (dropped[w] != 0) atomicAdd(wdrop + w, dropped[w]);
   __syncthreads();
-  int64_t next_dropped = kSingleBlock ? ld_shared(kept_total_s)
-                                      : ld_global(ws.kept_total) + ld_global(ws.dropped_base + blockIdx.x);
+  int64_t next_dropped = kSingleBlock
+                             ? ld_shared(kept_total_s)
+                             : ld_global(ws.kept_total) + ld_global(ws.dropped_base + blockIdx.x);
   for (int w = 0; w < warp; ++w) next_dropped += ld_shared(wdrop + w);
 
   int bits = 0;
@@ -229,7 +232,8 @@ __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
     const bool routed = valid && e < E;
     const int r = routed ? ld_shared(rank + warp * B + e) + __popc(match & lt) : 0;
     __syncwarp();
-    if (routed && lane == 31 - __clz(static_cast<int>(match))) st_shared(rank + warp * B + e, r + 1);
+    if (routed && lane == 31 - __clz(static_cast<int>(match)))
+      st_shared(rank + warp * B + e, r + 1);
     const bool kept = routed && r < p.capacity;
     const unsigned dropped_lanes = __ballot_sync(0xffffffffu, valid && !kept);
     if (valid) {

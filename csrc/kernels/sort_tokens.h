@@ -11,7 +11,7 @@
 namespace moe_ext {
 
 struct SortTokensParams {
-  const void* ids;       // [N] expert ids, int32 or int64 (ids_are_int64); -1 = not routed here
+  const void* ids;  // [N] expert ids, int32 or int64 (ids_are_int64); -1 = not routed here
   bool ids_are_int64;
   int64_t num_assignments;  // N = T * k
   int32_t num_experts;      // E

@@ -7,8 +7,8 @@
 namespace moe_ext {
 
 constexpr int kSortMaxExperts = 1024;
-constexpr int kSortWarps = 4;                // warps per block in the scatter pass
-constexpr int64_t kSortChunk = 4096;         // assignments per block
+constexpr int kSortWarps = 4;         // warps per block in the scatter pass
+constexpr int64_t kSortChunk = 4096;  // assignments per block
 constexpr int64_t kSortMaxBlocks = 1024;
 
 inline int64_t sort_tokens_blocks(int64_t n) {

@@ -97,8 +97,12 @@ cudaError_t launch_typed(const UnpermuteParams& p, cudaStream_t stream) {
   size_t bytes = 16;
   while (bytes > sizeof(T) && bits % bytes != 0) bytes /= 2;
   switch (bytes / sizeof(T)) {
-    case 8: if constexpr (sizeof(T) <= 2) return launch_with<T, 8>(p, stream); break;
-    case 4: if constexpr (sizeof(T) <= 4) return launch_with<T, 4>(p, stream); break;
+    case 8:
+      if constexpr (sizeof(T) <= 2) return launch_with<T, 8>(p, stream);
+      break;
+    case 4:
+      if constexpr (sizeof(T) <= 4) return launch_with<T, 4>(p, stream);
+      break;
     case 2: return launch_with<T, 2>(p, stream);
     default: break;
   }

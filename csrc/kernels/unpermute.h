@@ -10,10 +10,10 @@ namespace moe_ext {
 enum class FloatDtype : int32_t { kFloat32, kBFloat16, kFloat16, kFloat64 };
 
 struct UnpermuteParams {
-  const void* yp;          // [N, H] expert outputs, inner dim contiguous, row stride yp_row_stride
-  const int32_t* slot;     // [N] = [T, k] sorted row per assignment, -1 when dropped
-  const void* weights;     // [T, k] contiguous, fp32 (fp64 for fp64 yp): the binding converts
-  void* y;                 // [T, H] contiguous, yp's dtype
+  const void* yp;       // [N, H] expert outputs, inner dim contiguous, row stride yp_row_stride
+  const int32_t* slot;  // [N] = [T, k] sorted row per assignment, -1 when dropped
+  const void* weights;  // [T, k] contiguous, fp32 (fp64 for fp64 yp): the binding converts
+  void* y;              // [T, H] contiguous, yp's dtype
   FloatDtype dtype;
   int64_t tokens, hidden, yp_row_stride, num_rows;
   int32_t top_k;

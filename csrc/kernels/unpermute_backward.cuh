@@ -108,8 +108,12 @@ cudaError_t launch_typed(const UnpermuteBackwardParams& p, cudaStream_t stream) 
   size_t bytes = 16;
   while (bytes > sizeof(T) && bits % bytes != 0) bytes /= 2;
   switch (bytes / sizeof(T)) {
-    case 8: if constexpr (sizeof(T) <= 2) return launch_with<T, 8>(p, stream); break;
-    case 4: if constexpr (sizeof(T) <= 4) return launch_with<T, 4>(p, stream); break;
+    case 8:
+      if constexpr (sizeof(T) <= 2) return launch_with<T, 8>(p, stream);
+      break;
+    case 4:
+      if constexpr (sizeof(T) <= 4) return launch_with<T, 4>(p, stream);
+      break;
     case 2: return launch_with<T, 2>(p, stream);
     default: break;
   }
@@ -124,7 +128,8 @@ cudaError_t launch_typed(const UnpermuteBackwardParams& p, cudaStream_t stream) 
 namespace moe_ext {
 
 template <>
-cudaError_t launch_unpermute_backward<kKernelTarget>(const UnpermuteBackwardParams& p, cudaStream_t stream) {
+cudaError_t launch_unpermute_backward<kKernelTarget>(const UnpermuteBackwardParams& p,
+                                                     cudaStream_t stream) {
   using namespace MOE_KERNEL_NS;
   using namespace unpermute_backward_detail;
   if (p.num_rows == 0) return cudaSuccess;

@@ -18,14 +18,17 @@ def _load_native():
         raise ImportError(
             f"moe_ext's native library does not load ({e}). It was built against torch {built}; "
             f"this environment has torch {torch.__version__}. Rebuild it against this torch: "
-            f"pip install --no-build-isolation --force-reinstall --no-deps .") from e
+            f"pip install --no-build-isolation --force-reinstall --no-deps ."
+        ) from e
     built = _C.build_info()["torch_version"]
     if built != torch.__version__:
         import warnings
 
-        warnings.warn(f"moe_ext was built against torch {built} but runs with "
-                      f"{torch.__version__}; rebuild with pip install --no-build-isolation .",
-                      stacklevel=3)
+        warnings.warn(
+            f"moe_ext was built against torch {built} but runs with "
+            f"{torch.__version__}; rebuild with pip install --no-build-isolation .",
+            stacklevel=3,
+        )
     return _C
 
 
@@ -47,9 +50,19 @@ from .tuning import clear_gemm_tuning, load_gemm_tuning
 build_info = _C.build_info
 
 __all__ = [
-    "MoE", "build_info", "clear_gemm_tuning", "grouped_mm", "load_balancing_loss",
-    "load_gemm_tuning", "moe_mlp", "permute", "route", "route_with_stats", "router_z_loss",
-    "sort_tokens", "unpermute",
+    "MoE",
+    "build_info",
+    "clear_gemm_tuning",
+    "grouped_mm",
+    "load_balancing_loss",
+    "load_gemm_tuning",
+    "moe_mlp",
+    "permute",
+    "route",
+    "route_with_stats",
+    "router_z_loss",
+    "sort_tokens",
+    "unpermute",
 ]
 __version__ = "0.1.0"
 

@@ -46,8 +46,15 @@ def _route_backward_for(ns):
             return (None,) * 8
         if grad_weights is None:
             grad_weights = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-        dx = route_backward(grad_weights, logits, ids, ctx.score_func, ctx.renormalize,
-                            ctx.scaling_factor, grad_mean_prob)
+        dx = route_backward(
+            grad_weights,
+            logits,
+            ids,
+            ctx.score_func,
+            ctx.renormalize,
+            ctx.scaling_factor,
+            grad_mean_prob,
+        )
         return dx, None, None, None, None, None, None, None
 
     return backward
@@ -74,8 +81,6 @@ def _permute_backward_for(ns: str):
     return backward
 
 
-
-
 def _unpermute_setup(ctx, inputs, output):
     yp, order, slot, weights = inputs
     ctx.save_for_backward(yp, order, slot, weights)
@@ -88,10 +93,15 @@ def _unpermute_backward_for(ns: str):
 
     def backward(ctx, grad_y):
         yp, order, slot, weights = ctx.saved_tensors
-        grad_yp, grad_w = ops.unpermute_backward(grad_y.to(yp.dtype).contiguous(), yp, order,
-                                                 slot, weights)
-        return (grad_yp if _needs_grad(ctx, 0) else None), None, None, (
-            grad_w if _needs_grad(ctx, 3) else None)
+        grad_yp, grad_w = ops.unpermute_backward(
+            grad_y.to(yp.dtype).contiguous(), yp, order, slot, weights
+        )
+        return (
+            (grad_yp if _needs_grad(ctx, 0) else None),
+            None,
+            None,
+            (grad_w if _needs_grad(ctx, 3) else None),
+        )
 
     return backward
 
@@ -160,8 +170,6 @@ def _grouped_mm_backward(ctx, grad_out, mm):
         if need_bias:
             dbias = grad_out.to(_acc_dtype(a.dtype)).sum(1).to(bias_dtype)
     return da, db, None, dbias, None
-
-
 
 
 # -------------------------------------------------------------------------------------- moe_mlp

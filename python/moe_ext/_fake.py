@@ -13,9 +13,19 @@ from . import _C
 from .reference import acc_dtype as _acc_dtype
 
 
-def _route_fake(logits, top_k, score_func="softmax", renormalize=True, correction_bias=None,
-                num_groups=1, topk_groups=1, scaling_factor=1.0):
-    torch._check(logits.dim() == 2, lambda: f"moe_ext.route: logits must be 2-D, got {logits.dim()}-D")
+def _route_fake(
+    logits,
+    top_k,
+    score_func="softmax",
+    renormalize=True,
+    correction_bias=None,
+    num_groups=1,
+    topk_groups=1,
+    scaling_factor=1.0,
+):
+    torch._check(
+        logits.dim() == 2, lambda: f"moe_ext.route: logits must be 2-D, got {logits.dim()}-D"
+    )
     T = logits.shape[0]
     weights = logits.new_empty((T, top_k), dtype=_acc_dtype(logits.dtype))
     ids = logits.new_empty((T, top_k), dtype=torch.int32)
@@ -52,9 +62,16 @@ def _grouped_mm_fake(a, b, offs=None, bias=None, out_dtype=None):
     return a.new_empty(shape, dtype=dtype)
 
 
-def _route_with_stats_fake(logits, top_k, score_func="softmax", renormalize=True,
-                           correction_bias=None, num_groups=1, topk_groups=1,
-                           scaling_factor=1.0):
+def _route_with_stats_fake(
+    logits,
+    top_k,
+    score_func="softmax",
+    renormalize=True,
+    correction_bias=None,
+    num_groups=1,
+    topk_groups=1,
+    scaling_factor=1.0,
+):
     weights, ids = _route_fake(logits, top_k)
     E = logits.shape[1]
     counts = logits.new_empty((E,), dtype=torch.int32)
@@ -62,8 +79,9 @@ def _route_with_stats_fake(logits, top_k, score_func="softmax", renormalize=True
     return weights, ids, counts, mean_prob
 
 
-def _route_backward_fake(grad_weights, logits, ids, score_func, renormalize, scaling_factor,
-                         grad_mean_prob=None):
+def _route_backward_fake(
+    grad_weights, logits, ids, score_func, renormalize, scaling_factor, grad_mean_prob=None
+):
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
@@ -104,9 +122,11 @@ def _one_device(name: str, fake):
                 if seen is None:
                     seen = (arg_name, value.device)
                 elif value.device != seen[1]:
-                    raise RuntimeError(f"moe_ext.{name}: {arg_name} is on {value.device} but "
-                                       f"{seen[0]} is on {seen[1]}: all tensors must be on one "
-                                       f"device")
+                    raise RuntimeError(
+                        f"moe_ext.{name}: {arg_name} is on {value.device} but "
+                        f"{seen[0]} is on {seen[1]}: all tensors must be on one "
+                        f"device"
+                    )
         return fake(*args, **kwargs)
 
     return checked

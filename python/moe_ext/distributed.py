@@ -45,8 +45,9 @@ __all__ = ["DispatchHandle", "combine", "dispatch", "expert_range"]
 def _all_to_all(x: torch.Tensor, out_splits, in_splits, group) -> torch.Tensor:
     """Differentiable all-to-all (the backward is the reverse exchange), as a functional
     collective: traceable by torch.compile, waited for before use."""
-    out = fcol.all_to_all_single_autograd(x.contiguous(), out_splits, in_splits,
-                                          group if group is not None else dist.group.WORLD)
+    out = fcol.all_to_all_single_autograd(
+        x.contiguous(), out_splits, in_splits, group if group is not None else dist.group.WORLD
+    )
     return fcol.wait_tensor(out) if isinstance(out, fcol.AsyncCollectiveTensor) else out
 
 
@@ -144,8 +145,20 @@ def dispatch(
         local_ids.to(torch.int32).unsqueeze(1), E_local
     )
     x_local = ops.permute(x_recv, recv_order, recv_slot, 1)
-    handle = DispatchHandle(order, slot, offsets, weights, recv_order, recv_slot, send_splits, recv_splits,
-                            num_sent, capacity, group, num_experts)
+    handle = DispatchHandle(
+        order,
+        slot,
+        offsets,
+        weights,
+        recv_order,
+        recv_slot,
+        send_splits,
+        recv_splits,
+        num_sent,
+        capacity,
+        group,
+        num_experts,
+    )
     return x_local, local_offsets, handle
 
 

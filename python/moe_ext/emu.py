@@ -27,6 +27,8 @@ def last_launch_stats() -> dict[str, int]:
     ``barriers``, ``warp_collectives``, ``mma``, ``fiber_switches``, ``blocks``, ``threads``.
     """
     if not available():
-        raise RuntimeError("moe_ext was built without the emulator backend (MOE_EXT_EMU=0 or no "
-                           "CUDA headers at build time)")
+        raise RuntimeError(
+            "moe_ext was built without the emulator backend (MOE_EXT_EMU=0 or no "
+            "CUDA headers at build time)"
+        )
     return dict(_C.emu_last_launch_stats())

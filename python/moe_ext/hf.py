@@ -26,8 +26,13 @@ from . import ops
 
 NAME = "moe_ext"
 
-_GATED_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu",
-                      "gelu_pytorch_tanh": "geglu_tanh", "gelu_new": "geglu_tanh"}
+_GATED_ACTIVATIONS = {
+    "silu": "swiglu",
+    "swish": "swiglu",
+    "gelu": "geglu",
+    "gelu_pytorch_tanh": "geglu_tanh",
+    "gelu_new": "geglu_tanh",
+}
 
 
 def _weight_as_kn(w: torch.Tensor, is_transposed: bool) -> torch.Tensor:
@@ -42,7 +47,9 @@ def _fused_activation(experts) -> str | None:
 
     if not getattr(experts, "has_gate", True) or getattr(experts, "has_bias", False):
         return None
-    if not getattr(experts, "is_concatenated", True) or getattr(experts, "has_post_expert_norm", False):
+    if not getattr(experts, "is_concatenated", True) or getattr(
+        experts, "has_post_expert_norm", False
+    ):
         return None
     if getattr(type(experts), "_apply_gate", _default_apply_gate) is not _default_apply_gate:
         return None
@@ -50,8 +57,9 @@ def _fused_activation(experts) -> str | None:
     return _GATED_ACTIVATIONS.get(act)
 
 
-def experts_forward(experts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
-                    top_k_weights: torch.Tensor) -> torch.Tensor:
+def experts_forward(
+    experts, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+) -> torch.Tensor:
     """The ``"moe_ext"`` experts implementation (see the module docstring)."""
     E = experts.num_experts
     k = top_k_index.shape[-1]
@@ -73,8 +81,9 @@ def experts_forward(experts, hidden_states: torch.Tensor, top_k_index: torch.Ten
     h = ops.grouped_mm(xp, _weight_as_kn(w_up, transposed), offsets, b_up if has_bias else None)
     h = experts._apply_gate(h) if getattr(experts, "has_gate", True) else experts.act_fn(h)
     b_down = getattr(experts, "down_proj_bias", None) if has_bias else None
-    y = ops.grouped_mm(h.to(hidden_states.dtype), _weight_as_kn(experts.down_proj, transposed),
-                       offsets, b_down)
+    y = ops.grouped_mm(
+        h.to(hidden_states.dtype), _weight_as_kn(experts.down_proj, transposed), offsets, b_down
+    )
     if getattr(experts, "has_post_expert_norm", False):
         y = experts.post_expert_norm(y)
     return ops.unpermute(y, order, slot, top_k_weights)

@@ -56,15 +56,16 @@ class SharedExpert(nn.Module):
         gated = activation in _GATED
         self.activation = activation
         self.ffn_size = ffn_size
-        self.gate_up_proj = nn.Linear(hidden_size, (2 if gated else 1) * ffn_size, bias=False,
-                                      dtype=dtype, device=device)
+        self.gate_up_proj = nn.Linear(
+            hidden_size, (2 if gated else 1) * ffn_size, bias=False, dtype=dtype, device=device
+        )
         self.down_proj = nn.Linear(ffn_size, hidden_size, bias=False, dtype=dtype, device=device)
 
     def forward(self, x):
         h = self.gate_up_proj(x)
         act = _act_fn(self.activation)
         if self.activation in _GATED:
-            h = act(h[..., : self.ffn_size]) * h[..., self.ffn_size:]
+            h = act(h[..., : self.ffn_size]) * h[..., self.ffn_size :]
         else:
             h = act(h)
         return self.down_proj(h)
@@ -100,19 +101,28 @@ class MoE(nn.Module):
         device=None,
     ):
         super().__init__()
-        for arg, value in (("hidden_size", hidden_size), ("ffn_size", ffn_size),
-                           ("num_experts", num_experts)):
+        for arg, value in (
+            ("hidden_size", hidden_size),
+            ("ffn_size", ffn_size),
+            ("num_experts", num_experts),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"moe_ext.MoE: {arg} must be a positive int, got {value!r}")
         if top_k < 1 or top_k > num_experts:
-            raise ValueError(f"moe_ext.MoE: top_k must be in [1, num_experts={num_experts}], got {top_k}")
+            raise ValueError(
+                f"moe_ext.MoE: top_k must be in [1, num_experts={num_experts}], got {top_k}"
+            )
         if activation not in ACTIVATIONS:
             raise ValueError(f"moe_ext.MoE: unknown activation {activation!r}")
         self.hidden_size, self.ffn_size = hidden_size, ffn_size
         self.num_experts, self.top_k = num_experts, top_k
-        self.route_args = dict(score_func=score_func, renormalize=renormalize,
-                               num_groups=num_groups, topk_groups=topk_groups,
-                               scaling_factor=scaling_factor)
+        self.route_args = dict(
+            score_func=score_func,
+            renormalize=renormalize,
+            num_groups=num_groups,
+            topk_groups=topk_groups,
+            scaling_factor=scaling_factor,
+        )
         self.activation = activation
         self.capacity_factor = capacity_factor
         self.router_jitter = router_jitter
@@ -134,10 +144,16 @@ class MoE(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(E_local, hidden_size, ffn_size, **kw))
         nn.init.normal_(self.gate_up_proj, std=hidden_size**-0.5)
         nn.init.normal_(self.down_proj, std=ffn_size**-0.5)
-        self.shared_expert = (SharedExpert(hidden_size, shared_ffn_size, activation, **kw)
-                              if shared_ffn_size > 0 else None)
-        self.shared_expert_gate = (nn.Linear(hidden_size, 1, bias=False, **kw)
-                                   if shared_ffn_size > 0 and shared_gate else None)
+        self.shared_expert = (
+            SharedExpert(hidden_size, shared_ffn_size, activation, **kw)
+            if shared_ffn_size > 0
+            else None
+        )
+        self.shared_expert_gate = (
+            nn.Linear(hidden_size, 1, bias=False, **kw)
+            if shared_ffn_size > 0 and shared_gate
+            else None
+        )
         if correction_bias:
             self.register_buffer("correction_bias", torch.zeros(num_experts, device=device))
             self.register_buffer("_bias_counts", torch.zeros(num_experts, device=device))
@@ -156,9 +172,11 @@ class MoE(nn.Module):
         logits = self.router(x_router).float()
         if self.noise is not None and self.training:
             logits = logits + torch.randn_like(logits) * nn.functional.softplus(
-                self.noise(x_router).float())
+                self.noise(x_router).float()
+            )
         weights, ids, counts, mean_prob = ops.route_with_stats(
-            logits, self.top_k, correction_bias=self.correction_bias, **self.route_args)
+            logits, self.top_k, correction_bias=self.correction_bias, **self.route_args
+        )
         return logits, weights, ids, counts, mean_prob
 
     def _losses(self, logits, ids, counts, mean_prob, T, batch_shape):
@@ -166,10 +184,13 @@ class MoE(nn.Module):
         if self.aux_loss_coef:
             aux = aux + self.aux_loss_coef * load_balancing_loss(counts, mean_prob, T)
         if self.seq_aux_loss_coef and len(batch_shape) == 2 and T > 0:
-            aux = aux + self.seq_aux_loss_coef * self._sequence_balance_loss(logits, ids, batch_shape)
+            aux = aux + self.seq_aux_loss_coef * self._sequence_balance_loss(
+                logits, ids, batch_shape
+            )
         self.aux_loss = aux
-        self.z_loss = (self.z_loss_coef * router_z_loss(logits) if self.z_loss_coef
-                       else logits.new_zeros(()))
+        self.z_loss = (
+            self.z_loss_coef * router_z_loss(logits) if self.z_loss_coef else logits.new_zeros(())
+        )
 
     def _sequence_balance_loss(self, logits, ids, batch_shape):
         """DeepSeek-V3's sequence-wise balance loss: per sequence, sum_i f_i P_i with
@@ -177,8 +198,11 @@ class MoE(nn.Module):
         the normalised scores s_i / sum_j s_j; averaged over sequences."""
         B, S = batch_shape
         E, k = self.num_experts, self.top_k
-        scores = (torch.sigmoid(logits) if self.route_args["score_func"] == "sigmoid"
-                  else torch.softmax(logits, -1))
+        scores = (
+            torch.sigmoid(logits)
+            if self.route_args["score_func"] == "sigmoid"
+            else torch.softmax(logits, -1)
+        )
         p = (scores / scores.sum(-1, keepdim=True)).view(B, S, E).mean(1)  # [B, E]
         chosen = torch.zeros(B * S, E, device=logits.device).scatter_(1, ids.long(), 1.0)
         f = chosen.view(B, S, E).sum(1) * (E / (k * S))
@@ -202,8 +226,9 @@ class MoE(nn.Module):
         w1, w2, act = self.gate_up_proj, self.down_proj, self.activation
         if self.expert_parallel_group is not None:
             capacity = self._capacity(x.shape[0])
-            x_local, offs, handle = ep.dispatch(x, ids, weights, self.num_experts,
-                                                self.expert_parallel_group, capacity)
+            x_local, offs, handle = ep.dispatch(
+                x, ids, weights, self.num_experts, self.expert_parallel_group, capacity
+            )
             y_local = _grouped_mlp(x_local, w1, w2, offs, act)
             return ep.combine(y_local, handle)
         if self.apply_weights_to_input:  # Llama 4: expert(w * x), combined with weight 1
@@ -222,15 +247,20 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         if shape[-1] != self.hidden_size:
-            raise ValueError(f"moe_ext.MoE: x must be [..., {self.hidden_size}], got {tuple(shape)}")
+            raise ValueError(
+                f"moe_ext.MoE: x must be [..., {self.hidden_size}], got {tuple(shape)}"
+            )
         param = self.gate_up_proj
         if x.dtype != param.dtype:
-            raise TypeError(f"moe_ext.MoE: x is {x.dtype} but the layer's parameters are "
-                            f"{param.dtype}: cast one to the other (layer.to({x.dtype}) or "
-                            f"x.to({param.dtype}))")
+            raise TypeError(
+                f"moe_ext.MoE: x is {x.dtype} but the layer's parameters are "
+                f"{param.dtype}: cast one to the other (layer.to({x.dtype}) or "
+                f"x.to({param.dtype}))"
+            )
         if x.device != param.device:
-            raise RuntimeError(f"moe_ext.MoE: x is on {x.device} but the layer is on "
-                               f"{param.device}")
+            raise RuntimeError(
+                f"moe_ext.MoE: x is on {x.device} but the layer is on {param.device}"
+            )
         flat = x.reshape(-1, self.hidden_size)
         T = flat.shape[0]
         shared_out, side = None, None
@@ -249,8 +279,9 @@ class MoE(nn.Module):
         if self.expert_parallel_group is None:
             order, slot, offsets = ops.sort_tokens(ids, self.num_experts, capacity)
         if self.checkpoint_experts and self.training:
-            y = torch.utils.checkpoint.checkpoint(self._experts, flat, weights, ids, order, slot,
-                                                  offsets, use_reentrant=False)
+            y = torch.utils.checkpoint.checkpoint(
+                self._experts, flat, weights, ids, order, slot, offsets, use_reentrant=False
+            )
         else:
             y = self._experts(flat, weights, ids, order, slot, offsets)
         if self.shared_expert is not None:
@@ -277,20 +308,38 @@ class MoE(nn.Module):
         cfg = getattr(experts, "config", None)
         E, H = gate.weight.shape
         gated = getattr(experts, "has_gate", True)
-        if getattr(experts, "has_bias", False) or getattr(experts, "is_transposed", False) or \
-                not getattr(experts, "is_concatenated", True):
-            raise ValueError("moe_ext.MoE.from_hf: experts with biases, transposed or interleaved "
-                             "weights (e.g. gpt-oss) are not supported; use moe_ext.hf.register()")
+        if (
+            getattr(experts, "has_bias", False)
+            or getattr(experts, "is_transposed", False)
+            or not getattr(experts, "is_concatenated", True)
+        ):
+            raise ValueError(
+                "moe_ext.MoE.from_hf: experts with biases, transposed or interleaved "
+                "weights (e.g. gpt-oss) are not supported; use moe_ext.hf.register()"
+            )
         w_up = experts.gate_up_proj if gated else experts.up_proj
         act_name = getattr(cfg, "hidden_act", "silu")
-        base = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu",
-                "gelu_pytorch_tanh": "geglu_tanh"}[act_name] if gated else act_name
+        base = (
+            {
+                "silu": "swiglu",
+                "swish": "swiglu",
+                "gelu": "geglu",
+                "gelu_pytorch_tanh": "geglu_tanh",
+            }[act_name]
+            if gated
+            else act_name
+        )
         I = w_up.shape[1] // (2 if gated else 1)
         kwargs = dict(top_k=gate.top_k, activation=base)
         if hasattr(gate, "e_score_correction_bias"):  # DeepSeek-V3 router
-            kwargs.update(score_func="sigmoid", num_groups=gate.num_group, topk_groups=gate.topk_group,
-                          scaling_factor=float(gate.routed_scaling_factor),
-                          renormalize=bool(gate.norm_topk_prob), correction_bias=True)
+            kwargs.update(
+                score_func="sigmoid",
+                num_groups=gate.num_group,
+                topk_groups=gate.topk_group,
+                scaling_factor=float(gate.routed_scaling_factor),
+                renormalize=bool(gate.norm_topk_prob),
+                correction_bias=True,
+            )
         else:
             kwargs.update(renormalize=bool(getattr(gate, "norm_topk_prob", True)))
         shared = getattr(block, "shared_experts", None) or getattr(block, "shared_expert", None)
@@ -305,7 +354,11 @@ class MoE(nn.Module):
         if hasattr(gate, "e_score_correction_bias"):
             layer.correction_bias = gate.e_score_correction_bias
         if shared is not None:
-            w = torch.cat([shared.gate_proj.weight, shared.up_proj.weight]) if gated else shared.up_proj.weight
+            w = (
+                torch.cat([shared.gate_proj.weight, shared.up_proj.weight])
+                if gated
+                else shared.up_proj.weight
+            )
             layer.shared_expert.gate_up_proj.weight = nn.Parameter(w.detach().clone())
             layer.shared_expert.down_proj.weight = shared.down_proj.weight
             if layer.shared_expert_gate is not None:

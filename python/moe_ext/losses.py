@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def load_balancing_loss(counts: torch.Tensor, mean_prob: torch.Tensor,
-                        num_tokens: int) -> torch.Tensor:
+def load_balancing_loss(
+    counts: torch.Tensor, mean_prob: torch.Tensor, num_tokens: int
+) -> torch.Tensor:
     """Switch-Transformer load-balancing loss, as HF transformers computes it for top-k routers:
     ``E * sum_e (counts[e] / T) * mean_prob[e]`` (counts = assignments over all k choices).
 

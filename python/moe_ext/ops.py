@@ -22,8 +22,11 @@ def _nvtx(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if (torch.compiler.is_compiling() or not torch.cuda.is_available()
-                or not any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)):
+        if (
+            torch.compiler.is_compiling()
+            or not torch.cuda.is_available()
+            or not any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
+        ):
             return fn(*args, **kwargs)
         with torch.cuda.nvtx.range(label):
             return fn(*args, **kwargs)
@@ -59,7 +62,13 @@ def route(
         descending score order, ties to the lower expert id. Differentiable w.r.t. ``logits``.
     """
     return _ops.route(
-        logits, top_k, score_func, renormalize, correction_bias, num_groups, topk_groups,
+        logits,
+        top_k,
+        score_func,
+        renormalize,
+        correction_bias,
+        num_groups,
+        topk_groups,
         scaling_factor,
     )
 
@@ -84,7 +93,13 @@ def route_with_stats(
         computed deterministically. Feed them to :func:`moe_ext.load_balancing_loss`.
     """
     return _ops.route_with_stats(
-        logits, top_k, score_func, renormalize, correction_bias, num_groups, topk_groups,
+        logits,
+        top_k,
+        score_func,
+        renormalize,
+        correction_bias,
+        num_groups,
+        topk_groups,
         scaling_factor,
     )
 

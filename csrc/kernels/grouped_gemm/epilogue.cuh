@@ -71,9 +71,12 @@ MOE_DEVICE MOE_FORCEINLINE void store8(char* dst, const float (&v)[8], GemmElem 
 }
 
 MOE_DEVICE MOE_FORCEINLINE void store1(char* dst, float v, GemmElem type) {
-  if (type == GemmElem::kF32) st_global(reinterpret_cast<float*>(dst), v);
-  else if (type == GemmElem::kBF16) st_global(reinterpret_cast<__nv_bfloat16*>(dst), from_acc<__nv_bfloat16>(v));
-  else st_global(reinterpret_cast<__half*>(dst), from_acc<__half>(v));
+  if (type == GemmElem::kF32)
+    st_global(reinterpret_cast<float*>(dst), v);
+  else if (type == GemmElem::kBF16)
+    st_global(reinterpret_cast<__nv_bfloat16*>(dst), from_acc<__nv_bfloat16>(v));
+  else
+    st_global(reinterpret_cast<__half*>(dst), from_acc<__half>(v));
 }
 
 MOE_DEVICE MOE_FORCEINLINE float activate(float x, GemmActivation act) {
@@ -103,18 +106,22 @@ MOE_DEVICE void store_tile(const float* staged, const GroupedGemmParams& p, cons
   const int out_bytes = gemm_elem_bytes(p.out_type);
   char* c = static_cast<char*>(p.c) + (q.c_off + m0 * p.c_stride_m + n0) * out_bytes;
   const int64_t row_bytes = p.c_stride_m * out_bytes;
-  const bool vec_ok = ((reinterpret_cast<uintptr_t>(c) | static_cast<uint64_t>(row_bytes)) % 16) == 0;
+  const bool vec_ok =
+      ((reinterpret_cast<uintptr_t>(c) | static_cast<uint64_t>(row_bytes)) % 16) == 0;
   constexpr int kPerRow = kOutN / 8;
   for (int i = tid; i < BM * kPerRow; i += Threads) {
     const int r = i / kPerRow, col = (i % kPerRow) * 8;
     // every thread reads (the whole tile is staged), only valid positions are stored: the
     // shared-memory reads stay warp-uniform
     const float4 lo = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col)));
-    const float4 hi = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + 4)));
+    const float4 hi =
+        ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + 4)));
     float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     if constexpr (kGated) {
-      const float4 ulo = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + kOutN)));
-      const float4 uhi = ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + kOutN + 4)));
+      const float4 ulo =
+          ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + kOutN)));
+      const float4 uhi =
+          ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + kOutN + 4)));
       const float up[8] = {ulo.x, ulo.y, ulo.z, ulo.w, uhi.x, uhi.y, uhi.z, uhi.w};
       MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] = activate(v[e], p.activation) * up[e];
     }
@@ -129,9 +136,10 @@ MOE_DEVICE void store_tile(const float* staged, const GroupedGemmParams& p, cons
       MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] = activate(v[e], p.activation);
     }
     if (p.row_scale != nullptr) {
-      const int64_t row = q.start + m0 + r;  // the sorted row (kRaggedM)
+      const int64_t row = q.start + m0 + r;                       // the sorted row (kRaggedM)
       const int32_t idx = ld_global_nc(p.row_scale_index + row);  // in [0, M) from sort_tokens
-      const float scale = idx >= 0 && idx < p.m ? load_as_float(p.row_scale, idx, p.row_scale_type) : 0.f;
+      const float scale =
+          idx >= 0 && idx < p.m ? load_as_float(p.row_scale, idx, p.row_scale_type) : 0.f;
       MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] *= scale;
     }
     char* dst = c + r * row_bytes + static_cast<int64_t>(col) * out_bytes;

@@ -72,7 +72,8 @@ template <typename T>
 cudaError_t launch_tensor_core_config(const GroupedGemmParams& p, cudaStream_t stream) {
   int config = p.config;
   if (config == kGemmConfigAuto) {
-    const int64_t groups = p.form == GroupedGemmForm::kRaggedM ? std::max<int64_t>(p.num_groups, 1) : 1;
+    const int64_t groups =
+        p.form == GroupedGemmForm::kRaggedM ? std::max<int64_t>(p.num_groups, 1) : 1;
     config = p.m <= 48 * groups ? kGemmConfigSmallM : kGemmConfigLarge;
   }
   switch (config) {
@@ -113,8 +114,11 @@ cudaError_t launch_grouped_gemm<kKernelTarget>(const GroupedGemmParams& p, cudaS
     case GemmElem::kBF16: return launch_tensor_core_config<__nv_bfloat16>(p, stream);
     case GemmElem::kF16: return launch_tensor_core_config<__half>(p, stream);
     default:
-      if (p.a_k_major) return p.b_k_major ? launch_simt<true, true>(p, stream) : launch_simt<true, false>(p, stream);
-      return p.b_k_major ? launch_simt<false, true>(p, stream) : launch_simt<false, false>(p, stream);
+      if (p.a_k_major)
+        return p.b_k_major ? launch_simt<true, true>(p, stream)
+                           : launch_simt<true, false>(p, stream);
+      return p.b_k_major ? launch_simt<false, true>(p, stream)
+                         : launch_simt<false, false>(p, stream);
   }
 }
 

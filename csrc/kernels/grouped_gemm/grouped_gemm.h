@@ -41,27 +41,27 @@ struct GroupedGemmParams {
   int64_t a_stride_g, a_stride_m, a_stride_k;
   const void* b;
   int64_t b_stride_g, b_stride_k, b_stride_n;
-  void* c;                       // unit stride along n
+  void* c;  // unit stride along n
   int64_t c_stride_g, c_stride_m;
-  const void* bias;              // bias[g, n], unit stride along n; nullptr for none
+  const void* bias;  // bias[g, n], unit stride along n; nullptr for none
   int64_t bias_stride_g;
-  const int32_t* offs;           // [num_groups] cumulative ends; nullptr for kBatched
+  const int32_t* offs;  // [num_groups] cumulative ends; nullptr for kBatched
   int32_t num_groups;
-  int64_t m, n, k;               // full extents of c's rows, c's columns and the contraction
+  int64_t m, n, k;  // full extents of c's rows, c's columns and the contraction
   bool a_k_major, b_k_major;
   // Fused MoE-MLP extensions (kRaggedM, bf16/fp16 only; moe_mlp):
-  const int32_t* a_gather;       // non-null: row r of A is row a_gather[r] / a_gather_div of a
-  int32_t a_gather_div;          //   (x[T, H] read through the sorted order; an entry < 0 or
-                                 //   >= M is a zero row)
+  const int32_t* a_gather;  // non-null: row r of A is row a_gather[r] / a_gather_div of a
+  int32_t a_gather_div;     //   (x[T, H] read through the sorted order; an entry < 0 or
+                            //   >= M is a zero row)
   GemmActivation activation;
-  bool gated;                    // see GemmActivation; needs a_k_major
-  const void* row_scale;         // non-null: c row r *= row_scale[row_scale_index[r]] ([M]; an
-                                 //   index outside [0, M) scales by 0)
+  bool gated;             // see GemmActivation; needs a_k_major
+  const void* row_scale;  // non-null: c row r *= row_scale[row_scale_index[r]] ([M]; an
+                          //   index outside [0, M) scales by 0)
   const int32_t* row_scale_index;
   GemmElem row_scale_type;
-  int32_t config;                // tile config (GemmConfigId); kGemmConfigAuto: by heuristic
-  int32_t stages;                // cp.async pipeline depth 2..5 (tensor-core kernel); 0: by smem
-  int32_t path;                  // GemmPath: which kernel family may run it
+  int32_t config;  // tile config (GemmConfigId); kGemmConfigAuto: by heuristic
+  int32_t stages;  // cp.async pipeline depth 2..5 (tensor-core kernel); 0: by smem
+  int32_t path;    // GemmPath: which kernel family may run it
   // Scratch of the Hopper kernel for the ragged-K form: the tensor maps it rewrites on the
   // device (per-group cuts of the operands), kGroupedGemmWorkspacePerCta bytes per persistent
   // CTA, 128-byte aligned. nullptr: the ragged-K form takes the Ampere kernel.

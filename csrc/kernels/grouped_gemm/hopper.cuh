@@ -87,11 +87,11 @@ namespace moe_ext::MOE_KERNEL_NS {
 namespace sm90 {
 constexpr int BM = 128, BN = 128, BK = 64, kStages = 4, kThreads = 384;
 constexpr int kABytes = BM * BK * 2, kBBytes = BN * BK * 2, kStageBytes = kABytes + kBBytes;
-constexpr int kBoxBytes = 64 * BK * 2;    // one 64-row (or 64-column) box of a stage
-constexpr int kBHalf = BN / 2;            // B rows per TMA box (a gated tile's gate / up half)
+constexpr int kBoxBytes = 64 * BK * 2;  // one 64-row (or 64-column) box of a stage
+constexpr int kBHalf = BN / 2;          // B rows per TMA box (a gated tile's gate / up half)
 constexpr int kProducerThreads = 128;
 constexpr int kGatherRows = BM * (BK / 8) / kProducerThreads;  // A rows per gathering thread
-constexpr int kGatherLag = kStages - 2;   // cp.async groups a gathering thread keeps in flight
+constexpr int kGatherLag = kStages - 2;  // cp.async groups a gathering thread keeps in flight
 using WarpStaging = EpilogueStaging<16, BN>;
 constexpr int kWarpStagingBytes = 9 * 1024;  // >= WarpStaging::kBytes, 1024-aligned (swizzle)
 constexpr int kStoreRows = 16;               // a consumer warp's rows: one TMA store box height
@@ -134,25 +134,30 @@ MOE_DEVICE MOE_FORCEINLINE void rewrite_map(unsigned char* shared_map, TmaDescri
 
 MOE_DEVICE MOE_FORCEINLINE void tma_load(void* smem, const TmaDescriptor* map, int rank, int c0,
                                          int c1, int g, uint64_t* bar) {
-  if (rank == 3) tma_load_3d(smem, map, c0, c1, g, bar);
-  else tma_load_2d(smem, map, c0, c1, bar);
+  if (rank == 3)
+    tma_load_3d(smem, map, c0, c1, g, bar);
+  else
+    tma_load_2d(smem, map, c0, c1, bar);
 }
 
 // Shared byte offset of output element (r, col) in a warp's staging: 128-byte-swizzled boxes of
 // 16 rows x kBoxRowBytes, box b holding columns [b, b + 1) * (128 / out_bytes).
 MOE_DEVICE MOE_FORCEINLINE int staged_out_offset(int r, int col, int out_bytes) {
   const int box_cols = sm90::kBoxRowBytes / out_bytes;
-  const int off = (col / box_cols) * (sm90::kStoreRows * sm90::kBoxRowBytes) + r * sm90::kBoxRowBytes +
-                  (col % box_cols) * out_bytes;
+  const int off = (col / box_cols) * (sm90::kStoreRows * sm90::kBoxRowBytes) +
+                  r * sm90::kBoxRowBytes + (col % box_cols) * out_bytes;
   return swizzle128(off);
 }
 
 MOE_DEVICE MOE_FORCEINLINE void stage_pair(unsigned char* staged, int r, int col, float v0,
                                            float v1, GemmElem type) {
   const int off = staged_out_offset(r, col, gemm_elem_bytes(type));
-  if (type == GemmElem::kF32) st_shared(reinterpret_cast<float2*>(staged + off), float2{v0, v1});
-  else if (type == GemmElem::kBF16) st_shared(reinterpret_cast<uint32_t*>(staged + off), pack2<__nv_bfloat16>(v0, v1));
-  else st_shared(reinterpret_cast<uint32_t*>(staged + off), pack2<__half>(v0, v1));
+  if (type == GemmElem::kF32)
+    st_shared(reinterpret_cast<float2*>(staged + off), float2{v0, v1});
+  else if (type == GemmElem::kBF16)
+    st_shared(reinterpret_cast<uint32_t*>(staged + off), pack2<__nv_bfloat16>(v0, v1));
+  else
+    st_shared(reinterpret_cast<uint32_t*>(staged + off), pack2<__half>(v0, v1));
 }
 
 // The epilogue applied to a consumer warp's accumulator fragments (16 rows from m0 of problem
@@ -160,8 +165,9 @@ MOE_DEVICE MOE_FORCEINLINE void stage_pair(unsigned char* staged, int r, int col
 // kActivate: p.activation is applied (moe_mlp's first GEMM only; compiled out elsewhere, since
 // 64 unrolled copies of every activation double the kernel's code: 12 k vs 5.5 k instructions).
 template <bool kGated, bool kActivate>
-MOE_DEVICE void stage_output(const float (&d)[64], unsigned char* staged, const GroupedGemmParams& p,
-                             const GroupProblem& q, int64_t m0, int64_t n0, int lane) {
+MOE_DEVICE void stage_output(const float (&d)[64], unsigned char* staged,
+                             const GroupedGemmParams& p, const GroupProblem& q, int64_t m0,
+                             int64_t n0, int lane) {
   constexpr int kOutN = kGated ? sm90::BN / 2 : sm90::BN;
   const int g = lane / 4, t = lane % 4;
   float scale[2] = {1.f, 1.f};
@@ -179,8 +185,8 @@ MOE_DEVICE void stage_output(const float (&d)[64], unsigned char* staged, const 
     const int col = 8 * j + 2 * t;
     float bias[2] = {0.f, 0.f};
     if (!kGated && q.bias_off >= 0) {
-      MOE_UNROLL for (int e = 0; e < 2; ++e)
-        if (n0 + col + e < q.n) bias[e] = load_as_float(p.bias, q.bias_off + n0 + col + e, p.bias_type);
+      MOE_UNROLL for (int e = 0; e < 2; ++e) if (n0 + col + e < q.n) bias[e] =
+          load_as_float(p.bias, q.bias_off + n0 + col + e, p.bias_type);
     }
     MOE_UNROLL for (int h = 0; h < 2; ++h) {
       float v[2];
@@ -212,7 +218,8 @@ MOE_DEVICE void store_staged_rows(const unsigned char* staged, const GroupedGemm
   for (int i = lane; i < sm90::kStoreRows * chunks; i += 32) {
     const int r = i / chunks, col = (i % chunks) * per_chunk;
     // every lane reads (warp-uniform shared accesses), only rows and columns inside are stored
-    const uint4 v = ld_shared(reinterpret_cast<const uint4*>(staged + staged_out_offset(r, col, ob)));
+    const uint4 v =
+        ld_shared(reinterpret_cast<const uint4*>(staged + staged_out_offset(r, col, ob)));
     if (r >= rows || col >= cols) continue;
     char* dst = c + (r * p.c_stride_m + col) * ob;
     if (col + per_chunk <= cols) {
@@ -226,7 +233,8 @@ MOE_DEVICE void store_staged_rows(const unsigned char* staged, const GroupedGemm
         if (ob == 4) {
           if (e < 4) st_global(reinterpret_cast<uint32_t*>(dst) + e, w[e & 3]);
         } else {
-          st_global(reinterpret_cast<uint16_t*>(dst) + e, static_cast<uint16_t>(w[e / 2] >> (16 * (e % 2))));
+          st_global(reinterpret_cast<uint16_t*>(dst) + e,
+                    static_cast<uint16_t>(w[e / 2] >> (16 * (e % 2))));
         }
       }
     }
@@ -251,8 +259,9 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
   unsigned char* maps = smem + kMapsOffset;
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);
   uint64_t* empty = full + kStages;
-  TmaDescriptor* workspace =
-      p.workspace == nullptr ? nullptr : static_cast<TmaDescriptor*>(p.workspace) + blockIdx.x * kWorkspaceMaps;
+  TmaDescriptor* workspace = p.workspace == nullptr ? nullptr
+                                                    : static_cast<TmaDescriptor*>(p.workspace) +
+                                                          blockIdx.x * kWorkspaceMaps;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const bool batched = p.form == GroupedGemmForm::kBatched;
   const bool ragged_k = p.form == GroupedGemmForm::kRaggedK;
@@ -277,7 +286,7 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     }
     TileScheduler<BM, kTileN> scheduler(p);
     TileCoord tc;
-    int it = 0;  // k steps issued so far (all tiles): stage it % kStages, use it / kStages
+    int it = 0;        // k steps issued so far (all tiles): stage it % kStages, use it / kStages
     int signaled = 0;  // kGather: k steps this thread has reported landed on full[]
     int group = -1, group_first_it = 0;  // ragged K: the current group and its first k step
     for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc); tile += gridDim.x) {
@@ -368,7 +377,7 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
 
   // --------------------------------------------------------------------------------- consumers
   setmaxnreg_inc<216>();
-  const int consumer_warp = warp - 4;          // 0..7
+  const int consumer_warp = warp - 4;            // 0..7
   const int wg_rows = (consumer_warp / 4) * 64;  // this warpgroup's rows of the tile
   unsigned char* staged = smem + kStagingOffset + consumer_warp * kWarpStagingBytes;
   TileScheduler<BM, kTileN> scheduler(p);
@@ -382,7 +391,8 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     for (int kt = 0; kt < k_tiles; ++kt, ++it) {
       const int s = it % kStages, use = it / kStages;
       mbarrier_wait(&full[s], use & 1, kWaitSm90ConsumerFull, p.wait_report);
-      const unsigned char* sa = smem + s * kStageBytes + (kAKMajor ? wg_rows * 128 : (wg_rows / 64) * kBoxBytes);
+      const unsigned char* sa =
+          smem + s * kStageBytes + (kAKMajor ? wg_rows * 128 : (wg_rows / 64) * kBoxBytes);
       const unsigned char* sb = smem + s * kStageBytes + kABytes;
       wgmma_fence();
       MOE_UNROLL for (int ks = 0; ks < BK / 16; ++ks) {
@@ -405,7 +415,7 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     const int64_t m0 = int64_t{tc.tile_m} * BM + wg_rows + 16 * (consumer_warp % 4);
     const int64_t n0 = int64_t{tc.tile_n} * kTileN;
     if (tma_store) {
-      if (m0 >= q.m) continue;  // none of this warp's rows exist
+      if (m0 >= q.m) continue;                   // none of this warp's rows exist
       if (lane == 0) bulk_wait_group_read<0>();  // the previous store has read the staging
       __syncwarp();
       stage_output<kGated, kGather>(d, staged, p, q, m0, n0, lane);
@@ -418,8 +428,10 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
           const int box_cols = kBoxRowBytes / gemm_elem_bytes(p.out_type);
           for (int c = 0; c < kTileN && n0 + c < q.n; c += box_cols) {
             unsigned char* box = staged + (c / box_cols) * (kStoreRows * kBoxRowBytes);
-            if (ragged_m) tma_store_2d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(q.start + m0));
-            else tma_store_3d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(m0), tc.problem);
+            if (ragged_m)
+              tma_store_2d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(q.start + m0));
+            else
+              tma_store_3d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(m0), tc.problem);
           }
           bulk_commit_group();
         }
@@ -431,10 +443,10 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     } else {
       float* staged_f = reinterpret_cast<float*>(staged);
       const int g = lane / 4, t = lane % 4;
-      MOE_UNROLL for (int j = 0; j < 16; ++j)
-        MOE_UNROLL for (int half = 0; half < 2; ++half)
-          st_shared(reinterpret_cast<float2*>(staged_f + WarpStaging::index(g + 8 * half, 8 * j + 2 * t)),
-                    float2{d[4 * j + 2 * half], d[4 * j + 2 * half + 1]});
+      MOE_UNROLL for (int j = 0; j < 16; ++j) MOE_UNROLL for (int half = 0; half < 2; ++half)
+          st_shared(
+              reinterpret_cast<float2*>(staged_f + WarpStaging::index(g + 8 * half, 8 * j + 2 * t)),
+              float2{d[4 * j + 2 * half], d[4 * j + 2 * half + 1]});
       __syncwarp();
       store_tile<16, BN, 32, kGated>(staged_f, p, q, m0, n0, lane);
       __syncwarp();  // the next tile's staging writes come after every lane's reads
@@ -447,7 +459,8 @@ namespace grouped_gemm_detail {
 
 // Whether TMA can address an operand: 16-byte aligned base and row pitches.
 inline bool tma_addressable(const void* base, int64_t pitch_bytes, int64_t group_bytes) {
-  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && pitch_bytes % 16 == 0 && group_bytes % 16 == 0;
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && pitch_bytes % 16 == 0 &&
+         group_bytes % 16 == 0;
 }
 
 // The map of an operand tile: K-major [G,] rows x K as boxes of BK x box_rows, MN-major
@@ -459,7 +472,8 @@ inline bool make_operand_map(TmaDescriptor* map, const void* base, bool k_major,
   const uint64_t inner = static_cast<uint64_t>(k_major ? k : rows);
   const uint64_t outer = static_cast<uint64_t>(k_major ? rows : k);
   const uint64_t dims[3] = {inner, outer, static_cast<uint64_t>(groups)};
-  const uint64_t strides[2] = {static_cast<uint64_t>(pitch) * 2, static_cast<uint64_t>(group_stride) * 2};
+  const uint64_t strides[2] = {static_cast<uint64_t>(pitch) * 2,
+                               static_cast<uint64_t>(group_stride) * 2};
   const uint32_t box[3] = {static_cast<uint32_t>(k_major ? BK : 64), k_major ? box_rows : BK, 1};
   return tma_addressable(base, int64_t(strides[0]), rank == 3 ? int64_t(strides[1]) : 0) &&
          make_tma_descriptor(map, base, 2, rank, dims, strides, box, TmaSwizzle::k128B);
@@ -470,7 +484,8 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
   using namespace sm90;
   const bool batched = p.form == GroupedGemmForm::kBatched;
   const bool ragged_k = p.form == GroupedGemmForm::kRaggedK;
-  const bool has_workspace = p.workspace != nullptr && p.workspace_bytes >= kGroupedGemmWorkspacePerCta &&
+  const bool has_workspace = p.workspace != nullptr &&
+                             p.workspace_bytes >= kGroupedGemmWorkspacePerCta &&
                              reinterpret_cast<uintptr_t>(p.workspace) % 128 == 0;
   if (ragged_k && !has_workspace) return cudaErrorNotSupported;
   TmaDescriptor ta, tb, tc;
@@ -495,7 +510,8 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
   const uint32_t c_box[3] = {static_cast<uint32_t>(kBoxRowBytes / ob), kStoreRows, 1};
   const bool tma_store =
       tma_addressable(p.c, int64_t(c_strides[0]), ragged_m ? 0 : int64_t(c_strides[1])) &&
-      make_tma_descriptor(&tc, p.c, ob, ragged_m ? 2 : 3, c_dims, c_strides, c_box, TmaSwizzle::k128B);
+      make_tma_descriptor(&tc, p.c, ob, ragged_m ? 2 : 3, c_dims, c_strides, c_box,
+                          TmaSwizzle::k128B);
   if (!tma_store) tc = tb;  // unused
   const int64_t max_grid = ragged_k ? p.workspace_bytes / kGroupedGemmWorkspacePerCta : INT64_MAX;
   GroupedGemmParams q = p;
@@ -514,7 +530,7 @@ cudaError_t launch_sm90_variant(const GroupedGemmParams& p, cudaStream_t stream)
                    : launch_sm90_typed<T, true, true, true, false>(p, stream);
   }
   if (p.a_k_major && p.b_k_major) return launch_sm90_typed<T, true, true, false, false>(p, stream);
-  if (p.a_k_major) return launch_sm90_typed<T, true, false, false, false>(p, stream);  // dA
+  if (p.a_k_major) return launch_sm90_typed<T, true, false, false, false>(p, stream);    // dA
   if (!p.b_k_major) return launch_sm90_typed<T, false, false, false, false>(p, stream);  // dB
   return cudaErrorNotSupported;  // MN-major a with K-major b: the Ampere kernel
 }
@@ -531,8 +547,8 @@ cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t st
   // (an activation exists for moe_mlp's gathered first GEMM only; see stage_output)
   if (!form_ok || !type_ok || (p.gated && !gather) || (gather && p.a_gather_div <= 0) ||
       (gather && p.form != GroupedGemmForm::kRaggedM) ||
-      (!gather && p.activation != GemmActivation::kNone) ||
-      p.k <= 0 || p.num_groups <= 0 || p.m > INT32_MAX || p.n > INT32_MAX / 2 || p.k > INT32_MAX ||
+      (!gather && p.activation != GemmActivation::kNone) || p.k <= 0 || p.num_groups <= 0 ||
+      p.m > INT32_MAX || p.n > INT32_MAX / 2 || p.k > INT32_MAX ||
       // what the gathered A's 16-byte cp.async needs (the TMA maps check their own operands)
       (gather && !tma_addressable(p.a, p.a_stride_m * 2, 0)))
     return cudaErrorNotSupported;

@@ -36,7 +36,8 @@ cudaError_t launch_persistent_capped(const char* name, void (*kernel)(KArgs...),
     const cudaError_t err = allow_dynamic_smem(kernel, smem);
     if (err != cudaSuccess) return err;
   }
-  const int64_t resident = static_cast<int64_t>(lim.sm_count) * max_active_blocks(kernel, threads, smem);
+  const int64_t resident =
+      static_cast<int64_t>(lim.sm_count) * max_active_blocks(kernel, threads, smem);
   const int64_t grid = std::min<int64_t>({tiles, std::max<int64_t>(resident, 1), max_grid});
   if (grid <= 0) return cudaErrorInvalidValue;
   return launch_kernel(name, kernel, dim3(static_cast<unsigned>(grid)), dim3(threads), smem, stream,

@@ -61,14 +61,18 @@ MOE_DEVICE inline GroupProblem group_problem(const GroupedGemmParams& p, int g) 
   switch (p.form) {
     case GroupedGemmForm::kRaggedM:
       q.m = hi - lo, q.a_off = lo * p.a_stride_m, q.c_off = lo * p.c_stride_m;
-      if (tail) q.k = 0;
-      else q.b_off = g * p.b_stride_g;
+      if (tail)
+        q.k = 0;
+      else
+        q.b_off = g * p.b_stride_g;
       if (has_bias && !tail) q.bias_off = g * p.bias_stride_g;
       break;
     case GroupedGemmForm::kRaggedN:
       q.n = hi - lo, q.b_off = lo * p.b_stride_n, q.c_off = lo;
-      if (tail) q.k = 0;
-      else q.a_off = g * p.a_stride_g;
+      if (tail)
+        q.k = 0;
+      else
+        q.a_off = g * p.a_stride_g;
       if (has_bias && !tail) q.bias_off = g * p.bias_stride_g + lo;
       break;
     default:  // kRaggedK

@@ -37,13 +37,15 @@ MOE_DEVICE MOE_FORCEINLINE void load_simt_slice(float* s, int pitch, const float
   MOE_UNROLL for (int j = 0; j < Rows * BK / SimtTile::kThreads; ++j) {
     const int i = tid + j * SimtTile::kThreads;
     const int r = kKMajor ? i / BK : i % Rows, k = kKMajor ? i % BK : i / Rows;
-    const float v = r < rows_left && k < k_left ? ld_global(src + r * row_stride + k * k_stride) : 0.f;
+    const float v =
+        r < rows_left && k < k_left ? ld_global(src + r * row_stride + k * k_stride) : 0.f;
     st_shared(s + k * pitch + r, v);
   }
 }
 
 template <bool kAKMajor, bool kBKMajor>
-__global__ void __launch_bounds__(SimtTile::kThreads) grouped_gemm_simt_kernel(GroupedGemmParams p) {
+__global__ void __launch_bounds__(SimtTile::kThreads)
+    grouped_gemm_simt_kernel(GroupedGemmParams p) {
   constexpr int BM = SimtTile::BM, BN = SimtTile::BN, BK = SimtTile::BK;
   MOE_SHARED_DYNAMIC(float, smem);
   float* as = smem;
@@ -56,7 +58,8 @@ __global__ void __launch_bounds__(SimtTile::kThreads) grouped_gemm_simt_kernel(G
   TileCoord tc;
   for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc); tile += gridDim.x) {
     const GroupProblem q = group_problem(p, tc.problem);
-    const int64_t m0 = static_cast<int64_t>(tc.tile_m) * BM, n0 = static_cast<int64_t>(tc.tile_n) * BN;
+    const int64_t m0 = static_cast<int64_t>(tc.tile_m) * BM,
+                  n0 = static_cast<int64_t>(tc.tile_n) * BN;
     const float* a_tile = a + q.a_off + m0 * p.a_stride_m;
     const float* b_tile = b + q.b_off + n0 * p.b_stride_n;
     float acc[4][4] = {};
@@ -67,18 +70,20 @@ __global__ void __launch_bounds__(SimtTile::kThreads) grouped_gemm_simt_kernel(G
                                     p.b_stride_k, q.n - n0, q.k - k0, tid);
       __syncthreads();
       MOE_UNROLL for (int k = 0; k < BK; ++k) {
-        const float4 av = ld_shared(reinterpret_cast<const float4*>(as + k * SimtTile::kPitchA + ty * 4));
-        const float4 bv = ld_shared(reinterpret_cast<const float4*>(bs + k * SimtTile::kPitchB + tx * 4));
+        const float4 av =
+            ld_shared(reinterpret_cast<const float4*>(as + k * SimtTile::kPitchA + ty * 4));
+        const float4 bv =
+            ld_shared(reinterpret_cast<const float4*>(bs + k * SimtTile::kPitchB + tx * 4));
         const float ar[4] = {av.x, av.y, av.z, av.w}, br[4] = {bv.x, bv.y, bv.z, bv.w};
-        MOE_UNROLL for (int i = 0; i < 4; ++i)
-          MOE_UNROLL for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(ar[i], br[j], acc[i][j]);
+        MOE_UNROLL for (int i = 0; i < 4; ++i) MOE_UNROLL for (int j = 0; j < 4; ++j) acc[i][j] =
+            fmaf(ar[i], br[j], acc[i][j]);
       }
       __syncthreads();
     }
     using Staging = EpilogueStaging<BM, BN>;
     MOE_UNROLL for (int i = 0; i < 4; ++i)
-      st_shared(reinterpret_cast<float4*>(smem + Staging::index(ty * 4 + i, tx * 4)),
-                float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]});
+        st_shared(reinterpret_cast<float4*>(smem + Staging::index(ty * 4 + i, tx * 4)),
+                  float4{acc[i][0], acc[i][1], acc[i][2], acc[i][3]});
     __syncthreads();
     store_tile<BM, BN, SimtTile::kThreads>(smem, p, q, m0, n0, tid);
     __syncthreads();

@@ -91,8 +91,11 @@ MOE_DEVICE MOE_FORCEINLINE void load_tile(unsigned char* smem, const char* src, 
       const int r = i / Cols, col = i % Cols;
       bool live = r < rows_left && col < cols_left;
       const char* row = row_start(r < rows_left ? r : 0, live);
-      const uint16_t v = live ? ld_global(reinterpret_cast<const uint16_t*>(row + col * 2)) : uint16_t{0};
-      st_shared(reinterpret_cast<uint16_t*>(smem + swizzled<SmemCols * 2>(r, chunk0 + col / 8) + (col % 8) * 2), v);
+      const uint16_t v =
+          live ? ld_global(reinterpret_cast<const uint16_t*>(row + col * 2)) : uint16_t{0};
+      st_shared(reinterpret_cast<uint16_t*>(smem + swizzled<SmemCols * 2>(r, chunk0 + col / 8) +
+                                            (col % 8) * 2),
+                v);
     }
   }
 }
@@ -107,7 +110,8 @@ MOE_DEVICE MOE_FORCEINLINE void cp_async_wait_pending(int pending) {
 }
 
 template <typename T>
-MOE_DEVICE MOE_FORCEINLINE void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+MOE_DEVICE MOE_FORCEINLINE void mma_16816(float (&d)[4], const uint32_t (&a)[4],
+                                          const uint32_t (&b)[2]) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     mma_m16n8k16_bf16(d, a, b, d);
   } else {
@@ -126,13 +130,14 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int warp_m0 = (warp / Tile::kWarpsN) * Tile::kWarpM;
   const int warp_n0 = (warp % Tile::kWarpsN) * Tile::kWarpN;
-  const int64_t a_pitch = (kAKMajor ? p.a_stride_m : p.a_stride_k) * 2;  // bytes per smem row source
+  const int64_t a_pitch =
+      (kAKMajor ? p.a_stride_m : p.a_stride_k) * 2;  // bytes per smem row source
   const int64_t b_pitch = (kBKMajor ? p.b_stride_n : p.b_stride_k) * 2;
 
   // gathered A rows (moe_mlp): the tile's x-row byte offsets, after the pipeline/staging memory
   const bool gather = p.a_gather != nullptr;
-  const int main_bytes = stages * Tile::kStageBytes > Staging::kBytes ? stages * Tile::kStageBytes
-                                                                      : Staging::kBytes;
+  const int main_bytes =
+      stages * Tile::kStageBytes > Staging::kBytes ? stages * Tile::kStageBytes : Staging::kBytes;
   int64_t* row_offsets = reinterpret_cast<int64_t*>(smem + main_bytes);
 
   TileScheduler<BM, kTileN> scheduler(p);
@@ -146,7 +151,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
     bool a_vec, b_vec;
     {
       const GroupProblem q = group_problem(p, tc.problem);
-      const int64_t m0 = static_cast<int64_t>(tc.tile_m) * BM, n0 = static_cast<int64_t>(tc.tile_n) * kTileN;
+      const int64_t m0 = static_cast<int64_t>(tc.tile_m) * BM,
+                    n0 = static_cast<int64_t>(tc.tile_n) * kTileN;
       const char* a_group = static_cast<const char*>(p.a) + (gather ? 0 : q.a_off * 2);
       const char* b_group = static_cast<const char*>(p.b) + q.b_off * 2;
       a_vec = ((reinterpret_cast<uintptr_t>(a_group) | static_cast<uint64_t>(a_pitch)) % 16) == 0;
@@ -160,8 +166,9 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
         for (int r = tid; r < BM; r += kThreads) {
           const int32_t src = r < m_left ? ld_global_nc(p.a_gather + q.start + m0 + r) : -1;
           // entries outside [0, M) (never produced by sort_tokens) are zero rows, not OOB reads
-          st_shared(row_offsets + r, src >= 0 && src < p.m ? (src / p.a_gather_div) * p.a_stride_m * 2
-                                                           : int64_t{-1});
+          st_shared(row_offsets + r, src >= 0 && src < p.m
+                                         ? (src / p.a_gather_div) * p.a_stride_m * 2
+                                         : int64_t{-1});
         }
         __syncthreads();
       }
@@ -183,8 +190,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
         const char* up = b_tile + p.n * p.b_stride_n * 2;
         if constexpr (kBKMajor) {  // rows n: the halves are row ranges
           load_tile<kTileN, BK, kThreads>(sb, b_tile + k0 * 2, b_pitch, n_left, k_left, b_vec, tid);
-          load_tile<kTileN, BK, kThreads>(sb + kTileN * BK * 2, up + k0 * 2, b_pitch, n_left, k_left,
-                                          b_vec, tid);
+          load_tile<kTileN, BK, kThreads>(sb + kTileN * BK * 2, up + k0 * 2, b_pitch, n_left,
+                                          k_left, b_vec, tid);
         } else {  // rows k: the halves are chunk-column ranges of each row
           load_tile<BK, kTileN, kThreads, BN>(sb, b_tile + k0 * b_pitch, b_pitch, k_left, n_left,
                                               b_vec, tid);
@@ -200,8 +207,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
 
     float acc[Tile::kMmaM][Tile::kMmaN][4];
     MOE_UNROLL for (int i = 0; i < Tile::kMmaM; ++i)
-      MOE_UNROLL for (int j = 0; j < Tile::kMmaN; ++j)
-        MOE_UNROLL for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+        MOE_UNROLL for (int j = 0; j < Tile::kMmaN; ++j) MOE_UNROLL for (int e = 0; e < 4; ++e)
+            acc[i][j][e] = 0.f;
 
     for (int s = 0; s < stages - 1; ++s) {  // prologue: slices 0 .. stages-2 in flight
       if (s < k_tiles) load_stage(s, s);
@@ -245,7 +252,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
           fb[2 * np + 1][0] = r[2], fb[2 * np + 1][1] = r[3];
         }
         MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
-          MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt) mma_16816<T>(acc[mt][nt], fa[mt], fb[nt]);
+            MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
+                mma_16816<T>(acc[mt][nt], fa[mt], fb[nt]);
       }
     }
     cp_async_wait_all();  // (only empty groups can be pending here)
@@ -254,12 +262,12 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
     float* staged = reinterpret_cast<float*>(smem);
     const int g = lane / 4, t = lane % 4;
     MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
-      MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
-        MOE_UNROLL for (int half = 0; half < 2; ++half) {
-          const int row = warp_m0 + mt * 16 + g + half * 8, col = warp_n0 + nt * 8 + 2 * t;
-          st_shared(reinterpret_cast<float2*>(staged + Staging::index(row, col)),
-                    float2{acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]});
-        }
+        MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
+            MOE_UNROLL for (int half = 0; half < 2; ++half) {
+      const int row = warp_m0 + mt * 16 + g + half * 8, col = warp_n0 + nt * 8 + 2 * t;
+      st_shared(reinterpret_cast<float2*>(staged + Staging::index(row, col)),
+                float2{acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]});
+    }
     __syncthreads();
     store_tile<BM, BN, kThreads, kGated>(staged, p, group_problem(p, tc.problem),
                                          static_cast<int64_t>(tc.tile_m) * BM,

@@ -24,8 +24,8 @@ namespace moe_ext::MOE_KERNEL_NS {
 
 namespace tile_gemm {
 constexpr int kBlockM = 64, kBlockN = 64, kBlockK = 32, kStages = 2, kThreads = 128;
-constexpr int kRowBytes = kBlockK * 2;                     // 64 bytes per smem row
-constexpr int kTileBytes = kBlockM * kRowBytes;            // 4 KB per operand per stage
+constexpr int kRowBytes = kBlockK * 2;           // 64 bytes per smem row
+constexpr int kTileBytes = kBlockM * kRowBytes;  // 4 KB per operand per stage
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled 64-byte-row tile.
 MOE_HOST_DEVICE constexpr int swizzle(int row, int chunk) {
@@ -35,8 +35,8 @@ MOE_HOST_DEVICE constexpr int swizzle(int row, int chunk) {
 
 __global__ void __launch_bounds__(tile_gemm::kThreads) tile_gemm_kernel(TileGemmParams p) {
   using namespace tile_gemm;
-  MOE_SHARED_ARRAY(unsigned char, smem_a, kStages * kTileBytes);  // (BLK_M, BLK_K, stage)
-  MOE_SHARED_ARRAY(unsigned char, smem_b, kStages * kTileBytes);  // (BLK_N, BLK_K, stage)
+  MOE_SHARED_ARRAY(unsigned char, smem_a, kStages* kTileBytes);  // (BLK_M, BLK_K, stage)
+  MOE_SHARED_ARRAY(unsigned char, smem_b, kStages* kTileBytes);  // (BLK_N, BLK_K, stage)
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = (warp / 2) * 32, warp_n = (warp % 2) * 32;
   const int64_t block_m = static_cast<int64_t>(blockIdx.y) * kBlockM;
@@ -82,7 +82,8 @@ __global__ void __launch_bounds__(tile_gemm::kThreads) tile_gemm_kernel(TileGemm
         const int chunk = ks * 2 + ((lane >> 3) & 1);
         uint32_t r[4];
         ldmatrix_x4(r, sb + swizzle(row, chunk));
-        fb[np * 2][0] = r[0], fb[np * 2][1] = r[1], fb[np * 2 + 1][0] = r[2], fb[np * 2 + 1][1] = r[3];
+        fb[np * 2][0] = r[0], fb[np * 2][1] = r[1], fb[np * 2 + 1][0] = r[2],
+                fb[np * 2 + 1][1] = r[3];
       }
       for (int mt = 0; mt < 2; ++mt)
         for (int nt = 0; nt < 4; ++nt) mma_m16n8k16_bf16(acc[mt][nt], fa[mt], fb[nt], acc[mt][nt]);

@@ -94,14 +94,13 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     MOE_UNROLL for (int half = 0; half < 2; ++half) {
       if (half == 1 && p.fault != 3 && lane == 0) bulk_wait_group_read<0>();
       __syncwarp();
-      MOE_UNROLL for (int j = 0; j < 8; ++j)
-        MOE_UNROLL for (int h = 0; h < 2; ++h) {
-          // column c of the half: box c / 32, 128-byte row g + 8h, 16-byte chunk swizzled by row
-          const int c = 8 * j + 2 * t;
-          const int off = swizzle128((c / 32) * 2048 + (g + 8 * h) * 128 + (c % 32) * 4);
-          st_shared(reinterpret_cast<float2*>(staged + off),
-                    float2{d[4 * (8 * half + j) + 2 * h], d[4 * (8 * half + j) + 2 * h + 1]});
-        }
+      MOE_UNROLL for (int j = 0; j < 8; ++j) MOE_UNROLL for (int h = 0; h < 2; ++h) {
+        // column c of the half: box c / 32, 128-byte row g + 8h, 16-byte chunk swizzled by row
+        const int c = 8 * j + 2 * t;
+        const int off = swizzle128((c / 32) * 2048 + (g + 8 * h) * 128 + (c % 32) * 4);
+        st_shared(reinterpret_cast<float2*>(staged + off),
+                  float2{d[4 * (8 * half + j) + 2 * h], d[4 * (8 * half + j) + 2 * h + 1]});
+      }
       fence_proxy_async_shared();
       if (p.fault != 5) __syncwarp();
       if (lane == 0) {
@@ -113,12 +112,11 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     if (p.fault != 4 && lane == 0) bulk_wait_group<0>();
     return;
   }
-  MOE_UNROLL for (int j = 0; j < 16; ++j)
-    MOE_UNROLL for (int half = 0; half < 2; ++half) {
-      const int64_t row = m0 + 16 * warp + g + 8 * half, col = n0 + 8 * j + 2 * t;
-      st_global(reinterpret_cast<float2*>(p.c + row * p.n + col),
-                float2{d[4 * j + 2 * half], d[4 * j + 2 * half + 1]});
-    }
+  MOE_UNROLL for (int j = 0; j < 16; ++j) MOE_UNROLL for (int half = 0; half < 2; ++half) {
+    const int64_t row = m0 + 16 * warp + g + 8 * half, col = n0 + 8 * j + 2 * t;
+    st_global(reinterpret_cast<float2*>(p.c + row * p.n + col),
+              float2{d[4 * j + 2 * half], d[4 * j + 2 * half + 1]});
+  }
 }
 
 cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream) {
