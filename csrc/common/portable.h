@@ -29,6 +29,10 @@
 namespace moe_ext {
 
 // Integer ceil-division for sizes (int64: row * hidden can pass 2^31).
-MOE_HOST_DEVICE constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// (the common type of its arguments: int64 sizes stay int64, int counts stay int)
+template <typename A, typename B>
+MOE_HOST_DEVICE constexpr auto ceil_div(A a, B b) {
+  return (a + b - 1) / b;
+}
 
 }  // namespace moe_ext

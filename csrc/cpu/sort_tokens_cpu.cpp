@@ -15,6 +15,7 @@
 #include <limits>
 #include <vector>
 
+#include "../common/portable.h"  // ceil_div
 #include "cpu_ops.h"
 
 namespace moe_ext {
@@ -25,7 +26,7 @@ constexpr int64_t kChunk = 1 << 15;
 template <typename id_t>
 void sort_tokens_kernel_cpu(const id_t* ids, int64_t N, int64_t E, int64_t cap, int32_t* order,
                             int32_t* slot, int32_t* offsets) {
-  const int64_t num_chunks = std::max<int64_t>(1, (N + kChunk - 1) / kChunk);
+  const int64_t num_chunks = std::max<int64_t>(1, ceil_div(N, kChunk));
   const int64_t B = E + 1;  // bucket E = not routed here (-1)
   auto bucket = [E](id_t v) { return v < 0 ? E : static_cast<int64_t>(v); };
 

@@ -11,7 +11,7 @@
 // Layout: x [T, H] with a contiguous inner dim and any row stride; xp [N, H] contiguous.
 // Design: a pure memory-bound copy, so one warp per output row (grid-stride over rows; the row's
 // order/slot indices are broadcast loads, one transaction per warp), and the lanes move
-// `Vec`-sized units across the row, consecutive lanes on consecutive units (coalesced). The
+// unit-sized words across the row, consecutive lanes on consecutive units (coalesced). The
 // launcher picks the widest unit (16, 8, 4, 2 or 1 bytes) that divides the row size, the source row
 // stride and both base addresses, so rows whose byte size is not a multiple of 16 (H not a multiple
 // of 8 in bf16) still work, at a lower vector width. The copy is dtype-agnostic (bytes), so one
@@ -24,16 +24,17 @@
 
 #include "../common/launch.h"
 #include "../common/memory.h"
+#include "../common/vec.h"
 #include "permute.h"
 
 namespace moe_ext::MOE_KERNEL_NS {
 
-template <typename Vec>
+template <typename Unit>
 __global__ void permute_kernel(PermuteParams p) {
-  const int64_t units = p.hidden * p.elem_bytes / static_cast<int64_t>(sizeof(Vec));
-  const int64_t src_stride = p.x_row_stride * p.elem_bytes / static_cast<int64_t>(sizeof(Vec));
-  const Vec* x = static_cast<const Vec*>(p.x);
-  Vec* xp = static_cast<Vec*>(p.xp);
+  const int64_t units = p.hidden * p.elem_bytes / static_cast<int64_t>(sizeof(Unit));
+  const int64_t src_stride = p.x_row_stride * p.elem_bytes / static_cast<int64_t>(sizeof(Unit));
+  const Unit* x = static_cast<const Unit*>(p.x);
+  Unit* xp = static_cast<Unit*>(p.xp);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * warps + warp; row < p.num_rows;
        row += static_cast<int64_t>(gridDim.x) * warps) {
@@ -41,20 +42,20 @@ __global__ void permute_kernel(PermuteParams p) {
     // outside [0, N) is treated as dropped, so slot and x are only read in bounds.
     const int32_t a = ld_global_nc(p.order + row);
     const bool kept = a >= 0 && a < p.num_rows && ld_global_nc(p.slot + a) >= 0;
-    const Vec* src = x + static_cast<int64_t>(kept ? a / p.top_k : 0) * src_stride;
-    Vec* dst = xp + row * units;
+    const Unit* src = x + static_cast<int64_t>(kept ? a / p.top_k : 0) * src_stride;
+    Unit* dst = xp + row * units;
     for (int64_t u = lane; u < units; u += 32)
-      st_global(dst + u, kept ? ld_global_nc(src + u) : Vec{});
+      st_global(dst + u, kept ? ld_global_nc(src + u) : Unit{});
   }
 }
 
 namespace {
 
-template <typename Vec>
+template <typename Unit>
 cudaError_t launch_permute_with(const PermuteParams& p, cudaStream_t stream) {
   constexpr int kThreads = 128;  // 4 warps, one row each
   const int64_t blocks = std::min<int64_t>((p.num_rows + 3) / 4, int64_t{1} << 16);
-  return launch_kernel("permute_kernel", permute_kernel<Vec>, dim3(static_cast<unsigned>(blocks)),
+  return launch_kernel("permute_kernel", permute_kernel<Unit>, dim3(static_cast<unsigned>(blocks)),
                        dim3(kThreads), 0, stream, p);
 }
 
@@ -63,9 +64,7 @@ int64_t vector_bytes(const PermuteParams& p) {
   const uint64_t bits = static_cast<uint64_t>(p.hidden * p.elem_bytes) |
                         static_cast<uint64_t>(p.x_row_stride * p.elem_bytes) |
                         reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.xp);
-  int64_t v = 16;
-  while (v > 1 && (bits % v) != 0) v /= 2;
-  return v;
+  return static_cast<int64_t>(widest_vector_bytes(bits));
 }
 
 }  // namespace

@@ -31,8 +31,10 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "../common/convert.h"
+#include "../common/dispatch.h"
 #include "../common/launch.h"
 #include "../common/memory.h"
 #include "../common/shared.h"
@@ -313,17 +315,12 @@ cudaError_t with_slots(int E, F&& f) {
 
 template <typename F>
 cudaError_t with_dtype(RouteDtype dt, F&& f) {
-  switch (dt) {
-    case RouteDtype::kFloat32: return f(float{});
-    case RouteDtype::kBFloat16: return f(__nv_bfloat16{});
-    case RouteDtype::kFloat16: return f(__half{});
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype<float, __nv_bfloat16, __half>(dt, std::forward<F>(f));
 }
 
 inline dim3 route_grid(int64_t tokens) {
   const int64_t warps_per_block = kThreads / 32;
-  const int64_t blocks = (tokens + warps_per_block - 1) / warps_per_block;
+  const int64_t blocks = ceil_div(tokens, warps_per_block);
   return dim3(static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8));
 }
 

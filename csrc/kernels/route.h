@@ -2,13 +2,15 @@
 // binding and the nvcc / emulator instantiations).
 #pragma once
 
+#include "../common/dtype.h"
 #include "../common/launcher.h"
+#include "../common/portable.h"
 
 #include <cstdint>
 
 namespace moe_ext {
 
-enum class RouteDtype : int32_t { kFloat32, kBFloat16, kFloat16 };
+using RouteDtype = FloatDtype;  // float32, bfloat16 or float16 (can_implement)
 
 struct RouteParams {
   const void* logits;  // [T, E], inner dim contiguous, row stride `row_stride` elements
@@ -58,7 +60,7 @@ constexpr int64_t kRouteMaxStatsBlocks = 1024;
 
 // Grid of the route_with_stats launch = rows of RouteParams::prob_partial the caller provides.
 inline int64_t route_stats_blocks(int64_t tokens) {
-  const int64_t blocks = (tokens + kRouteWarpsPerBlock - 1) / kRouteWarpsPerBlock;
+  const int64_t blocks = ceil_div(tokens, int64_t{kRouteWarpsPerBlock});
   return blocks < 1 ? 1 : blocks < kRouteMaxStatsBlocks ? blocks : kRouteMaxStatsBlocks;
 }
 

@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(sort_detail::kScanThreads, 1)
   }
   __syncthreads();
   // Exclusive scan of the kept counts over experts: each thread owns a contiguous range.
-  const int per = (E + nt - 1) / nt, e0 = std::min(E, tid * per), e1 = std::min(E, e0 + per);
+  const int per = ceil_div(E, nt), e0 = std::min(E, tid * per), e1 = std::min(E, e0 + per);
   int32_t sum = 0;
   for (int e = e0; e < e1; ++e) sum += ld_global(ws.start + e);
   st_shared(part + tid, sum);
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
   for (int i = threadIdx.x; i < zeroed; i += blockDim.x) st_shared(sm + i, 0);
   __syncthreads();
   const int64_t lo = blockIdx.x * chunk, hi = std::min(p.num_assignments, lo + chunk);
-  const int64_t sub = (hi - lo + kSortWarps - 1) / kSortWarps;
+  const int64_t sub = ceil_div(hi - lo, int64_t{kSortWarps});
   const int64_t wlo = std::min(hi, lo + warp * sub), whi = std::min(hi, wlo + sub);
   for (int64_t i = wlo + lane; i < whi; i += 32)
     atomicAdd(rank + warp * B + bucket_of<IdT>(p, i), 1);
@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(sort_detail::kScatterThreads, 1)
   const Workspace ws(p, nb);
   if constexpr (kSingleBlock) {
     // kept per expert, their exclusive scan (each thread a contiguous range) -> starts, offsets
-    const int nt = blockDim.x, per = (E + nt - 1) / nt;
+    const int nt = blockDim.x, per = ceil_div(E, nt);
     const int e0 = std::min(E, static_cast<int>(threadIdx.x) * per), e1 = std::min(E, e0 + per);
     int sum = 0;
     for (int e = e0; e < e1; ++e) {
@@ -258,7 +258,7 @@ cudaError_t launch_sort_tokens<kKernelTarget>(const SortTokensParams& p, cudaStr
   const int64_t N = p.num_assignments;
   if (N == 0) return cudaSuccess;  // offsets were zero-filled by the caller
   if (p.num_experts < 1 || p.num_experts > kSortMaxExperts) return cudaErrorInvalidValue;
-  const int64_t nb = sort_tokens_blocks(N), chunk = (N + nb - 1) / nb;
+  const int64_t nb = sort_tokens_blocks(N), chunk = ceil_div(N, nb);
   const size_t B = static_cast<size_t>(p.num_experts) + 1;
   const dim3 grid(static_cast<unsigned>(nb));
   const size_t scatter_smem = (kSortWarps * B + kSortWarps) * sizeof(int);

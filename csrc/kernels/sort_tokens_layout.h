@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "../common/portable.h"
+
 namespace moe_ext {
 
 constexpr int kSortMaxExperts = 1024;
@@ -12,7 +14,7 @@ constexpr int64_t kSortChunk = 4096;  // assignments per block
 constexpr int64_t kSortMaxBlocks = 1024;
 
 inline int64_t sort_tokens_blocks(int64_t n) {
-  const int64_t b = (n + kSortChunk - 1) / kSortChunk;
+  const int64_t b = ceil_div(n, kSortChunk);
   return b < 1 ? 1 : b < kSortMaxBlocks ? b : kSortMaxBlocks;
 }
 

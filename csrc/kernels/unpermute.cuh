@@ -20,8 +20,10 @@
 #include <type_traits>
 
 #include "../common/convert.h"
+#include "../common/dispatch.h"
 #include "../common/launch.h"
 #include "../common/memory.h"
+#include "../common/vec.h"
 #include "../common/shared.h"
 #include "unpermute.h"
 
@@ -31,10 +33,6 @@ namespace unpermute_detail {
 
 constexpr int kThreads = 128;
 
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Vec {
-  T v[N];
-};
 
 }  // namespace unpermute_detail
 
@@ -94,9 +92,7 @@ cudaError_t launch_typed(const UnpermuteParams& p, cudaStream_t stream) {
   const uint64_t bits = static_cast<uint64_t>(p.hidden * sizeof(T)) |
                         static_cast<uint64_t>(p.yp_row_stride * sizeof(T)) |
                         reinterpret_cast<uintptr_t>(p.yp) | reinterpret_cast<uintptr_t>(p.y);
-  size_t bytes = 16;
-  while (bytes > sizeof(T) && bits % bytes != 0) bytes /= 2;
-  switch (bytes / sizeof(T)) {
+  switch (widest_vector_bytes(bits, sizeof(T)) / sizeof(T)) {
     case 8:
       if constexpr (sizeof(T) <= 2) return launch_with<T, 8>(p, stream);
       break;
@@ -121,13 +117,8 @@ cudaError_t launch_unpermute<kKernelTarget>(const UnpermuteParams& p, cudaStream
   using namespace MOE_KERNEL_NS;
   using namespace unpermute_detail;
   if (p.tokens == 0 || p.hidden == 0) return cudaSuccess;
-  switch (p.dtype) {
-    case FloatDtype::kFloat32: return launch_typed<float>(p, stream);
-    case FloatDtype::kBFloat16: return launch_typed<__nv_bfloat16>(p, stream);
-    case FloatDtype::kFloat16: return launch_typed<__half>(p, stream);
-    case FloatDtype::kFloat64: return launch_typed<double>(p, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype<float, __nv_bfloat16, __half, double>(
+      p.dtype, [&](auto tag) { return launch_typed<decltype(tag)>(p, stream); });
 }
 
 }  // namespace moe_ext

@@ -1,13 +1,13 @@
 // Host-side interface of the unpermute (weighted combine) kernel: params and launchers.
 #pragma once
 
+#include "../common/dtype.h"
 #include "../common/launcher.h"
 
 #include <cstdint>
 
 namespace moe_ext {
 
-enum class FloatDtype : int32_t { kFloat32, kBFloat16, kFloat16, kFloat64 };
 
 struct UnpermuteParams {
   const void* yp;       // [N, H] expert outputs, inner dim contiguous, row stride yp_row_stride

@@ -26,8 +26,10 @@
 #include <algorithm>
 
 #include "../common/convert.h"
+#include "../common/dispatch.h"
 #include "../common/launch.h"
 #include "../common/memory.h"
+#include "../common/vec.h"
 #include "../common/warp.h"
 #include "unpermute_backward.h"
 
@@ -36,10 +38,6 @@ namespace moe_ext::MOE_KERNEL_NS {
 namespace unpermute_backward_detail {
 constexpr int kThreads = 128;  // 4 warps, one sorted row each
 
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Vec {
-  T v[N];
-};
 
 MOE_DEVICE MOE_FORCEINLINE double warp_sum_acc(double v) {
   for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(kFullMask, v, o);
@@ -105,9 +103,7 @@ cudaError_t launch_typed(const UnpermuteBackwardParams& p, cudaStream_t stream) 
                         static_cast<uint64_t>(p.yp_row_stride * sizeof(T)) |
                         reinterpret_cast<uintptr_t>(p.yp) | reinterpret_cast<uintptr_t>(p.grad_y) |
                         reinterpret_cast<uintptr_t>(p.grad_yp);
-  size_t bytes = 16;
-  while (bytes > sizeof(T) && bits % bytes != 0) bytes /= 2;
-  switch (bytes / sizeof(T)) {
+  switch (widest_vector_bytes(bits, sizeof(T)) / sizeof(T)) {
     case 8:
       if constexpr (sizeof(T) <= 2) return launch_with<T, 8>(p, stream);
       break;
@@ -133,13 +129,8 @@ cudaError_t launch_unpermute_backward<kKernelTarget>(const UnpermuteBackwardPara
   using namespace MOE_KERNEL_NS;
   using namespace unpermute_backward_detail;
   if (p.num_rows == 0) return cudaSuccess;
-  switch (p.dtype) {
-    case FloatDtype::kFloat32: return launch_typed<float>(p, stream);
-    case FloatDtype::kBFloat16: return launch_typed<__nv_bfloat16>(p, stream);
-    case FloatDtype::kFloat16: return launch_typed<__half>(p, stream);
-    case FloatDtype::kFloat64: return launch_typed<double>(p, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype<float, __nv_bfloat16, __half, double>(
+      p.dtype, [&](auto tag) { return launch_typed<decltype(tag)>(p, stream); });
 }
 
 }  // namespace moe_ext

@@ -11,8 +11,6 @@ namespace moe_ext::MOE_KERNEL_NS {
 
 namespace grouped_gemm_detail {
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Upper bound of the tiles the scheduler will visit, from shapes only.
 inline int64_t max_tiles(const GroupedGemmParams& p, int bm, int bn) {
   const int64_t tm = ceil_div(p.m, bm), tn = ceil_div(p.n, bn), groups = p.num_groups;
