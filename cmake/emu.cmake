@@ -16,6 +16,9 @@ list(REMOVE_ITEM _emu_sources ${_emu_test_sources})
 add_library(moe_ext_simt STATIC csrc/simt/fiber.cpp csrc/simt/runtime.cpp ${_emu_sources})
 target_include_directories(moe_ext_simt PUBLIC ${MOE_EXT_CUDA_INCLUDE_DIR})
 target_include_directories(moe_ext_simt PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
+# The emulator's side of csrc/common/*.h: their non-__CUDACC__ branches #include <moe_emu/...>,
+# resolved only by this path (csrc/simt/include/moe_emu/; PUBLIC for _C's emu_selftest bindings).
+target_include_directories(moe_ext_simt PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/csrc/simt/include)
 find_package(Threads REQUIRED)
 target_link_libraries(moe_ext_simt PUBLIC Threads::Threads)
 

@@ -4,7 +4,7 @@ mma.sync / ldmatrix / cp.async are checked against shared/golden/ptx_fragments.j
 layouts from the PTX ISA, cross-checked with CUTLASS) and against torch: per-lane fragment
 layouts, a multistage cp.async -> ldmatrix -> mma GEMM, cp.async zero fill and its deferred
 completion (reads before the wait are caught), and the mma / bank-conflict counters. The kernels
-live in csrc/emu/selftest_ptx_kernels.cuh and run as torch.ops.moe_ext_emu_test.ptx_*.
+live in csrc/kernels/testing/selftest_ptx_kernels.cuh and run as torch.ops.moe_ext_emu_test.ptx_*.
 """
 
 from __future__ import annotations

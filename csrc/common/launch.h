@@ -74,24 +74,7 @@ int max_active_blocks(void (*kernel)(KArgs...), int threads, size_t dynamic_smem
 }
 }  // namespace moe_ext
 #else
-#include "../simt/launch.h"
-
-namespace moe_ext {
-using ::moe_simt::launch_kernel;
-
-inline DeviceLimits device_limits() { return {2, 227 * 1024, 228 * 1024, 9}; }
-
-template <typename... KArgs>
-cudaError_t allow_dynamic_smem(void (*)(KArgs...), size_t) {
-  return cudaSuccess;
-}
-
-// Shared memory is the only per-SM limit the emulator models (1 KB reserved per block, as sm_90).
-template <typename... KArgs>
-int max_active_blocks(void (*)(KArgs...), int /*threads*/, size_t dynamic_smem) {
-  const size_t per_block = dynamic_smem + 1024;
-  const int n = static_cast<int>(device_limits().smem_per_sm / per_block);
-  return n < 1 ? 1 : (n > 32 ? 32 : n);
-}
-}  // namespace moe_ext
+// The emulator's implementation: csrc/simt/include/moe_emu/launch.h, found through the include
+// path that only the emulator build adds (cmake/emu.cmake).
+#include <moe_emu/launch.h>
 #endif

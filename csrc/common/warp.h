@@ -6,7 +6,9 @@
 #include "portable.h"
 
 #if !defined(__CUDACC__)
-#include "../simt/cuda_compat.h"
+// The emulator's implementation: csrc/simt/include/moe_emu/warp.h, found through the include
+// path that only the emulator build adds (cmake/emu.cmake).
+#include <moe_emu/warp.h>
 #endif
 
 namespace moe_ext {

@@ -1,7 +1,8 @@
-// Host-side interface of the PTX-wrapper self-test kernels (csrc/emu/selftest_ptx_kernels.cuh):
-// params structs and launchers. Torch-free, shared by the binding (emu_selftest_ptx.cpp), the
-// emulator instantiation (selftest_ptx.cpp) and the nvcc one (csrc/cuda/selftest_ptx.cu, which
-// only proves that common/ptx.h compiles to valid PTX for every arch; it is not registered).
+// Host-side interface of the PTX-wrapper self-test kernels
+// (csrc/kernels/testing/selftest_ptx_kernels.cuh): params structs and launchers. Torch-free,
+// shared by the binding (emu_selftest_ptx.cpp), the emulator instantiation (selftest_ptx.cpp)
+// and the nvcc one (csrc/cuda/selftest_ptx.cu, which only proves that common/ptx.h compiles to
+// valid PTX for every arch; it is not registered).
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -19,11 +19,8 @@
 
 #include "../../common/memory.h"
 #include "../../common/portable.h"
+#include "../../common/warp.h"  // __shfl_sync / __shfl_up_sync on both paths
 #include "grouped_gemm.h"
-
-#if !defined(__CUDACC__)
-#include "../../simt/cuda_compat.h"
-#endif
 
 namespace moe_ext::MOE_KERNEL_NS {
 

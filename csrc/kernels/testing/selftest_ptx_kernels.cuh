@@ -9,11 +9,11 @@
 
 #include <cstring>
 
-#include "../common/launch.h"
-#include "../common/memory.h"
-#include "../common/ptx.h"
-#include "../common/shared.h"
-#include "selftest_ptx.h"
+#include "../../common/launch.h"
+#include "../../common/memory.h"
+#include "../../common/ptx.h"
+#include "../../common/shared.h"
+#include "../../emu/selftest_ptx.h"
 
 namespace moe_ext::ptx_selftest::MOE_KERNEL_NS {
 
