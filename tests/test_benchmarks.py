@@ -42,6 +42,7 @@ def test_occupancy_rules():
     assert occ["blocks_per_sm"] == 1 and occ["limiter"] in ("registers", "shared memory")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REQUIRE_CUDA, reason="set MOE_EXT_REQUIRE_CUDA_BUILD=1 to require CUDA")
 def test_static_report_kernels():
     rows = static_report.kernel_table()
@@ -72,6 +73,7 @@ def test_static_report_emulator_proxies():
         assert rows[op]["h100_model_us"] > 0
 
 
+@pytest.mark.slow
 def test_bench_scripts_smoke(tmp_path):
     b = "benchmarks/"
     run_script([b + "bench_route.py", "--tokens", "64", "--iters", "2"], tmp_path)

@@ -59,6 +59,7 @@ def _sass(tool, so):
     return sass_tools.sass_by_kernel(tool, so)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REQUIRE_CUDA, reason="set MOE_EXT_REQUIRE_CUDA_BUILD=1 to require CUDA")
 def test_sass_main_loops_and_no_local_memory():
     tool = _cuobjdump()

@@ -134,6 +134,7 @@ def run_rank(rank, world, init_file, case, capacity, result_dir):
         "w4-skewed-capacity2",
     ],
 )
+@pytest.mark.slow
 def test_matches_single_process(world, case, capacity):
     with tempfile.TemporaryDirectory() as d:
         init_file = os.path.join(d, "init")

@@ -20,6 +20,7 @@ SESSION = ROOT / "benchmarks" / "gpu_session.sh"
 SMOKE = ROOT / "benchmarks" / "gpu_smoke.py"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not moe_ext.emu.available(), reason="the dry run needs the emulator backend")
 def test_dry_run_passes_and_packs_one_archive(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
@@ -59,6 +60,7 @@ def test_dry_run_passes_and_packs_one_archive(tmp_path):
     assert all(r["family"] for r in goals[1:])
 
 
+@pytest.mark.slow
 def test_smoke_supervisor_survives_a_hang_and_a_crash(tmp_path):
     out = tmp_path / "smoke.jsonl"
     res = subprocess.run(

@@ -57,20 +57,29 @@ def test_scanner_sees_includes():
 
 
 def test_kernels_and_common_do_not_include_the_emulator():
-    bad = [where(f, n, path) for f, n, path, res in includes("kernels", "common")
-           if "simt/" in path or under(res, "simt")]
-    assert not bad, ("csrc/kernels and csrc/common must not include csrc/simt (use <moe_emu/...>"
-                     " from a common header):\n" + "\n".join(bad))
+    bad = [
+        where(f, n, path)
+        for f, n, path, res in includes("kernels", "common")
+        if "simt/" in path or under(res, "simt")
+    ]
+    assert not bad, (
+        "csrc/kernels and csrc/common must not include csrc/simt (use <moe_emu/...>"
+        " from a common header):\n" + "\n".join(bad)
+    )
 
 
 @pytest.mark.parametrize("d", ["kernels", "common", "cuda"])
 def test_torch_free(d):
-    bad = [where(f, n, path) for f, n, path, _ in includes(d)
-           if re.match(r"(torch|ATen|c10)/", path)]
+    bad = [
+        where(f, n, path) for f, n, path, _ in includes(d) if re.match(r"(torch|ATen|c10)/", path)
+    ]
     assert not bad, f"csrc/{d} must be torch-free:\n" + "\n".join(bad)
 
 
 def test_cpu_does_not_include_binding():
-    bad = [where(f, n, path) for f, n, path, res in includes("cpu")
-           if "binding/" in path or under(res, "binding")]
+    bad = [
+        where(f, n, path)
+        for f, n, path, res in includes("cpu")
+        if "binding/" in path or under(res, "binding")
+    ]
     assert not bad, "csrc/cpu must not include csrc/binding:\n" + "\n".join(bad)

@@ -10,9 +10,12 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_sdist_builds_a_working_wheel(tmp_path):
     subprocess.run(
         [sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "sdist")],

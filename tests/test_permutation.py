@@ -540,6 +540,7 @@ def test_sort_tokens_small_and_multi_block_paths(backend, T):
         assert torch.equal(g.cpu(), want)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("emu" not in backends_for("sort_tokens"), reason="needs the emulator")
 def test_sort_tokens_2_pow_24_assignments_emu():
     """Issue 6's large-N requirement: N = 2^24 assignments (T = 2^21 tokens, k = 8) over
