@@ -68,6 +68,7 @@
 
 #include "portable.h"
 #include "ptx.h"
+#include "swizzle.h"  // swizzle128: the 128-byte swizzle TMA and wgmma apply
 #include "wait_timeout.h"
 
 #if defined(__CUDACC__)
@@ -95,14 +96,6 @@ MOE_DEVICE MOE_FORCEINLINE uint32_t shared_address(const void* p) {
 }
 
 enum class TmaSwizzle : int { kNone = 0, k128B = 128 };
-
-// The 128-byte swizzle on a shared byte offset (measured from a 1024-byte-aligned base): 16-byte
-// chunk c of 128-byte row r lands at chunk c ^ (r % 8). TMA and wgmma apply it in hardware (and
-// the emulator with this); kernels that stage swizzled tiles themselves compute offsets with it.
-template <typename I>
-MOE_HOST_DEVICE MOE_FORCEINLINE constexpr I swizzle128(I offset) {
-  return offset ^ (((offset >> 7) & 7) << 4);
-}
 
 #if defined(__CUDACC__)
 struct TmaDescriptor {  // CUtensorMap is itself 128-byte aligned

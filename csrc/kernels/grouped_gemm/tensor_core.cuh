@@ -10,9 +10,10 @@
 //     memory (16-byte cp.async chunks), so a K-major operand is stored rows = m (or n) and read
 //     with ldmatrix, an M/N-major one (aᵀ, b[K,N]) rows = k and read with ldmatrix.trans: one
 //     template flag per operand, no transposing copies anywhere.
-//   * swizzle: chunk c of row r sits at c ^ (r & 7) (rows of >= 128 bytes) or c ^ ((r >> 1) & 3)
-//     (64-byte rows), so the 8 row addresses of each ldmatrix phase hit 8 distinct 16-byte bank
-//     groups: no bank conflicts (the emulator counts them; tests assert 0).
+//   * swizzle (common/swizzle.h, swizzled<RowBytes>): chunk c of row r sits at c ^ (r & 7) (rows
+//     of >= 128 bytes) or c ^ ((r >> 1) & 3) (64-byte rows), so the 8 row addresses of each
+//     ldmatrix phase hit 8 distinct 16-byte bank groups: no bank conflicts (the emulator counts
+//     them; tests assert 0).
 //   * edges: chunks past the problem's m/n/k extents are zero-filled by cp.async's src-size
 //     (predicated tails, any M, N, K); where a problem's operand origin or row pitch is not
 //     16-byte aligned (odd K, a group starting at an odd row of an M-major aᵀ, ...) that operand
@@ -28,6 +29,7 @@
 #include "../../common/memory.h"
 #include "../../common/ptx.h"
 #include "../../common/shared.h"
+#include "../../common/swizzle.h"
 #include "epilogue.cuh"
 #include "grouped_gemm.h"
 #include "scheduler.cuh"
@@ -47,17 +49,6 @@ struct TensorCoreTile {
 };
 using TensorCoreLarge = TensorCoreTile<128, 128, 32, 2, 2, 2>;
 using TensorCoreSmallM = TensorCoreTile<32, 128, 32, 1, 4, 3>;
-
-// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of RowBytes-byte rows.
-template <int RowBytes>
-MOE_DEVICE MOE_FORCEINLINE int swizzled(int row, int chunk) {
-  static_assert(RowBytes == 64 || RowBytes % 128 == 0, "swizzle for 64-byte or 128n-byte rows");
-  if constexpr (RowBytes == 64) {
-    return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
-  } else {
-    return row * RowBytes + ((chunk ^ (row & 7)) << 4);
-  }
-}
 
 // Copies a Rows x Cols tile of 2-byte elements (Cols contiguous) into swizzled shared memory
 // whose rows are SmemCols elements wide, at chunk column `chunk0` (a column half of a gated B

@@ -8,8 +8,9 @@
 //     2 (m16) x 4 (n8) mma tiles, fp32 accumulators in registers (32 per thread);
 //   * A is row-major [M][K], B is n-major [N][K] (the "col" operand of mma.row.col), so both
 //     tiles are 64 rows x 64 bytes in shared memory and both fragments come from plain ldmatrix;
-//   * 16-byte chunk c of row r is stored at chunk c ^ ((r >> 1) & 3): the 8 rows one ldmatrix
-//     phase reads then fall in 8 distinct 16-byte bank groups (no bank conflicts);
+//   * 16-byte chunk c of row r is stored at chunk c ^ ((r >> 1) & 3) (swizzled<64>, swizzle.h):
+//     the 8 rows one ldmatrix phase reads then fall in 8 distinct 16-byte bank groups (no bank
+//     conflicts);
 //   * preconditions (checked by the launcher): M, N multiples of 64, K a multiple of 32, rows
 //     16-byte aligned.
 #pragma once
@@ -18,6 +19,7 @@
 #include "../../common/memory.h"
 #include "../../common/ptx.h"
 #include "../../common/shared.h"
+#include "../../common/swizzle.h"
 #include "tile_gemm.h"
 
 namespace moe_ext::MOE_KERNEL_NS {
@@ -26,11 +28,6 @@ namespace tile_gemm {
 constexpr int kBlockM = 64, kBlockN = 64, kBlockK = 32, kStages = 2, kThreads = 128;
 constexpr int kRowBytes = kBlockK * 2;           // 64 bytes per smem row
 constexpr int kTileBytes = kBlockM * kRowBytes;  // 4 KB per operand per stage
-
-// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled 64-byte-row tile.
-MOE_HOST_DEVICE constexpr int swizzle(int row, int chunk) {
-  return row * kRowBytes + ((chunk ^ ((row >> 1) & 3)) << 4);
-}
 }  // namespace tile_gemm
 
 __global__ void __launch_bounds__(tile_gemm::kThreads) tile_gemm_kernel(TileGemmParams p) {
@@ -50,9 +47,9 @@ __global__ void __launch_bounds__(tile_gemm::kThreads) tile_gemm_kernel(TileGemm
     for (int i = tid; i < kBlockM * 4; i += kThreads) {
       const int row = i / 4, chunk = i % 4;
       const int64_t col_bytes = k0 * 2 + chunk * 16;
-      cp_async<16>(smem_a + stage * kTileBytes + swizzle(row, chunk),
+      cp_async<16>(smem_a + stage * kTileBytes + swizzled<kRowBytes>(row, chunk),
                    a + (block_m + row) * row_bytes + col_bytes);
-      cp_async<16>(smem_b + stage * kTileBytes + swizzle(row, chunk),
+      cp_async<16>(smem_b + stage * kTileBytes + swizzled<kRowBytes>(row, chunk),
                    b + (block_n + row) * row_bytes + col_bytes);
     }
     cp_async_commit();
@@ -75,13 +72,13 @@ __global__ void __launch_bounds__(tile_gemm::kThreads) tile_gemm_kernel(TileGemm
       uint32_t fa[2][4], fb[4][2];
       for (int mt = 0; mt < 2; ++mt) {  // x4: rows 0-15 at k 0-7 and 8-15
         const int row = warp_m + mt * 16 + lane % 16, chunk = ks * 2 + lane / 16;
-        ldmatrix_x4(fa[mt], sa + swizzle(row, chunk));
+        ldmatrix_x4(fa[mt], sa + swizzled<kRowBytes>(row, chunk));
       }
       for (int np = 0; np < 2; ++np) {  // x4: two n8 tiles, k 0-7 and 8-15 each
         const int row = warp_n + np * 16 + (lane & 7) + ((lane >> 4) << 3);
         const int chunk = ks * 2 + ((lane >> 3) & 1);
         uint32_t r[4];
-        ldmatrix_x4(r, sb + swizzle(row, chunk));
+        ldmatrix_x4(r, sb + swizzled<kRowBytes>(row, chunk));
         fb[np * 2][0] = r[0], fb[np * 2][1] = r[1], fb[np * 2 + 1][0] = r[2],
                 fb[np * 2 + 1][1] = r[3];
       }

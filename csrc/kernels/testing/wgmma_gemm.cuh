@@ -22,6 +22,7 @@
 #include "../../common/memory.h"
 #include "../../common/ptx_sm90.h"
 #include "../../common/shared.h"
+#include "../../common/swizzle.h"
 #include "wgmma_gemm.h"
 
 namespace moe_ext::MOE_KERNEL_NS {
