@@ -31,13 +31,13 @@ dim3 to_dim3(c10::IntArrayRef v, const char* what) {
 }
 
 void exec_run(const std::string& kernel, const std::vector<at::Tensor>& inputs,
-              const std::vector<at::Tensor>& outputs, c10::IntArrayRef grid,
-              c10::IntArrayRef block, int64_t dynamic_smem, c10::IntArrayRef args) {
-  TORCH_CHECK(inputs.size() <= ExecTestParams::kMaxBuffers &&
-                  outputs.size() <= ExecTestParams::kMaxBuffers,
-              kOp, ": at most ", ExecTestParams::kMaxBuffers, " inputs and outputs");
-  TORCH_CHECK(args.size() <= ExecTestParams::kMaxArgs, kOp, ": at most ",
-              ExecTestParams::kMaxArgs, " args, got ", args.size());
+              const std::vector<at::Tensor>& outputs, c10::IntArrayRef grid, c10::IntArrayRef block,
+              int64_t dynamic_smem, c10::IntArrayRef args) {
+  TORCH_CHECK(
+      inputs.size() <= ExecTestParams::kMaxBuffers && outputs.size() <= ExecTestParams::kMaxBuffers,
+      kOp, ": at most ", ExecTestParams::kMaxBuffers, " inputs and outputs");
+  TORCH_CHECK(args.size() <= ExecTestParams::kMaxArgs, kOp, ": at most ", ExecTestParams::kMaxArgs,
+              " args, got ", args.size());
   TORCH_CHECK(dynamic_smem >= 0, kOp, ": dynamic_smem must be >= 0");
   ExecTestParams p;
   std::vector<moe_simt::Buffer> regions;

@@ -20,8 +20,8 @@ at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
             " and ", describe(b));
   auto ac = a.contiguous(), bc = b.contiguous();
   auto c = at::empty({a.size(0), b.size(0)}, a.options().dtype(at::kFloat));
-  TileGemmParams p{ac.const_data_ptr(), bc.const_data_ptr(), c.data_ptr<float>(), a.size(0),
-                   b.size(0), a.size(1)};
+  TileGemmParams p{ac.const_data_ptr(), bc.const_data_ptr(), c.data_ptr<float>(),
+                   a.size(0),           b.size(0),           a.size(1)};
   DeviceBackend<Target::kEmu>::launch(op, &emu::launch_tile_gemm, p,
                                       {{"a", ac, false}, {"b", bc, false}, {"c", c, true}});
   return c;
@@ -41,8 +41,9 @@ at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stag
             " and ", describe(b));
   auto ac = a.contiguous(), bc = b.contiguous();
   auto c = at::empty({a.size(0), b.size(0)}, a.options().dtype(at::kFloat));
-  WgmmaGemmParams p{ac.const_data_ptr(), bc.const_data_ptr(), c.data_ptr<float>(), a.size(0),
-                    b.size(0), a.size(1), static_cast<int>(stages), static_cast<int>(fault), tma_store};
+  WgmmaGemmParams p{
+      ac.const_data_ptr(), bc.const_data_ptr(),      c.data_ptr<float>(),     a.size(0), b.size(0),
+      a.size(1),           static_cast<int>(stages), static_cast<int>(fault), tma_store};
   DeviceBackend<Target::kEmu>::launch(op, &emu::launch_wgmma_gemm, p,
                                       {{"a", ac, false}, {"b", bc, false}, {"c", c, true}});
   return c;
@@ -55,7 +56,8 @@ TORCH_LIBRARY_FRAGMENT(moe_ext_emu_test, m) {
   // Test tile GEMM on the emulator: c = a @ b.T (bf16 in, fp32 out).
   m.def("tile_gemm(Tensor a, Tensor b) -> Tensor");
   // Hopper test GEMM on the emulator (TMA + mbarrier + wgmma): c = a @ b.T, bf16 in, fp32 out.
-  m.def("wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0, bool tma_store=False) -> Tensor");
+  m.def(
+      "wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0, bool tma_store=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(moe_ext_emu_test, CPU, m) {

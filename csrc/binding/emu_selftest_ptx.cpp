@@ -40,11 +40,12 @@ void run_emu(const char* op, const DeviceBuffers& buffers, Fn&& launch) {
 
 void check_cpu_contig(const char* op, const char* name, const at::Tensor& t, at::ScalarType dt,
                       int64_t numel) {
-  MOE_CHECK(op, t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == dt &&
-                    (numel < 0 || t.numel() == numel),
+  MOE_CHECK(op,
+            t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == dt &&
+                (numel < 0 || t.numel() == numel),
             name, " must be a contiguous CPU ", c10::toString(dt), " tensor",
-            numel >= 0 ? " of " + std::to_string(numel) + " elements" : std::string(),
-            ", got ", describe(t));
+            numel >= 0 ? " of " + std::to_string(numel) + " elements" : std::string(), ", got ",
+            describe(t));
 }
 
 // [32, E, 2] (mma: row, col) or [32, E, 3] (ldmatrix: matrix, row, col), keyed like
@@ -55,13 +56,20 @@ at::Tensor ptx_fragment_map(c10::string_view key_view) {
   Fn fn = nullptr;
   int elems = 0;
   bool ldm = false, trans = false;
-  if (key == "m16n8k16.A") fn = &ptx_layout::mma_m16n8k16_a, elems = 8;
-  else if (key == "m16n8k16.B") fn = &ptx_layout::mma_m16n8k16_b, elems = 4;
-  else if (key == "m16n8k16.C" || key == "m16n8k8.tf32.C") fn = &ptx_layout::mma_m16n8_c, elems = 4;
-  else if (key == "m16n8k8.tf32.A") fn = &ptx_layout::mma_m16n8k8_tf32_a, elems = 4;
-  else if (key == "m16n8k8.tf32.B") fn = &ptx_layout::mma_m16n8k8_tf32_b, elems = 2;
-  else if (key == "ldmatrix.x4") ldm = true, elems = 8;
-  else if (key == "ldmatrix.x4.trans") ldm = trans = true, elems = 8;
+  if (key == "m16n8k16.A")
+    fn = &ptx_layout::mma_m16n8k16_a, elems = 8;
+  else if (key == "m16n8k16.B")
+    fn = &ptx_layout::mma_m16n8k16_b, elems = 4;
+  else if (key == "m16n8k16.C" || key == "m16n8k8.tf32.C")
+    fn = &ptx_layout::mma_m16n8_c, elems = 4;
+  else if (key == "m16n8k8.tf32.A")
+    fn = &ptx_layout::mma_m16n8k8_tf32_a, elems = 4;
+  else if (key == "m16n8k8.tf32.B")
+    fn = &ptx_layout::mma_m16n8k8_tf32_b, elems = 2;
+  else if (key == "ldmatrix.x4")
+    ldm = true, elems = 8;
+  else if (key == "ldmatrix.x4.trans")
+    ldm = trans = true, elems = 8;
   else {
     MOE_CHECK("ptx_fragment_map", false, "unknown fragment key '", key, "'");
   }
@@ -110,8 +118,8 @@ at::Tensor ptx_ldmatrix(const at::Tensor& tile, int64_t num, bool trans) {
 
 at::Tensor ptx_ldmatrix_banks(int64_t stride_bytes, bool swizzle) {
   const char* op = "ptx_ldmatrix_banks";
-  MOE_CHECK(op, stride_bytes == 16 || stride_bytes == 32 || stride_bytes == 64 ||
-                    stride_bytes == 128,
+  MOE_CHECK(op,
+            stride_bytes == 16 || stride_bytes == 32 || stride_bytes == 64 || stride_bytes == 128,
             "stride_bytes must be 16, 32, 64 or 128, got ", stride_bytes);
   at::Tensor out = at::empty({32, 4}, at::kInt);
   pt::LdmatrixBankParams p{static_cast<int32_t>(stride_bytes), swizzle,
@@ -131,12 +139,13 @@ at::Tensor ptx_gemm(const at::Tensor& a, const at::Tensor& b, bool b_kmajor, int
   MOE_CHECK(op, a.dim() == 2 && b.dim() == 2, "a and b must be 2-D, got ", describe(a), " and ",
             describe(b));
   const int64_t m = a.size(0), k = a.size(1), n = b_kmajor ? b.size(1) : b.size(0);
-  MOE_CHECK(op, (b_kmajor ? b.size(0) : b.size(1)) == k, "b ", describe(b),
-            " does not match a ", describe(a), " (b_kmajor=", b_kmajor, ")");
+  MOE_CHECK(op, (b_kmajor ? b.size(0) : b.size(1)) == k, "b ", describe(b), " does not match a ",
+            describe(a), " (b_kmajor=", b_kmajor, ")");
   const int64_t bk = dt == at::kFloat ? 8 : 16;
   MOE_CHECK(op, num_warps >= 1 && num_warps <= 8, "num_warps must be in [1, 8], got ", num_warps);
-  MOE_CHECK(op, m % 16 == 0 && n % 8 == 0 && k % bk == 0 && m > 0 && n > 0 && k > 0 && m <= 64 &&
-                    n <= 64 && (m / 16) * (n / 8) <= 32 * num_warps,
+  MOE_CHECK(op,
+            m % 16 == 0 && n % 8 == 0 && k % bk == 0 && m > 0 && n > 0 && k > 0 && m <= 64 &&
+                n <= 64 && (m / 16) * (n / 8) <= 32 * num_warps,
             "needs M % 16 == 0, N % 8 == 0, K % ", bk,
             " == 0, 0 < M, N <= 64, at most 32 tiles per warp; got M=", m, " N=", n, " K=", k);
   at::Tensor d = at::empty({m, n}, at::kFloat);
@@ -200,4 +209,3 @@ TORCH_LIBRARY_IMPL(moe_ext_emu_test, CPU, m) {
   m.impl("ptx_gemm", &moe_ext::ptx_gemm);
   m.impl("ptx_cp_async", &moe_ext::ptx_cp_async);
 }
-

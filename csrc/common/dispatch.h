@@ -45,7 +45,8 @@ decltype(auto) bool_switch(bool b, F&& f) {
 
 template <typename F>
 decltype(auto) bool_switch(bool a, bool b, F&& f) {
-  return bool_switch(a, [&](auto ka) { return bool_switch(b, [&](auto kb) { return f(ka, kb); }); });
+  return bool_switch(a,
+                     [&](auto ka) { return bool_switch(b, [&](auto kb) { return f(ka, kb); }); });
 }
 
 }  // namespace moe_ext

@@ -6,10 +6,11 @@
 //   mbarrier_init / mbarrier_arrive / mbarrier_arrive_expect_tx / mbarrier_wait(parity, site, rep)
 //       mbarrier.{init,arrive,arrive.expect_tx,try_wait.parity}.shared::cta.b64; the wait is
 //       bounded (MOE_EXT_WAIT_TIMEOUT_NS): past it the GPU writes `site`, block, thread,
-//       barrier and parity to `rep` (wait_timeout.h) and traps; the emulator names `site` in its deadlock report
-//   fence_barrier_init()       fence.mbarrier_init.release.cluster (init visible to the copy engine)
-//   fence_proxy_async_shared() fence.proxy.async.shared::cta (generic-proxy writes -> async proxy)
-//   tma_load_2d / tma_load_3d  cp.async.bulk.tensor.{2,3}d.shared::cluster.global.tile
+//       barrier and parity to `rep` (wait_timeout.h) and traps; the emulator names `site` in its
+//       deadlock report
+//   fence_barrier_init()       fence.mbarrier_init.release.cluster (init visible to the copy
+//   engine) fence_proxy_async_shared() fence.proxy.async.shared::cta (generic-proxy writes -> async
+//   proxy) tma_load_2d / tma_load_3d  cp.async.bulk.tensor.{2,3}d.shared::cluster.global.tile
 //                              .mbarrier::complete_tx::bytes (box at the given coordinates,
 //                              innermost first; out-of-range elements are zero-filled)
 //   tma_store_2d / tma_store_3d  cp.async.bulk.tensor.{2,3}d.global.shared::cta.bulk_group (the
@@ -54,10 +55,10 @@
 // thread must acquire before its TMA ops use the map (else an error; conservatively also for a
 // map an earlier launch published); a map in shared memory is rejected by TMA ops (one in a
 // thread's local memory is not). fence.proxy.async is a no-op (a missing one is not caught). A
-// wgmma reads its operands and updates D at issue (the fence/commit/wait calls are then no-ops, so a kernel that
-// overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a no-op. mbarrier
-// waits block the thread (fiber) until the phase completes; a wait that can never complete is
-// reported as a deadlock with the barrier's missing arrivals and bytes.
+// wgmma reads its operands and updates D at issue (the fence/commit/wait calls are then no-ops, so
+// a kernel that overwrites an operand stage before wgmma_wait is not caught); setmaxnreg is a
+// no-op. mbarrier waits block the thread (fiber) until the phase completes; a wait that can never
+// complete is reported as a deadlock with the barrier's missing arrivals and bytes.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -128,10 +129,10 @@ inline bool make_tma_descriptor(TmaDescriptor* out, const void* base, int elem_b
   for (int i = 0; i < rank; ++i)
     if (box[i] == 0 || box[i] > 256) return false;
 #if defined(__CUDACC__)
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
-                              const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
-                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
-                              CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  using Encode =
+      CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
   static const Encode encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult status{};
@@ -146,12 +147,14 @@ inline bool make_tma_descriptor(TmaDescriptor* out, const void* base, int elem_b
                                    : elem_bytes == 4 ? CU_TENSOR_MAP_DATA_TYPE_UINT32
                                                      : CU_TENSOR_MAP_DATA_TYPE_UINT8;
   const cuuint32_t element_strides[3] = {1, 1, 1};
-  return encode(&out->map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims,
-                strides_bytes, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                swizzle == TmaSwizzle::k128B ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return encode(
+             &out->map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims,
+             strides_bytes, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             swizzle == TmaSwizzle::k128B ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 #else
-  if (swizzle == TmaSwizzle::k128B && box[0] * static_cast<uint64_t>(elem_bytes) != 128) return false;
+  if (swizzle == TmaSwizzle::k128B && box[0] * static_cast<uint64_t>(elem_bytes) != 128)
+    return false;
   *out = TmaDescriptor{};
   out->base = base;
   out->rank = rank;
@@ -171,7 +174,8 @@ inline bool make_tma_descriptor(TmaDescriptor* out, const void* base, int elem_b
 // ======================================================================== GPU: inline PTX
 
 MOE_DEVICE MOE_FORCEINLINE void mbarrier_init(uint64_t* bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count)
+               : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void fence_barrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -180,12 +184,16 @@ MOE_DEVICE MOE_FORCEINLINE void fence_proxy_async_shared() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void mbarrier_arrive(uint64_t* bar) {
-  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n"
-               ::"r"(smem_u32(bar)) : "memory");
+  asm volatile(
+      "{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(smem_u32(bar))
+      : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n"
-               ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+  asm volatile(
+      "{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(
+          smem_u32(bar)),
+      "r"(bytes)
+      : "memory");
 }
 // mbarrier_wait(bar, parity, site, report): a wait that cannot complete (a lost arrive, a wrong
 // parity, a TMA whose bytes never land) would spin until the GPU lease runs out, so it is
@@ -204,7 +212,10 @@ MOE_DEVICE MOE_FORCEINLINE bool mbarrier_try_wait(uint32_t bar, uint32_t parity)
   uint32_t done;
   asm volatile(
       "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
   return done != 0;
 }
 MOE_DEVICE MOE_FORCEINLINE unsigned long long globaltimer_ns() {
@@ -240,25 +251,32 @@ MOE_DEVICE MOE_FORCEINLINE void tma_load_2d(void* smem, const TmaDescriptor* des
                                             uint64_t* bar) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
-      "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(smem_u32(smem)), "l"(desc), "r"(c0), "r"(c1),
-      "r"(smem_u32(bar)) : "memory");
+      "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(smem_u32(smem)),
+      "l"(desc), "r"(c0), "r"(c1), "r"(smem_u32(bar))
+      : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void tma_load_3d(void* smem, const TmaDescriptor* desc, int c0, int c1,
                                             int c2, uint64_t* bar) {
   asm volatile(
       "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
-      "[%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(smem_u32(smem)), "l"(desc), "r"(c0), "r"(c1),
-      "r"(c2), "r"(smem_u32(bar)) : "memory");
+      "[%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(smem_u32(smem)),
+      "l"(desc), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
+      : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void tma_store_2d(const TmaDescriptor* desc, const void* smem, int c0,
                                              int c1) {
-  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n"
-               ::"l"(desc), "r"(smem_u32(smem)), "r"(c0), "r"(c1) : "memory");
+  asm volatile(
+      "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n" ::"l"(desc),
+      "r"(smem_u32(smem)), "r"(c0), "r"(c1)
+      : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void tma_store_3d(const TmaDescriptor* desc, const void* smem, int c0,
                                              int c1, int c2) {
-  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n"
-               ::"l"(desc), "r"(smem_u32(smem)), "r"(c0), "r"(c1), "r"(c2) : "memory");
+  asm volatile(
+      "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(
+          desc),
+      "r"(smem_u32(smem)), "r"(c0), "r"(c1), "r"(c2)
+      : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void bulk_commit_group() {
   asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
@@ -273,16 +291,21 @@ MOE_DEVICE MOE_FORCEINLINE void bulk_wait_group() {
 }
 template <int kOrd>
 MOE_DEVICE MOE_FORCEINLINE void tensormap_replace_global_dim(void* smem_map, uint32_t size) {
-  asm volatile("tensormap.replace.tile.global_dim.shared::cta.b1024.b32 [%0], %1, %2;\n"
-               ::"r"(smem_u32(smem_map)), "n"(kOrd), "r"(size) : "memory");
+  asm volatile("tensormap.replace.tile.global_dim.shared::cta.b1024.b32 [%0], %1, %2;\n" ::"r"(
+                   smem_u32(smem_map)),
+               "n"(kOrd), "r"(size)
+               : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void tensormap_publish(TmaDescriptor* gmem_map, const void* smem_map) {
   asm volatile(
       "tensormap.cp_fenceproxy.global.shared::cta.tensormap::generic.release.gpu.sync.aligned "
-      "[%0], [%1], 128;\n" ::"l"(gmem_map), "r"(smem_u32(smem_map)) : "memory");
+      "[%0], [%1], 128;\n" ::"l"(gmem_map),
+      "r"(smem_u32(smem_map))
+      : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE void tensormap_acquire(const TmaDescriptor* gmem_map) {
-  asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(gmem_map) : "memory");
+  asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(gmem_map)
+               : "memory");
 }
 MOE_DEVICE MOE_FORCEINLINE uint64_t wgmma_desc(const void* smem, uint32_t lbo, uint32_t sbo,
                                                bool swizzle128) {
@@ -300,13 +323,27 @@ template <int N>
 MOE_DEVICE MOE_FORCEINLINE void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-#define MOE_WGMMA_M64N128K16(TYPE)                                                              \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                     \
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                      \
-               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;\n}\n"                                       \
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                                                                              \
-               : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)), "n"(kTransA ? 1 : 0), \
-                 "n"(kTransB ? 1 : 0))
+#define MOE_WGMMA_M64N128K16(TYPE)                                                                 \
+  asm volatile(                                                                                    \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                 \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE                                 \
+      " "                                                                                          \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "     \
+      "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, " \
+      "%37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, " \
+      "%55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;\n}\n"            \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),        \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),    \
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), \
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), \
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), \
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), \
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), \
+        "+f"(d[63])                                                                                \
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)), "n"(kTransA ? 1 : 0),         \
+        "n"(kTransB ? 1 : 0))
 // kTransA / kTransB: the operand is MN-major in shared memory (the instruction's transpose bits;
 // 16-bit types only).
 template <typename T, bool kTransA = false, bool kTransB = false>

@@ -41,9 +41,8 @@ MOE_DEVICE MOE_FORCEINLINE int lane_id() { return thread_linear() % 32; }
 // out[0] int32 [threads_total, 12]: threadIdx, blockIdx, blockDim, gridDim (x, y, z each).
 __global__ void builtins_kernel(ExecTestParams p) {
   int32_t* out = static_cast<int32_t*>(p.out[0]) + global_linear() * 12;
-  const unsigned v[12] = {threadIdx.x, threadIdx.y, threadIdx.z, blockIdx.x, blockIdx.y,
-                          blockIdx.z,  blockDim.x,  blockDim.y,  blockDim.z, gridDim.x,
-                          gridDim.y,   gridDim.z};
+  const unsigned v[12] = {threadIdx.x, threadIdx.y, threadIdx.z, blockIdx.x, blockIdx.y, blockIdx.z,
+                          blockDim.x,  blockDim.y,  blockDim.z,  gridDim.x,  gridDim.y,  gridDim.z};
   for (int i = 0; i < 12; ++i) st_global(out + i, static_cast<int32_t>(v[i]));
 }
 
@@ -268,7 +267,8 @@ __global__ void histogram_kernel(ExecTestParams p) {
   __syncthreads();
   const int64_t stride = int64_t{gridDim.x} * bs;
   const auto* in = static_cast<const int32_t*>(p.in[0]);
-  for (int64_t i = global_linear(); i < n; i += stride) atomicAdd(hist + ld_global(in + i) % bins, 1);
+  for (int64_t i = global_linear(); i < n; i += stride)
+    atomicAdd(hist + ld_global(in + i) % bins, 1);
   __syncthreads();
   for (int64_t i = t; i < bins; i += bs) {
     const unsigned c = ld_shared(hist + i);

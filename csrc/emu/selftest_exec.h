@@ -12,9 +12,9 @@ namespace moe_ext {
 struct ExecTestParams {
   static constexpr int kMaxBuffers = 6;
   static constexpr int kMaxArgs = 8;
-  const void* in[kMaxBuffers] = {};   // read-only inputs, in the order the test passes them
-  void* out[kMaxBuffers] = {};        // written outputs
-  int64_t n[kMaxArgs] = {};           // integer arguments; their meaning is per kernel
+  const void* in[kMaxBuffers] = {};  // read-only inputs, in the order the test passes them
+  void* out[kMaxBuffers] = {};       // written outputs
+  int64_t n[kMaxArgs] = {};          // integer arguments; their meaning is per kernel
   dim3 grid, block;
   size_t dynamic_smem = 0;
 };

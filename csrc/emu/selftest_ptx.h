@@ -72,11 +72,11 @@ struct CpAsyncParams {
 
 // Kernel launchers: `cuda` with nvcc (never registered; proves the GPU path compiles), `emu` on
 // the CPU SIMT emulator (throws moe_simt::SimtError on checker errors).
-#define MOE_PTX_SELFTEST_LAUNCHERS                                          \
-  cudaError_t launch_mma_frag(const MmaFragParams& p, cudaStream_t s);     \
-  cudaError_t launch_ldmatrix(const LdmatrixParams& p, cudaStream_t s);    \
+#define MOE_PTX_SELFTEST_LAUNCHERS                                               \
+  cudaError_t launch_mma_frag(const MmaFragParams& p, cudaStream_t s);           \
+  cudaError_t launch_ldmatrix(const LdmatrixParams& p, cudaStream_t s);          \
   cudaError_t launch_ldmatrix_bank(const LdmatrixBankParams& p, cudaStream_t s); \
-  cudaError_t launch_gemm(const GemmParams& p, cudaStream_t s);            \
+  cudaError_t launch_gemm(const GemmParams& p, cudaStream_t s);                  \
   cudaError_t launch_cp_async(const CpAsyncParams& p, cudaStream_t s);
 namespace cuda {
 MOE_PTX_SELFTEST_LAUNCHERS

@@ -33,7 +33,6 @@ namespace unpermute_detail {
 
 constexpr int kThreads = 128;
 
-
 }  // namespace unpermute_detail
 
 template <typename T, int kVec>

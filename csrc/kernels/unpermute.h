@@ -8,7 +8,6 @@
 
 namespace moe_ext {
 
-
 struct UnpermuteParams {
   const void* yp;       // [N, H] expert outputs, inner dim contiguous, row stride yp_row_stride
   const int32_t* slot;  // [N] = [T, k] sorted row per assignment, -1 when dropped

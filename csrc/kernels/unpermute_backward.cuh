@@ -38,7 +38,6 @@ namespace moe_ext::MOE_KERNEL_NS {
 namespace unpermute_backward_detail {
 constexpr int kThreads = 128;  // 4 warps, one sorted row each
 
-
 MOE_DEVICE MOE_FORCEINLINE double warp_sum_acc(double v) {
   for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(kFullMask, v, o);
   return v;

@@ -35,14 +35,15 @@
 #endif
 
 #define __syncthreads() ::moe_simt::syncthreads(MOE_SIMT_SITE)
-#define __syncwarp(...) ::moe_simt::syncwarp(MOE_SIMT_SITE __VA_OPT__(,) __VA_ARGS__)
+#define __syncwarp(...) ::moe_simt::syncwarp(MOE_SIMT_SITE __VA_OPT__(, ) __VA_ARGS__)
 #define __threadfence() ::moe_simt::threadfence()
 #define __threadfence_block() ::moe_simt::threadfence()
 #define __shfl_sync(...) ::moe_simt::shfl(MOE_SIMT_SITE, ::moe_simt::ShflMode::kIdx, __VA_ARGS__)
 #define __shfl_up_sync(...) ::moe_simt::shfl(MOE_SIMT_SITE, ::moe_simt::ShflMode::kUp, __VA_ARGS__)
 #define __shfl_down_sync(...) \
   ::moe_simt::shfl(MOE_SIMT_SITE, ::moe_simt::ShflMode::kDown, __VA_ARGS__)
-#define __shfl_xor_sync(...) ::moe_simt::shfl(MOE_SIMT_SITE, ::moe_simt::ShflMode::kXor, __VA_ARGS__)
+#define __shfl_xor_sync(...) \
+  ::moe_simt::shfl(MOE_SIMT_SITE, ::moe_simt::ShflMode::kXor, __VA_ARGS__)
 #define __ballot_sync(mask, pred) ::moe_simt::ballot(MOE_SIMT_SITE, mask, pred)
 #define __any_sync(mask, pred) (::moe_simt::ballot(MOE_SIMT_SITE, mask, pred) != 0u)
 #define __all_sync(mask, pred) \
@@ -104,7 +105,9 @@ T shfl(const char* site, ShflMode mode, unsigned mask, T var, int arg, int width
     case ShflMode::kDown: src = pos + arg < width ? lane + arg : lane; break;
     // PTX shfl.bfly: a source in an earlier segment is read; one past the caller's segment
     // (a later segment, or beyond lane 31) yields the caller's own value.
-    case ShflMode::kXor: src = (lane ^ arg) >= 0 && (lane ^ arg) < seg + width ? (lane ^ arg) : lane; break;
+    case ShflMode::kXor:
+      src = (lane ^ arg) >= 0 && (lane ^ arg) < seg + width ? (lane ^ arg) : lane;
+      break;
   }
   ShflIn in{};
   std::memcpy(in.value, &var, sizeof(T));
@@ -133,7 +136,10 @@ inline unsigned ballot(const char* site, unsigned mask, bool pred) {
 // Atomics: blocks run concurrently on host threads, so these are real host atomics.
 template <typename T>
 T atomic_rmw(T* p, const char* kind, T (*op)(T, T), T v) {
-  if (is_shared(p)) check_shared(p, sizeof(T), true, kind, true); else check_global(p, sizeof(T), true, kind);
+  if (is_shared(p))
+    check_shared(p, sizeof(T), true, kind, true);
+  else
+    check_global(p, sizeof(T), true, kind);
   T old = __atomic_load_n(p, __ATOMIC_RELAXED);
   while (!__atomic_compare_exchange_n(p, &old, op(old, v), false, __ATOMIC_SEQ_CST,
                                       __ATOMIC_RELAXED)) {
@@ -144,21 +150,37 @@ T atomic_rmw(T* p, const char* kind, T (*op)(T, T), T v) {
 }  // namespace moe_simt
 
 template <typename T>
-inline T moe_simt_add(T a, T b) { return a + b; }
+inline T moe_simt_add(T a, T b) {
+  return a + b;
+}
 template <typename T>
-inline T moe_simt_sub(T a, T b) { return a - b; }
+inline T moe_simt_sub(T a, T b) {
+  return a - b;
+}
 template <typename T>
-inline T moe_simt_max(T a, T b) { return a < b ? b : a; }
+inline T moe_simt_max(T a, T b) {
+  return a < b ? b : a;
+}
 template <typename T>
-inline T moe_simt_min(T a, T b) { return b < a ? b : a; }
+inline T moe_simt_min(T a, T b) {
+  return b < a ? b : a;
+}
 template <typename T>
-inline T moe_simt_exch(T, T b) { return b; }
+inline T moe_simt_exch(T, T b) {
+  return b;
+}
 template <typename T>
-inline T moe_simt_and(T a, T b) { return a & b; }
+inline T moe_simt_and(T a, T b) {
+  return a & b;
+}
 template <typename T>
-inline T moe_simt_or(T a, T b) { return a | b; }
+inline T moe_simt_or(T a, T b) {
+  return a | b;
+}
 template <typename T>
-inline T moe_simt_xor(T a, T b) { return a ^ b; }
+inline T moe_simt_xor(T a, T b) {
+  return a ^ b;
+}
 inline unsigned moe_simt_inc(unsigned old, unsigned limit) { return old >= limit ? 0u : old + 1u; }
 inline unsigned moe_simt_dec(unsigned old, unsigned limit) {
   return (old == 0u || old > limit) ? limit : old - 1u;
@@ -169,7 +191,10 @@ namespace moe_simt {
 template <typename F, typename U>
 F atomic_float_rmw(F* p, const char* kind, F (*op)(F, F), F v) {
   static_assert(sizeof(F) == sizeof(U));
-  if (is_shared(p)) check_shared(p, sizeof(F), true, kind, true); else check_global(p, sizeof(F), true, kind);
+  if (is_shared(p))
+    check_shared(p, sizeof(F), true, kind, true);
+  else
+    check_global(p, sizeof(F), true, kind);
   auto* u = reinterpret_cast<U*>(p);
   U old = __atomic_load_n(u, __ATOMIC_RELAXED), next;
   do {
@@ -186,7 +211,7 @@ F atomic_float_rmw(F* p, const char* kind, F (*op)(F, F), F v) {
 
 // CUDA declares these as overloads for fixed types (not templates), so an argument converts to
 // the pointee type as in `atomicAdd(unsigned_ptr, 1)`; the value parameter is not deduced here.
-#define MOE_SIMT_ATOMIC(name, fn, T)                                 \
+#define MOE_SIMT_ATOMIC(name, fn, T) \
   inline T name(T* p, T v) { return moe_simt::atomic_rmw<T>(p, #name, &fn<T>, v); }
 MOE_SIMT_ATOMIC(atomicAdd, moe_simt_add, int)
 MOE_SIMT_ATOMIC(atomicAdd, moe_simt_add, unsigned)
@@ -232,8 +257,10 @@ inline float atomicExch(float* p, float v) {
 }
 template <typename T>
 inline T moe_simt_atomic_cas(T* p, T compare, T v) {
-  if (moe_simt::is_shared(p)) moe_simt::check_shared(p, sizeof(T), true, "atomicCAS", true);
-  else moe_simt::check_global(p, sizeof(T), true, "atomicCAS");
+  if (moe_simt::is_shared(p))
+    moe_simt::check_shared(p, sizeof(T), true, "atomicCAS", true);
+  else
+    moe_simt::check_global(p, sizeof(T), true, "atomicCAS");
   __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return compare;
 }

@@ -82,12 +82,12 @@ void fiber_init(FiberContext& ctx, FiberStack& stack, FiberEntry entry, void* ar
   auto top = reinterpret_cast<uintptr_t>(stack.top()) & ~uintptr_t{15};
   auto* sp = reinterpret_cast<uint64_t*>(top);
   *--sp = reinterpret_cast<uint64_t>(&moe_simt_trampoline);
-  *--sp = 0;                                    // rbp
-  *--sp = reinterpret_cast<uint64_t>(arg);      // rbx
-  *--sp = reinterpret_cast<uint64_t>(entry);    // r12
-  *--sp = 0;                                    // r13
-  *--sp = 0;                                    // r14
-  *--sp = 0;                                    // r15
+  *--sp = 0;                                  // rbp
+  *--sp = reinterpret_cast<uint64_t>(arg);    // rbx
+  *--sp = reinterpret_cast<uint64_t>(entry);  // r12
+  *--sp = 0;                                  // r13
+  *--sp = 0;                                  // r14
+  *--sp = 0;                                  // r15
   uint32_t csr[2];
   asm volatile("stmxcsr %0" : "=m"(csr[0]));
   asm volatile("fnstcw %0" : "=m"(csr[1]));

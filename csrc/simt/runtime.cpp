@@ -122,7 +122,10 @@ void flush_warp_logs(Block& b, int warp, bool all) {
                                      [&](const MemRecord& r) { return r.seq < limit; });
     const size_t n = static_cast<size_t>(mid - log.begin());
     if (n == 0) return;
-    if (global) fold_global(log, n, b.stats); else fold_shared(log, n, b.stats);
+    if (global)
+      fold_global(log, n, b.stats);
+    else
+      fold_shared(log, n, b.stats);
     log.erase(log.begin(), log.begin() + n);
   };
   flush(b.global_log[warp], gmin, true);
@@ -142,8 +145,9 @@ void thread_entry(void* arg) {
     for (const auto& group : t->bulk_groups)
       for (const auto& op : group) unread = unread || !op.read;
     if (unread)
-      fail("thread exited with TMA stores never waited for (cp.async.bulk.commit_group / "
-           "wait_group.read missing): their shared source may be gone");
+      fail(
+          "thread exited with TMA stores never waited for (cp.async.bulk.commit_group / "
+          "wait_group.read missing): their shared source may be gone");
     for (auto& group : t->bulk_groups)
       for (auto& op : group) op.complete();
     t->bulk_groups.clear();
@@ -181,8 +185,7 @@ std::string describe_deadlock(const Block& b) {
     } else if (t.state == ThreadState::kAtMbarrier) {
       const Mbarrier* m = find_mbarrier(b, t.mbar_offset);
       s << " waits on the mbarrier" << (t.mbar_site ? " " : "") << (t.mbar_site ? t.mbar_site : "")
-        << " at shared offset " << t.mbar_offset << " for phase parity "
-        << t.mbar_parity;
+        << " at shared offset " << t.mbar_offset << " for phase parity " << t.mbar_parity;
       if (m) s << " (" << m->pending << " arrivals and " << m->tx << " tx bytes missing)";
     } else if (t.state == ThreadState::kAtBarrier) {
       s << " waits at __syncthreads (" << (b.barrier_site ? b.barrier_site : "?") << ")";
@@ -231,7 +234,8 @@ bool release_activemask(Block& b) {
       uint32_t lanes = 0;
       for (int j = w0; j < w1; ++j) {
         const Thread& o = b.threads[j];
-        if (o.state == ThreadState::kAtActivemask && std::strcmp(o.activemask_site, t.activemask_site) == 0)
+        if (o.state == ThreadState::kAtActivemask &&
+            std::strcmp(o.activemask_site, t.activemask_site) == 0)
           lanes |= 1u << o.lane;
       }
       for (int j = w0; j < w1; ++j) {
@@ -388,7 +392,8 @@ void syncthreads(const char* site) {
   ++b.at_barrier;
   if (b.at_barrier == b.live) {
     release_barrier(b);
-    for (int wi = 0; wi < static_cast<int>(b.global_log.size()); ++wi) flush_warp_logs(b, wi, false);
+    for (int wi = 0; wi < static_cast<int>(b.global_log.size()); ++wi)
+      flush_warp_logs(b, wi, false);
     return;
   }
   t.state = ThreadState::kAtBarrier;
@@ -408,15 +413,14 @@ unsigned activemask(const char* site) {
 }  // the emulator's memory is coherent: every store is visible at once
 
 std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
-                                            const void* ptr,
-                                            void (*compute)(Collective&, void*), void* ctx,
-                                            const char* site) {
+                                            const void* ptr, void (*compute)(Collective&, void*),
+                                            void* ctx, const char* site) {
   Thread& t = this_thread();
   Block& b = *t.block;
   const uint32_t bit = 1u << t.lane;
   if (!(mask & bit))
-    fail("warp collective at " + std::string(site) + " called by lane " +
-         std::to_string(t.lane) + ", which is not in its mask");
+    fail("warp collective at " + std::string(site) + " called by lane " + std::to_string(t.lane) +
+         ", which is not in its mask");
   const size_t lanes = std::min<size_t>(kWarpSize, b.threads.size() - t.warp * kWarpSize);
   if (lanes < kWarpSize && (mask >> lanes) != 0)
     fail("warp collective mask names lanes beyond the block's last thread");
@@ -528,8 +532,8 @@ void check_global(const void* p, size_t bytes, bool write, const char* kind, boo
     return;
   }
   auto& log = b.global_log[t.warp];
-  log.push_back(MemRecord{t.global_seq++, a, static_cast<uint32_t>(bytes),
-                          static_cast<uint8_t>(t.lane)});
+  log.push_back(
+      MemRecord{t.global_seq++, a, static_cast<uint32_t>(bytes), static_cast<uint8_t>(t.lane)});
   if (log.size() > kLogFlushThreshold) flush_warp_logs(b, t.warp, false);
 }
 
@@ -583,14 +587,13 @@ void check_shared(const void* p, size_t bytes, bool write, const char* kind, boo
     }
     // Another thread's access at warp generation other_gen happened before this one.
     auto ordered = [&](int other, uint64_t other_gen) {
-      return other == t.linear ||
-             (other / kWarpSize == t.warp &&
-              b.synced_after(t.warp, other % kWarpSize, t.lane, other_gen));
+      return other == t.linear || (other / kWarpSize == t.warp &&
+                                   b.synced_after(t.warp, other % kWarpSize, t.lane, other_gen));
     };
     auto race = [&](const char* what, int other) {
       std::ostringstream e;
-      e << "shared-memory race (" << what << ") at offset " << word * 4 << ": thread "
-        << other << " and thread " << t.linear
+      e << "shared-memory race (" << what << ") at offset " << word * 4 << ": thread " << other
+        << " and thread " << t.linear
         << " access it in the same barrier interval with no __syncthreads/__syncwarp between";
       fail(e.str());
     };
@@ -620,8 +623,8 @@ void check_shared(const void* p, size_t bytes, bool write, const char* kind, boo
     }
   }
   auto& log = b.shared_log[t.warp];
-  log.push_back(MemRecord{t.shared_seq++, a, static_cast<uint32_t>(bytes),
-                          static_cast<uint8_t>(t.lane)});
+  log.push_back(
+      MemRecord{t.shared_seq++, a, static_cast<uint32_t>(bytes), static_cast<uint8_t>(t.lane)});
   if (log.size() > kLogFlushThreshold) flush_warp_logs(b, t.warp, false);
 }
 
@@ -684,7 +687,8 @@ void async_shared_read(const void* p, size_t bytes, const char* kind) {
     const size_t lo = std::max(off, word * 4), hi = std::min(off + bytes, word * 4 + 4);
     const auto m = static_cast<uint8_t>(((1u << (hi - lo)) - 1) << (lo - word * 4));
     if ((b.shadow[word].init_mask & m) != m)
-      fail(std::string(kind) + " reads uninitialized shared memory at offset " + std::to_string(lo));
+      fail(std::string(kind) + " reads uninitialized shared memory at offset " +
+           std::to_string(lo));
   }
 }
 

@@ -46,19 +46,19 @@ struct Buffer {
 // of one memory instruction by the per-lane instruction sequence number (lanes that execute
 // the same code issue the same sequence of memory instructions).
 // X-macro over the counters: the struct, its sum and the Python export list them once.
-#define MOE_SIMT_LAUNCH_STATS(X)                                                      \
-  X(global_bytes_read)                                                                \
-  X(global_bytes_written)                                                             \
-  X(global_requests)   /* warp-level global memory instructions */                    \
-  X(global_sectors)    /* distinct 32-byte sectors those instructions touched */      \
-  X(shared_requests)   /* warp-level shared memory instructions */                    \
-  X(shared_wavefronts) /* bank-conflict-serialised passes they needed */              \
-  X(bank_conflicts)    /* wavefronts - ideal wavefronts */                            \
-  X(barriers)          /* __syncthreads completed (per block) */                      \
-  X(warp_collectives)                                                                 \
-  X(mma)               /* mma.sync instructions (per warp) */                         \
-  X(fiber_switches)                                                                   \
-  X(blocks)                                                                           \
+#define MOE_SIMT_LAUNCH_STATS(X)                                                 \
+  X(global_bytes_read)                                                           \
+  X(global_bytes_written)                                                        \
+  X(global_requests)   /* warp-level global memory instructions */               \
+  X(global_sectors)    /* distinct 32-byte sectors those instructions touched */ \
+  X(shared_requests)   /* warp-level shared memory instructions */               \
+  X(shared_wavefronts) /* bank-conflict-serialised passes they needed */         \
+  X(bank_conflicts)    /* wavefronts - ideal wavefronts */                       \
+  X(barriers)          /* __syncthreads completed (per block) */                 \
+  X(warp_collectives)                                                            \
+  X(mma) /* mma.sync instructions (per warp) */                                  \
+  X(fiber_switches)                                                              \
+  X(blocks)                                                                      \
   X(threads)
 
 struct LaunchStats {
@@ -83,11 +83,16 @@ struct Collective {
   const char* site = nullptr;  // "file:line" of the first lane, to catch divergent calls
   alignas(16) unsigned char in[kWarpSize][64];   // per-lane operands (up to 64 bytes)
   alignas(16) unsigned char out[kWarpSize][64];  // per-lane results
-  const void* ptr[kWarpSize];                     // per-lane addresses (ldmatrix rows)
+  const void* ptr[kWarpSize];                    // per-lane addresses (ldmatrix rows)
 };
 
 enum class ThreadState : uint8_t {
-  kRunnable, kAtBarrier, kAtCollective, kAtActivemask, kAtMbarrier, kExited
+  kRunnable,
+  kAtBarrier,
+  kAtCollective,
+  kAtActivemask,
+  kAtMbarrier,
+  kExited
 };
 
 struct MemRecord {  // one lane's access, for warp-level coalescing / bank statistics
@@ -100,8 +105,8 @@ struct MemRecord {  // one lane's access, for warp-level coalescing / bank stati
 struct CpAsyncCopy {
   void* dst;
   const void* src;
-  uint32_t bytes;     // bytes written to dst
-  uint32_t src_bytes; // bytes read from src; the rest of dst is zero-filled
+  uint32_t bytes;      // bytes written to dst
+  uint32_t src_bytes;  // bytes read from src; the rest of dst is zero-filled
 };
 
 struct BulkOp {
@@ -155,10 +160,10 @@ struct SharedShadow {
 // An mbarrier (sm_90 transaction barrier) in shared memory: its state lives here, keyed by the
 // shared offset of its 8 bytes. A phase completes when `pending` arrivals and `tx` bytes reach 0.
 struct Mbarrier {
-  int count = 0;      // arrivals per phase (init)
-  int pending = 0;    // arrivals still missing in the current phase
-  int64_t tx = 0;     // expected transaction bytes not yet completed
-  uint32_t phase = 0; // phases completed so far (the current phase's parity is phase & 1)
+  int count = 0;       // arrivals per phase (init)
+  int pending = 0;     // arrivals still missing in the current phase
+  int64_t tx = 0;      // expected transaction bytes not yet completed
+  uint32_t phase = 0;  // phases completed so far (the current phase's parity is phase & 1)
 };
 
 // One static shared array (MOE_SHARED_ARRAY), keyed by its declaration.
@@ -183,8 +188,8 @@ struct Block {
   int live = 0;                            // threads not yet exited
   int at_barrier = 0;
   std::vector<std::shared_ptr<Collective>> pending;  // open collectives, any warp
-  std::vector<uint64_t> warp_gen;          // per warp: collectives completed
-  std::vector<uint64_t> warp_full_sync;    // per warp: generation of the last whole-warp one
+  std::vector<uint64_t> warp_gen;                    // per warp: collectives completed
+  std::vector<uint64_t> warp_full_sync;          // per warp: generation of the last whole-warp one
   std::vector<std::vector<uint64_t>> pair_sync;  // per warp, lazily [32 x 32]: the last
                                                  // partial-mask generation naming both lanes
   // Whether lanes a and b of `warp` took part in one warp collective completed after `gen`.
@@ -194,8 +199,8 @@ struct Block {
     return !ps.empty() && ps[a * kWarpSize + b] > gen;
   }
   std::vector<std::pair<size_t, Mbarrier>> mbarriers;  // by shared offset (few per block)
-  const char* barrier_site = nullptr;      // call site of the barrier being gathered
-  int at_activemask = 0;                   // threads waiting at __activemask()
+  const char* barrier_site = nullptr;                  // call site of the barrier being gathered
+  int at_activemask = 0;                               // threads waiting at __activemask()
   std::vector<std::vector<MemRecord>> global_log, shared_log;  // per warp
   LaunchStats stats;
   FiberContext scheduler;
@@ -232,9 +237,8 @@ unsigned activemask(const char* site);
 // Joins a warp collective over `mask`; `compute` runs once, on the last lane to arrive, with all
 // lanes' inputs deposited. Returns the collective so the caller can read its result.
 std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
-                                            const void* ptr,
-                                            void (*compute)(Collective&, void*), void* ctx,
-                                            const char* site);
+                                            const void* ptr, void (*compute)(Collective&, void*),
+                                            void* ctx, const char* site);
 void* shared_static(const void* key, size_t bytes, size_t align);
 void* shared_dynamic();
 // Checked accesses (bounds, races, uninitialised reads, counters). `kind` names the operation.

@@ -58,12 +58,21 @@ __global__ void ldmatrix_kernel(LdmatrixParams p) {
   uint32_t r[4] = {0, 0, 0, 0};
   if (p.num == 1) {
     uint32_t (&r1)[1] = reinterpret_cast<uint32_t (&)[1]>(r);
-    if (p.trans) ldmatrix_x1_trans(r1, addr); else ldmatrix_x1(r1, addr);
+    if (p.trans)
+      ldmatrix_x1_trans(r1, addr);
+    else
+      ldmatrix_x1(r1, addr);
   } else if (p.num == 2) {
     uint32_t (&r2)[2] = reinterpret_cast<uint32_t (&)[2]>(r);
-    if (p.trans) ldmatrix_x2_trans(r2, addr); else ldmatrix_x2(r2, addr);
+    if (p.trans)
+      ldmatrix_x2_trans(r2, addr);
+    else
+      ldmatrix_x2(r2, addr);
   } else {
-    if (p.trans) ldmatrix_x4_trans(r, addr); else ldmatrix_x4(r, addr);
+    if (p.trans)
+      ldmatrix_x4_trans(r, addr);
+    else
+      ldmatrix_x4(r, addr);
   }
   for (int i = 0; i < p.num; ++i) st_global(p.out + lane * p.num + i, r[i]);
 }
@@ -96,12 +105,12 @@ __global__ void ldmatrix_bank_kernel(LdmatrixBankParams p) {
 
 // ----------------------------------------------------------------------------------- GEMM
 constexpr int kStages = 3;
-constexpr int kSliceBytes = 32;   // bytes of k per stage and row: 16 bf16/fp16 or 8 tf32
+constexpr int kSliceBytes = 32;  // bytes of k per stage and row: 16 bf16/fp16 or 8 tf32
 constexpr int kMaxTilesPerWarp = 32;
 
 struct GemmSmem {
-  unsigned char* a;  // (M, kSliceBytes, stage)
-  unsigned char* b;  // k-major: (kBk, N * esize, stage); n-major: (N, kSliceBytes, stage)
+  unsigned char* a;      // (M, kSliceBytes, stage)
+  unsigned char* b;      // k-major: (kBk, N * esize, stage); n-major: (N, kSliceBytes, stage)
   int a_stage, b_stage;  // bytes per stage
 };
 
@@ -155,7 +164,10 @@ __global__ void gemm_kernel(GemmParams p) {
   }
   for (int kt = 0; kt < k_tiles; ++kt) {
     // Groups committed so far: kStages-1+kt; leaving kStages-2 pending retires slice kt.
-    if (p.bug == 1) cp_async_wait<kStages - 1>(); else cp_async_wait<kStages - 2>();
+    if (p.bug == 1)
+      cp_async_wait<kStages - 1>();
+    else
+      cp_async_wait<kStages - 2>();
     __syncthreads();  // slice kt visible to all; everyone is done reading slice kt-1's stage
     const int next = kt + kStages - 1;
     if (next < k_tiles) load_stage<kEsize>(p, sm, next, next % kStages);
@@ -213,14 +225,14 @@ __global__ void cp_async_kernel(CpAsyncParams p) {
     cp_async<Bytes>(sm + c * Bytes, p.src + int64_t{c} * Bytes, ld_global(p.src_bytes + c));
     cp_async_commit();
   }
-  if (p.mode == 2) return;  // planted bug: copies never waited for
+  if (p.mode == 2) return;      // planted bug: copies never waited for
   auto copy_out = [&](int c) {  // chunk c, read back from shared memory 4 bytes at a time
     for (int w = 0; w < Bytes / 4; ++w)
       st_global(reinterpret_cast<uint32_t*>(p.dst + c * Bytes) + w,
                 ld_shared(reinterpret_cast<const uint32_t*>(sm + c * Bytes) + w));
   };
-  if (p.mode == 1) copy_out(lane);  // planted bug: read before any wait
-  cp_async_wait<1>();               // round 0 landed, round 1 may still be in flight
+  if (p.mode == 1) copy_out(lane);       // planted bug: read before any wait
+  cp_async_wait<1>();                    // round 0 landed, round 1 may still be in flight
   if (p.mode == 3) copy_out(32 + lane);  // planted bug: read round 1 too early
   __syncwarp();
   copy_out(peer);
@@ -250,14 +262,14 @@ cudaError_t launch_gemm(const GemmParams& p, cudaStream_t s) {
   const dim3 grid(1), block(32 * p.num_warps);
   switch (p.kind) {
     case MmaKind::kBf16:
-      return launch_kernel("ptx_gemm_kernel<bf16>", gemm_kernel<MmaKind::kBf16>, grid, block,
-                           smem, s, p);
-    case MmaKind::kF16:
-      return launch_kernel("ptx_gemm_kernel<f16>", gemm_kernel<MmaKind::kF16>, grid, block, smem,
+      return launch_kernel("ptx_gemm_kernel<bf16>", gemm_kernel<MmaKind::kBf16>, grid, block, smem,
                            s, p);
+    case MmaKind::kF16:
+      return launch_kernel("ptx_gemm_kernel<f16>", gemm_kernel<MmaKind::kF16>, grid, block, smem, s,
+                           p);
     default:
-      return launch_kernel("ptx_gemm_kernel<tf32>", gemm_kernel<MmaKind::kTf32>, grid, block,
-                           smem, s, p);
+      return launch_kernel("ptx_gemm_kernel<tf32>", gemm_kernel<MmaKind::kTf32>, grid, block, smem,
+                           s, p);
   }
 }
 

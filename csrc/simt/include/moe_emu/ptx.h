@@ -43,7 +43,7 @@ inline float f16_to_float(uint16_t h) {
   const int exp = (h >> 10) & 0x1f;
   const uint32_t man = h & 0x3ffu;
   if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (man << 13));  // inf / nan
-  if (exp == 0) {                                                             // zero / subnormal
+  if (exp == 0) {                                                           // zero / subnormal
     const float f = std::ldexp(static_cast<float>(man), -24);
     return sign ? -f : f;
   }
@@ -117,8 +117,8 @@ void mma_compute(::moe_simt::Collective& col, void*) {
 }
 
 template <MmaKind Kind>
-inline void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
-                const float (&c)[4], const char* site) {
+inline void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4],
+                const char* site) {
   MmaIn in;
   std::memcpy(in.a, a, sizeof(in.a));
   std::memcpy(in.b, b, sizeof(in.b));
@@ -138,7 +138,10 @@ void ldmatrix_compute(::moe_simt::Collective& col, void*) {
       const auto p = ptx_layout::ldmatrix_elem(lane, e, Trans);
       uint16_t h;
       std::memcpy(&h, col.in[p.matrix * 8 + p.row] + 2 * p.col, 2);
-      if (e & 1) r[e >> 1] |= uint32_t{h} << 16; else r[e >> 1] = h;
+      if (e & 1)
+        r[e >> 1] |= uint32_t{h} << 16;
+      else
+        r[e >> 1] = h;
     }
     std::memcpy(col.out[lane], r, sizeof(r));
   }

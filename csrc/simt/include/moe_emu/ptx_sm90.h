@@ -33,7 +33,8 @@ template <typename F>
 size_t for_each_box_row(const TmaDescriptor& d, const void* smem, const int* coord,
                         const char* kind, F&& f) {
   if (shared_offset(smem) % (d.swizzle == TmaSwizzle::k128B ? 1024 : 128))
-    ::moe_simt::fail(std::string(kind) + ": shared side not aligned (1024 bytes for the 128-byte "
+    ::moe_simt::fail(std::string(kind) +
+                     ": shared side not aligned (1024 bytes for the 128-byte "
                      "swizzle, else 128)");
   const uint32_t b0 = d.box[0], b1 = d.rank > 1 ? d.box[1] : 1, b2 = d.rank > 2 ? d.box[2] : 1;
   const size_t row_bytes = size_t{b0} * d.elem_bytes;
@@ -61,13 +62,15 @@ size_t for_each_box_row(const TmaDescriptor& d, const void* smem, const int* coo
 // been acquired by the issuing thread since its last publication.
 inline void check_map_use(const TmaDescriptor* desc, const char* kind) {
   if (::moe_simt::is_shared(desc))
-    ::moe_simt::fail(std::string(kind) + ": the tensor map is in shared memory (TMA reads it from "
+    ::moe_simt::fail(std::string(kind) +
+                     ": the tensor map is in shared memory (TMA reads it from "
                      "global, constant or parameter memory)");
   if (desc->published != 0) {
     const auto& acquired = ::moe_simt::this_thread().acquired_maps;
     const auto it = acquired.find(desc);
     if (it == acquired.end() || it->second != desc->published)
-      ::moe_simt::fail(std::string(kind) + ": uses a tensor map rewritten on the device without "
+      ::moe_simt::fail(std::string(kind) +
+                       ": uses a tensor map rewritten on the device without "
                        "fence.proxy.tensormap::generic.acquire after its publication");
   }
 }
@@ -94,25 +97,26 @@ inline void mbarrier_wait(uint64_t* bar, uint32_t parity, WaitSite site, WaitTim
   ::moe_simt::mbarrier_wait(bar, parity, wait_site_name(site));
 }
 
-
 inline void tma_load(void* smem, const TmaDescriptor* desc, const int* coord, uint64_t* bar) {
   const TmaDescriptor& d = *desc;
   const char* kind = "cp.async.bulk.tensor";
   sm90_emu::check_map_use(desc, kind);
   const size_t total = sm90_emu::for_each_box_row(d, smem, coord, kind, [](auto...) {});
   ::moe_simt::async_shared_write(smem, total, kind);
-  sm90_emu::for_each_box_row(d, smem, coord, kind, [&](unsigned char* row, int64_t x_lo,
-                                                       int64_t x_hi, size_t shared_row) {
-    // the in-range elements of a box row are contiguous in global memory: one bulk read
-    if (row != nullptr && x_hi > x_lo)
-      ::moe_simt::check_global(row + x_lo * d.elem_bytes, (x_hi - x_lo) * d.elem_bytes, false,
-                               "cp.async.bulk.tensor read", /*bulk=*/true);
-    for (int64_t x = 0; x < int64_t{d.box[0]}; ++x) {
-      unsigned char* dst = sm90_emu::box_elem(d, shared_row, x);
-      if (row != nullptr && x >= x_lo && x < x_hi) std::memcpy(dst, row + x * d.elem_bytes, d.elem_bytes);
-      else std::memset(dst, 0, d.elem_bytes);
-    }
-  });
+  sm90_emu::for_each_box_row(
+      d, smem, coord, kind, [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t shared_row) {
+        // the in-range elements of a box row are contiguous in global memory: one bulk read
+        if (row != nullptr && x_hi > x_lo)
+          ::moe_simt::check_global(row + x_lo * d.elem_bytes, (x_hi - x_lo) * d.elem_bytes, false,
+                                   "cp.async.bulk.tensor read", /*bulk=*/true);
+        for (int64_t x = 0; x < int64_t{d.box[0]}; ++x) {
+          unsigned char* dst = sm90_emu::box_elem(d, shared_row, x);
+          if (row != nullptr && x >= x_lo && x < x_hi)
+            std::memcpy(dst, row + x * d.elem_bytes, d.elem_bytes);
+          else
+            std::memset(dst, 0, d.elem_bytes);
+        }
+      });
   ::moe_simt::mbarrier_complete_tx(bar, static_cast<int64_t>(total));
 }
 inline void tma_load_2d(void* smem, const TmaDescriptor* desc, int c0, int c1, uint64_t* bar) {
@@ -133,13 +137,14 @@ inline std::vector<unsigned char> store_source(const TmaDescriptor& d, const voi
   std::vector<unsigned char> bytes;
   for_each_box_row(d, smem, coord, "cp.async.bulk.tensor (store)",
                    [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t shared_row) {
-    if (row == nullptr) return;
-    for (int64_t x = x_lo; x < x_hi; ++x) {
-      const unsigned char* src = box_elem(d, shared_row, x);
-      ::moe_simt::async_shared_read(src, d.elem_bytes, "cp.async.bulk.tensor store source");
-      bytes.insert(bytes.end(), src, src + d.elem_bytes);
-    }
-  });
+                     if (row == nullptr) return;
+                     for (int64_t x = x_lo; x < x_hi; ++x) {
+                       const unsigned char* src = box_elem(d, shared_row, x);
+                       ::moe_simt::async_shared_read(src, d.elem_bytes,
+                                                     "cp.async.bulk.tensor store source");
+                       bytes.insert(bytes.end(), src, src + d.elem_bytes);
+                     }
+                   });
   return bytes;
 }
 
@@ -154,11 +159,13 @@ struct PendingStore {
 
 inline void store_read_done(const PendingStore& st) {
   if (st.map_at->published != st.map.published)
-    ::moe_simt::fail("cp.async.bulk.tensor (store): its tensor map was rewritten while the store "
-                     "was in flight");
+    ::moe_simt::fail(
+        "cp.async.bulk.tensor (store): its tensor map was rewritten while the store "
+        "was in flight");
   if (store_source(st.map, st.smem, st.coord) != st.source)
-    ::moe_simt::fail("cp.async.bulk.tensor (store): its shared source changed while the store was in "
-                     "flight (rewritten before cp.async.bulk.wait_group.read retired it)");
+    ::moe_simt::fail(
+        "cp.async.bulk.tensor (store): its shared source changed while the store was in "
+        "flight (rewritten before cp.async.bulk.wait_group.read retired it)");
 }
 
 inline void store_complete(const PendingStore& st) {
@@ -166,13 +173,14 @@ inline void store_complete(const PendingStore& st) {
   size_t next = 0;
   for_each_box_row(d, st.smem, st.coord, "cp.async.bulk.tensor (store)",
                    [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t) {
-    if (row == nullptr || x_hi <= x_lo) return;
-    const size_t bytes = size_t(x_hi - x_lo) * d.elem_bytes;
-    ::moe_simt::check_global(row + x_lo * d.elem_bytes, bytes, true, "cp.async.bulk.tensor store",
-                             /*bulk=*/true);
-    std::memcpy(row + x_lo * d.elem_bytes, st.source.data() + next, bytes);
-    next += bytes;
-  });
+                     if (row == nullptr || x_hi <= x_lo) return;
+                     const size_t bytes = size_t(x_hi - x_lo) * d.elem_bytes;
+                     ::moe_simt::check_global(row + x_lo * d.elem_bytes, bytes, true,
+                                              "cp.async.bulk.tensor store",
+                                              /*bulk=*/true);
+                     std::memcpy(row + x_lo * d.elem_bytes, st.source.data() + next, bytes);
+                     next += bytes;
+                   });
 }
 
 // The copy engine's store of the box at `smem` (layout as tma_load writes it) to the elements of
@@ -276,12 +284,14 @@ namespace sm90_emu {
 
 // Shared offset of element (mn, k) of an operand described by `desc`: K-major (mn = the row)
 // or MN-major (the canonical layouts, in 16-byte units T = 8 elements:
-// 128-byte swizzle ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)), none ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))).
+// 128-byte swizzle ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)), none
+// ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))).
 inline size_t wgmma_elem_offset(uint64_t desc, int mn, int k, bool mn_major) {
   const size_t start = (desc & 0x3FFF) << 4, lbo = ((desc >> 16) & 0x3FFF) << 4;
   const size_t sbo = ((desc >> 32) & 0x3FFF) << 4;
   const int mode = static_cast<int>(desc >> 62);
-  if (mode != 0 && mode != 1) ::moe_simt::fail("wgmma: only the 128-byte swizzle and no swizzle are modelled");
+  if (mode != 0 && mode != 1)
+    ::moe_simt::fail("wgmma: only the 128-byte swizzle and no swizzle are modelled");
   if (mn_major) {
     if (mode == 1)
       return swizzle128(start + (mn / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + 2 * (mn % 64));
@@ -333,9 +343,9 @@ template <typename T, bool kTransA = false, bool kTransB = false>
 inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0, kTransA, kTransB};
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
-  auto col = ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d,
-                                         &sm90_emu::wgmma_compute<kBf16>, nullptr,
-                                         "wgmma.mma_async.m64n128k16");
+  auto col =
+      ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d, &sm90_emu::wgmma_compute<kBf16>,
+                                  nullptr, "wgmma.mma_async.m64n128k16");
   (void)col;
 }
 
