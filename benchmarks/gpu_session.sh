@@ -87,7 +87,10 @@ call1() {
   step smoke 45 $PY benchmarks/gpu_smoke.py --case-timeout 20 --json "$RES/smoke.jsonl"
   step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 1 \
     $PY benchmarks/gpu_smoke.py --case-timeout 40 --json "$RES/memcheck.jsonl"
-  step tests 60 env MOE_EXT_REQUIRE_CUDA_BUILD=1 $PY -m pytest -q tests -k cuda \
+  # (the device build is 9.0a only, without the test-only kernels: the CI check that every arch
+  # and the test GEMMs were compiled does not apply there)
+  step tests 60 env MOE_EXT_REQUIRE_CUDA_BUILD=1 $PY -m pytest -q tests \
+    -k "cuda and not compiled_for_every_arch" \
     -p no:cacheprovider --junitxml="$RES/tests.xml"
   pack call1
 }
