@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "portable.h"
 
@@ -22,6 +23,23 @@ MOE_HOST_DEVICE constexpr size_t widest_vector_bytes(uint64_t bits, size_t min_b
   size_t bytes = 16;
   while (bytes > min_bytes && bits % bytes != 0) bytes /= 2;
   return bytes;
+}
+
+// Calls f(std::integral_constant<int, N>) with N the widest element count of T (8, 4, 2 or 1; at
+// most 16 bytes) that widest_vector_bytes(bits) allows: one Vec<T, N> kernel per admissible N.
+template <typename T, typename F>
+decltype(auto) with_vector_width(uint64_t bits, F&& f) {
+  switch (widest_vector_bytes(bits, sizeof(T)) / sizeof(T)) {
+    case 8:
+      if constexpr (sizeof(T) <= 2) return f(std::integral_constant<int, 8>{});
+      break;
+    case 4:
+      if constexpr (sizeof(T) <= 4) return f(std::integral_constant<int, 4>{});
+      break;
+    case 2: return f(std::integral_constant<int, 2>{});
+    default: break;
+  }
+  return f(std::integral_constant<int, 1>{});
 }
 
 }  // namespace moe_ext

@@ -102,17 +102,8 @@ cudaError_t launch_typed(const UnpermuteBackwardParams& p, cudaStream_t stream) 
                         static_cast<uint64_t>(p.yp_row_stride * sizeof(T)) |
                         reinterpret_cast<uintptr_t>(p.yp) | reinterpret_cast<uintptr_t>(p.grad_y) |
                         reinterpret_cast<uintptr_t>(p.grad_yp);
-  switch (widest_vector_bytes(bits, sizeof(T)) / sizeof(T)) {
-    case 8:
-      if constexpr (sizeof(T) <= 2) return launch_with<T, 8>(p, stream);
-      break;
-    case 4:
-      if constexpr (sizeof(T) <= 4) return launch_with<T, 4>(p, stream);
-      break;
-    case 2: return launch_with<T, 2>(p, stream);
-    default: break;
-  }
-  return launch_with<T, 1>(p, stream);
+  return with_vector_width<T>(
+      bits, [&](auto n) { return launch_with<T, decltype(n)::value>(p, stream); });
 }
 
 }  // namespace unpermute_backward_detail
