@@ -12,7 +12,8 @@ message(STATUS "moe_ext: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CM
 
 # Every instantiation file in csrc/cuda/ (a new op's .cu needs no edit here) but the test-only ones.
 set(_cuda_test_sources csrc/cuda/selftest_ptx.cu csrc/cuda/tile_gemm.cu)
-file(GLOB _cuda_sources CONFIGURE_DEPENDS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} csrc/cuda/*.cu)
+file(GLOB _cuda_sources CONFIGURE_DEPENDS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} csrc/cuda/*.cu
+  csrc/cuda/gemm_instances/*.cu)  # generated: scripts/generate_kernels.py
 list(REMOVE_ITEM _cuda_sources ${_cuda_test_sources})
 add_library(moe_ext_cuda_kernels OBJECT ${_cuda_sources})
 if(MOE_EXT_TEST_KERNELS)  # their SASS is checked by tests/test_build.py

@@ -1,4 +1,5 @@
-"""The lint rules in pyproject.toml ([tool.ruff.lint]) hold for every Python file."""
+"""The lint rules in pyproject.toml ([tool.ruff.lint]) and .clang-format hold for every source
+file, and the generated GEMM units match their script."""
 
 from __future__ import annotations
 
@@ -51,3 +52,14 @@ def test_clang_format_clean():
     )
     bad = sorted({line.split(":")[0] for line in res.stderr.splitlines() if ": error:" in line})
     assert res.returncode == 0, "run `clang-format -i` on: " + " ".join(bad)
+
+
+def test_generated_gemm_units_match_their_script():
+    """csrc/cuda/gemm_instances/*.cu and instances.h are exactly what generate_kernels.py
+    writes (a config added to the script but not regenerated, or a hand edit, fails here)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "generate_kernels.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

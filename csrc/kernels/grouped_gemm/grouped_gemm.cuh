@@ -8,11 +8,10 @@
 //     dB (aᵀ M-major, dC N-major).
 //   * config: the small-M tile when groups average <= 48 rows (decode; the average M / G is
 //     known on the host without reading offs), else the large one; `p.config` overrides.
-//   * pipeline depth: the deepest (<= 5) whose shared memory still lets two CTAs share an SM
-//     (A100: 164 KB/SM -> 5 stages of 16 KB; sm_86/89: 100 KB -> the 69.6 KB epilogue staging
-//     already limits to one CTA, so 4 stages come free; H100: 5), never below 2.
-//   * grid: SMs x resident CTAs per SM (occupancy API), capped by an upper bound of the tile count
-//     computed from the shapes alone (the true count depends on offs, read only on the device).
+//   * pipeline depth and grid: launch_variants.cuh.
+//   * variants: launch_variants.cuh launches one kernel instantiation; under nvcc each is
+//     compiled in its own generated unit (scripts/generate_kernels.py, one per dtype x config)
+//     and declared extern here (instances.h), so this file's unit compiles only the dispatch.
 //   * path: on sm_90 (and on the emulator, which models one) the Hopper kernel (hopper.cuh,
 //     TMA + wgmma) takes the problems it supports; everything else runs here.
 #pragma once
@@ -21,37 +20,12 @@
 
 #include "../../common/launch.h"
 #include "grouped_gemm.h"
-#include "persistent.cuh"
-#include "scheduler.cuh"
-#include "simt.cuh"
-#include "tensor_core.cuh"
+#include "instances.h"  // generated: the launch variants, instantiated in csrc/cuda/gemm_instances/
+#include "launch_variants.cuh"
 
 namespace moe_ext::MOE_KERNEL_NS {
 
 namespace grouped_gemm_detail {
-
-template <typename Tile>
-int pick_stages(const DeviceLimits& lim) {
-  const size_t epilogue = EpilogueStaging<Tile::BM, Tile::BN>::kBytes;
-  const size_t two_per_sm = lim.smem_per_sm / 2 > 1024 ? lim.smem_per_sm / 2 - 1024 : 0;
-  const size_t budget = std::min(std::max(two_per_sm, epilogue), lim.smem_per_block_optin);
-  int stages = Tile::kMaxStages;
-  while (stages > 2 && static_cast<size_t>(stages) * Tile::kStageBytes > budget) --stages;
-  return stages;
-}
-
-template <typename T, typename Tile, bool kAKMajor, bool kBKMajor, bool kGated = false>
-cudaError_t launch_tensor_core(const GroupedGemmParams& p, cudaStream_t stream) {
-  const int stages = p.stages > 0 ? std::min(std::max(p.stages, 2), Tile::kMaxStages)
-                                  : pick_stages<Tile>(device_limits());
-  size_t smem = std::max<size_t>(static_cast<size_t>(stages) * Tile::kStageBytes,
-                                 EpilogueStaging<Tile::BM, Tile::BN>::kBytes);
-  if (p.a_gather != nullptr) smem += Tile::BM * sizeof(int64_t);  // the gathered rows' offsets
-  const int tile_n = kGated ? Tile::BN / 2 : Tile::BN;
-  return launch_persistent("grouped_gemm_tc_kernel",
-                           grouped_gemm_tc_kernel<T, Tile, kAKMajor, kBKMajor, kGated>,
-                           Tile::kThreads, smem, max_tiles(p, Tile::BM, tile_n), stream, p, stages);
-}
 
 template <typename T, typename Tile>
 cudaError_t launch_tensor_core_layout(const GroupedGemmParams& p, cudaStream_t stream) {
@@ -81,13 +55,6 @@ cudaError_t launch_tensor_core_config(const GroupedGemmParams& p, cudaStream_t s
     case kGemmConfigSmallM: return launch_tensor_core_layout<T, TensorCoreSmallM>(p, stream);
     default: return cudaErrorInvalidValue;
   }
-}
-
-template <bool kAKMajor, bool kBKMajor>
-cudaError_t launch_simt(const GroupedGemmParams& p, cudaStream_t stream) {
-  return launch_persistent("grouped_gemm_simt_kernel", grouped_gemm_simt_kernel<kAKMajor, kBKMajor>,
-                           SimtTile::kThreads, SimtTile::kSmemBytes,
-                           max_tiles(p, SimtTile::BM, SimtTile::BN), stream, p);
 }
 
 }  // namespace grouped_gemm_detail
