@@ -13,6 +13,7 @@
 // Memory: h and yp (N x (I + H) elements) besides the output. Everything else (fp32, a strided
 // x) takes the composite path through the same target's ops (permute -> grouped_mm -> activation
 // -> grouped_mm -> unpermute).
+#include <cmath>
 #include <string>
 
 #include "../cpu/cpu_ops.h"
@@ -142,6 +143,7 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
   p1.a_gather_div = static_cast<int32_t>(k);
   p1.activation = act.act;
   p1.gated = act.gated;
+  p1.act_limit = static_cast<float>(act.limit);
   apply_gemm_tuning(p1);
   p1.c = h.data_ptr();
   p1.c_stride_m = I;
@@ -188,9 +190,20 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
 template <Target T>
 at::Tensor moe_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                    const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
-                   const at::Tensor& offsets, c10::string_view activation) {
+                   const at::Tensor& offsets, c10::string_view activation,
+                   std::optional<double> activation_limit) {
   const CheckScope<T> checks;
-  const MlpActivation act = parse_mlp_activation(activation);
+  MlpActivation act = parse_mlp_activation(activation);
+  if (activation_limit.has_value()) {
+    const double lim = *activation_limit;
+    MOE_CHECK("moe_mlp", act.gated,
+              "activation_limit clamps the gate and up halves of a gated activation "
+              "(swiglu, geglu, geglu_tanh); activation is '",
+              std::string(activation), "'");
+    MOE_CHECK("moe_mlp", lim > 0 && std::isfinite(lim),
+              "activation_limit must be a positive finite number, got ", lim);
+    act.limit = lim;
+  }
   const int64_t I = check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
   if constexpr (T == Target::kCpu) {
     return moe_mlp_cpu(x, w1, w2, weights, order, slot, offsets, act);

@@ -58,9 +58,14 @@ at::Tensor grouped_mm(const at::Tensor& a, const at::Tensor& b,
                       std::optional<at::ScalarType> out_dtype);
 
 template <Target T>
+at::Tensor route_weights(const at::Tensor& logits, const at::Tensor& ids,
+                         c10::string_view score_func, bool renormalize, double scaling_factor);
+
+template <Target T>
 at::Tensor moe_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                    const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
-                   const at::Tensor& offsets, c10::string_view activation);
+                   const at::Tensor& offsets, c10::string_view activation,
+                   std::optional<double> activation_limit);
 
 // Explicit instantiations of a binding for the targets this build has, at the end of its .cpp:
 // MOE_EXT_INSTANTIATE(op) for kCpu and the device targets, MOE_EXT_INSTANTIATE_DEVICE(op) for the

@@ -37,9 +37,10 @@ TORCH_LIBRARY(moe_ext, m) {
   // The expert MLP over expert-sorted assignments (x[T,H], w1[E,2I,H] HF gate_up_proj with
   // gate rows first (or [E,I,H] for ungated activations), w2[E,H,I], weights[T,k], sort_tokens'
   // order/slot/offsets): y[T,H] = sum_j weights[t,j] * w2[e] act(w1[e] x[t]), e = ids[t,j].
+  // activation_limit (gated only): gate clamped to <= limit, up to [-limit, limit] first.
   m.def(
       "moe_mlp(Tensor x, Tensor w1, Tensor w2, Tensor weights, Tensor order, Tensor slot, "
-      "Tensor offsets, str activation=\"swiglu\") -> Tensor");
+      "Tensor offsets, str activation=\"swiglu\", float? activation_limit=None) -> Tensor");
   // route plus aux-loss statistics: per-expert assignment counts [E] int32, mean score [E].
   m.def(
       "route_with_stats(Tensor logits, int top_k, str score_func=\"softmax\", "
@@ -53,6 +54,11 @@ TORCH_LIBRARY(moe_ext, m) {
       "Tensor(b!) slot, Tensor(c!) offsets, Tensor(d!) workspace) -> ()");
   // int32 elements of sort_tokens_into's workspace for N assignments and E experts.
   m.def("sort_tokens_workspace_size(int num_assignments, int num_experts) -> int");
+  // The weights of given experts (DeepSeek-V4 hash layers: ids = tid2eid[input_ids]):
+  // score(logits) at ids[T,k], renormalised if asked, x scaling_factor; [T,k] fp32.
+  m.def(
+      "route_weights(Tensor logits, Tensor ids, str score_func=\"softmax\", "
+      "bool renormalize=True, float scaling_factor=1.0) -> Tensor");
   // Backward of route / route_with_stats: d logits (scores recomputed from the logits).
   m.def(
       "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
@@ -86,6 +92,7 @@ void register_ops(torch::Library& m) {
   m.impl("unpermute_backward", &unpermute_backward<T>);
   m.impl("grouped_mm", &grouped_mm<T>);
   m.impl("moe_mlp", &moe_mlp<T>);
+  m.impl("route_weights", &route_weights<T>);
 }
 
 }  // namespace

@@ -28,6 +28,12 @@ at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& 
                               double scaling_factor,
                               const std::optional<at::Tensor>& grad_mean_prob);
 
+// score(logits) in fp32 (fp64 for fp64): softmax, sigmoid or sqrtsoftplus.
+at::Tensor route_scores_cpu(const at::Tensor& logits, c10::string_view score_func);
+// The weights of given experts ids[T, k] (route_weights_cpu.cpp).
+at::Tensor route_weights_cpu(const at::Tensor& logits, const at::Tensor& ids,
+                             c10::string_view score_func, bool renormalize, double scaling_factor);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_tokens_cpu(const at::Tensor& ids,
                                                                int64_t num_experts,
                                                                std::optional<int64_t> capacity);

@@ -15,8 +15,17 @@ at::Tensor apply_mlp_activation(const at::Tensor& h, const MlpActivation& act) {
     }
   };
   const auto acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor out =
-      act.gated ? f(h.narrow(1, 0, I).to(acc)) * h.narrow(1, I, I).to(acc) : f(h.to(acc));
+  at::Tensor out;
+  if (act.gated) {
+    at::Tensor gate = h.narrow(1, 0, I).to(acc), up = h.narrow(1, I, I).to(acc);
+    if (act.limit > 0) {
+      gate = gate.clamp_max(act.limit);
+      up = up.clamp(-act.limit, act.limit);
+    }
+    out = f(gate) * up;
+  } else {
+    out = f(h.to(acc));
+  }
   return out.to(h.scalar_type());
 }
 

@@ -20,6 +20,10 @@
 // Statistics (route_with_stats): counts by integer atomics (exact in any order); score sums in
 // registers per warp, combined per block in warp order, then over blocks in block order by a
 // second small kernel -- deterministic, and no second pass over the logits.
+// route_weights (same mapping, DeepSeek-V4 hash layers: the experts are given): the row's scores
+// as in step 2, then the given ids' scores gathered by shuffles (lane j of a 32-wide chunk takes
+// id j's score from its lane and slot), summed in j order as the forward sums its choices,
+// renormalised and scaled as in step 5 -- so for route's own ids it reproduces route's weights.
 // Backward (same mapping): recompute the scores, scatter d(weights) (through the
 // renormalisation, plus d(mean_prob) / T) into a per-warp shared row, apply the softmax /
 // sigmoid Jacobian. No atomics.
@@ -329,6 +333,36 @@ inline dim3 route_stats_grid(int64_t tokens) {
   return dim3(static_cast<unsigned>(route_stats_blocks(tokens)));
 }
 
+template <typename T, int V>
+__global__ void __launch_bounds__(route_detail::kThreads, 1)
+    route_weights_kernel(RouteWeightsParams p) {
+  using namespace route_detail;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int E = p.experts, k = p.top_k;
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
+       t += static_cast<int64_t>(gridDim.x) * warps) {
+    float s[V];
+    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.softmax, s);
+    float* w = p.weights + t * k;
+    float sum = 0.f;
+    for (int j0 = 0; j0 < k; j0 += 32) {
+      const int j = j0 + lane;
+      const int id = j < k ? ld_global_nc(p.ids + t * k + j) : -1;
+      const bool valid = id >= 0 && id < E;
+      float score = 0.f;  // s[id / 32] of lane id % 32, without a runtime register index
+      MOE_UNROLL for (int u = 0; u < V; ++u) {
+        const float c = __shfl_sync(kFullMask, s[u], valid ? id % 32 : 0);
+        if (valid && id / 32 == u) score = c;
+      }
+      const int n = k - j0 < 32 ? k - j0 : 32;
+      for (int i = 0; i < n; ++i) sum += __shfl_sync(kFullMask, score, i);  // j order
+      if (j < k) st_global(w + j, score);  // raw; this lane rescales it below
+    }
+    const float denom = p.renormalize ? sum + static_cast<float>(kRenormEps) : 1.f;
+    for (int j = lane; j < k; j += 32) st_global(w + j, ld_global(w + j) / denom * p.scaling);
+  }
+}
+
 }  // namespace route_detail
 
 }  // namespace moe_ext::MOE_KERNEL_NS
@@ -371,6 +405,20 @@ cudaError_t launch_route_backward<kKernelTarget>(const RouteBackwardParams& p,
       return launch_kernel("route_backward_kernel",
                            route_backward_kernel<T, decltype(slots)::value>, route_grid(p.tokens),
                            dim3(kThreads), smem, stream, p);
+    });
+  });
+}
+
+template <>
+cudaError_t launch_route_weights<kKernelTarget>(const RouteWeightsParams& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
+  using namespace route_detail;
+  if (p.tokens == 0) return cudaSuccess;
+  return with_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return with_slots(p.experts, [&](auto slots) {
+      return launch_kernel("route_weights_kernel", route_weights_kernel<T, decltype(slots)::value>,
+                           route_grid(p.tokens), dim3(kThreads), 0, stream, p);
     });
   });
 }

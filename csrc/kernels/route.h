@@ -49,6 +49,20 @@ struct RouteBackwardParams {
   float scaling;
 };
 
+// route_weights: the weights of given experts (DeepSeek-V4 hash layers: ids = tid2eid[input]).
+struct RouteWeightsParams {
+  const void* logits;  // [T, E] as in RouteParams
+  RouteDtype dtype;
+  int64_t row_stride;
+  const int32_t* ids;  // [T, k] contiguous; an id outside [0, E) gets weight 0 (not summed)
+  float* weights;      // [T, k] fp32 out, contiguous
+  int64_t tokens;
+  int32_t experts, top_k;
+  bool softmax;  // else sigmoid
+  bool renormalize;
+  float scaling;
+};
+
 // route's renormalisation w / (sum(w) + kRenormEps): reference.RENORM_EPS, for every backend
 // (the kernels use it rounded to fp32).
 constexpr double kRenormEps = 1e-20;
@@ -84,11 +98,17 @@ inline const char* can_implement(const RouteParams& p) {
 inline const char* can_implement(const RouteBackwardParams& p) {
   return route_experts_can_implement(p.experts, p.dtype);
 }
+inline const char* can_implement(const RouteWeightsParams& p) {
+  if (p.top_k < 1) return "ids must have at least one column";
+  return route_experts_can_implement(p.experts, p.dtype);
+}
 
 // Top-k routing and its backward (route.cuh) on `stream` (kCuda) or the emulator (kEmu).
 template <Target T>
 cudaError_t launch_route(const RouteParams& p, cudaStream_t stream);
 template <Target T>
 cudaError_t launch_route_backward(const RouteBackwardParams& p, cudaStream_t stream);
+template <Target T>
+cudaError_t launch_route_weights(const RouteWeightsParams& p, cudaStream_t stream);
 
 }  // namespace moe_ext

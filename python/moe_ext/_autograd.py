@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from . import _C
-from .reference import GATED_ACTIVATIONS, activation_fn
 from .reference import acc_dtype as _acc_dtype
+from .reference import apply_activation
 
 
 def _needs_grad(ctx, i: int) -> bool:
@@ -34,6 +34,27 @@ def _route_setup(ctx, inputs, output):
     ctx.score_func = score_func
     ctx.renormalize = renormalize
     ctx.scaling_factor = scaling_factor
+
+
+def _route_weights_setup(ctx, inputs, output):
+    logits, ids, *rest = inputs
+    score_func, renormalize, scaling_factor = (rest + ["softmax", True, 1.0][len(rest) :])[:3]
+    ctx.save_for_backward(logits, ids)
+    ctx.args = (score_func, renormalize, scaling_factor)
+
+
+def _route_weights_backward_for(ns):
+    """route_weights' backward: route_backward with the given ids (the same Jacobian)."""
+    ops = getattr(torch.ops, ns)
+
+    def backward(ctx, grad_weights):
+        logits, ids = ctx.saved_tensors
+        dx = ops.route_backward(
+            grad_weights.float().contiguous(), logits, ids.to(torch.int32), *ctx.args
+        )
+        return dx, None, None, None, None
+
+    return backward
 
 
 def _route_backward_for(ns):
@@ -176,6 +197,7 @@ def _grouped_mm_backward(ctx, grad_out, mm):
 def _moe_mlp_setup(ctx, inputs, output):
     x, w1, w2, weights, order, slot, offsets, *rest = inputs
     ctx.activation = rest[0] if rest else "swiglu"
+    ctx.activation_limit = rest[1] if len(rest) > 1 else None
     ctx.save_for_backward(x, w1, w2, weights, order, slot, offsets)
 
 
@@ -188,18 +210,12 @@ def _moe_mlp_backward_for(ns: str):
     def backward(ctx, dy):
         x, w1, w2, weights, order, slot, offsets = ctx.saved_tensors
         k = weights.shape[1]
-        gated = ctx.activation in GATED_ACTIVATIONS
-        act = activation_fn(ctx.activation)
         acc = _acc_dtype(x.dtype)
         xp = ops.permute(x, order, slot, k)
         h = ops.grouped_mm(xp, w1.transpose(-2, -1), offsets)
         with torch.enable_grad():  # the activation's derivative, by autograd on [N, I]
             hh = h.to(acc).detach().requires_grad_(True)
-            if gated:
-                inner = hh.shape[1] // 2
-                a_acc = act(hh[:, :inner]) * hh[:, inner:]
-            else:
-                a_acc = act(hh)
+            a_acc = apply_activation(hh, ctx.activation, ctx.activation_limit)
         a = a_acc.detach().to(x.dtype)
         z = ops.grouped_mm(a, w2.transpose(-2, -1), offsets)
         # combine's backward: dz[i] = w[order[i]] dy[t], dweights[t, j] = <dy[t], z[slot]>
@@ -212,7 +228,7 @@ def _moe_mlp_backward_for(ns: str):
         dxp = ops.grouped_mm(dh, w1, offsets)  # [N, H]
         ones = torch.ones_like(weights, dtype=torch.float32)
         dx = ops.unpermute(dxp, order, slot, ones)
-        return dx, dw1, dw2, dweights, None, None, None, None
+        return dx, dw1, dw2, dweights, None, None, None, None, None
 
     return backward
 
@@ -230,6 +246,12 @@ def _register(ns: str) -> None:
             torch.library.register_autograd(
                 f"{ns}::{name}", _route_backward_for(ns), setup_context=_route_setup
             )
+    if has("route_weights") and has("route_backward"):
+        torch.library.register_autograd(
+            f"{ns}::route_weights",
+            _route_weights_backward_for(ns),
+            setup_context=_route_weights_setup,
+        )
     if has("permute"):
         torch.library.register_autograd(
             f"{ns}::permute", _permute_backward_for(ns), setup_context=_permute_setup

@@ -85,7 +85,9 @@ def _route_backward_fake(
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
-def _moe_mlp_fake(x, w1, w2, weights, order, slot, offsets, activation="swiglu"):
+def _moe_mlp_fake(
+    x, w1, w2, weights, order, slot, offsets, activation="swiglu", activation_limit=None
+):
     return x.new_empty(x.shape)
 
 
@@ -93,7 +95,16 @@ def _unpermute_backward_fake(grad_y, yp, order, slot, weights):
     return yp.new_empty(yp.shape), weights.new_empty(weights.shape)
 
 
+def _route_weights_fake(logits, ids, score_func="softmax", renormalize=True, scaling_factor=1.0):
+    torch._check(
+        ids.dim() == 2 and ids.shape[0] == logits.shape[0],
+        lambda: f"moe_ext.route_weights: ids must be [T, k], got {tuple(ids.shape)}",
+    )
+    return logits.new_empty(tuple(ids.shape), dtype=_acc_dtype(logits.dtype))
+
+
 _FAKES = {
+    "route_weights": _route_weights_fake,
     "unpermute_backward": _unpermute_backward_fake,
     "moe_mlp": _moe_mlp_fake,
     "route": _route_fake,

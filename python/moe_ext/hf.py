@@ -8,7 +8,9 @@ The experts forward receives ``hidden_states[T, H]``, ``top_k_index[T, k]`` and
 ``top_k_weights[T, k]`` (routing is the model's own) and honours the experts' layout flags:
 
 * concatenated ``gate_up_proj`` (gate rows first), no bias, the default ``_apply_gate`` with a
-  SiLU / GELU activation, no post-expert norm -> the fused ``moe_mlp`` (SwiGLU / GeGLU);
+  SiLU / GELU activation, no post-expert norm -> the fused ``moe_mlp`` (SwiGLU / GeGLU); so do
+  DeepSeek-V4's experts, whose ``_apply_gate`` is the clamped SwiGLU (``activation_limit`` =
+  their ``limit``);
 * anything else -- biases (gpt-oss), an interleaved gate/up layout or a custom ``_apply_gate``
   (gpt-oss's clamped SwiGLU), ``has_gate=False`` experts, a post-expert norm -- runs the
   composite ``sort_tokens -> permute -> grouped_mm (+ per-expert bias) -> the experts' own
@@ -40,10 +42,12 @@ def _weight_as_kn(w: torch.Tensor, is_transposed: bool) -> torch.Tensor:
     return w if is_transposed else w.transpose(-2, -1)
 
 
-def _fused_activation(experts) -> str | None:
-    """The moe_mlp activation equivalent to these experts, or None if the fused op cannot
-    express them exactly."""
+def _fused_activation(experts) -> tuple[str, float | None] | None:
+    """The moe_mlp (activation, activation_limit) equivalent to these experts, or None if the
+    fused op cannot express them exactly."""
     from transformers.integrations.moe import _default_apply_gate
+
+    from .layer import _hf_act_name, _hf_swiglu_limit
 
     if not getattr(experts, "has_gate", True) or getattr(experts, "has_bias", False):
         return None
@@ -51,10 +55,14 @@ def _fused_activation(experts) -> str | None:
         experts, "has_post_expert_norm", False
     ):
         return None
+    limit = _hf_swiglu_limit(experts)  # DeepSeek-V4: clamp(gate, max=l), clamp(up, -l, l)
+    if limit is not None:
+        act = _GATED_ACTIVATIONS.get(_hf_act_name(experts))
+        return None if act is None else (act, limit)
     if getattr(type(experts), "_apply_gate", _default_apply_gate) is not _default_apply_gate:
         return None
-    act = getattr(getattr(experts, "config", None), "hidden_act", None)
-    return _GATED_ACTIVATIONS.get(act)
+    act = _GATED_ACTIVATIONS.get(getattr(getattr(experts, "config", None), "hidden_act", None))
+    return None if act is None else (act, None)
 
 
 def experts_forward(
@@ -71,7 +79,7 @@ def experts_forward(
     if activation is not None:
         w1 = _weight_as_kn(experts.gate_up_proj, transposed).transpose(-2, -1)  # [E, 2I, H] view
         w2 = _weight_as_kn(experts.down_proj, transposed).transpose(-2, -1)  # [E, H, I] view
-        return ops.moe_mlp(hidden_states, w1, w2, top_k_weights, order, slot, offsets, activation)
+        return ops.moe_mlp(hidden_states, w1, w2, top_k_weights, order, slot, offsets, *activation)
     has_bias = getattr(experts, "has_bias", False)
     xp = ops.permute(hidden_states, order, slot, k)
     if getattr(experts, "has_gate", True):

@@ -42,19 +42,20 @@ from torch import nn
 from . import distributed as ep
 from . import ops
 from .losses import load_balancing_loss, router_z_loss
-from .reference import ACTIVATIONS, GATED_ACTIVATIONS, activation_fn
+from .reference import ACTIVATIONS, GATED_ACTIVATIONS, apply_activation, scores
 
 _GATED = tuple(GATED_ACTIVATIONS)
-_act_fn = activation_fn
 
 
 class SharedExpert(nn.Module):
     """A dense MLP every token goes through (DeepSeek's / Qwen2-MoE's shared experts)."""
 
-    def __init__(self, hidden_size, ffn_size, activation, dtype=None, device=None):
+    def __init__(
+        self, hidden_size, ffn_size, activation, activation_limit=None, dtype=None, device=None
+    ):
         super().__init__()
         gated = activation in _GATED
-        self.activation = activation
+        self.activation, self.activation_limit = activation, activation_limit
         self.ffn_size = ffn_size
         self.gate_up_proj = nn.Linear(
             hidden_size, (2 if gated else 1) * ffn_size, bias=False, dtype=dtype, device=device
@@ -62,12 +63,7 @@ class SharedExpert(nn.Module):
         self.down_proj = nn.Linear(ffn_size, hidden_size, bias=False, dtype=dtype, device=device)
 
     def forward(self, x):
-        h = self.gate_up_proj(x)
-        act = _act_fn(self.activation)
-        if self.activation in _GATED:
-            h = act(h[..., : self.ffn_size]) * h[..., self.ffn_size :]
-        else:
-            h = act(h)
+        h = apply_activation(self.gate_up_proj(x), self.activation, self.activation_limit)
         return self.down_proj(h)
 
 
@@ -85,6 +81,8 @@ class MoE(nn.Module):
         topk_groups: int = 1,
         scaling_factor: float = 1.0,
         activation: str = "swiglu",
+        activation_limit: float | None = None,
+        hash_vocab_size: int = 0,
         shared_ffn_size: int = 0,
         shared_gate: bool = False,
         capacity_factor: float | None = None,
@@ -114,6 +112,16 @@ class MoE(nn.Module):
             )
         if activation not in ACTIVATIONS:
             raise ValueError(f"moe_ext.MoE: unknown activation {activation!r}")
+        if activation_limit is not None and (activation not in _GATED or not activation_limit > 0):
+            raise ValueError(
+                "moe_ext.MoE: activation_limit needs a gated activation and a positive limit, "
+                f"got activation={activation!r}, activation_limit={activation_limit!r}"
+            )
+        if hash_vocab_size and (num_groups != 1 or correction_bias or noisy_gating):
+            raise ValueError(
+                "moe_ext.MoE: hash_vocab_size (fixed experts per token id) excludes "
+                "num_groups, correction_bias and noisy_gating (they only change selection)"
+            )
         self.hidden_size, self.ffn_size = hidden_size, ffn_size
         self.num_experts, self.top_k = num_experts, top_k
         self.route_args = dict(
@@ -123,7 +131,7 @@ class MoE(nn.Module):
             topk_groups=topk_groups,
             scaling_factor=scaling_factor,
         )
-        self.activation = activation
+        self.activation, self.activation_limit = activation, activation_limit
         self.capacity_factor = capacity_factor
         self.router_jitter = router_jitter
         self.aux_loss_coef, self.seq_aux_loss_coef = aux_loss_coef, seq_aux_loss_coef
@@ -145,7 +153,7 @@ class MoE(nn.Module):
         nn.init.normal_(self.gate_up_proj, std=hidden_size**-0.5)
         nn.init.normal_(self.down_proj, std=ffn_size**-0.5)
         self.shared_expert = (
-            SharedExpert(hidden_size, shared_ffn_size, activation, **kw)
+            SharedExpert(hidden_size, shared_ffn_size, activation, activation_limit, **kw)
             if shared_ffn_size > 0
             else None
         )
@@ -154,6 +162,15 @@ class MoE(nn.Module):
             if shared_ffn_size > 0 and shared_gate
             else None
         )
+        # DeepSeek-V4 hash layers: the experts of a token are tid2eid[its input id] (a frozen
+        # table, a checkpoint's buffer); the router only weights them (route_weights)
+        if not hash_vocab_size:
+            self.tid2eid = None
+        else:
+            self.register_buffer(
+                "tid2eid",
+                torch.zeros(hash_vocab_size, top_k, dtype=torch.long, device=device),
+            )
         if correction_bias:
             self.register_buffer("correction_bias", torch.zeros(num_experts, device=device))
             self.register_buffer("_bias_counts", torch.zeros(num_experts, device=device))
@@ -164,7 +181,7 @@ class MoE(nn.Module):
         self.last_counts: torch.Tensor | None = None
 
     # ------------------------------------------------------------------------------ routing
-    def _route(self, x: torch.Tensor):
+    def _route(self, x: torch.Tensor, input_ids: torch.Tensor | None = None):
         x_router = x
         if self.training and self.router_jitter > 0:
             eps = self.router_jitter
@@ -174,6 +191,16 @@ class MoE(nn.Module):
             logits = logits + torch.randn_like(logits) * nn.functional.softplus(
                 self.noise(x_router).float()
             )
+        if self.tid2eid is not None:  # hash layer: fixed experts, learned weights
+            ids = self.tid2eid[input_ids.reshape(-1)].to(torch.int32)
+            args = self.route_args
+            weights = ops.route_weights(
+                logits, ids, args["score_func"], args["renormalize"], args["scaling_factor"]
+            )
+            counts = torch.zeros(self.num_experts, dtype=torch.int32, device=x.device)
+            counts.index_add_(0, ids.reshape(-1), torch.ones_like(ids.reshape(-1)))
+            mean_prob = scores(logits.detach(), args["score_func"]).mean(0)
+            return logits, weights, ids, counts, mean_prob
         weights, ids, counts, mean_prob = ops.route_with_stats(
             logits, self.top_k, correction_bias=self.correction_bias, **self.route_args
         )
@@ -198,12 +225,8 @@ class MoE(nn.Module):
         the normalised scores s_i / sum_j s_j; averaged over sequences."""
         B, S = batch_shape
         E, k = self.num_experts, self.top_k
-        scores = (
-            torch.sigmoid(logits)
-            if self.route_args["score_func"] == "sigmoid"
-            else torch.softmax(logits, -1)
-        )
-        p = (scores / scores.sum(-1, keepdim=True)).view(B, S, E).mean(1)  # [B, E]
+        s = scores(logits, self.route_args["score_func"])
+        p = (s / s.sum(-1, keepdim=True)).view(B, S, E).mean(1)  # [B, E]
         chosen = torch.zeros(B * S, E, device=logits.device).scatter_(1, ids.long(), 1.0)
         f = chosen.view(B, S, E).sum(1) * (E / (k * S))
         return (f * p).sum(-1).mean()
@@ -223,28 +246,31 @@ class MoE(nn.Module):
 
     # ------------------------------------------------------------------------------ experts
     def _experts(self, x, weights, ids, order, slot, offsets):
-        w1, w2, act = self.gate_up_proj, self.down_proj, self.activation
+        w1, w2 = self.gate_up_proj, self.down_proj
+        act = (self.activation, self.activation_limit)
         if self.expert_parallel_group is not None:
             capacity = self._capacity(x.shape[0])
             x_local, offs, handle = ep.dispatch(
                 x, ids, weights, self.num_experts, self.expert_parallel_group, capacity
             )
-            y_local = _grouped_mlp(x_local, w1, w2, offs, act)
+            y_local = _grouped_mlp(x_local, w1, w2, offs, *act)
             return ep.combine(y_local, handle)
         if self.apply_weights_to_input:  # Llama 4: expert(w * x), combined with weight 1
             k = weights.shape[1]
             xp = ops.permute(x, order, slot, k)
             w_rows = weights.reshape(-1).index_select(0, order.long()).to(x.dtype)
-            y_rows = _grouped_mlp(xp * w_rows.unsqueeze(1), w1, w2, offsets, act)
+            y_rows = _grouped_mlp(xp * w_rows.unsqueeze(1), w1, w2, offsets, *act)
             return ops.unpermute(y_rows, order, slot, torch.ones_like(weights))
-        return ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, act)
+        return ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, *act)
 
     def _capacity(self, T: int) -> int | None:
         if self.capacity_factor is None:
             return None
         return max(1, math.ceil(self.capacity_factor * T * self.top_k / self.num_experts))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x [..., H] -> [..., H]. ``input_ids`` (the token ids of x's rows, shape x.shape[:-1])
+        is needed by hash layers (``hash_vocab_size``) and ignored otherwise."""
         shape = x.shape
         if shape[-1] != self.hidden_size:
             raise ValueError(
@@ -263,13 +289,19 @@ class MoE(nn.Module):
             )
         flat = x.reshape(-1, self.hidden_size)
         T = flat.shape[0]
+        if self.tid2eid is not None and (input_ids is None or input_ids.numel() != T):
+            raise ValueError(
+                "moe_ext.MoE: a hash layer (hash_vocab_size) needs input_ids with one token id "
+                f"per row of x ({T}), got "
+                f"{None if input_ids is None else tuple(input_ids.shape)}"
+            )
         shared_out, side = None, None
         if self.shared_expert is not None and flat.is_cuda and not torch.compiler.is_compiling():
             side = torch.cuda.Stream(device=flat.device)  # overlap with the routed experts
             side.wait_stream(torch.cuda.current_stream(flat.device))
             with torch.cuda.stream(side):
                 shared_out = self._shared(flat)
-        logits, weights, ids, counts, mean_prob = self._route(flat)
+        logits, weights, ids, counts, mean_prob = self._route(flat, input_ids)
         self.last_counts = counts
         if self.correction_bias is not None and self.training:
             self._bias_counts += counts.to(self._bias_counts.dtype)
@@ -303,7 +335,8 @@ class MoE(nn.Module):
     @classmethod
     def from_hf(cls, block: nn.Module, **overrides) -> MoE:
         """A MoE layer with an HF MoE block's weights and routing (Mixtral, Qwen2/3-MoE, OLMoE,
-        DeepSeek-V3 families): the tensors are shared, not copied."""
+        DeepSeek-V3 and DeepSeek-V4 families -- V4's hash layers included, whose forward then
+        takes ``input_ids``): the tensors are shared, not copied."""
         gate, experts = block.gate, block.experts
         cfg = getattr(experts, "config", None)
         E, H = gate.weight.shape
@@ -318,7 +351,7 @@ class MoE(nn.Module):
                 "weights (e.g. gpt-oss) are not supported; use moe_ext.hf.register()"
             )
         w_up = experts.gate_up_proj if gated else experts.up_proj
-        act_name = getattr(cfg, "hidden_act", "silu")
+        act_name = getattr(cfg, "hidden_act", None) or _hf_act_name(experts)
         base = (
             {
                 "silu": "swiglu",
@@ -331,7 +364,20 @@ class MoE(nn.Module):
         )
         I = w_up.shape[1] // (2 if gated else 1)
         kwargs = dict(top_k=gate.top_k, activation=base)
-        if hasattr(gate, "e_score_correction_bias"):  # DeepSeek-V3 router
+        limit = _hf_swiglu_limit(experts)
+        if limit is not None:
+            kwargs["activation_limit"] = limit
+        if hasattr(gate, "score_fn"):  # DeepSeek-V4 routers (top-k, or hash: tid2eid)
+            kwargs.update(
+                score_func=_hf_score_func(gate.score_fn),
+                scaling_factor=float(gate.routed_scaling_factor),
+                renormalize=True,
+            )
+            if hasattr(gate, "tid2eid"):
+                kwargs["hash_vocab_size"] = gate.tid2eid.shape[0]
+            else:
+                kwargs["correction_bias"] = True
+        elif hasattr(gate, "e_score_correction_bias"):  # DeepSeek-V3 router
             kwargs.update(
                 score_func="sigmoid",
                 num_groups=gate.num_group,
@@ -353,6 +399,8 @@ class MoE(nn.Module):
         layer.down_proj = experts.down_proj
         if hasattr(gate, "e_score_correction_bias"):
             layer.correction_bias = gate.e_score_correction_bias
+        if hasattr(gate, "tid2eid"):
+            layer.tid2eid = gate.tid2eid
         if shared is not None:
             w = (
                 torch.cat([shared.gate_proj.weight, shared.up_proj.weight])
@@ -366,9 +414,39 @@ class MoE(nn.Module):
         return layer
 
 
-def _grouped_mlp(x_rows, w1, w2, offsets, activation):
+def _hf_act_name(experts) -> str:
+    """HF's activation name of experts without a config (DeepSeek-V4 keeps only act_fn)."""
+    act = getattr(experts, "act_fn", None)
+    names = {"SiLU": "silu", "SiLUActivation": "silu", "GELUActivation": "gelu"}
+    name = names.get(type(act).__name__) if act is not None else "silu"
+    if name is None:
+        raise ValueError(f"moe_ext.MoE.from_hf: experts activation {act!r} is not supported")
+    return name
+
+
+def _hf_swiglu_limit(experts) -> float | None:
+    """DeepSeek-V4's clamped SwiGLU (experts.limit, applied by its _apply_gate), else None."""
+    try:
+        from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4Experts
+    except ImportError:
+        return None
+    if getattr(type(experts), "_apply_gate", None) is DeepseekV4Experts._apply_gate:
+        return float(experts.limit)
+    return None
+
+
+def _hf_score_func(score_fn) -> str:
+    """moe_ext's score_func for an HF router's score module (DeepSeek-V4: ACT2FN[...])."""
+    name = type(score_fn).__name__
+    table = {"SqrtSoftplusActivation": "sqrtsoftplus", "Sigmoid": "sigmoid", "Softmax": "softmax"}
+    if name not in table:
+        raise ValueError(f"moe_ext.MoE.from_hf: router score function {name} is not supported")
+    return table[name]
+
+
+def _grouped_mlp(x_rows, w1, w2, offsets, activation, activation_limit=None):
     """The expert MLP over rows already grouped by expert (moe_mlp with the identity order)."""
     R = x_rows.shape[0]
     ident = torch.arange(R, device=x_rows.device, dtype=torch.int32)
     ones = torch.ones((R, 1), device=x_rows.device, dtype=torch.float32)
-    return ops.moe_mlp(x_rows, w1, w2, ones, ident, ident, offsets, activation)
+    return ops.moe_mlp(x_rows, w1, w2, ones, ident, ident, offsets, activation, activation_limit)

@@ -180,6 +180,23 @@ def grouped_mm(
 
 
 @_nvtx
+def route_weights(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    score_func: str = "softmax",
+    renormalize: bool = True,
+    scaling_factor: float = 1.0,
+) -> torch.Tensor:
+    """The routing weights of given experts (DeepSeek-V4 hash layers: ``ids = tid2eid[input_ids]``).
+
+    ``logits[T, E]``, ``ids[T, k]`` int32/int64 in ``[0, E)`` -> ``weights[T, k]`` fp32 (fp64
+    for fp64 logits): ``score(logits)`` (softmax, sigmoid or sqrtsoftplus) gathered at ids,
+    divided by its sum + 1e-20 if ``renormalize``, times ``scaling_factor``. For ``route``'s own
+    ids it equals ``route``'s weights. Differentiable w.r.t. logits.
+    """
+    return _ops.route_weights(logits, ids, score_func, renormalize, scaling_factor)
+
+
 def moe_mlp(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -189,6 +206,7 @@ def moe_mlp(
     slot: torch.Tensor,
     offsets: torch.Tensor,
     activation: str = "swiglu",
+    activation_limit: float | None = None,
 ) -> torch.Tensor:
     """The experts' MLP over expert-sorted assignments, combined back to tokens.
 
@@ -199,6 +217,9 @@ def moe_mlp(
     ``"relu"``, ``"identity"``; ``w2`` is ``down_proj`` ``[E, H, I]``. On CUDA (bf16/fp16) the
     token gather runs inside the first grouped GEMM's loads and the activation and routing
     weights in the GEMMs' epilogues. Differentiable in x, w1, w2 and weights (the backward
-    recomputes the intermediate activations instead of storing them).
+    recomputes the intermediate activations instead of storing them). ``activation_limit``
+    (gated activations only): the clamped SwiGLU of DeepSeek-V4 (``swiglu_limit``) --
+    ``gate.clamp(max=limit)``, ``up.clamp(-limit, limit)`` before ``act(gate) * up``; applied
+    in the first GEMM's epilogue on the fused path.
     """
-    return _ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, activation)
+    return _ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, activation, activation_limit)

@@ -37,6 +37,43 @@ def activation_fn(name: str):
     return ELEMENTWISE_ACTIVATIONS[GATED_ACTIVATIONS.get(name, name)]
 
 
+def apply_activation(h, activation: str, activation_limit: float | None = None):
+    """moe_mlp's activation of h = x @ w1ᵀ: gated (``"swiglu"``, ...) act(gate) * up with gate
+    the first half of the columns; with ``activation_limit`` (gated only, the clamped SwiGLU of
+    DeepSeek-V4 and gpt-oss) gate is clamped to <= limit and up to [-limit, limit] first."""
+    act = activation_fn(activation)
+    if activation not in GATED_ACTIVATIONS:
+        return act(h)
+    inner = h.shape[-1] // 2
+    gate, up = h[..., :inner], h[..., inner:]
+    if activation_limit is not None:
+        gate = gate.clamp(max=activation_limit)
+        up = up.clamp(min=-activation_limit, max=activation_limit)
+    return act(gate) * up
+
+
+def scores(x: torch.Tensor, score_func: str) -> torch.Tensor:
+    """Router scores in the accumulation dtype: softmax, sigmoid or sqrtsoftplus
+    (DeepSeek-V4: sqrt(softplus(x)), torch's softplus with threshold 20)."""
+    x = x.to(acc_dtype(x.dtype))
+    if score_func == "softmax":
+        return torch.softmax(x, dim=-1)
+    if score_func == "sigmoid":
+        return torch.sigmoid(x)
+    if score_func == "sqrtsoftplus":
+        return torch.nn.functional.softplus(x).sqrt()
+    raise ValueError(f"score_func must be softmax, sigmoid or sqrtsoftplus, got {score_func!r}")
+
+
+def route_weights(logits, ids, score_func="softmax", renormalize=True, scaling_factor=1.0):
+    """Weights of given experts ids[T, k] (DeepSeek-V4 hash routing): score(logits) gathered
+    at ids, / (sum + RENORM_EPS) if renormalize, x scaling_factor; fp32 (fp64 for fp64)."""
+    w = scores(logits, score_func).gather(1, ids.long())
+    if renormalize:
+        w = w / (w.sum(-1, keepdim=True) + RENORM_EPS)
+    return w * scaling_factor
+
+
 def route(
     logits: torch.Tensor,
     top_k: int,
@@ -218,7 +255,7 @@ def grouped_mm(
     return out.to(od)
 
 
-def moe_mlp(x, w1, w2, weights, order, slot, offsets, activation="swiglu"):
+def moe_mlp(x, w1, w2, weights, order, slot, offsets, activation="swiglu", activation_limit=None):
     """y[t] = sum_j weights[t,j] * w2[e] @ act(w1[e] @ x[t]) over kept assignments (slot >= 0),
     e the expert whose row range [offsets[e-1], offsets[e]) holds the assignment's sorted row.
     Dense per-assignment math in x's dtype (use fp64 inputs for ground truth); differentiable."""
@@ -226,8 +263,6 @@ def moe_mlp(x, w1, w2, weights, order, slot, offsets, activation="swiglu"):
     k = weights.shape[1]
     N = T * k
     E = w1.shape[0]
-    gated = activation in GATED_ACTIVATIONS
-    act = activation_fn(activation)
     rows = torch.arange(N, device=x.device)
     expert_of_row = torch.searchsorted(offsets.long(), rows, right=True)  # E: no expert
     expert = torch.empty(N, dtype=torch.long, device=x.device)
@@ -236,11 +271,7 @@ def moe_mlp(x, w1, w2, weights, order, slot, offsets, activation="swiglu"):
     e = expert.clamp_max(E - 1)
     xt = x.repeat_interleave(k, dim=0)  # [N, H], flat assignment order t*k+j
     h = torch.einsum("nih,nh->ni", w1[e], xt)
-    if gated:
-        inner = h.shape[1] // 2
-        a = act(h[:, :inner]) * h[:, inner:]
-    else:
-        a = act(h)
+    a = apply_activation(h, activation, activation_limit)
     z = torch.einsum("nhi,ni->nh", w2[e], a)
     w = weights.reshape(-1).to(z.dtype) * kept.to(z.dtype)
     return (z * w.unsqueeze(1)).view(T, k, H).sum(1)

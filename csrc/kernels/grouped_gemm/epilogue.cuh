@@ -92,6 +92,16 @@ MOE_DEVICE MOE_FORCEINLINE float activate(float x, GemmActivation act) {
   }
 }
 
+// act(gate) * up, with the clamp of p.act_limit when it is set (see GemmActivation).
+MOE_DEVICE MOE_FORCEINLINE float gated_activate(float gate, float up, const GroupedGemmParams& p) {
+  const float lim = p.act_limit;
+  if (lim > 0.f) {  // comparisons, not fminf: a NaN stays NaN as in torch.clamp
+    gate = gate > lim ? lim : gate;
+    up = up > lim ? lim : (up < -lim ? -lim : up);
+  }
+  return activate(gate, p.activation) * up;
+}
+
 // Copies the staged tile (rows m0.., output columns n0.. of problem q) to c. Call after a
 // barrier that follows the staging writes; the caller syncs again before reusing the staging
 // memory. kGated: the staged tile holds BN/2 gate columns then BN/2 up columns, and c gets
@@ -123,7 +133,7 @@ MOE_DEVICE void store_tile(const float* staged, const GroupedGemmParams& p, cons
       const float4 uhi =
           ld_shared(reinterpret_cast<const float4*>(staged + Staging::index(r, col + kOutN + 4)));
       const float up[8] = {ulo.x, ulo.y, ulo.z, ulo.w, uhi.x, uhi.y, uhi.z, uhi.w};
-      MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] = activate(v[e], p.activation) * up[e];
+      MOE_UNROLL for (int e = 0; e < 8; ++e) v[e] = gated_activate(v[e], up[e], p);
     }
     if (r >= rows || col >= cols) continue;
     const int valid = cols - col < 8 ? static_cast<int>(cols - col) : 8;

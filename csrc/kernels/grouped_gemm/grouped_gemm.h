@@ -27,7 +27,9 @@ enum class GroupedGemmForm : int32_t { kRaggedM, kRaggedN, kRaggedK, kBatched };
 enum class GemmElem : int32_t { kF32, kBF16, kF16 };
 // Epilogue activation, applied after the bias (and before the row scale). With `gated`, the
 // GEMM computes 2n columns per row -- B's columns [0, n) ("gate") and [n, 2n) ("up") -- and
-// writes act(gate) * up to c's n columns: SwiGLU (kSilu) / GeGLU (kGelu, kGeluTanh).
+// writes act(gate) * up to c's n columns: SwiGLU (kSilu) / GeGLU (kGelu, kGeluTanh); with
+// act_limit > 0 first gate = min(gate, limit), up = clamp(up, -limit, limit) (the clamped
+// SwiGLU of DeepSeek-V4 and gpt-oss; NaN stays NaN, as torch.clamp).
 enum class GemmActivation : int32_t { kNone, kSilu, kGelu, kGeluTanh, kRelu };
 
 MOE_HOST_DEVICE constexpr int gemm_elem_bytes(GemmElem e) { return e == GemmElem::kF32 ? 4 : 2; }
@@ -55,6 +57,7 @@ struct GroupedGemmParams {
                             //   >= M is a zero row)
   GemmActivation activation;
   bool gated;             // see GemmActivation; needs a_k_major
+  float act_limit;        // gated only: > 0 clamps gate and up first (see GemmActivation)
   const void* row_scale;  // non-null: c row r *= row_scale[row_scale_index[r]] ([M]; an
                           //   index outside [0, M) scales by 0)
   const int32_t* row_scale_index;

@@ -70,7 +70,7 @@ MOE_DEVICE void stage_output(const float (&d)[64], unsigned char* staged,
       float v[2];
       MOE_UNROLL for (int e = 0; e < 2; ++e) {
         if constexpr (kGated) {
-          v[e] = activate(d[4 * j + 2 * h + e], p.activation) * d[4 * (j + kOutN / 8) + 2 * h + e];
+          v[e] = gated_activate(d[4 * j + 2 * h + e], d[4 * (j + kOutN / 8) + 2 * h + e], p);
         } else if constexpr (kActivate) {
           v[e] = activate(d[4 * j + 2 * h + e] + bias[e], p.activation);
         } else {
