@@ -23,6 +23,13 @@ RouteDtype route_dtype(const char* op, const at::Tensor& logits) {
   return RouteDtype::kFloat32;
 }
 
+// The kernels' score function (score_func already checked by check_route_score_func).
+RouteScore route_score(c10::string_view score_func) {
+  return score_func == "softmax"   ? RouteScore::kSoftmax
+         : score_func == "sigmoid" ? RouteScore::kSigmoid
+                                   : RouteScore::kSqrtSoftplus;
+}
+
 void check_route_device_limits(const char* op, const at::Tensor& logits) {
   MOE_CHECK(op, logits.size(1) <= kMaxRouteExperts, "the device router supports up to ",
             kMaxRouteExperts, " experts, got logits ", describe(logits));
@@ -76,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_device(
   p.top_k = static_cast<int32_t>(top_k);
   p.num_groups = static_cast<int32_t>(num_groups);
   p.topk_groups = static_cast<int32_t>(topk_groups);
-  p.softmax = score_func == "softmax";
+  p.score = route_score(score_func);
   p.renormalize = renormalize;
   p.scaling = static_cast<float>(scaling_factor);
   launch_on<T>(op, &launch_route<T>, p,
@@ -138,6 +145,7 @@ at::Tensor route_backward(const at::Tensor& grad_weights, const at::Tensor& logi
   check_dim(op, "logits", logits, 2);
   check_dim(op, "ids", ids, 2);
   check_int32(op, "ids", ids);
+  check_route_score_func(op, score_func);
   MOE_CHECK(op, grad_weights.sizes() == ids.sizes() && ids.size(0) == logits.size(0),
             "grad_weights and ids must be [T, top_k] with T = logits.size(0), got ",
             describe(grad_weights), " and ", describe(ids));
@@ -168,7 +176,7 @@ at::Tensor route_backward(const at::Tensor& grad_weights, const at::Tensor& logi
     p.tokens = logits.size(0);
     p.experts = static_cast<int32_t>(logits.size(1));
     p.top_k = static_cast<int32_t>(ids.size(1));
-    p.softmax = score_func == "softmax";
+    p.score = route_score(score_func);
     p.renormalize = renormalize;
     p.scaling = static_cast<float>(scaling_factor);
     launch_on<T>(op, &launch_route_backward<T>, p,
