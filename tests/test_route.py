@@ -133,6 +133,14 @@ SHAPES = [
     (1000, 1000, 1, F32),  # large, non power of two E
     (3, 1000, 8, BF16),
     (3, 1000, 1000, F32),
+    # current models (see test_hf_current_models): Hy3, Kimi-K2, Qwen3-Next / 3.5,
+    # Nemotron 3 Super, E = 1024
+    (5, 192, 8, BF16),
+    (5, 384, 8, F32),
+    (5, 512, 10, F16),
+    (5, 512, 22, BF16),
+    (3, 1024, 8, BF16),
+    (3, 1024, 64, F32),
 ]
 
 
@@ -159,6 +167,13 @@ GROUP_CASES = [
     (5, 8, 4, 4, 4, F64),  # every group kept: same as ungrouped
     (7, 60, 5, 6, 1, F32),  # one group kept, E not a power of two
     (0, 64, 8, 8, 3, F32),
+    # group-limited routing at the expert counts of current models
+    (5, 384, 8, 8, 4, BF16),  # Kimi-K2's E (groups of 48)
+    (5, 384, 8, 12, 4, F32),  # groups of 32
+    (5, 512, 22, 8, 4, F32),  # Nemotron 3 Super's E and k (groups of 64)
+    (5, 512, 10, 16, 4, BF16),  # Qwen3-Next's E and k, groups of 32
+    (3, 1024, 8, 32, 4, F32),
+    (3, 1024, 16, 8, 2, BF16),  # groups of 128
 ]
 
 
@@ -523,6 +538,120 @@ def test_hf_deepseek_v4(backend, E, k, with_bias):
     gw_ours = torch.empty_like(gw).scatter_(1, op_, gw.gather(1, hp))
     (dh,) = torch.autograd.grad(w_dev, h, gw_ours.to(dev))
     torch.testing.assert_close(dh.cpu(), hf_dh, atol=1e-5, rtol=1e-5)
+
+
+# --- current models' routers at their real expert counts and top-k -------------------------
+
+
+def _nemotron_h_router(E, k, G=1, TG=1):
+    from transformers import NemotronHConfig
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHTopkRouter
+
+    cfg = NemotronHConfig(
+        hidden_size=32,
+        n_routed_experts=E,
+        num_experts_per_tok=k,
+        n_group=G,
+        topk_group=TG,
+        norm_topk_prob=True,
+        routed_scaling_factor=2.5,
+    )
+    return NemotronHTopkRouter(cfg), dict(
+        score_func="sigmoid", num_groups=G, topk_groups=TG, scaling_factor=2.5
+    )
+
+
+def _qwen3_next_router(E, k):
+    from transformers import Qwen3NextConfig
+    from transformers.models.qwen3_next.modeling_qwen3_next import Qwen3NextTopKRouter
+
+    cfg = Qwen3NextConfig(hidden_size=32, num_experts=E, num_experts_per_tok=k)
+    return Qwen3NextTopKRouter(cfg), dict(score_func="softmax")
+
+
+def _deepseek_v3_router(E, k, G, TG, scale):
+    from transformers import DeepseekV3Config
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+
+    cfg = _cfg(
+        DeepseekV3Config,
+        n_routed_experts=E,
+        num_experts_per_tok=k,
+        n_group=G,
+        topk_group=TG,
+        routed_scaling_factor=scale,
+        norm_topk_prob=True,
+    )
+    return DeepseekV3TopkRouter(cfg), dict(
+        score_func="sigmoid", num_groups=G, topk_groups=TG, scaling_factor=scale
+    )
+
+
+def _hy3_router(E, k):
+    from transformers import HYV3Config
+    from transformers.models.hy_v3.modeling_hy_v3 import HYV3TopKRouter
+
+    cfg = HYV3Config(hidden_size=32, num_experts=E, num_experts_per_tok=k)
+    router = HYV3TopKRouter(cfg)
+    bias = torch.randn(E) * 0.3
+    # HYV3TopKRouter takes the correction bias as an argument (the MoE block owns it)
+    router.e_score_correction_bias = bias
+    return (
+        (lambda h: HYV3TopKRouter.forward(router, h, bias)),
+        router,
+        dict(score_func="sigmoid", scaling_factor=cfg.router_scaling_factor),
+    )
+
+
+# (id, factory) -> (router, route kwargs); the routers of current models at their real E and k
+# (Kimi-K2 is a DeepSeek-V3 model with n_group = topk_group = 1, routed_scaling_factor 2.827;
+# Nemotron 3 Super is a nemotron_h model; Qwen3.5 routes as Qwen3-Next).
+CURRENT_ROUTERS = {
+    "nemotron-3-super-E512-k22": lambda: _nemotron_h_router(512, 22),
+    "nemotron-h-E512-k22-G8-TG4": lambda: _nemotron_h_router(512, 22, 8, 4),
+    "qwen3-next-E512-k10": lambda: _qwen3_next_router(512, 10),
+    "kimi-k2-E384-k8": lambda: _deepseek_v3_router(384, 8, 1, 1, 2.827),
+    "deepseek-v3-style-E384-k8-G8-TG4": lambda: _deepseek_v3_router(384, 8, 8, 4, 2.5),
+    "deepseek-v3-style-E512-k8-G16-TG4": lambda: _deepseek_v3_router(512, 8, 16, 4, 2.5),
+    "deepseek-v3-style-E1024-k8-G16-TG4": lambda: _deepseek_v3_router(1024, 8, 16, 4, 2.5),
+    "qwen3-next-style-E1024-k16": lambda: _qwen3_next_router(1024, 16),
+    "hy3-E192-k8": lambda: _hy3_router(192, 8),
+}
+
+
+@pytest.mark.parametrize("backend", ROUTE_BACKENDS)
+@pytest.mark.parametrize("name", list(CURRENT_ROUTERS))
+def test_hf_current_models(backend, name):
+    # HF's own router module at the model's E and k as the oracle: the id sets (HF's topk is
+    # unsorted for the sigmoid routers) and the weights aligned to them. T is small on the
+    # emulator, which runs every lane of the CUDA source on the CPU.
+    made = CURRENT_ROUTERS[name]()
+    if len(made) == 3:
+        call, router, kw = made
+    else:
+        router, kw = made
+        call = router
+    E = router.weight.shape[0]
+    T = 64 if backend == "cpu" else 6
+    with torch.no_grad():
+        router.weight.normal_(0.0, 1.0)
+        bias = getattr(router, "e_score_correction_bias", None)
+        if bias is not None and kw["score_func"] == "sigmoid" and not name.startswith("hy3"):
+            bias.copy_(torch.randn(E) * 0.3)
+        for _ in range(20):  # precondition of an exact id comparison: no exact logit ties
+            logits, hf_w, hf_ids = call(torch.randn(T, 32))
+            if (logits.sort(-1).values.diff(dim=-1) != 0).all():
+                break
+    assert (logits.sort(-1).values.diff(dim=-1) != 0).all()
+    if bias is not None:
+        kw = dict(kw, correction_bias=bias)
+    k = hf_ids.shape[1]
+    w, ids = run_route(backend, logits, k, **kw)
+    hs, hp = hf_ids.long().sort(-1)
+    os_, op_ = ids.long().sort(-1)
+    assert torch.equal(os_, hs)
+    torch.testing.assert_close(w.gather(1, op_), hf_w.float().gather(1, hp), **W_TOL[F32])
+    check_route(backend, logits, k, **kw)  # and the reference (descending order, ties)
 
 
 # --- opcheck, gradcheck, backward ---------------------------------------------------------------
