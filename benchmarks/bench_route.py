@@ -1,10 +1,11 @@
 """Router benchmark: moe_ext.route vs the plain-torch router, at real model shapes.
 
-For each preset (DeepSeek-V3 grouped sigmoid routing, Qwen3-30B-A3B, Mixtral) and T, times
-`moe_ext.route` and the router as HF transformers writes it in torch (softmax/sigmoid -> topk ->
-renormalise; DeepSeek-V3: group top-2 sums, top groups, masked top-k), both on the same logits in
-the same run, and reports p50/p95 in µs, GB/s (bytes = logits read once + weights/ids written
-once) and the speed-up. On CUDA: CUDA events around CUDA-graph replays of `--graph-iters` calls.
+For each router (shapes.ROUTERS: DeepSeek-V3 grouped sigmoid routing, Qwen3-30B-A3B, Mixtral
+and, at their real E and top-k, Nemotron 3 Super, Qwen3-Next, Kimi-K2, Hy3, DeepSeek-V4 and
+E=1024) and T, times `moe_ext.route` and the router as HF transformers writes it in torch
+(softmax/sigmoid/sqrt-softplus -> topk -> renormalise; DeepSeek-V3: group top-2 sums, top groups,
+masked top-k), both on the same logits in the same run, and reports p50/p95 in µs, GB/s (bytes =
+logits read once + weights/ids written once) and the speed-up. On CUDA: CUDA events around CUDA-graph replays of `--graph-iters` calls.
 On CPU: wall time of the native CPU op vs torch's CPU ops.
 
     python benchmarks/bench_route.py [--tokens 1 64 4096] [--json out.json]
@@ -22,11 +23,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import metadata, plot, profile, time_cpu, time_cuda  # noqa: E402
-from shapes import PRESETS  # noqa: E402
+from shapes import ROUTERS as ROUTER_SHAPES  # noqa: E402
 
 import moe_ext  # noqa: E402
 
-ROUTERS = ["deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b"]
+ROUTERS = [
+    "deepseek-v3",
+    "qwen3-30b-a3b",
+    "mixtral-8x7b",
+    "nemotron-3-super",
+    "qwen3-next-80b-a3b",
+    "kimi-k2",
+    "hy3",
+    "deepseek-v4",
+    "e1024-top8",
+    "e1024-top8-grouped",
+]
 
 
 def torch_router(
@@ -39,9 +51,14 @@ def torch_router(
     topk_groups=1,
     scaling_factor=1.0,
 ):
-    """The router in plain torch, as HF transformers' Mixtral / Qwen3 / DeepSeek-V3 code does."""
+    """The router in plain torch, as HF transformers' Mixtral / Qwen3 / DeepSeek-V3 / V4 code does."""
     x = logits.float()
-    scores = torch.softmax(x, -1) if score_func == "softmax" else torch.sigmoid(x)
+    if score_func == "softmax":
+        scores = torch.softmax(x, -1)
+    elif score_func == "sigmoid":
+        scores = torch.sigmoid(x)
+    else:
+        scores = torch.nn.functional.softplus(x).sqrt()
     keys = scores if correction_bias is None else scores + correction_bias
     if num_groups > 1:
         T, E = keys.shape
@@ -60,7 +77,7 @@ def torch_router(
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, nargs="+", default=None)
-    p.add_argument("--presets", nargs="+", default=ROUTERS, choices=sorted(PRESETS))
+    p.add_argument("--presets", nargs="+", default=ROUTERS, choices=sorted(ROUTER_SHAPES))
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--graph-iters", type=int, default=20)
@@ -75,17 +92,20 @@ def main():
     rows = []
     print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, logits {args.dtype}")
     print(
-        f"{'preset':14s} {'T':>6s} {'moe_ext us':>11s} {'p95':>8s} {'GB/s':>7s} "
+        f"{'preset':18s} {'T':>6s} {'moe_ext us':>11s} {'p95':>8s} {'GB/s':>7s} "
         f"{'torch us':>9s} {'speed-up':>8s}"
     )
     for name in args.presets:
-        shape = PRESETS[name]
+        shape = ROUTER_SHAPES[name]
         E, k = shape.num_experts, shape.top_k
         kw = dict(shape.route)
+        bias = kw.pop("bias", False) or (
+            kw.get("score_func") == "sigmoid" and kw.get("num_groups", 1) > 1
+        )
         for T in tokens:
             torch.manual_seed(0)
             logits = torch.randn(T, E, device=dev, dtype=dtype)
-            if kw.get("score_func") == "sigmoid" and kw.get("num_groups", 1) > 1:
+            if bias:
                 kw["correction_bias"] = torch.randn(E, device=dev) * 0.1
             ours = lambda: moe_ext.route(logits, k, **kw)  # noqa: E731
             base = lambda: torch_router(logits, k, **kw)  # noqa: E731
@@ -115,7 +135,7 @@ def main():
             )
             rows.append(row)
             print(
-                f"{name:14s} {T:6d} {p50:11.2f} {p95:8.2f} {row['gbps']:7.2f} {b50:9.2f} "
+                f"{name:18s} {T:6d} {p50:11.2f} {p95:8.2f} {row['gbps']:7.2f} {b50:9.2f} "
                 f"{row['speedup']:7.2f}x"
             )
     if args.json:

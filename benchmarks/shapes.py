@@ -60,3 +60,43 @@ PRESETS = {
         ),
     ]
 }
+
+
+@dataclass(frozen=True)
+class RouterShape:
+    """A router configuration: E routed experts, k per token, extra moe_ext.route arguments."""
+
+    name: str
+    num_experts: int
+    top_k: int
+    route: dict = field(default_factory=dict)
+
+
+# Routers for bench_route / the route tests: those of PRESETS plus current models whose router
+# matters at its real E and k (their expert FFN shapes are not needed there). From the public
+# configs: Nemotron 3 Super (nemotron_h: sigmoid + correction bias, E=512, top-22; n_group=1
+# assumed), Qwen3-Next-80B-A3B (softmax, renormalised, E=512, top-10; Qwen3.5's large MoE routes
+# the same way), Kimi-K2 (a DeepSeek-V3 model: sigmoid + bias, E=384, top-8, n_group =
+# topk_group = 1, routed_scaling_factor 2.827), Hy3 (HYV3: sigmoid + bias, E=192, top-8, scaling
+# 2.826), DeepSeek-V4 (sqrtsoftplus + bias, E=256, top-6, scaling 1.5) and an E=1024 router.
+# "bias" marks a correction_bias the benchmark draws at random.
+ROUTERS = {
+    s.name: s
+    for s in [
+        *(RouterShape(p.name, p.num_experts, p.top_k, p.route) for p in PRESETS.values()),
+        RouterShape("nemotron-3-super", 512, 22, dict(score_func="sigmoid", bias=True)),
+        RouterShape("qwen3-next-80b-a3b", 512, 10),
+        RouterShape("kimi-k2", 384, 8, dict(score_func="sigmoid", bias=True, scaling_factor=2.827)),
+        RouterShape("hy3", 192, 8, dict(score_func="sigmoid", bias=True, scaling_factor=2.826)),
+        RouterShape(
+            "deepseek-v4", 256, 6, dict(score_func="sqrtsoftplus", bias=True, scaling_factor=1.5)
+        ),
+        RouterShape("e1024-top8", 1024, 8),
+        RouterShape(
+            "e1024-top8-grouped",
+            1024,
+            8,
+            dict(score_func="sigmoid", bias=True, num_groups=16, topk_groups=4),
+        ),
+    ]
+}

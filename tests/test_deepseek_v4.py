@@ -15,11 +15,6 @@ from moe_ext import reference as ref
 SCORES = ("softmax", "sigmoid", "sqrtsoftplus")
 
 
-def _device_scores(backend):
-    # sqrtsoftplus reaches the device kernels with the route work (issue 19 item 1)
-    return SCORES if backend == "cpu" else ("softmax", "sigmoid")
-
-
 # ----------------------------------------------------------------------------- route_weights
 @pytest.mark.parametrize("backend", backends_for("route_weights"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -28,7 +23,7 @@ def test_route_weights_matches_reference(backend, dtype, T, E, k):
     dev = device_of(backend)
     logits = (torch.randn(T, E) * 3).to(dtype).to(dev)
     ids = make_ids(T, k, E, device=dev)
-    for sf in _device_scores(backend):
+    for sf in SCORES:
         for renorm in (True, False):
             got = op(backend, "route_weights")(logits, ids, sf, renorm, 2.5)
             want = ref.route_weights(logits.cpu(), ids.cpu(), sf, renorm, 2.5)
@@ -42,7 +37,7 @@ def test_route_weights_of_routes_own_ids_are_routes_weights(backend):
     on CPU route's vectorised renormalisation may differ by an ulp."""
     dev = device_of(backend)
     logits = torch.randn(50, 128, device=dev)
-    for sf in ("softmax", "sigmoid"):
+    for sf in SCORES:
         w, ids = op(backend, "route")(logits, 8, sf, True, None, 1, 1, 1.5)
         got = op(backend, "route_weights")(logits, ids, sf, True, 1.5)
         if backend == "cpu":
@@ -61,27 +56,9 @@ def test_route_weights_int64_ids_and_fp64():
 
 @pytest.mark.parametrize("sf", SCORES)
 def test_route_weights_gradcheck(sf):
-    if sf == "sqrtsoftplus" and not _route_backward_has("sqrtsoftplus"):
-        pytest.xfail("route_backward learns sqrtsoftplus with the route work")
     logits = torch.randn(6, 10, dtype=torch.float64, requires_grad=True)
     ids = make_ids(6, 3, 10)
     torch.autograd.gradcheck(lambda x: moe_ext.route_weights(x, ids, sf, True, 1.5), (logits,))
-
-
-def _route_backward_has(sf):
-    try:
-        torch.ops.moe_ext.route_backward(
-            torch.ones(1, 1),
-            torch.zeros(1, 2),
-            torch.zeros(1, 1, dtype=torch.int32),
-            sf,
-            True,
-            1.0,
-            None,
-        )
-        return True
-    except RuntimeError:
-        return False
 
 
 @pytest.mark.parametrize("backend", backends_for("route_weights"))
@@ -90,7 +67,7 @@ def test_route_weights_grad_matches_reference(backend):
     logits = torch.randn(20, 32, device=dev, requires_grad=True)
     ids = make_ids(20, 4, 32, device=dev)
     g = torch.randn(20, 4, device=dev)
-    for sf in ("softmax", "sigmoid"):
+    for sf in SCORES:
         (dx,) = torch.autograd.grad(
             op(backend, "route_weights")(logits, ids, sf).mul(g).sum(), logits
         )
@@ -224,8 +201,6 @@ def test_hf_v4_routers_match_reference():
             ours = moe_ext.route_weights(logits, ids, "sqrtsoftplus", True, 1.5)
             torch.testing.assert_close(ours, w, **TOL[torch.float32])
         else:
-            if not _route_backward_has("sqrtsoftplus"):
-                pytest.xfail("route learns sqrtsoftplus with the route work")
             logits, w, ids = block.gate(x)
             ow, oi = moe_ext.route(
                 logits, 3, "sqrtsoftplus", True, block.gate.e_score_correction_bias, 1, 1, 1.5
@@ -241,8 +216,6 @@ def test_hf_v4_experts_run_fused_and_match_eager(layer_idx, monkeypatch):
     """experts_implementation="moe_ext" on DeepseekV4Experts takes the fused moe_mlp with
     activation_limit = experts.limit (the clamped SwiGLU), and matches HF's eager experts."""
     moe_ext.hf.register()
-    if layer_idx == 1 and not _route_backward_has("sqrtsoftplus"):
-        pytest.xfail("route learns sqrtsoftplus with the route work")
     x = torch.randn(2, 9, 32) * 3
     input_ids = torch.randint(0, 64, (2, 9))
     eager = _v4_block(layer_idx, "eager")
@@ -262,8 +235,6 @@ def test_moe_from_hf_v4_block(layer_idx):
     """moe_ext.MoE.from_hf on DeepSeek-V4 blocks: hash layers (tid2eid, input_ids) and top-k
     (sqrtsoftplus + correction bias), clamped SwiGLU experts and shared expert; output and
     input gradient match the HF block."""
-    if layer_idx == 1 and not _route_backward_has("sqrtsoftplus"):
-        pytest.xfail("route learns sqrtsoftplus with the route work")
     block = _v4_block(layer_idx)
     layer = moe_ext.MoE.from_hf(block)
     assert layer.activation_limit == 0.5

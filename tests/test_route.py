@@ -1,8 +1,9 @@
 """moe_ext.route: router scores -> top-k expert ids and weights.
 
 Checked against reference.route (ids exactly, weights to fp32 rounding), against the routers of
-HF transformers models (Mixtral, Qwen3-MoE, OLMoE, gpt-oss, DeepSeek-V3) run as oracles, and
-with opcheck / gradcheck for the op registration and the backward.
+HF transformers models (Mixtral, Qwen3-MoE, OLMoE, gpt-oss, DeepSeek-V3, DeepSeek-V4) run as
+oracles, at the expert counts and top-k of current models, and with opcheck / gradcheck for the
+op registration and the backward.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ROUTE_BACKENDS = backends_for("route")
 # opcheck needs the fake kernel and autograd registration of torch.ops.moe_ext (emu has its own
 # namespace and only serves as a second runner of the CUDA source).
 OPCHECK_BACKENDS = [b for b in ROUTE_BACKENDS if b != "emu"]
+SCORE_FUNCS = list(reference.SCORE_FUNCS)  # softmax, sigmoid, sqrtsoftplus
 
 # Weights are computed in fp32 (fp64 for fp64 logits) whatever the logits dtype, so their
 # tolerance depends on the compute dtype only: a few ulps for a softmax whose sum may be taken
@@ -79,7 +81,7 @@ GROUPS = {"nogroup": (1, 1), "grouped": (8, 3)}  # E=64: 8 groups of 8, keep the
 
 
 @pytest.mark.parametrize("backend", ROUTE_BACKENDS)
-@pytest.mark.parametrize("score_func", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("score_func", SCORE_FUNCS)
 @pytest.mark.parametrize("renormalize", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("groups", list(GROUPS))
@@ -131,13 +133,19 @@ SHAPES = [
     (1000, 1000, 1, F32),  # large, non power of two E
     (3, 1000, 8, BF16),
     (3, 1000, 1000, F32),
+    # current models (see test_hf_current_models): Hy3, Kimi-K2, Qwen3-Next / 3.5,
+    # Nemotron 3 Super, E = 1024
+    (5, 192, 8, BF16),
+    (5, 384, 8, F32),
+    (5, 512, 10, F16),
+    (5, 512, 22, BF16),
+    (3, 1024, 8, BF16),
+    (3, 1024, 64, F32),
 ]
 
 
 def _shape_cases():
-    for backend, (T, E, k, dtype), sf in itertools.product(
-        ROUTE_BACKENDS, SHAPES, ["softmax", "sigmoid"]
-    ):
+    for backend, (T, E, k, dtype), sf in itertools.product(ROUTE_BACKENDS, SHAPES, SCORE_FUNCS):
         if dtype == F64 and backend != "cpu":
             continue  # fp64 logits are a CPU-only feature
         yield pytest.param(backend, T, E, k, dtype, sf, id=f"{backend}-T{T}-E{E}-k{k}-{dtype}-{sf}")
@@ -159,6 +167,13 @@ GROUP_CASES = [
     (5, 8, 4, 4, 4, F64),  # every group kept: same as ungrouped
     (7, 60, 5, 6, 1, F32),  # one group kept, E not a power of two
     (0, 64, 8, 8, 3, F32),
+    # group-limited routing at the expert counts of current models
+    (5, 384, 8, 8, 4, BF16),  # Kimi-K2's E (groups of 48)
+    (5, 384, 8, 12, 4, F32),  # groups of 32
+    (5, 512, 22, 8, 4, F32),  # Nemotron 3 Super's E and k (groups of 64)
+    (5, 512, 10, 16, 4, BF16),  # Qwen3-Next's E and k, groups of 32
+    (3, 1024, 8, 32, 4, F32),
+    (3, 1024, 16, 8, 2, BF16),  # groups of 128
 ]
 
 
@@ -175,6 +190,7 @@ def test_route_groups(backend, T, E, k, G, TG, dtype):
     if T:
         assert max(len(set((r // (E // G)).tolist())) for r in ids) <= TG
     check_route(backend, logits, k, score_func="softmax", renormalize=False, **kw)
+    check_route(backend, logits, k, score_func="sqrtsoftplus", **kw)
 
 
 @pytest.mark.parametrize("backend", ROUTE_BACKENDS)
@@ -207,7 +223,7 @@ def test_route_deterministic(backend):
 
 
 @pytest.mark.parametrize("backend", ROUTE_BACKENDS)
-@pytest.mark.parametrize("score_func", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("score_func", SCORE_FUNCS)
 @pytest.mark.parametrize("dtype", [F32, BF16, F16])
 @pytest.mark.parametrize("E,k", [(8, 2), (7, 7), (64, 8), (1000, 8)])
 def test_route_all_equal_ties(backend, score_func, dtype, E, k):
@@ -219,12 +235,12 @@ def test_route_all_equal_ties(backend, score_func, dtype, E, k):
     torch.testing.assert_close(w, torch.full((T, k), 1.0 / k), **W_TOL[F32])
     w, ids = run_route(backend, logits, k, score_func=score_func, renormalize=False)
     assert torch.equal(ids, torch.arange(k, dtype=torch.int32).expand(T, k))
-    s = 1.0 / E if score_func == "softmax" else torch.sigmoid(torch.tensor(0.25)).item()
+    s = reference.scores(logits[:1], score_func)[0, 0].item()
     torch.testing.assert_close(w, torch.full((T, k), s), **W_TOL[F32])
 
 
 @pytest.mark.parametrize("backend", ROUTE_BACKENDS)
-@pytest.mark.parametrize("score_func", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("score_func", SCORE_FUNCS)
 def test_route_partial_ties(backend, score_func):
     # A few experts tie at the top (and a few more for the last places): lower id first.
     E, k = 32, 4
@@ -249,10 +265,11 @@ def test_route_ties_in_low_precision(backend, dtype):
     logits = make_logits(300, 1000, dtype)
     check_route(backend, logits, 8)
     check_route(backend, logits, 8, score_func="sigmoid")
+    check_route(backend, logits, 8, score_func="sqrtsoftplus")
 
 
 @pytest.mark.parametrize("backend", ROUTE_BACKENDS)
-@pytest.mark.parametrize("score_func", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("score_func", SCORE_FUNCS)
 @pytest.mark.parametrize("dtype", [F32, BF16, F16])
 def test_route_minus_inf(backend, score_func, dtype):
     # -inf logits (masked experts): score 0, never chosen while finite experts remain, and
@@ -283,6 +300,45 @@ def test_route_plus_inf_sigmoid(backend, dtype):
     check_route(backend, logits, 16, score_func="sigmoid", renormalize=False)
 
 
+@pytest.mark.parametrize("backend", ROUTE_BACKENDS)
+@pytest.mark.parametrize("dtype", [F32, BF16])
+def test_route_plus_inf_sqrtsoftplus(backend, dtype):
+    # +inf logits have sqrtsoftplus score +inf: chosen first (ties -> lower id), weight +inf
+    # without renormalisation. Renormalised, their weights are inf / inf: the CPU op refuses the
+    # row (as softmax rows with +inf); other backends still route it to valid, distinct experts.
+    T, E = 6, 16
+    logits = make_logits(T, E, dtype)
+    logits[:, [9, 3]] = float("inf")
+    w, ids = check_route(backend, logits, 4, score_func="sqrtsoftplus", renormalize=False)
+    assert torch.equal(ids[:, :2], torch.tensor([3, 9], dtype=torch.int32).expand(T, 2))
+    assert (w[:, :2] == float("inf")).all()
+    if backend == "cpu":
+        with pytest.raises(RuntimeError, match="inf"):
+            run_route(backend, logits, 4, score_func="sqrtsoftplus")
+    else:
+        w, ids = run_route(backend, logits, 4, score_func="sqrtsoftplus")
+        _check_valid_ids(ids, E)
+        assert torch.equal(ids[:, :2], torch.tensor([3, 9], dtype=torch.int32).expand(T, 2))
+
+
+@pytest.mark.parametrize("backend", ROUTE_BACKENDS)
+def test_route_sqrtsoftplus_threshold(backend):
+    # torch's softplus is x itself above 20 (and log1p(exp(x)) below): scores on both sides of
+    # the threshold, far negative logits (softplus underflows to 0) and -inf.
+    # (no logit in (-104, -87), where exp is subnormal in fp32 and libraries may round it
+    # differently: the ids of the tied zeros would then depend on the library)
+    row = [-200, -150, -110, -80, -60, -40, -20, -10, -3, -1, 0, 0.5, 2, 5, 7, 10]
+    row += [12, 15, 19, 19.5, 19.99, 20, 20.01, 20.5, 21, 25, 30, 40, 60, 100, 1e3, 1e4]
+    E = len(row)
+    logits = torch.tensor(row).repeat(3, 1)
+    logits[1] = logits[1].flip(0)
+    logits[2, ::3] = float("-inf")
+    w, ids = check_route(backend, logits, 8, score_func="sqrtsoftplus", renormalize=False)
+    torch.testing.assert_close(w[0], logits[0, 24:].flip(0).sqrt(), **W_TOL[F32])
+    check_route(backend, logits, E, score_func="sqrtsoftplus", renormalize=False)
+    check_route(backend, logits, 8, score_func="sqrtsoftplus")
+
+
 def _check_valid_ids(ids, E):
     # in range and k distinct experts per row, whatever the scores were
     assert ((ids >= 0) & (ids < E)).all()
@@ -310,7 +366,7 @@ def test_route_plus_inf_softmax(backend):
 
 
 @pytest.mark.parametrize("backend", [b for b in ROUTE_BACKENDS if b == "cpu"])
-@pytest.mark.parametrize("score_func", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("score_func", SCORE_FUNCS)
 @pytest.mark.parametrize("dtype", [F32, BF16, F64])
 def test_route_nan_raises_on_cpu(backend, score_func, dtype):
     # NaN logits are a bug upstream: the CPU op must say so instead of routing silently.
@@ -439,6 +495,165 @@ def test_hf_deepseek_v3(backend, norm_topk_prob, E, k, G, TG):
     assert (keys.diff(dim=-1) <= 0).all()
 
 
+@pytest.mark.parametrize("backend", ROUTE_BACKENDS)
+@pytest.mark.parametrize("E,k", [(16, 4), (64, 6), (256, 6)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_hf_deepseek_v4(backend, E, k, with_bias):
+    # DeepseekV4TopKRouter: sqrt(softplus(logits)), biased top-k, renormalise, x routed scaling
+    # factor (1.5). Forward and backward (d hidden through the router) against HF's module.
+    from transformers import DeepseekV4Config
+    from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4TopKRouter
+
+    cfg = DeepseekV4Config(
+        hidden_size=32, n_routed_experts=E, num_experts_per_tok=k, routed_scaling_factor=1.5
+    )
+    assert cfg.scoring_func == "sqrtsoftplus"
+    router = DeepseekV4TopKRouter(cfg)
+    with torch.no_grad():
+        router.weight.normal_(0.0, 1.0)
+        if with_bias:
+            router.e_score_correction_bias.copy_(torch.randn(E) * 0.3)
+    hidden = torch.randn(128, 32, requires_grad=True)
+    logits, hf_w, hf_ids = router(hidden)
+    assert (logits.detach().sort(-1).values.diff(dim=-1) != 0).all()  # no exact ties
+    gw = torch.randn(hf_w.shape)
+    (hf_dh,) = torch.autograd.grad(hf_w, hidden, gw)
+
+    dev = device_of(backend)
+    bias = router.e_score_correction_bias.to(dev)
+    weight = router.weight.detach().t().to(dev)
+    h = hidden.detach().to(dev).requires_grad_()
+    w_dev, ids = op(backend, "route")(h @ weight, k, "sqrtsoftplus", True, bias, 1, 1, 1.5)
+    w, ids = w_dev.detach().cpu(), ids.cpu()
+    # HF uses topk(sorted=False): compare the id sets, weights aligned to the ids
+    hs, hp = hf_ids.long().sort(-1)
+    os_, op_ = ids.long().sort(-1)
+    assert torch.equal(os_, hs)
+    torch.testing.assert_close(w.gather(1, op_), hf_w.detach().gather(1, hp), **W_TOL[F32])
+    # our order is descending in the biased selection key
+    keys = (torch.nn.functional.softplus(logits.detach()).sqrt() + bias.cpu()).gather(1, ids.long())
+    assert (keys.diff(dim=-1) <= 0).all()
+    # backward: HF's d(gw . weights)/d hidden, ours with gw moved to our id order
+    # (expert hs[:, m] sits at HF position hp[:, m] and at our position op_[:, m])
+    gw_ours = torch.empty_like(gw).scatter_(1, op_, gw.gather(1, hp))
+    (dh,) = torch.autograd.grad(w_dev, h, gw_ours.to(dev))
+    torch.testing.assert_close(dh.cpu(), hf_dh, atol=1e-5, rtol=1e-5)
+
+
+# --- current models' routers at their real expert counts and top-k -------------------------
+
+
+def _nemotron_h_router(E, k, G=1, TG=1):
+    from transformers import NemotronHConfig
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHTopkRouter
+
+    cfg = NemotronHConfig(
+        hidden_size=32,
+        n_routed_experts=E,
+        num_experts_per_tok=k,
+        n_group=G,
+        topk_group=TG,
+        norm_topk_prob=True,
+        routed_scaling_factor=2.5,
+    )
+    return NemotronHTopkRouter(cfg), dict(
+        score_func="sigmoid", num_groups=G, topk_groups=TG, scaling_factor=2.5
+    )
+
+
+def _qwen3_next_router(E, k):
+    from transformers import Qwen3NextConfig
+    from transformers.models.qwen3_next.modeling_qwen3_next import Qwen3NextTopKRouter
+
+    cfg = Qwen3NextConfig(hidden_size=32, num_experts=E, num_experts_per_tok=k)
+    return Qwen3NextTopKRouter(cfg), dict(score_func="softmax")
+
+
+def _deepseek_v3_router(E, k, G, TG, scale):
+    from transformers import DeepseekV3Config
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+
+    cfg = _cfg(
+        DeepseekV3Config,
+        n_routed_experts=E,
+        num_experts_per_tok=k,
+        n_group=G,
+        topk_group=TG,
+        routed_scaling_factor=scale,
+        norm_topk_prob=True,
+    )
+    return DeepseekV3TopkRouter(cfg), dict(
+        score_func="sigmoid", num_groups=G, topk_groups=TG, scaling_factor=scale
+    )
+
+
+def _hy3_router(E, k):
+    from transformers import HYV3Config
+    from transformers.models.hy_v3.modeling_hy_v3 import HYV3TopKRouter
+
+    cfg = HYV3Config(hidden_size=32, num_experts=E, num_experts_per_tok=k)
+    router = HYV3TopKRouter(cfg)
+    bias = torch.randn(E) * 0.3
+    # HYV3TopKRouter takes the correction bias as an argument (the MoE block owns it)
+    router.e_score_correction_bias = bias
+    return (
+        (lambda h: HYV3TopKRouter.forward(router, h, bias)),
+        router,
+        dict(score_func="sigmoid", scaling_factor=cfg.router_scaling_factor),
+    )
+
+
+# (id, factory) -> (router, route kwargs); the routers of current models at their real E and k
+# (Kimi-K2 is a DeepSeek-V3 model with n_group = topk_group = 1, routed_scaling_factor 2.827;
+# Nemotron 3 Super is a nemotron_h model; Qwen3.5 routes as Qwen3-Next).
+CURRENT_ROUTERS = {
+    "nemotron-3-super-E512-k22": lambda: _nemotron_h_router(512, 22),
+    "nemotron-h-E512-k22-G8-TG4": lambda: _nemotron_h_router(512, 22, 8, 4),
+    "qwen3-next-E512-k10": lambda: _qwen3_next_router(512, 10),
+    "kimi-k2-E384-k8": lambda: _deepseek_v3_router(384, 8, 1, 1, 2.827),
+    "deepseek-v3-style-E384-k8-G8-TG4": lambda: _deepseek_v3_router(384, 8, 8, 4, 2.5),
+    "deepseek-v3-style-E512-k8-G16-TG4": lambda: _deepseek_v3_router(512, 8, 16, 4, 2.5),
+    "deepseek-v3-style-E1024-k8-G16-TG4": lambda: _deepseek_v3_router(1024, 8, 16, 4, 2.5),
+    "qwen3-next-style-E1024-k16": lambda: _qwen3_next_router(1024, 16),
+    "hy3-E192-k8": lambda: _hy3_router(192, 8),
+}
+
+
+@pytest.mark.parametrize("backend", ROUTE_BACKENDS)
+@pytest.mark.parametrize("name", list(CURRENT_ROUTERS))
+def test_hf_current_models(backend, name):
+    # HF's own router module at the model's E and k as the oracle: the id sets (HF's topk is
+    # unsorted for the sigmoid routers) and the weights aligned to them. T is small on the
+    # emulator, which runs every lane of the CUDA source on the CPU.
+    made = CURRENT_ROUTERS[name]()
+    if len(made) == 3:
+        call, router, kw = made
+    else:
+        router, kw = made
+        call = router
+    E = router.weight.shape[0]
+    T = 64 if backend == "cpu" else 6
+    with torch.no_grad():
+        router.weight.normal_(0.0, 1.0)
+        bias = getattr(router, "e_score_correction_bias", None)
+        if bias is not None and kw["score_func"] == "sigmoid" and not name.startswith("hy3"):
+            bias.copy_(torch.randn(E) * 0.3)
+        for _ in range(20):  # precondition of an exact id comparison: no exact logit ties
+            logits, hf_w, hf_ids = call(torch.randn(T, 32))
+            if (logits.sort(-1).values.diff(dim=-1) != 0).all():
+                break
+    assert (logits.sort(-1).values.diff(dim=-1) != 0).all()
+    if bias is not None:
+        kw = dict(kw, correction_bias=bias)
+    k = hf_ids.shape[1]
+    w, ids = run_route(backend, logits, k, **kw)
+    hs, hp = hf_ids.long().sort(-1)
+    os_, op_ = ids.long().sort(-1)
+    assert torch.equal(os_, hs)
+    torch.testing.assert_close(w.gather(1, op_), hf_w.float().gather(1, hp), **W_TOL[F32])
+    check_route(backend, logits, k, **kw)  # and the reference (descending order, ties)
+
+
 # --- opcheck, gradcheck, backward ---------------------------------------------------------------
 
 OPCHECK_CASES = {
@@ -455,6 +670,11 @@ OPCHECK_CASES = {
         ),
     ),
     "softmax-norenorm-f16-kE": (lambda: make_logits(4, 7, F16), 7, dict(renormalize=False)),
+    "sqrtsoftplus-bias-f32": (
+        lambda: make_logits(5, 12),
+        4,
+        dict(score_func="sqrtsoftplus", correction_bias=make_bias(12), scaling_factor=1.5),
+    ),
 }
 
 
@@ -480,13 +700,14 @@ def test_route_opcheck(backend, case):
 
 GRAD_CASES = [
     dict(score_func=sf, renormalize=rn, scaling_factor=sc)
-    for sf in ("softmax", "sigmoid")
+    for sf in SCORE_FUNCS
     for rn in (True, False)
     for sc in (1.0, 2.5)
 ]
-GRAD_CASES.append(
-    dict(score_func="sigmoid", renormalize=True, scaling_factor=2.5, num_groups=4, topk_groups=2)
-)
+GRAD_CASES += [
+    dict(score_func=sf, renormalize=True, scaling_factor=2.5, num_groups=4, topk_groups=2)
+    for sf in ("sigmoid", "sqrtsoftplus")
+]
 
 
 @pytest.mark.parametrize("kw", GRAD_CASES, ids=lambda kw: "-".join(map(str, kw.values())))
@@ -500,6 +721,20 @@ def test_route_gradcheck(kw):
 
     def f(x):
         return op("cpu", "route")(x, 2, **kw)[0]
+
+    assert torch.autograd.gradcheck(f, (logits,), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_route_gradcheck_sqrtsoftplus_wide(renormalize):
+    # sqrtsoftplus's derivative on both sides of softplus' threshold (20) and for very negative
+    # logits (tiny scores): fp64 on CPU, logits spread over [-40, 40] on a grid of spacing 2.5,
+    # each at least 0.5 from the threshold.
+    grid = torch.arange(33, dtype=F64) * 2.5 - 40.0 + 0.5
+    logits = torch.stack([grid[torch.randperm(33)] for _ in range(3)]).requires_grad_()
+
+    def f(x):
+        return op("cpu", "route")(x, 12, "sqrtsoftplus", renormalize, None, 1, 1, 1.5)[0]
 
     assert torch.autograd.gradcheck(f, (logits,), eps=1e-6, atol=1e-8)
 
@@ -531,7 +766,8 @@ def test_route_backward_vs_reference(backend, kw, dtype):
 
 
 @pytest.mark.parametrize("backend", [b for b in ROUTE_BACKENDS if b != "cpu"])
-def test_route_backward_matches_cpu(backend):
+@pytest.mark.parametrize("score_func", ["sigmoid", "sqrtsoftplus"])
+def test_route_backward_matches_cpu(backend, score_func):
     # The same forward and backward on another backend as on the native CPU op.
     logits = make_logits(64, 64)
     gw = torch.randn(64, 8)
@@ -539,7 +775,7 @@ def test_route_backward_matches_cpu(backend):
     grads, outs = [], []
     for b in ("cpu", backend):
         x = logits.clone().to(device_of(b)).requires_grad_()
-        w, ids = op(b, "route")(x, 8, "sigmoid", True, bias.to(x.device), 8, 3, 2.5)
+        w, ids = op(b, "route")(x, 8, score_func, True, bias.to(x.device), 8, 3, 2.5)
         w.backward(gw.to(x.device))
         grads.append(x.grad.cpu())
         outs.append((w.detach().cpu(), ids.cpu()))
@@ -564,3 +800,37 @@ def test_route_nan_other_backends(backend):
     rw, rids = reference.route(logits[ok], 4, score_func="sigmoid")
     assert torch.equal(ids[ok], rids)
     torch.testing.assert_close(w[ok], rw, **W_TOL[F32])
+
+
+@pytest.mark.parametrize("backend", ROUTE_BACKENDS)
+def test_route_bad_score_func_names_the_argument(backend):
+    logits = make_logits(4, 8).to(device_of(backend))
+    for name in ("route", "route_with_stats"):
+        with pytest.raises(RuntimeError, match=r"moe_ext\.route.*score_func.*sqrtsoftplus.*relu"):
+            op(backend, name)(logits, 2, "relu")
+    ids = torch.zeros(4, 2, dtype=torch.int32, device=logits.device)
+    gw = torch.zeros(4, 2, device=logits.device)
+    with pytest.raises(RuntimeError, match=r"moe_ext\.route_backward.*score_func.*Softmax"):
+        op(backend, "route_backward")(gw, logits, ids, "Softmax", True, 1.0)
+
+
+def test_route_sqrtsoftplus_compiles_without_recompiles():
+    # torch.compile(fullgraph=True) through the fake kernel and the backward, T dynamic
+    import torch._dynamo.testing
+
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    bias = make_bias(32)
+
+    def fn(x):
+        w, ids = moe_ext.route(x, 4, "sqrtsoftplus", True, bias, 4, 2, 1.5)
+        return w, ids
+
+    compiled = torch.compile(fn, backend=counter, fullgraph=True, dynamic=True)
+    for T in (3, 17, 40):
+        x = make_logits(T, 32).requires_grad_()
+        w, ids = compiled(x)
+        w.sum().backward()
+        rw, rids = fn(x.detach())
+        assert torch.equal(ids, rids)
+        torch.testing.assert_close(w.detach(), rw, **W_TOL[F32])
+    assert counter.frame_count == 1

@@ -15,12 +15,11 @@ EMU = "emu" in STATS_BACKENDS
 
 
 def expected_stats(logits, top_k, **kw):
-    """counts and mean scores computed from reference.route and torch's softmax/sigmoid."""
+    """counts and mean scores computed from reference.route and reference.scores."""
     w, ids = reference.route(logits, top_k, **kw)
     E = logits.shape[1]
     counts = torch.bincount(ids.reshape(-1).long(), minlength=E).to(torch.int32)
-    x = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
-    s = torch.softmax(x, -1) if kw.get("score_func", "softmax") == "softmax" else torch.sigmoid(x)
+    s = reference.scores(logits, kw.get("score_func", "softmax"))
     mean = s.mean(0) if logits.shape[0] else s.new_zeros(E)
     return w, ids, counts, mean
 
@@ -37,6 +36,17 @@ CASES = [
         num_groups=8,
         topk_groups=4,
         scaling_factor=2.5,
+    ),
+    dict(
+        T=129,
+        E=256,
+        k=6,
+        score_func="sqrtsoftplus",
+        bias=True,
+        scaling_factor=1.5,
+    ),
+    dict(
+        T=50, E=64, k=8, score_func="sqrtsoftplus", renormalize=False, num_groups=8, topk_groups=2
     ),
     dict(T=3, E=1000, k=8),
     dict(T=1, E=7, k=7),
@@ -97,7 +107,7 @@ def test_load_balancing_loss_uniform_is_k():
     assert moe_ext.load_balancing_loss(counts, mean, T).item() == pytest.approx(k)
 
 
-@pytest.mark.parametrize("score_func", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("score_func", list(reference.SCORE_FUNCS))
 @pytest.mark.parametrize("renormalize", [True, False])
 def test_stats_gradcheck(score_func, renormalize):
     # d(loss)/d(logits) through both outputs that carry gradient: weights and mean_prob
@@ -114,13 +124,14 @@ def test_stats_gradcheck(score_func, renormalize):
 
 
 @pytest.mark.parametrize("backend", [b for b in STATS_BACKENDS if b != "cpu"])
-def test_stats_backward_matches_cpu(backend):
+@pytest.mark.parametrize("score_func", ["sigmoid", "sqrtsoftplus"])
+def test_stats_backward_matches_cpu(backend, score_func):
     logits = make_logits(100, 64)
     gw = torch.randn(100, 8)
     grads = []
     for b in ("cpu", backend):
         x = logits.clone().to(device_of(b)).requires_grad_()
-        w, _, counts, mean = op(b, "route_with_stats")(x, 8, "sigmoid", True, None, 8, 3, 2.5)
+        w, _, counts, mean = op(b, "route_with_stats")(x, 8, score_func, True, None, 8, 3, 2.5)
         loss = (w * gw.to(x.device)).sum() + moe_ext.load_balancing_loss(counts, mean, 100)
         loss.backward()
         grads.append(x.grad.cpu())

@@ -87,6 +87,12 @@ static void check_values_in_range(const char* op, const char* name, const at::Te
   MOE_CHECK(op, false, name, where.str(), " = ", value, " is out of range [", lo, ", ", hi, ")");
 }
 
+void check_route_score_func(const char* op, c10::string_view score_func) {
+  MOE_CHECK(op, score_func == "softmax" || score_func == "sigmoid" || score_func == "sqrtsoftplus",
+            "score_func must be \"softmax\", \"sigmoid\" or \"sqrtsoftplus\", got \"",
+            std::string(score_func), "\"");
+}
+
 void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view score_func,
                       const std::optional<at::Tensor>& correction_bias, int64_t num_groups,
                       int64_t topk_groups) {
@@ -96,8 +102,7 @@ void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view 
   const int64_t E = logits.size(1);
   MOE_CHECK(op, E >= 1, "logits must have at least one expert column, got ", describe(logits));
   MOE_CHECK(op, top_k >= 1 && top_k <= E, "top_k must be in [1, num_experts=", E, "], got ", top_k);
-  MOE_CHECK(op, score_func == "softmax" || score_func == "sigmoid",
-            "score_func must be \"softmax\" or \"sigmoid\", got \"", std::string(score_func), "\"");
+  check_route_score_func(op, score_func);
   if (correction_bias) {
     const auto& b = *correction_bias;
     check_dim(op, "correction_bias", b, 1);

@@ -55,6 +55,8 @@ class DeviceBackendScope {
 };
 
 // Argument validation per op; each backend calls the one for its op before launching.
+// score_func of route / route_with_stats / route_backward: "softmax", "sigmoid" or "sqrtsoftplus".
+void check_route_score_func(const char* op, c10::string_view score_func);
 void check_route_args(const at::Tensor& logits, int64_t top_k, c10::string_view score_func,
                       const std::optional<at::Tensor>& correction_bias, int64_t num_groups,
                       int64_t topk_groups);

@@ -1,4 +1,5 @@
-// Bindings of route, route_with_stats and route_backward (router top-k and its gradient): checks,
+// Bindings of route, route_with_stats, route_backward (router top-k and its gradient) and
+// route_weights (the weights of given experts): checks,
 // then the native CPU ops or tensors -> RouteParams and the kernels (kernels/route.cuh) on the
 // device target.
 #include "../cpu/cpu_ops.h"
@@ -21,6 +22,13 @@ RouteDtype route_dtype(const char* op, const at::Tensor& logits) {
                 describe(logits));
   }
   return RouteDtype::kFloat32;
+}
+
+// The kernels' score function (score_func already checked by check_route_score_func).
+RouteScore route_score(c10::string_view score_func) {
+  return score_func == "softmax"   ? RouteScore::kSoftmax
+         : score_func == "sigmoid" ? RouteScore::kSigmoid
+                                   : RouteScore::kSqrtSoftplus;
 }
 
 void check_route_device_limits(const char* op, const at::Tensor& logits) {
@@ -76,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_device(
   p.top_k = static_cast<int32_t>(top_k);
   p.num_groups = static_cast<int32_t>(num_groups);
   p.topk_groups = static_cast<int32_t>(topk_groups);
-  p.softmax = score_func == "softmax";
+  p.score = route_score(score_func);
   p.renormalize = renormalize;
   p.scaling = static_cast<float>(scaling_factor);
   launch_on<T>(op, &launch_route<T>, p,
@@ -138,6 +146,7 @@ at::Tensor route_backward(const at::Tensor& grad_weights, const at::Tensor& logi
   check_dim(op, "logits", logits, 2);
   check_dim(op, "ids", ids, 2);
   check_int32(op, "ids", ids);
+  check_route_score_func(op, score_func);
   MOE_CHECK(op, grad_weights.sizes() == ids.sizes() && ids.size(0) == logits.size(0),
             "grad_weights and ids must be [T, top_k] with T = logits.size(0), got ",
             describe(grad_weights), " and ", describe(ids));
@@ -168,7 +177,7 @@ at::Tensor route_backward(const at::Tensor& grad_weights, const at::Tensor& logi
     p.tokens = logits.size(0);
     p.experts = static_cast<int32_t>(logits.size(1));
     p.top_k = static_cast<int32_t>(ids.size(1));
-    p.softmax = score_func == "softmax";
+    p.score = route_score(score_func);
     p.renormalize = renormalize;
     p.scaling = static_cast<float>(scaling_factor);
     launch_on<T>(op, &launch_route_backward<T>, p,
@@ -181,8 +190,57 @@ at::Tensor route_backward(const at::Tensor& grad_weights, const at::Tensor& logi
   }
 }
 
+// route_weights (DeepSeek-V4 hash layers: the experts of each token are given, ids =
+// tid2eid[input_ids]; the router only weights them): route_weights_kernel on the device.
+template <Target T>
+at::Tensor route_weights(const at::Tensor& logits, const at::Tensor& ids_in,
+                         c10::string_view score_func, bool renormalize, double scaling_factor) {
+  const CheckScope<T> checks;
+  const char* op = "route_weights";
+  check_dim(op, "logits", logits, 2);
+  check_float(op, "logits", logits, /*allow_fp64_on_cpu=*/true);
+  check_dim(op, "ids", ids_in, 2);
+  MOE_CHECK(op, ids_in.scalar_type() == at::kInt || ids_in.scalar_type() == at::kLong,
+            "ids must be int32 or int64, got ", describe(ids_in));
+  check_same_device(op, "ids", ids_in, "logits", logits);
+  const int64_t E = logits.size(1);
+  MOE_CHECK(op, E >= 1, "logits must have at least one expert column, got ", describe(logits));
+  MOE_CHECK(op, ids_in.size(0) == logits.size(0) && ids_in.size(1) >= 1,
+            "ids must be [T=", logits.size(0), " (logits' rows), k >= 1], got ", describe(ids_in));
+  check_route_score_func(op, score_func);
+  if (value_checks_enabled(ids_in) && ids_in.numel() > 0) {
+    const bool in_range = ((ids_in >= 0) & (ids_in < E)).all().item<bool>();
+    MOE_CHECK(op, in_range, "ids must be in [0, E=", E, "), got values in [",
+              ids_in.min().item<int64_t>(), ", ", ids_in.max().item<int64_t>(), "]");
+  }
+  if constexpr (T == Target::kCpu) {
+    return route_weights_cpu(logits, ids_in, score_func, renormalize, scaling_factor);
+  } else {
+    RouteWeightsParams p{};
+    p.dtype = route_dtype(op, logits);
+    check_route_device_limits(op, logits);
+    const auto x = logits.stride(1) == 1 ? logits : logits.contiguous();
+    const auto ids = ids_in.to(at::kInt).contiguous();
+    auto weights = at::empty(ids.sizes(), logits.options().dtype(at::kFloat));
+    p.logits = x.const_data_ptr();
+    p.row_stride = x.stride(0);
+    p.ids = ids.const_data_ptr<int32_t>();
+    p.weights = weights.data_ptr<float>();
+    p.tokens = logits.size(0);
+    p.experts = static_cast<int32_t>(E);
+    p.top_k = static_cast<int32_t>(ids.size(1));
+    p.score = route_score(score_func);
+    p.renormalize = renormalize;
+    p.scaling = static_cast<float>(scaling_factor);
+    launch_on<T>(op, &launch_route_weights<T>, p,
+                 {{"logits", x, false}, {"ids", ids, false}, {"weights", weights, true}});
+    return weights;
+  }
+}
+
 MOE_EXT_INSTANTIATE(route)
 MOE_EXT_INSTANTIATE(route_with_stats)
 MOE_EXT_INSTANTIATE(route_backward)
+MOE_EXT_INSTANTIATE(route_weights)
 
 }  // namespace moe_ext

@@ -1,10 +1,12 @@
-// Native CPU router: scores (softmax/sigmoid) -> optional group-limited selection -> top-k.
+// Native CPU router: scores (softmax / sigmoid / sqrt(softplus)) -> optional group-limited
+// selection -> top-k.
 //
 // One token per task of at::parallel_for; scores are computed in fp32 (fp64 for fp64 logits)
 // exactly as reference.route specifies. Selection order is "key descending, expert id ascending",
 // so ties go to the lower expert id and the ids of a token come out in descending key order.
 // NaN logits (and NaN correction_bias) raise; so does a softmax row whose scores are undefined
-// (+inf present, or every logit -inf).
+// (+inf present, or every logit -inf) and a renormalised sqrtsoftplus row holding +inf (score
+// +inf, weights inf / inf).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
@@ -30,8 +32,26 @@ struct KeyDescIdAsc {
   }
 };
 
+enum class Score { kSoftmax, kSigmoid, kSqrtSoftplus };
+
+Score parse_score(c10::string_view score_func) {
+  return score_func == "softmax"   ? Score::kSoftmax
+         : score_func == "sigmoid" ? Score::kSigmoid
+                                   : Score::kSqrtSoftplus;
+}
+
+// The scores of a whole [T, E] tensor in the accumulation dtype, as reference.scores.
+at::Tensor score_tensor(const at::Tensor& x, Score score) {
+  switch (score) {
+    case Score::kSoftmax: return at::softmax(x, -1);
+    case Score::kSigmoid: return at::sigmoid(x);
+    case Score::kSqrtSoftplus: return at::sqrt(at::softplus(x));
+  }
+  return x;
+}
+
 template <typename scalar_t>
-void route_kernel_cpu(const at::Tensor& logits, int64_t top_k, bool softmax, bool renormalize,
+void route_kernel_cpu(const at::Tensor& logits, int64_t top_k, Score score_fn, bool renormalize,
                       const at::Tensor* bias, int64_t num_groups, int64_t topk_groups,
                       double scaling, at::Tensor& weights, at::Tensor& ids) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -61,15 +81,25 @@ void route_kernel_cpu(const at::Tensor& logits, int64_t top_k, bool softmax, boo
         score[e] = v;
         mx = std::max(mx, v);
       }
-      if (softmax) {
+      if (score_fn == Score::kSoftmax) {
         TORCH_CHECK(std::isfinite(mx), "moe_ext.route: logits row ", t,
                     mx > 0 ? " contains +inf" : " is entirely -inf",
                     ", so its softmax is undefined");
         acc_t sum = 0;
         for (int64_t e = 0; e < E; ++e) sum += (score[e] = std::exp(score[e] - mx));
         for (int64_t e = 0; e < E; ++e) score[e] /= sum;
-      } else {
+      } else if (score_fn == Score::kSigmoid) {
         for (int64_t e = 0; e < E; ++e) score[e] = acc_t(1) / (acc_t(1) + std::exp(-score[e]));
+      } else {
+        TORCH_CHECK(!renormalize || mx < std::numeric_limits<acc_t>::infinity(),
+                    "moe_ext.route: logits row ", t,
+                    " contains +inf, so its sqrtsoftplus score is +inf and the renormalised "
+                    "weights are undefined");
+        // softplus with torch's threshold: x for x > 20
+        for (int64_t e = 0; e < E; ++e) {
+          const acc_t v = score[e];
+          score[e] = std::sqrt(v > acc_t(20) ? v : std::log1p(std::exp(v)));
+        }
       }
       for (int64_t e = 0; e < E; ++e) key[e] = score[e] + bias_v[e];
 
@@ -128,7 +158,7 @@ std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t t
   if (T == 0) return {weights, ids};
   const at::Tensor* bias = correction_bias ? &*correction_bias : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "route_cpu", [&] {
-    route_kernel_cpu<scalar_t>(logits, top_k, score_func == "softmax", renormalize, bias,
+    route_kernel_cpu<scalar_t>(logits, top_k, parse_score(score_func), renormalize, bias,
                                num_groups, topk_groups, scaling_factor, weights, ids);
   });
   return {weights, ids};
@@ -145,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_cpu(
   // integer counts: exact, and independent of the order the assignments are visited in
   const auto counts = at::bincount(ids.reshape({-1}).to(at::kLong), {}, E).to(at::kInt);
   const auto x = logits.to(acc);
-  const auto scores = score_func == "softmax" ? at::softmax(x, -1) : at::sigmoid(x);
+  const auto scores = score_tensor(x, parse_score(score_func));
   // T = 0: the mean of no scores is 0 (not NaN)
   const auto mean_prob = T > 0 ? scores.mean(0) : at::zeros({E}, logits.options().dtype(acc));
   return {weights, ids, counts, mean_prob};
@@ -155,14 +185,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_cpu(
 //   renormalised: w_j = s_j / D with D = sum_i s_i + eps  =>  ds_i = g_i / D - <g, s_sel> / D^2
 //   mean_prob[e] = mean_t s[t, e]                           =>  ds[t, e] += g_mean[e] / T
 //   softmax: dx = s * (ds - <ds, s>);  sigmoid: dx = ds * s * (1 - s)
+//   sqrtsoftplus: dx = ds * softplus'(x) / (2 s), softplus' = sigmoid(x) (1 for x > 20, torch's
+//     threshold), and 0 where s = 0 (the limit; the chain rule through sqrt would give 0 / 0)
 at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& logits,
                               const at::Tensor& ids, c10::string_view score_func, bool renormalize,
                               double scaling_factor,
                               const std::optional<at::Tensor>& grad_mean_prob) {
   const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto x = logits.to(acc);
-  const bool softmax = score_func == "softmax";
-  const auto s = softmax ? at::softmax(x, -1) : at::sigmoid(x);
+  const Score score = parse_score(score_func);
+  const auto s = score_tensor(x, score);
   const auto idx = ids.to(at::kLong);
   auto g = grad_weights.to(acc) * scaling_factor;
   if (renormalize) {
@@ -173,7 +205,15 @@ at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& 
   auto ds = at::zeros_like(s);
   if (grad_mean_prob) ds = ds + (grad_mean_prob->to(acc) / s.size(0)).unsqueeze(0);
   ds = ds.scatter_add(1, idx, g);
-  const auto dx = softmax ? s * (ds - (ds * s).sum(-1, true)) : ds * s * (1 - s);
+  at::Tensor dx;
+  if (score == Score::kSoftmax) {
+    dx = s * (ds - (ds * s).sum(-1, true));
+  } else if (score == Score::kSigmoid) {
+    dx = ds * s * (1 - s);
+  } else {
+    const auto dsp = at::where(x > 20, at::ones_like(x), at::sigmoid(x));
+    dx = at::where(s > 0, ds * dsp / (2 * s), at::zeros_like(s));
+  }
   return dx.to(logits.scalar_type());
 }
 

@@ -5,7 +5,8 @@
 //   1. the row's logits are loaded coalesced (expert e = v*32 + lane sits in lane `lane`,
 //      register slot v; V = ceil(E/32) rounded to a power of two is a template parameter, so
 //      all E scores stay in registers), converted to fp32;
-//   2. softmax (warp max, exp, warp sum) or sigmoid; selection keys = score + correction_bias;
+//   2. softmax (warp max, exp, warp sum), sigmoid or sqrt(softplus) (DeepSeek-V4, torch's
+//      softplus threshold 20); selection keys = score + correction_bias;
 //   3. group-limited routing (num_groups > 1): keys go to shared memory, lanes compute the
 //      groups' top-2 sums, the warp picks the topk_groups best groups (same argmax as below) and
 //      the keys of the other groups become -inf -- the same rule as reference.route, fused in;
@@ -26,7 +27,8 @@
 // renormalised and scaled as in step 5 -- so for route's own ids it reproduces route's weights.
 // Backward (same mapping): recompute the scores, scatter d(weights) (through the
 // renormalisation, plus d(mean_prob) / T) into a per-warp shared row, apply the softmax /
-// sigmoid Jacobian. No atomics.
+// sigmoid / sqrt-softplus Jacobian (the last from the score alone: sigmoid(x) = 1 - exp(-s^2)).
+// No atomics.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -74,9 +76,23 @@ MOE_DEVICE MOE_FORCEINLINE int unpack_id(unsigned long long packed) {
   return static_cast<int>(0xffffffffu - static_cast<unsigned>(packed & 0xffffffffu));
 }
 
+// sqrt(softplus(x)) in fp32, softplus with torch's threshold (x for x > 20): DeepSeek-V4.
+MOE_DEVICE MOE_FORCEINLINE float sqrt_softplus(float x) {
+  return sqrtf(x > 20.f ? x : log1pf(expf(x)));
+}
+
+// d sqrt(softplus(x)) / dx from the score s alone (the backward keeps no logits):
+// softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)) = -expm1(-s^2), over 2 s. For x > 20,
+// -expm1(-s^2) rounds to 1 in fp32, torch's thresholded derivative. s = 0 (softplus underflowed,
+// or x = -inf): the limit 0, where the chain rule through sqrt would give 0 / 0.
+MOE_DEVICE MOE_FORCEINLINE float sqrt_softplus_grad(float s) {
+  return s > 0.f ? -expm1f(-s * s) / (2.f * s) : 0.f;
+}
+
 // Scores of token row `row` in registers: s[v] for expert v*32 + lane (0 where e >= E).
 template <typename T, int V>
-MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax, float (&s)[V]) {
+MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, RouteScore score,
+                                               float (&s)[V]) {
   const int lane = threadIdx.x % 32;
   float mx = -INFINITY;
   MOE_UNROLL for (int v = 0; v < V; ++v) {
@@ -84,7 +100,7 @@ MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax
     s[v] = e < E ? to_acc(ld_global_nc(row + e)) : -INFINITY;
     mx = fmaxf(mx, s[v]);
   }
-  if (softmax) {
+  if (score == RouteScore::kSoftmax) {
     mx = warp_max(mx);
     float sum = 0.f;
     MOE_UNROLL for (int v = 0; v < V; ++v) {
@@ -93,9 +109,11 @@ MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, bool softmax
     }
     sum = warp_sum(sum);
     MOE_UNROLL for (int v = 0; v < V; ++v) s[v] = s[v] / sum;
-  } else {
+  } else if (score == RouteScore::kSigmoid) {
     MOE_UNROLL for (int v = 0; v < V; ++v) s[v] =
         v * 32 + lane < E ? 1.f / (1.f + expf(-s[v])) : 0.f;
+  } else {
+    MOE_UNROLL for (int v = 0; v < V; ++v) s[v] = v * 32 + lane < E ? sqrt_softplus(s[v]) : 0.f;
   }
 }
 
@@ -165,7 +183,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1) route_kernel(RouteP
   for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
        t += static_cast<int64_t>(gridDim.x) * warps) {
     float s[V], key[V];
-    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.softmax, s);
+    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.score, s);
     MOE_UNROLL for (int v = 0; v < V; ++v) {
       const int e = v * 32 + lane;
       key[v] = s[v] + (p.bias != nullptr && e < E ? ld_global_nc(p.bias + e) : 0.f);
@@ -252,7 +270,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1)
   for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
        t += static_cast<int64_t>(gridDim.x) * warps) {
     float s[V];
-    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.softmax, s);
+    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.score, s);
     MOE_UNROLL for (int v = 0; v < V; ++v) {
       const int e = v * 32 + lane;
       if (e < E) {
@@ -290,12 +308,15 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1)
       d[v] = e < E ? ld_shared(ds + e) : 0.f;
       inner += d[v] * s[v];
     }
-    if (p.softmax) inner = warp_sum(inner);
+    const bool softmax = p.score == RouteScore::kSoftmax;
+    if (softmax) inner = warp_sum(inner);
     T* out = static_cast<T*>(p.grad_logits) + t * E;
     MOE_UNROLL for (int v = 0; v < V; ++v) {
       const int e = v * 32 + lane;
       if (e < E) {
-        const float dx = p.softmax ? s[v] * (d[v] - inner) : d[v] * s[v] * (1.f - s[v]);
+        const float dx = softmax                           ? s[v] * (d[v] - inner)
+                         : p.score == RouteScore::kSigmoid ? d[v] * s[v] * (1.f - s[v])
+                                                           : d[v] * sqrt_softplus_grad(s[v]);
         st_global(out + e, from_acc<T>(dx));
       }
     }
@@ -342,7 +363,7 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1)
   for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + warp; t < p.tokens;
        t += static_cast<int64_t>(gridDim.x) * warps) {
     float s[V];
-    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.softmax, s);
+    compute_scores<T, V>(static_cast<const T*>(p.logits) + t * p.row_stride, E, p.score, s);
     float* w = p.weights + t * k;
     float sum = 0.f;
     for (int j0 = 0; j0 < k; j0 += 32) {

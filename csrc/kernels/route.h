@@ -12,6 +12,10 @@ namespace moe_ext {
 
 using RouteDtype = FloatDtype;  // float32, bfloat16 or float16 (can_implement)
 
+// The score function s(logit): softmax over the row, sigmoid, or sqrt(softplus) (DeepSeek-V4;
+// softplus with torch's threshold 20: softplus(x) = x for x > 20).
+enum class RouteScore : int32_t { kSoftmax, kSigmoid, kSqrtSoftplus };
+
 struct RouteParams {
   const void* logits;  // [T, E], inner dim contiguous, row stride `row_stride` elements
   RouteDtype dtype;
@@ -24,7 +28,7 @@ struct RouteParams {
   int32_t top_k;       // 1..E
   int32_t num_groups;  // 1 = no group-limited routing
   int32_t topk_groups;
-  bool softmax;  // else sigmoid
+  RouteScore score;
   bool renormalize;
   float scaling;
   // Aux-loss statistics (route_with_stats), or nullptr: per-expert assignment counts [E]
@@ -45,7 +49,8 @@ struct RouteBackwardParams {
   void* grad_logits;            // [T, E] contiguous, logits' dtype
   int64_t tokens;
   int32_t experts, top_k;
-  bool softmax, renormalize;
+  RouteScore score;
+  bool renormalize;
   float scaling;
 };
 
@@ -58,7 +63,7 @@ struct RouteWeightsParams {
   float* weights;      // [T, k] fp32 out, contiguous
   int64_t tokens;
   int32_t experts, top_k;
-  bool softmax;  // else sigmoid
+  RouteScore score;
   bool renormalize;
   float scaling;
 };

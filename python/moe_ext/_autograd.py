@@ -3,9 +3,9 @@
 Each backward is written with moe_ext ops (and a few elementwise torch ops), so it runs on every
 backend, is traceable by ``torch.compile`` and never synchronises the device:
 
-* route:      d logits from d weights (softmax / sigmoid, renormalisation, scaling) by the
-              route_backward op (a kernel on CUDA / the emulator, ATen ops on CPU); the
-              selection itself is piecewise constant.
+* route:      d logits from d weights (softmax / sigmoid / sqrtsoftplus, renormalisation,
+              scaling) by the route_backward op (a kernel on CUDA / the emulator, ATen ops on
+              CPU); the selection itself is piecewise constant.
 * permute:    dx[t] = sum_j dxp[slot[t*k+j]]            -> an unweighted unpermute.
 * unpermute:  dyp[i] = w[order[i]] * dy[order[i] // k], dw[t,j] = <dy[t], yp[slot[t*k+j]]>
               -> both from the unpermute_backward op (one fused pass over the sorted rows).

@@ -10,7 +10,17 @@ from __future__ import annotations
 import torch
 
 from . import _C
+from .reference import SCORE_FUNCS
 from .reference import acc_dtype as _acc_dtype
+
+
+def _check_score_func(op, score_func):
+    # the same message as the C++ check (checks.cpp), so eager and compiled calls fail alike
+    if score_func not in SCORE_FUNCS:
+        raise RuntimeError(
+            f'moe_ext.{op}: score_func must be "softmax", "sigmoid" or "sqrtsoftplus", '
+            f'got "{score_func}"'
+        )
 
 
 def _route_fake(
@@ -26,6 +36,7 @@ def _route_fake(
     torch._check(
         logits.dim() == 2, lambda: f"moe_ext.route: logits must be 2-D, got {logits.dim()}-D"
     )
+    _check_score_func("route", score_func)
     T = logits.shape[0]
     weights = logits.new_empty((T, top_k), dtype=_acc_dtype(logits.dtype))
     ids = logits.new_empty((T, top_k), dtype=torch.int32)
@@ -72,7 +83,7 @@ def _route_with_stats_fake(
     topk_groups=1,
     scaling_factor=1.0,
 ):
-    weights, ids = _route_fake(logits, top_k)
+    weights, ids = _route_fake(logits, top_k, score_func)
     E = logits.shape[1]
     counts = logits.new_empty((E,), dtype=torch.int32)
     mean_prob = logits.new_empty((E,), dtype=_acc_dtype(logits.dtype))
@@ -82,6 +93,7 @@ def _route_with_stats_fake(
 def _route_backward_fake(
     grad_weights, logits, ids, score_func, renormalize, scaling_factor, grad_mean_prob=None
 ):
+    _check_score_func("route_backward", score_func)
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 

@@ -50,7 +50,8 @@ def route(
     Args:
         logits: ``[T, E]`` float32/bfloat16/float16 (float64 on CPU).
         top_k: experts per token, ``1 <= top_k <= E``.
-        score_func: ``"softmax"`` or ``"sigmoid"``; scores are computed in fp32.
+        score_func: ``"softmax"``, ``"sigmoid"`` or ``"sqrtsoftplus"`` (``sqrt(softplus(x))``,
+            DeepSeek-V4); scores are computed in fp32.
         renormalize: divide the chosen weights by their sum (+1e-20).
         correction_bias: optional ``[E]`` added to the scores for selection only (DeepSeek-V3).
         num_groups, topk_groups: group-limited routing (keep the ``topk_groups`` groups with the

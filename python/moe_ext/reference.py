@@ -52,9 +52,19 @@ def apply_activation(h, activation: str, activation_limit: float | None = None):
     return act(gate) * up
 
 
+SCORE_FUNCS = ("softmax", "sigmoid", "sqrtsoftplus")  # route's score_func values
+
+
 def scores(x: torch.Tensor, score_func: str) -> torch.Tensor:
-    """Router scores in the accumulation dtype: softmax, sigmoid or sqrtsoftplus
-    (DeepSeek-V4: sqrt(softplus(x)), torch's softplus with threshold 20)."""
+    """Router scores of logits `x` [..., E], computed in acc_dtype(x.dtype) (fp32, fp64 for fp64).
+
+    Args:
+        x: logits, any float dtype.
+        score_func: "softmax" (over the last dim), "sigmoid", or "sqrtsoftplus" =
+            sqrt(softplus(x)) (DeepSeek-V4; torch's softplus: beta 1, threshold 20, i.e. x for x > 20).
+    Returns:
+        scores, x's shape, in the acc dtype. Raises ValueError for another score_func.
+    """
     x = x.to(acc_dtype(x.dtype))
     if score_func == "softmax":
         return torch.softmax(x, dim=-1)
@@ -62,7 +72,7 @@ def scores(x: torch.Tensor, score_func: str) -> torch.Tensor:
         return torch.sigmoid(x)
     if score_func == "sqrtsoftplus":
         return torch.nn.functional.softplus(x).sqrt()
-    raise ValueError(f"score_func must be softmax, sigmoid or sqrtsoftplus, got {score_func!r}")
+    raise ValueError(f"score_func must be one of {SCORE_FUNCS}, got {score_func!r}")
 
 
 def route_weights(logits, ids, score_func="softmax", renormalize=True, scaling_factor=1.0):
@@ -89,7 +99,7 @@ def route(
     Args:
         logits: [T, E] float. Scores are computed in fp32 (fp64 for fp64 logits).
         top_k: experts per token, 1 <= top_k <= E.
-        score_func: "softmax" or "sigmoid".
+        score_func: "softmax", "sigmoid" or "sqrtsoftplus" (see `scores`).
         renormalize: divide the chosen weights by their sum + 1e-20.
         correction_bias: optional [E], added to the scores for selection only (DeepSeek-V3).
         num_groups, topk_groups: group-limited routing; keep the `topk_groups` groups with the
@@ -102,9 +112,8 @@ def route(
     the ops raise on CPU for such rows and for NaN logits.
     """
     cdt = _compute_dtype(logits.dtype)
-    x = logits.to(cdt)
-    scores = torch.softmax(x, dim=-1) if score_func == "softmax" else torch.sigmoid(x)
-    keys = scores if correction_bias is None else scores + correction_bias.to(cdt)
+    score = scores(logits, score_func)
+    keys = score if correction_bias is None else score + correction_bias.to(cdt)
     T, E = keys.shape
     if num_groups > 1:
         grouped = keys.view(T, num_groups, E // num_groups)
@@ -117,7 +126,7 @@ def route(
         keys = keys.masked_fill(~keep, float("-inf"))
     # stable descending sort = top-k with ties to the lower expert id
     ids = torch.sort(keys, dim=-1, descending=True, stable=True).indices[:, :top_k]
-    weights = scores.gather(1, ids)
+    weights = score.gather(1, ids)
     if renormalize:
         weights = weights / (weights.sum(-1, keepdim=True) + RENORM_EPS)
     weights = weights * scaling_factor
