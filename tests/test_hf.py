@@ -72,11 +72,29 @@ def config(name):
             sliding_window=16,
             **COMMON,
         )
+    if name == "deepseek_v4":  # layer 0 a hash layer (tid2eid), layer 1 top-k (sqrtsoftplus)
+        return t.DeepseekV4Config(
+            intermediate_size=16,
+            moe_intermediate_size=16,
+            num_local_experts=8,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            swiglu_limit=0.5,
+            mlp_layer_types=["hash_moe", "moe"],
+            **{**COMMON, "num_key_value_heads": 1},
+        )
     raise ValueError(name)
 
 
-MODELS = ["mixtral", "qwen3_moe", "olmoe", "deepseek_v3", "gpt_oss"]
-FUSED = {"mixtral": True, "qwen3_moe": True, "olmoe": True, "deepseek_v3": True, "gpt_oss": False}
+MODELS = ["mixtral", "qwen3_moe", "olmoe", "deepseek_v3", "gpt_oss", "deepseek_v4"]
+FUSED = {
+    "mixtral": True,
+    "qwen3_moe": True,
+    "olmoe": True,
+    "deepseek_v3": True,
+    "gpt_oss": False,
+    "deepseek_v4": True,  # the clamped SwiGLU as moe_mlp's activation_limit
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,6 +107,10 @@ def build(name, dtype=torch.float32):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = transformers.AutoModelForCausalLM.from_config(config(name))
+    with torch.no_grad():  # DeepSeek-V4: a random tid2eid (checkpoints carry one; init is 0)
+        for m in model.modules():
+            if hasattr(m, "tid2eid"):
+                m.tid2eid.copy_(torch.randint(0, m.num_experts, m.tid2eid.shape))
     return model.to(dtype)
 
 
