@@ -128,6 +128,22 @@ def test_moe_mlp_activation_limit_matches_reference(backend, dtype, activation):
     )
 
 
+@pytest.mark.parametrize("path", ["sm80", "sm90"])
+@pytest.mark.parametrize("backend", [b for b in backends_for("moe_mlp") if b != "cpu"])
+def test_moe_mlp_activation_limit_per_kernel_family(backend, path, monkeypatch):
+    """The clamp in both epilogues: MOE_EXT_GEMM_PATH forces the Ampere (sm80) or the Hopper
+    (sm90) kernel for both fused GEMMs (an error if one were not eligible)."""
+    if backend == "cuda" and path == "sm90" and torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the Hopper kernels need an sm_90 GPU")
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", path)
+    args = _mlp_inputs(96, 64, 48, 4, 2, torch.bfloat16, device_of(backend))
+    got = op(backend, "moe_mlp")(*args, "swiglu", 1.5)
+    want = ref.moe_mlp(
+        *[a.cpu().double() if a.is_floating_point() else a.cpu() for a in args], "swiglu", 1.5
+    )
+    torch.testing.assert_close(got.cpu().double(), want, atol=8e-2, rtol=8e-2)
+
+
 @pytest.mark.parametrize("backend", backends_for("moe_mlp"))
 def test_moe_mlp_activation_limit_backward(backend):
     dev = device_of(backend)
