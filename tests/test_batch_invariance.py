@@ -35,6 +35,7 @@ has no nn.Module route) and on CUDA when a GPU is present.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -42,6 +43,7 @@ import torch
 from conftest import BACKENDS, device_of, make_ids, op
 
 import moe_ext
+import moe_ext.emu
 
 E, K_TOP, H, I = 8, 2, 64, 64
 T_PROBE = 4
@@ -123,6 +125,12 @@ def _grouped_mm_case(backend, dtype, routing, before, after):
     a = x[(order // K_TOP).long()].to(dtype).to(dev).requires_grad_()
     b = w1.to(dev).transpose(-2, -1)  # [E, H, 2I], K-major (HF layout, no copy)
     out = op(backend, "grouped_mm")(a, b, offs.to(dev))
+    if backend == "emu":
+        # the family that ran: Hopper CTAs have 3 warpgroups, Ampere 4 warps, fp32 SIMT 8 warps
+        stats = moe_ext.emu.last_launch_stats()
+        sm80 = os.environ.get("MOE_EXT_GEMM_PATH") == "sm80"
+        expect = 256 if dtype == torch.float32 else 128 if sm80 else 384
+        assert stats["threads"] // stats["blocks"] == expect, stats
     rows = slot.view(-1, K_TOP)[before : before + T_PROBE].reshape(-1).long()
     g = torch.Generator().manual_seed(4)
     dc = torch.randn(out.shape, generator=g).to(dtype)
