@@ -48,7 +48,23 @@ from .ops import (
 )
 from .tuning import clear_gemm_tuning, load_gemm_tuning
 
-build_info = _C.build_info
+# Batch invariance per backend, as tests/test_batch_invariance.py establishes it (README, "Batch
+# invariance"): True = proven bit for bit, False = measured not to hold, None = not yet measured.
+_BATCH_INVARIANT = {
+    "emu": True,
+    "cpu": {"bfloat16": True, "float32": False},  # fp32: vendor sgemm blocking depends on M
+    "cuda": None,  # the same kernels as the emulator; no GPU has run the tests yet
+}
+
+
+def build_info() -> dict:
+    """What this build was made with (native library) plus per-backend batch invariance."""
+    info = dict(_C.build_info())
+    info["batch_invariant"] = {
+        k: (dict(v) if isinstance(v, dict) else v) for k, v in _BATCH_INVARIANT.items()
+    }
+    return info
+
 
 __all__ = [
     "MoE",
