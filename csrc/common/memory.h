@@ -6,6 +6,9 @@
 // uninitialised reads -- and counted (bytes, 32-byte sectors, bank conflicts).
 #pragma once
 
+#include <cstring>
+#include <type_traits>
+
 #include "portable.h"
 
 #if !defined(__CUDACC__)
@@ -25,9 +28,23 @@ MOE_DEVICE MOE_FORCEINLINE T ld_global(const T* p) {
 }
 
 // Read-only data for the whole kernel: the non-coherent (texture) cache path on the GPU.
+// Scalars go through __ldg directly; 16/8/4/2-byte aggregates (Vec<T, N>) as uint4/uint2/uint
+// (one ld.global.nc instruction), reinterpreted.
 template <typename T>
 MOE_DEVICE MOE_FORCEINLINE T ld_global_nc(const T* p) {
-  return __ldg(p);  // the emulator's __ldg is a checked load (simt/cuda_compat.h)
+  constexpr size_t n = sizeof(T);
+  if constexpr (std::is_arithmetic_v<T> || !(n == 2 || n == 4 || n == 8 || n == 16)) {
+    return __ldg(p);  // the emulator's __ldg is a checked load (simt/cuda_compat.h)
+  } else {
+    using W = std::conditional_t<
+        n == 16, uint4,
+        std::conditional_t<n == 8, uint2, std::conditional_t<n == 4, unsigned, unsigned short>>>;
+    const W w = __ldg(reinterpret_cast<const W*>(p));
+    T v;
+    static_assert(sizeof(W) == sizeof(T));
+    memcpy(&v, &w, sizeof(T));
+    return v;
+  }
 }
 
 template <typename T>

@@ -4,7 +4,10 @@
 //
 // A gather, not a scatter: one CTA per token row (grid-stride over tokens; the token's k slots and
 // weights staged once in shared memory), each thread owns
-// kVec consecutive columns, loaded as one 16/8/4/2-byte vector per source row, and accumulates
+// kVec consecutive columns, loaded as one 16/8/4/2-byte vector per source row -- kBatch (8) rows'
+// loads issued back to back through the read-only path (ld.global.nc: yp is never written by
+// the kernel, y is a separate buffer) before the first is used, so a token's k rows are in
+// flight together instead of one 16-byte load at a time -- and accumulates
 // in fp32 (fp64 for fp64) in j order -- the same order as the CPU op, so results are
 // deterministic and need no atomics. Dropped assignments contribute nothing, and so do slots
 // outside [-1, N) (malformed input, unchecked on the device unless MOE_EXT_DEBUG=1): they are
@@ -32,6 +35,7 @@ namespace moe_ext::MOE_KERNEL_NS {
 namespace unpermute_detail {
 
 constexpr int kThreads = 128;
+constexpr int kBatch = 8;  // source-row loads a thread keeps in flight (top_k <= 8: all of them)
 
 }  // namespace unpermute_detail
 
@@ -58,12 +62,21 @@ __global__ void __launch_bounds__(unpermute_detail::kThreads) unpermute_kernel(U
     for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
       A acc[kVec];
       MOE_UNROLL for (int i = 0; i < kVec; ++i) acc[i] = A(0);
-      for (int j = 0; j < k; ++j) {
-        const int32_t s = ld_shared(s_slot + j);
-        if (s < 0 || s >= p.num_rows) continue;  // dropped (out-of-range slots never read)
-        const A w = ld_shared(s_weight + j);
-        const V v = ld_global(yp + static_cast<int64_t>(s) * src_stride + c);
-        MOE_UNROLL for (int i = 0; i < kVec; ++i) acc[i] += w * to_acc(v.v[i]);
+      // kBatch source rows at a time: every load of the batch is issued before the first
+      // is consumed (memory-level parallelism), then they are accumulated in j order
+      for (int j0 = 0; j0 < k; j0 += kBatch) {
+        V v[kBatch];
+        bool live[kBatch];
+        MOE_UNROLL for (int b = 0; b < kBatch; ++b) {
+          const int32_t s = j0 + b < k ? ld_shared(s_slot + j0 + b) : -1;
+          live[b] = s >= 0 && s < p.num_rows;  // dropped / out-of-range slots are never read
+          if (live[b]) v[b] = ld_global_nc(yp + static_cast<int64_t>(s) * src_stride + c);
+        }
+        MOE_UNROLL for (int b = 0; b < kBatch; ++b) {
+          if (!live[b]) continue;
+          const A w = ld_shared(s_weight + j0 + b);
+          MOE_UNROLL for (int i = 0; i < kVec; ++i) acc[i] += w * to_acc(v[b].v[i]);
+        }
       }
       V out;
       MOE_UNROLL for (int i = 0; i < kVec; ++i) out.v[i] = from_acc<T>(acc[i]);

@@ -10,14 +10,15 @@
 //
 // Design: one warp per sorted row i (grid-stride). The row's assignment a, its kept flag and
 // weight are broadcast loads; the lanes stream grad_y[a / k] and yp[i] once each in kVec-wide
-// vectors (consecutive lanes on consecutive vectors: coalesced), write grad_yp[i] and keep a
-// running dot product, reduced by a butterfly warp sum (fixed order: deterministic) and stored by
-// lane 0. Every flat assignment appears exactly once in `order`, so each grad_weights entry has
-// one writer: no atomics. Reading grad_y once for both outputs is the point of fusing: the
-// torch formulation (permute of grad_y, a scaled copy, a row-wise dot) reads it twice and
-// materialises the permuted rows. Traffic: grad_y rows N*H + yp N*H read, grad_yp N*H written.
-// Vector width as in unpermute: the widest dividing H, the row stride and the base addresses.
-// Offsets are int64 (i * H can exceed 2^31).
+// vectors (both loads of a step issued before either is used, through the read-only path
+// ld.global.nc: neither is written by the kernel) (consecutive lanes on consecutive vectors:
+// coalesced), write grad_yp[i] and keep a running dot product, reduced by a butterfly warp sum
+// (fixed order: deterministic) and stored by lane 0. Every flat assignment appears exactly once in
+// `order`, so each grad_weights entry has one writer: no atomics. Reading grad_y once for both
+// outputs is the point of fusing: the torch formulation (permute of grad_y, a scaled copy, a
+// row-wise dot) reads it twice and materialises the permuted rows. Traffic: grad_y rows N*H + yp
+// N*H read, grad_yp N*H written. Vector width as in unpermute: the widest dividing H, the row
+// stride and the base addresses. Offsets are int64 (i * H can exceed 2^31).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -71,7 +72,7 @@ __global__ void __launch_bounds__(unpermute_backward_detail::kThreads)
     for (int64_t c = lane; c < vecs; c += 32) {
       V out;
       if (kept) {
-        const V g = ld_global(dy + c), v = ld_global(y + c);
+        const V g = ld_global_nc(dy + c), v = ld_global_nc(y + c);
         MOE_UNROLL for (int e = 0; e < kVec; ++e) {
           const A ge = to_acc(g.v[e]);
           out.v[e] = from_acc<T>(w * ge);
