@@ -24,13 +24,6 @@ RouteDtype route_dtype(const char* op, const at::Tensor& logits) {
   return RouteDtype::kFloat32;
 }
 
-// The kernels' score function (score_func already checked by check_route_score_func).
-RouteScore route_score(c10::string_view score_func) {
-  return score_func == "softmax"   ? RouteScore::kSoftmax
-         : score_func == "sigmoid" ? RouteScore::kSigmoid
-                                   : RouteScore::kSqrtSoftplus;
-}
-
 void check_route_device_limits(const char* op, const at::Tensor& logits) {
   MOE_CHECK(op, logits.size(1) <= kMaxRouteExperts, "the device router supports up to ",
             kMaxRouteExperts, " experts, got logits ", describe(logits));
@@ -84,7 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_device(
   p.top_k = static_cast<int32_t>(top_k);
   p.num_groups = static_cast<int32_t>(num_groups);
   p.topk_groups = static_cast<int32_t>(topk_groups);
-  p.score = route_score(score_func);
+  p.score = parse_route_score(score_func);
   p.renormalize = renormalize;
   p.scaling = static_cast<float>(scaling_factor);
   launch_on<T>(op, &launch_route<T>, p,
@@ -177,7 +170,7 @@ at::Tensor route_backward(const at::Tensor& grad_weights, const at::Tensor& logi
     p.tokens = logits.size(0);
     p.experts = static_cast<int32_t>(logits.size(1));
     p.top_k = static_cast<int32_t>(ids.size(1));
-    p.score = route_score(score_func);
+    p.score = parse_route_score(score_func);
     p.renormalize = renormalize;
     p.scaling = static_cast<float>(scaling_factor);
     launch_on<T>(op, &launch_route_backward<T>, p,
@@ -229,7 +222,7 @@ at::Tensor route_weights(const at::Tensor& logits, const at::Tensor& ids_in,
     p.tokens = logits.size(0);
     p.experts = static_cast<int32_t>(E);
     p.top_k = static_cast<int32_t>(ids.size(1));
-    p.score = route_score(score_func);
+    p.score = parse_route_score(score_func);
     p.renormalize = renormalize;
     p.scaling = static_cast<float>(scaling_factor);
     launch_on<T>(op, &launch_route_weights<T>, p,

@@ -9,6 +9,7 @@
 #include <optional>
 #include <tuple>
 
+#include "../kernels/route.h"  // RouteScore
 #include "mlp_activation.h"
 
 namespace moe_ext {
@@ -28,9 +29,10 @@ at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& 
                               double scaling_factor,
                               const std::optional<at::Tensor>& grad_mean_prob);
 
-// score(logits) in fp32 (fp64 for fp64): softmax, sigmoid or sqrtsoftplus.
-at::Tensor route_scores_cpu(const at::Tensor& logits, c10::string_view score_func);
-// The weights of given experts ids[T, k] (route_weights_cpu.cpp).
+// The score function of a checked score_func string ("softmax", "sigmoid", "sqrtsoftplus"),
+// for the CPU op and the device bindings alike.
+RouteScore parse_route_score(c10::string_view score_func);
+// The weights of given experts ids[T, k].
 at::Tensor route_weights_cpu(const at::Tensor& logits, const at::Tensor& ids,
                              c10::string_view score_func, bool renormalize, double scaling_factor);
 

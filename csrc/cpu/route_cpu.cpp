@@ -21,6 +21,13 @@
 #include "cpu_ops.h"
 
 namespace moe_ext {
+
+RouteScore parse_route_score(c10::string_view score_func) {
+  return score_func == "softmax"   ? RouteScore::kSoftmax
+         : score_func == "sigmoid" ? RouteScore::kSigmoid
+                                   : RouteScore::kSqrtSoftplus;
+}
+
 namespace {
 
 // Strict weak order used for every selection: larger key first, then lower index.
@@ -32,13 +39,7 @@ struct KeyDescIdAsc {
   }
 };
 
-enum class Score { kSoftmax, kSigmoid, kSqrtSoftplus };
-
-Score parse_score(c10::string_view score_func) {
-  return score_func == "softmax"   ? Score::kSoftmax
-         : score_func == "sigmoid" ? Score::kSigmoid
-                                   : Score::kSqrtSoftplus;
-}
+using Score = RouteScore;
 
 // The scores of a whole [T, E] tensor in the accumulation dtype, as reference.scores.
 at::Tensor score_tensor(const at::Tensor& x, Score score) {
@@ -158,7 +159,7 @@ std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t t
   if (T == 0) return {weights, ids};
   const at::Tensor* bias = correction_bias ? &*correction_bias : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "route_cpu", [&] {
-    route_kernel_cpu<scalar_t>(logits, top_k, parse_score(score_func), renormalize, bias,
+    route_kernel_cpu<scalar_t>(logits, top_k, parse_route_score(score_func), renormalize, bias,
                                num_groups, topk_groups, scaling_factor, weights, ids);
   });
   return {weights, ids};
@@ -175,7 +176,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> route_with_stats_cpu(
   // integer counts: exact, and independent of the order the assignments are visited in
   const auto counts = at::bincount(ids.reshape({-1}).to(at::kLong), {}, E).to(at::kInt);
   const auto x = logits.to(acc);
-  const auto scores = score_tensor(x, parse_score(score_func));
+  const auto scores = score_tensor(x, parse_route_score(score_func));
   // T = 0: the mean of no scores is 0 (not NaN)
   const auto mean_prob = T > 0 ? scores.mean(0) : at::zeros({E}, logits.options().dtype(acc));
   return {weights, ids, counts, mean_prob};
@@ -193,7 +194,7 @@ at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& 
                               const std::optional<at::Tensor>& grad_mean_prob) {
   const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto x = logits.to(acc);
-  const Score score = parse_score(score_func);
+  const Score score = parse_route_score(score_func);
   const auto s = score_tensor(x, score);
   const auto idx = ids.to(at::kLong);
   auto g = grad_weights.to(acc) * scaling_factor;
@@ -215,6 +216,22 @@ at::Tensor route_backward_cpu(const at::Tensor& grad_weights, const at::Tensor& 
     dx = at::where(s > 0, ds * dsp / (2 * s), at::zeros_like(s));
   }
   return dx.to(logits.scalar_type());
+}
+
+// route_weights: score(logits) gathered at the given ids, renormalised in j order (+1e-20) if
+// asked, times scaling_factor (DeepSeek-V4 hash layers).
+at::Tensor route_weights_cpu(const at::Tensor& logits, const at::Tensor& ids,
+                             c10::string_view score_func, bool renormalize, double scaling_factor) {
+  const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor w =
+      score_tensor(logits.to(acc), parse_route_score(score_func)).gather(1, ids.to(at::kLong));
+  if (renormalize && w.size(1) > 0) {
+    // summed in j order (the order route sums its choices), not by a tree reduction
+    at::Tensor sum = w.select(1, 0).clone();
+    for (int64_t j = 1; j < w.size(1); ++j) sum += w.select(1, j);
+    w = w / (sum + kRenormEps).unsqueeze(1);
+  }
+  return w * scaling_factor;
 }
 
 }  // namespace moe_ext

@@ -37,8 +37,7 @@ def _route_setup(ctx, inputs, output):
 
 
 def _route_weights_setup(ctx, inputs, output):
-    logits, ids, *rest = inputs
-    score_func, renormalize, scaling_factor = (rest + ["softmax", True, 1.0][len(rest) :])[:3]
+    logits, ids, score_func, renormalize, scaling_factor = inputs
     ctx.save_for_backward(logits, ids)
     ctx.args = (score_func, renormalize, scaling_factor)
 

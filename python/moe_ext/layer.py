@@ -199,7 +199,11 @@ class MoE(nn.Module):
             )
             counts = torch.zeros(self.num_experts, dtype=torch.int32, device=x.device)
             counts.index_add_(0, ids.reshape(-1), torch.ones_like(ids.reshape(-1)))
-            mean_prob = scores(logits.detach(), args["score_func"]).mean(0)
+            mean_prob = (  # only the aux loss reads it: no [T, E] pass without one
+                scores(logits.detach(), args["score_func"]).mean(0)
+                if self.aux_loss_coef
+                else logits.new_zeros(self.num_experts)
+            )
             return logits, weights, ids, counts, mean_prob
         weights, ids, counts, mean_prob = ops.route_with_stats(
             logits, self.top_k, correction_bias=self.correction_bias, **self.route_args
