@@ -94,5 +94,23 @@ PYBIND11_MODULE(_C, m) {
         return d;
       },
       "Counters of the most recent emulated kernel launch.");
+  m.def(
+      "emu_start_launch_log", [] { moe_simt::start_launch_log(); },
+      "Starts recording every emulated launch's kernel name and counters (clears the log).");
+  m.def(
+      "emu_stop_launch_log",
+      [] {
+        pybind11::list out;
+        for (const moe_simt::LoggedLaunch& l : moe_simt::stop_launch_log()) {
+          pybind11::dict d;
+          d["kernel"] = l.kernel;
+#define MOE_EXT_EXPORT_STAT(name) d[#name] = l.stats.name;
+          MOE_SIMT_LAUNCH_STATS(MOE_EXT_EXPORT_STAT)
+#undef MOE_EXT_EXPORT_STAT
+          out.append(d);
+        }
+        return out;
+      },
+      "Stops recording and returns the launches since emu_start_launch_log, in order.");
 #endif
 }

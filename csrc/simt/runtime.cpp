@@ -22,6 +22,8 @@ thread_local Block* tl_block = nullptr;
 
 std::mutex g_stats_mutex;
 LaunchStats g_last_stats;
+bool g_log_on = false;
+std::vector<LoggedLaunch> g_log;
 
 std::string fmt3(const uint3& v) {
   std::ostringstream s;
@@ -365,6 +367,7 @@ LaunchStats run_launch(const LaunchConfig& cfg) {
   {
     std::lock_guard<std::mutex> g(g_stats_mutex);
     g_last_stats = total;
+    if (g_log_on && g_log.size() < kMaxLoggedLaunches) g_log.push_back({cfg.kernel_name, total});
   }
   if (!error.empty()) throw SimtError(error);
   return total;
@@ -373,6 +376,18 @@ LaunchStats run_launch(const LaunchConfig& cfg) {
 LaunchStats last_launch_stats() {
   std::lock_guard<std::mutex> g(g_stats_mutex);
   return g_last_stats;
+}
+
+void start_launch_log() {
+  std::lock_guard<std::mutex> g(g_stats_mutex);
+  g_log.clear();
+  g_log_on = true;
+}
+
+std::vector<LoggedLaunch> stop_launch_log() {
+  std::lock_guard<std::mutex> g(g_stats_mutex);
+  g_log_on = false;
+  return std::move(g_log);
 }
 
 Thread& this_thread() {

@@ -225,6 +225,17 @@ LaunchStats run_launch(const LaunchConfig& cfg);
 // Counters of the most recent launch on any host thread (for tests and benchmarks).
 LaunchStats last_launch_stats();
 
+// The launch log: between start_launch_log() and stop_launch_log(), every launch's kernel name
+// and counters are recorded in launch order (at most kMaxLoggedLaunches), so that a multi-kernel
+// op (a sort's three passes, a layer's forward and backward) can be counted kernel by kernel.
+struct LoggedLaunch {
+  std::string kernel;
+  LaunchStats stats;
+};
+constexpr size_t kMaxLoggedLaunches = 1 << 16;
+void start_launch_log();
+std::vector<LoggedLaunch> stop_launch_log();
+
 // Kernel-side services (valid only inside a running kernel).
 Thread& this_thread();
 void syncthreads(const char* site);

@@ -9,12 +9,23 @@ launch, so tests and benchmarks can assert on memory efficiency without a GPU.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from . import _C
 
 
 def available() -> bool:
     """Whether this build of moe_ext includes the emulator backend."""
     return bool(_C.build_info()["emulator"])
+
+
+def _require() -> None:
+    if not available():
+        raise RuntimeError(
+            "moe_ext was built without the emulator backend (MOE_EXT_EMU=0 or no "
+            "CUDA headers at build time)"
+        )
 
 
 def last_launch_stats() -> dict[str, int]:
@@ -26,9 +37,26 @@ def last_launch_stats() -> dict[str, int]:
     ``shared_wavefronts`` and ``bank_conflicts`` (extra wavefronts caused by bank conflicts),
     ``barriers``, ``warp_collectives``, ``mma``, ``fiber_switches``, ``blocks``, ``threads``.
     """
-    if not available():
-        raise RuntimeError(
-            "moe_ext was built without the emulator backend (MOE_EXT_EMU=0 or no "
-            "CUDA headers at build time)"
-        )
+    _require()
     return dict(_C.emu_last_launch_stats())
+
+
+@contextlib.contextmanager
+def launch_log() -> Iterator[list[dict]]:
+    """Records every emulated launch inside the ``with`` block, in launch order.
+
+    Yields a list that is filled when the block exits: one dict per launch, the kernel's name
+    under ``"kernel"`` and the counters of :func:`last_launch_stats`. For ops that run several
+    kernels (``sort_tokens``' histogram, scan and scatter; a layer's forward and backward)::
+
+        with moe_ext.emu.launch_log() as log:
+            torch.ops.moe_ext_emu.sort_tokens(ids, E)
+        mma = sum(launch["mma"] for launch in log)
+    """
+    _require()
+    log: list[dict] = []
+    _C.emu_start_launch_log()
+    try:
+        yield log
+    finally:
+        log.extend(dict(d) for d in _C.emu_stop_launch_log())
