@@ -1,9 +1,9 @@
 """Edge cases of the permutation kernels' batched loads and block-parallel sort scan.
 
-unpermute keeps up to 8 source-row loads of a token in flight and unpermute_backward 4 vectors
-per lane before accumulating; sort_tokens' scan kernel is a block-parallel shuffle scan. These
-cases cross the batch boundaries (k around 8, k = 1, k not a power of two, vectors per row not a
-multiple of the batch, dropped rows) and the scan's (E up to 1024, N spanning many blocks). The
+unpermute keeps up to 8 source-row loads of a token in flight (unpermute_backward reads
+through ld.global.nc) before accumulating; sort_tokens' scans are block-parallel and its scatter
+staged. These cases cross the batch boundaries (k around 8, k = 1, k not a power of two, vectors
+per row not a multiple of the batch, dropped rows) and the scan's (E up to 1024, N spanning many blocks). The
 accumulation order is the contract's (j order, c order), so the emulated kernels must equal the
 native CPU op bit for bit; sort_tokens must equal the reference exactly.
 """

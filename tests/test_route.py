@@ -240,6 +240,49 @@ def test_route_all_equal_ties(backend, score_func, dtype, E, k):
 
 
 @pytest.mark.parametrize("backend", ROUTE_BACKENDS)
+@pytest.mark.parametrize(
+    "E,G,TG,k",
+    [(256, 8, 4, 8), (1024, 16, 4, 8), (512, 8, 3, 22), (64, 8, 3, 6), (384, 8, 4, 8)],
+)
+def test_route_group_ties(backend, E, G, TG, k):
+    # Group-limited routing on coarse bf16 logits (many exact key ties inside and across groups,
+    # tied group scores) and on all-equal logits (every group ties: the TG lowest groups, then
+    # the lowest ids): the slot-group path (E/G a multiple of 32) and the shared-row path
+    # (groups of 8, 48) must both resolve ties as the reference does.
+    g = torch.Generator().manual_seed(E + G)
+    coarse = (torch.randint(-3, 4, (40, E), generator=g).float() / 4).bfloat16()
+    bias = (torch.randint(-1, 2, (E,), generator=g).float() / 8).float()
+    for sf in SCORE_FUNCS:
+        check_route(backend, coarse, k, score_func=sf, num_groups=G, topk_groups=TG)
+        check_route(
+            backend, coarse, k, score_func=sf, num_groups=G, topk_groups=TG, correction_bias=bias
+        )
+    equal = torch.zeros(3, E)
+    _, ids = run_route(backend, equal, k, score_func="sigmoid", num_groups=G, topk_groups=TG)
+    assert torch.equal(ids, torch.arange(k, dtype=torch.int32).expand(3, k))
+
+
+@pytest.mark.parametrize("backend", [b for b in ROUTE_BACKENDS if b != "cpu"])
+@pytest.mark.parametrize("E,G", [(256, 8), (64, 8)])
+def test_route_group_nan_other_backends(backend, E, G):
+    # NaN keys never count toward a group's score and rank below every number; rows without NaN
+    # are unaffected, NaN rows get valid distinct experts, the same on every call.
+    logits = make_logits(50, E)
+    logits[7, 3] = float("nan")
+    logits[9, : E // G] = float("nan")  # a whole group of NaN
+    logits[11, :] = float("nan")
+    kw = dict(score_func="sigmoid", num_groups=G, topk_groups=3)
+    w, ids = run_route(backend, logits, 8, **kw)
+    assert torch.equal(ids, run_route(backend, logits, 8, **kw)[1])
+    _check_valid_ids(ids, E)
+    ok = torch.ones(50, dtype=torch.bool)
+    ok[[7, 9, 11]] = False
+    rw, rids = reference.route(logits[ok], 8, **kw)
+    assert torch.equal(ids[ok], rids)
+    torch.testing.assert_close(w[ok], rw, **W_TOL[F32])
+
+
+@pytest.mark.parametrize("backend", ROUTE_BACKENDS)
 @pytest.mark.parametrize("score_func", SCORE_FUNCS)
 def test_route_partial_ties(backend, score_func):
     # A few experts tie at the top (and a few more for the last places): lower id first.
@@ -834,3 +877,20 @@ def test_route_sqrtsoftplus_compiles_without_recompiles():
         assert torch.equal(ids, rids)
         torch.testing.assert_close(w.detach(), rw, **W_TOL[F32])
     assert counter.frame_count == 1
+
+
+@pytest.mark.skipif("emu" not in ROUTE_BACKENDS, reason="needs the emulator build")
+def test_route_decode_path_counts_on_the_emulator():
+    # DeepSeek-V3's router (E=256, 8 groups, top-4 groups, top-8, sigmoid + bias) at decode:
+    # the group scores come from a butterfly of top-2 merges (no shared-memory scan: the old
+    # path used 299 shared wavefronts per token, 8-way bank conflicts) and each top-k round is
+    # one REDUX + one VOTE (the 64-bit butterfly took 11 SHFL). Exact, deterministic counts.
+    T, E = 64, 256
+    logits = make_logits(T, E, BF16)
+    bias = make_bias(E)
+    with moe_ext.emu.launch_log() as log:
+        run_route("emu", logits, 8, "sigmoid", True, bias, 8, 4, 2.5)
+    (stats,) = log
+    assert stats["shared_wavefronts"] / T <= 16
+    assert stats["bank_conflicts"] == 0
+    assert stats["collective_instrs"] / T <= 104  # was 134

@@ -33,4 +33,12 @@ MOE_DEVICE MOE_FORCEINLINE unsigned long long warp_max_u64(unsigned long long v)
   return v;
 }
 
+// Unsigned max / min over the warp: one redux.sync (REDUX) on sm_80+, the targets moe_ext builds.
+MOE_DEVICE MOE_FORCEINLINE unsigned warp_max_u32(unsigned v) {
+  return __reduce_max_sync(kFullMask, v);
+}
+MOE_DEVICE MOE_FORCEINLINE unsigned warp_min_u32(unsigned v) {
+  return __reduce_min_sync(kFullMask, v);
+}
+
 }  // namespace moe_ext

@@ -7,13 +7,18 @@
 //      all E scores stay in registers), converted to fp32;
 //   2. softmax (warp max, exp, warp sum), sigmoid or sqrt(softplus) (DeepSeek-V4, torch's
 //      softplus threshold 20); selection keys = score + correction_bias;
-//   3. group-limited routing (num_groups > 1): keys go to shared memory, lanes compute the
-//      groups' top-2 sums, the warp picks the topk_groups best groups (same argmax as below) and
-//      the keys of the other groups become -inf -- the same rule as reference.route, fused in;
-//   4. top-k by k rounds of a warp argmax over 64-bit packed (order-preserving key bits, ~id)
-//      values: one shuffle per butterfly step, ties go to the lower id, NaN ranks below
-//      everything, and the result is identical on every lane (deterministic); the choices go
-//      to a per-warp shared row (registers stay below 160 even at E = 1024);
+//   3. group-limited routing (num_groups > 1), the same rule as reference.route, fused in: when
+//      a group is 2^j whole register slots (E/G = 32 * 2^j: DeepSeek-V3's 8 groups of 32), each
+//      lane merges its keys' top-2 per group and a butterfly of top-2 merges gives every lane
+//      every group's score, so every lane picks the topk_groups groups itself
+//      (mask_slot_groups: no shared memory, no serial scan); smaller groups go through a shared
+//      row, one lane per group (mask_groups); the other groups' keys become -inf;
+//   4. top-k by k rounds of a warp argmax over 32-bit order-preserving keys: one REDUX (warp
+//      max) and one VOTE per round, a second REDUX + VOTE only when several lanes hold the top
+//      key (ties go to the lower id); NaN ranks below every number; identical on every lane
+//      (deterministic); the winning lane writes its score and id to a per-warp shared row
+//      (no shuffle carries the score). ptxas: 48-146 registers for E <= 512, 255 at E = 1024
+//      (keys, scores and the groups' top-2 pairs, 32 slots each), 0 spills;
 //   5. weights = chosen scores (summed in selection order for the renormalisation, exactly as
 //      the CPU op does), / (sum + 1e-20) if renormalize, x scaling_factor.
 // Why a warp per token: E <= 1024 scores fit in one warp's registers and all reductions are
@@ -58,24 +63,6 @@ MOE_HOST_DEVICE inline int route_smem_floats_per_warp(const RouteParams& p) {
   return 2 * p.top_k + (p.num_groups > 1 ? p.experts + p.num_groups : 0);
 }
 
-// Order-preserving 64-bit selection key: larger key first, then lower id; NaN ranks lowest.
-// 0 is reserved for "not selectable" (padding lanes, already chosen).
-MOE_DEVICE MOE_FORCEINLINE unsigned long long pack(float key, int id) {
-  key += 0.0f;  // -0 -> +0, so that they tie as in a float comparison
-#if defined(__CUDACC__)
-  const unsigned bits = __float_as_uint(key);
-#else
-  unsigned bits;
-  std::memcpy(&bits, &key, sizeof(bits));
-#endif
-  const unsigned ordered = key != key ? 0u : (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return (static_cast<unsigned long long>(ordered) << 32) |
-         (0xffffffffu - static_cast<unsigned>(id));
-}
-MOE_DEVICE MOE_FORCEINLINE int unpack_id(unsigned long long packed) {
-  return static_cast<int>(0xffffffffu - static_cast<unsigned>(packed & 0xffffffffu));
-}
-
 // sqrt(softplus(x)) in fp32, softplus with torch's threshold (x for x > 20): DeepSeek-V4.
 MOE_DEVICE MOE_FORCEINLINE float sqrt_softplus(float x) {
   return sqrtf(x > 20.f ? x : log1pf(expf(x)));
@@ -117,7 +104,111 @@ MOE_DEVICE MOE_FORCEINLINE void compute_scores(const T* row, int E, RouteScore s
   }
 }
 
+// Order-preserving 32-bit selection key: a larger key gives a larger value; NaN (1) ranks below
+// every number; 0 is "not selectable" (padding lanes, already chosen). Ties are the caller's.
+MOE_DEVICE MOE_FORCEINLINE unsigned order_key(float key) {
+  key += 0.0f;  // -0 -> +0, so that they tie as in a float comparison
+#if defined(__CUDACC__)
+  const unsigned bits = __float_as_uint(key);
+#else
+  unsigned bits;
+  std::memcpy(&bits, &key, sizeof(bits));
+#endif
+  return key != key ? 1u : (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+// The warp's argmax over per-lane candidates (`best` = order_key of the lane's best key, 0 if
+// none; `slot` = its register slot): the lane holding the largest key, ties to the lowest id
+// slot*32 + lane, i.e. the lowest slot, then the lowest lane. Every lane gets the same lane
+// back, and the winning slot in *slot. One REDUX + one VOTE; a tie at the top adds one REDUX +
+// one VOTE (a warp-uniform branch), where a 64-bit (key, ~id) butterfly takes 10 SHFL.
+MOE_DEVICE MOE_FORCEINLINE int warp_argmax(unsigned best, int* slot) {
+  const unsigned top = warp_max_u32(best);
+  unsigned lanes = __ballot_sync(kFullMask, best == top);
+  if ((lanes & (lanes - 1)) != 0) {  // several lanes hold the top key: the lowest slot first
+    const unsigned s = warp_min_u32(best == top ? static_cast<unsigned>(*slot) : ~0u);
+    lanes = __ballot_sync(kFullMask, best == top && static_cast<unsigned>(*slot) == s);
+    *slot = static_cast<int>(s);
+  }
+  return __ffs(static_cast<int>(lanes)) - 1;
+}
+
+// (f1, s1) <- the top-2 of the values of (f1, s1) and (f2, s2) (first >= second, NaN-free).
+MOE_DEVICE MOE_FORCEINLINE void merge_top2(float& f1, float& s1, float f2, float s2) {
+  s1 = fmaxf(fminf(f1, f2), fmaxf(s1, s2));
+  f1 = fmaxf(f1, f2);
+}
+
+// The first N slots' top-2 pairs merged over the warp, every lane getting every slot's result:
+// 5 dependent butterfly steps of 2N independent shuffles (no branch between the slots' chains).
+template <int V, int N>
+MOE_DEVICE MOE_FORCEINLINE void butterfly_top2(float (&first)[V], float (&second)[V]) {
+  for (int o = 16; o > 0; o /= 2) {
+    MOE_UNROLL for (int v = 0; v < N; ++v) {
+      const float f = __shfl_xor_sync(kFullMask, first[v], o);
+      const float g = __shfl_xor_sync(kFullMask, second[v], o);
+      merge_top2(first[v], second[v], f, g);
+    }
+  }
+}
+
+// Lane-locally merges slots (2i, 2i+1) into slot i `levels` times (a group of 2^levels slots
+// ends up in one slot, group g in slot g), then the butterfly over the N >> levels slots left.
+template <int V, int N>
+MOE_DEVICE MOE_FORCEINLINE void group_top2(float (&first)[V], float (&second)[V], int levels) {
+  if constexpr (N > 1) {
+    if (levels > 0) {
+      MOE_UNROLL for (int i = 0; i < N / 2; ++i) {
+        merge_top2(first[2 * i], second[2 * i], first[2 * i + 1], second[2 * i + 1]);
+        first[i] = first[2 * i];
+        second[i] = second[2 * i];
+      }
+      group_top2<V, N / 2>(first, second, levels - 1);
+      return;
+    }
+  }
+  butterfly_top2<V, N>(first, second);
+}
+
+// Whether mask_slot_groups takes E experts in G groups: a group is 2^j whole register slots.
+MOE_DEVICE MOE_FORCEINLINE bool slot_groups(int E, int G) {
+  const int gs = E / G, spg = gs / 32;
+  return gs % 32 == 0 && (spg & (spg - 1)) == 0;
+}
+
+// Group-limited routing when a group is 2^j whole register slots (slot_groups; DeepSeek-V3:
+// E = 256, G = 8, one slot per group): each lane's keys as top-2 pairs (NaN never counted, as
+// mask_groups does), a group's slots merged lane-locally and then over the warp (group_top2:
+// no shared memory, no serial scan), so every lane holds every group's score (the top-2 sum, the
+// reference's) and picks the topk_groups best groups itself (ties to the lower group).
+template <int V>
+MOE_DEVICE MOE_FORCEINLINE void mask_slot_groups(float (&key)[V], int E, int G, int TG) {
+  int levels = 0;
+  while ((32 << levels) < E / G) ++levels;
+  float first[V], second[V];  // per slot, then (after group_top2) per group: the top-2
+  MOE_UNROLL for (int v = 0; v < V; ++v) {
+    first[v] = v * 32 < E && key[v] == key[v] ? key[v] : -INFINITY;
+    second[v] = -INFINITY;
+  }
+  group_top2<V, V>(first, second, levels);
+  unsigned taken = 0;  // bit g: group g is kept
+  for (int r = 0; r < TG; ++r) {
+    unsigned best = 0;
+    int at = 0;
+    MOE_UNROLL for (int g = 0; g < V; ++g) {
+      const unsigned o = g < G && !(taken >> g & 1u) ? order_key(first[g] + second[g]) : 0u;
+      if (o > best) {
+        best = o;
+        at = g;
+      }
+    }
+    taken |= 1u << at;
+  }
+  MOE_UNROLL for (int v = 0; v < V; ++v) if (!(taken >> (v >> levels) & 1u)) key[v] = -INFINITY;
+}
+
 // Keeps the topk_groups groups with the largest top-2 key sums; others' keys become -inf.
+// The groups that are not 2^j whole register slots (mask_slot_groups takes those).
 // `keys` is this warp's shared row of E keys followed by G scratch floats.
 template <int V>
 MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E, int G, int TG) {
@@ -144,17 +235,18 @@ MOE_DEVICE MOE_FORCEINLINE void mask_groups(float (&key)[V], float* keys, int E,
   }
   unsigned taken = 0;
   for (int r = 0; r < TG; ++r) {
-    unsigned long long best = 0;
+    unsigned best = 0;
+    int slot = 0;
 #pragma unroll
     for (int i = 0; i < kMaxGroupsPerLane; ++i) {
-      const int g = i * 32 + lane;
-      if (g < G && !(taken >> i & 1u)) {
-        const unsigned long long pk = pack(gscore[i], g);
-        best = pk > best ? pk : best;
+      const unsigned o = i * 32 + lane < G && !(taken >> i & 1u) ? order_key(gscore[i]) : 0u;
+      if (o > best) {
+        best = o;
+        slot = i;
       }
     }
-    const int g = unpack_id(warp_max_u64(best));
-    if (g % 32 == lane) taken |= 1u << (g / 32);
+    int win_slot = slot;
+    if (lane == warp_argmax(best, &win_slot)) taken |= 1u << win_slot;
   }
   __syncwarp();  // every lane has read the keys before the flags overwrite the scratch
 #pragma unroll
@@ -188,39 +280,44 @@ __global__ void __launch_bounds__(route_detail::kThreads, 1) route_kernel(RouteP
       const int e = v * 32 + lane;
       key[v] = s[v] + (p.bias != nullptr && e < E ? ld_global_nc(p.bias + e) : 0.f);
     }
-    if (p.num_groups > 1) mask_groups<V>(key, keys, E, p.num_groups, p.topk_groups);
+    if (p.num_groups > 1) {
+      if (slot_groups(E, p.num_groups)) {
+        mask_slot_groups<V>(key, E, p.num_groups, p.topk_groups);
+      } else {
+        mask_groups<V>(key, keys, E, p.num_groups, p.topk_groups);
+      }
+    }
 
-    // k rounds of a warp argmax; each lane's candidate score and slot ride along, so that no
-    // register array is indexed by a runtime value. Lane 0 records the selections in this
-    // warp's shared row (k scores, k ids), which keeps registers for E <= 1024 in check.
+    // k rounds of a warp argmax over 32-bit ordered keys (warp_argmax); the winning lane
+    // records its score and id in this warp's shared row (k scores, k ids), which keeps
+    // registers for E <= 1024 in check and needs no shuffle of the score.
     unsigned taken = 0;
-    float sum = 0.f;
     for (int j = 0; j < k; ++j) {
-      unsigned long long best = 0;
-      float my_score = 0.f;
-      int my_slot = 0;
+      unsigned best = 0;
+      int slot = 0;
       MOE_UNROLL for (int u = 0; u < V; ++u) {
-        const int e = u * 32 + lane;
-        const unsigned long long pk = pack(key[u], e);
-        if (e < E && !(taken >> u & 1u) && pk > best) {
-          best = pk;
-          my_score = s[u];
-          my_slot = u;
+        const unsigned o = u * 32 + lane < E && !(taken >> u & 1u) ? order_key(key[u]) : 0u;
+        if (o > best) {
+          best = o;
+          slot = u;
         }
       }
-      const int id = unpack_id(warp_max_u64(best));
-      const float score = __shfl_sync(kFullMask, my_score, id % 32);
-      if (lane == id % 32) {
-        taken |= 1u << my_slot;
-        if (p.counts != nullptr) atomicAdd(p.counts + id, 1);
-      }
-      sum += score;
-      if (lane == 0) {
+      int win_slot = slot;
+      const int win = warp_argmax(best, &win_slot);
+      if (lane == win) {
+        taken |= 1u << win_slot;
+        const int id = win_slot * 32 + lane;
+        float score = 0.f;  // s[win_slot] without a runtime register index
+        MOE_UNROLL for (int u = 0; u < V; ++u) if (u == win_slot) score = s[u];
         st_shared(sel_score + j, score);
         st_shared(sel_id + j, id);
+        if (p.counts != nullptr) atomicAdd(p.counts + id, 1);
       }
     }
     __syncwarp();
+    float sum = 0.f;  // the chosen scores in selection order, as the CPU op sums them
+    if (p.renormalize)
+      for (int j = 0; j < k; ++j) sum += ld_shared(sel_score + j);
     const float denom = p.renormalize ? sum + static_cast<float>(kRenormEps) : 1.f;
     for (int j = lane; j < k; j += 32) {
       st_global(p.weights + t * k + j, ld_shared(sel_score + j) / denom * p.scaling);

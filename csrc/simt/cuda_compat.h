@@ -49,6 +49,11 @@
 #define __all_sync(mask, pred) \
   (::moe_simt::ballot(MOE_SIMT_SITE, mask, pred) == static_cast<unsigned>(mask))
 #define __activemask() ::moe_simt::activemask(MOE_SIMT_SITE)
+// redux.sync (sm_80+): unsigned max / min over the lanes of `mask`, one warp instruction.
+#define __reduce_max_sync(mask, value) \
+  ::moe_simt::reduce_u32<true>(MOE_SIMT_SITE, mask, static_cast<unsigned>(value))
+#define __reduce_min_sync(mask, value) \
+  ::moe_simt::reduce_u32<false>(MOE_SIMT_SITE, mask, static_cast<unsigned>(value))
 
 // Integer intrinsics (bit counts) with their CUDA names.
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
@@ -112,7 +117,8 @@ T shfl(const char* site, ShflMode mode, unsigned mask, T var, int arg, int width
   ShflIn in{};
   std::memcpy(in.value, &var, sizeof(T));
   in.src = src;
-  auto c = warp_collective(mask, &in, sizeof(in), nullptr, &shfl_compute, nullptr, site);
+  auto c = warp_collective(mask, &in, sizeof(in), nullptr, &shfl_compute, nullptr, site,
+                           static_cast<int>((sizeof(T) + 3) / 4));  // SHFL moves 32 bits
   T out;
   std::memcpy(&out, c->out[lane], sizeof(T));
   return out;
@@ -131,6 +137,27 @@ inline unsigned ballot(const char* site, unsigned mask, bool pred) {
   unsigned bits;
   std::memcpy(&bits, c->out[this_thread().lane], sizeof(bits));
   return bits;
+}
+
+template <bool kMax>
+inline void reduce_u32_compute(Collective& c, void*) {
+  unsigned r = kMax ? 0u : ~0u;
+  for (int l = 0; l < kWarpSize; ++l) {
+    if (!(c.mask >> l & 1)) continue;
+    unsigned v;
+    std::memcpy(&v, c.in[l], sizeof(v));
+    r = kMax ? (v > r ? v : r) : (v < r ? v : r);
+  }
+  for (int l = 0; l < kWarpSize; ++l) std::memcpy(c.out[l], &r, sizeof(r));
+}
+
+template <bool kMax>
+inline unsigned reduce_u32(const char* site, unsigned mask, unsigned value) {
+  auto c = warp_collective(mask, &value, sizeof(value), nullptr, &reduce_u32_compute<kMax>, nullptr,
+                           site);
+  unsigned r;
+  std::memcpy(&r, c->out[this_thread().lane], sizeof(r));
+  return r;
 }
 
 // Atomics: blocks run concurrently on host threads, so these are real host atomics.

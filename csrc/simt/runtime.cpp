@@ -429,7 +429,7 @@ unsigned activemask(const char* site) {
 
 std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
                                             const void* ptr, void (*compute)(Collective&, void*),
-                                            void* ctx, const char* site) {
+                                            void* ctx, const char* site, int instructions) {
   Thread& t = this_thread();
   Block& b = *t.block;
   const uint32_t bit = 1u << t.lane;
@@ -463,6 +463,7 @@ std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_
   if (c->arrived == mask) {
     if (compute) compute(*c, ctx);
     ++b.stats.warp_collectives;
+    b.stats.collective_instrs += static_cast<uint64_t>(instructions);
     const uint64_t gen = ++b.warp_gen[t.warp];
     // Record which lanes this collective ordered, for the race check (Block::synced_after).
     const size_t warp_lanes = std::min<size_t>(kWarpSize, b.threads.size() - t.warp * kWarpSize);

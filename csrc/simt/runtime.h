@@ -46,19 +46,20 @@ struct Buffer {
 // of one memory instruction by the per-lane instruction sequence number (lanes that execute
 // the same code issue the same sequence of memory instructions).
 // X-macro over the counters: the struct, its sum and the Python export list them once.
-#define MOE_SIMT_LAUNCH_STATS(X)                                                 \
-  X(global_bytes_read)                                                           \
-  X(global_bytes_written)                                                        \
-  X(global_requests)   /* warp-level global memory instructions */               \
-  X(global_sectors)    /* distinct 32-byte sectors those instructions touched */ \
-  X(shared_requests)   /* warp-level shared memory instructions */               \
-  X(shared_wavefronts) /* bank-conflict-serialised passes they needed */         \
-  X(bank_conflicts)    /* wavefronts - ideal wavefronts */                       \
-  X(barriers)          /* __syncthreads completed (per block) */                 \
-  X(warp_collectives)                                                            \
-  X(mma) /* mma.sync instructions (per warp) */                                  \
-  X(fiber_switches)                                                              \
-  X(blocks)                                                                      \
+#define MOE_SIMT_LAUNCH_STATS(X)                                                  \
+  X(global_bytes_read)                                                            \
+  X(global_bytes_written)                                                         \
+  X(global_requests)   /* warp-level global memory instructions */                \
+  X(global_sectors)    /* distinct 32-byte sectors those instructions touched */  \
+  X(shared_requests)   /* warp-level shared memory instructions */                \
+  X(shared_wavefronts) /* bank-conflict-serialised passes they needed */          \
+  X(bank_conflicts)    /* wavefronts - ideal wavefronts */                        \
+  X(barriers)          /* __syncthreads completed (per block) */                  \
+  X(warp_collectives)  /* shuffles, votes, reductions, matches (per warp) */      \
+  X(collective_instrs) /* the SASS instructions they take: an 8-byte SHFL is 2 */ \
+  X(mma)               /* mma.sync instructions (per warp) */                     \
+  X(fiber_switches)                                                               \
+  X(blocks)                                                                       \
   X(threads)
 
 struct LaunchStats {
@@ -249,7 +250,7 @@ unsigned activemask(const char* site);
 // lanes' inputs deposited. Returns the collective so the caller can read its result.
 std::shared_ptr<Collective> warp_collective(uint32_t mask, const void* in, size_t in_bytes,
                                             const void* ptr, void (*compute)(Collective&, void*),
-                                            void* ctx, const char* site);
+                                            void* ctx, const char* site, int instructions = 1);
 void* shared_static(const void* key, size_t bytes, size_t align);
 void* shared_dynamic();
 // Checked accesses (bounds, races, uninitialised reads, counters). `kind` names the operation.

@@ -35,7 +35,9 @@ def last_launch_stats() -> dict[str, int]:
     memory instructions), ``global_sectors`` (distinct 32-byte sectors they touched; sectors per
     request measures coalescing: 4 is ideal for 4-byte lanes), ``shared_requests``,
     ``shared_wavefronts`` and ``bank_conflicts`` (extra wavefronts caused by bank conflicts),
-    ``barriers``, ``warp_collectives``, ``mma``, ``fiber_switches``, ``blocks``, ``threads``.
+    ``barriers``, ``warp_collectives`` (shuffles, votes, reductions), ``collective_instrs``
+    (the SASS instructions they take: a 64-bit shuffle is two SHFL), ``mma``, ``fiber_switches``,
+    ``blocks``, ``threads``.
     """
     _require()
     return dict(_C.emu_last_launch_stats())
