@@ -353,3 +353,29 @@ def test_tuning_table_steers_the_launcher(tmp_path, monkeypatch):
     monkeypatch.delenv("MOE_EXT_GEMM_PATH")
     emu_mm()(a, b, offs)
     assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0
+
+
+def test_sm90_ragged_k_maps_come_from_the_prologue(monkeypatch):
+    """Ragged K: one prologue launch writes every group's A/B tensor maps (one warp per group),
+    and the GEMM that follows is a full persistent grid (no longer capped by a per-CTA map
+    workspace) whose producer only acquires them -- exact on small integers across 37 groups,
+    empty ones included."""
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
+    g = torch.Generator().manual_seed(5)
+    sizes = [0, 3, 130, 0, 64, 1] * 6 + [70]
+    offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0).int()
+    tokens = int(offs[-1])
+    x = torch.randint(-2, 3, (tokens, 72), generator=g).to(torch.bfloat16)
+    dy = torch.randint(-2, 3, (tokens, 136), generator=g).to(torch.bfloat16)
+    with moe_ext.emu.launch_log() as log:
+        out = emu_mm()(x.t(), dy, offs)
+    assert [s["kernel"] for s in log] == [
+        "build_group_maps_sm90_kernel",
+        "grouped_gemm_sm90_kernel",
+    ]
+    assert log[0]["blocks"] == math.ceil(len(sizes) / 4)
+    assert log[1]["threads"] == 384 * log[1]["blocks"] and log[1]["blocks"] >= 2
+    bounds = [0, *offs.tolist()]
+    for e in range(len(sizes)):
+        lo, hi = bounds[e], bounds[e + 1]
+        assert torch.equal(out[e].float(), x[lo:hi].float().t() @ dy[lo:hi].float()), e

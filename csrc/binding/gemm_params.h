@@ -71,10 +71,11 @@ inline at::Tensor gemm_workspace(GroupedGemmParams& p, const at::TensorOptions& 
   if (p.form != GroupedGemmForm::kRaggedK || p.in_type == GemmElem::kF32 ||
       p.path == kGemmPathSm80 || p.config != kGemmConfigAuto)
     return {};
-  at::Tensor w = at::empty({kGroupedGemmWorkspaceBytes + 128}, options.dtype(at::kByte));
+  const int64_t bytes = grouped_gemm_workspace_bytes(p.num_groups);
+  at::Tensor w = at::empty({bytes + 128}, options.dtype(at::kByte));
   const auto base = reinterpret_cast<uintptr_t>(w.data_ptr());
   p.workspace = reinterpret_cast<void*>((base + 127) / 128 * 128);  // (CPU tensors: 64-aligned)
-  p.workspace_bytes = kGroupedGemmWorkspaceBytes;
+  p.workspace_bytes = bytes;
   return w;
 }
 

@@ -65,9 +65,10 @@ struct GroupedGemmParams {
   int32_t config;  // tile config (GemmConfigId); kGemmConfigAuto: by heuristic
   int32_t stages;  // cp.async pipeline depth 2..5 (tensor-core kernel); 0: by smem
   int32_t path;    // GemmPath: which kernel family may run it
-  // Scratch of the Hopper kernel for the ragged-K form: the tensor maps it rewrites on the
-  // device (per-group cuts of the operands), kGroupedGemmWorkspacePerCta bytes per persistent
-  // CTA, 128-byte aligned. nullptr: the ragged-K form takes the Ampere kernel.
+  // Scratch of the Hopper kernel for the ragged-K form: per group the A and B tensor maps cut at
+  // the group's last token, built on the device by a prologue kernel before the GEMM
+  // (grouped_gemm_workspace_bytes(num_groups) bytes, 128-byte aligned). nullptr: the ragged-K
+  // form takes the Ampere kernel.
   void* workspace;
   int64_t workspace_bytes;
   // Where a timed-out mbarrier wait of the Hopper kernel leaves its report (wait_timeout.h);
@@ -75,10 +76,12 @@ struct GroupedGemmParams {
   WaitTimeoutReport* wait_report = nullptr;
 };
 
-// Workspace the binding allocates for a ragged-K grouped GEMM that may run on the Hopper kernel
-// (one CTA per SM: 256 CTAs cover every Hopper part).
-constexpr int64_t kGroupedGemmWorkspacePerCta = 8 * 128;
-constexpr int64_t kGroupedGemmWorkspaceBytes = 256 * kGroupedGemmWorkspacePerCta;
+// Workspace the binding allocates for a ragged-K grouped GEMM that may run on the Hopper kernel:
+// two 128-byte tensor maps per group.
+constexpr int64_t kGroupedGemmWorkspacePerGroup = 2 * 128;
+MOE_HOST_DEVICE constexpr int64_t grouped_gemm_workspace_bytes(int64_t num_groups) {
+  return num_groups * kGroupedGemmWorkspacePerGroup;
+}
 
 // kGemmPathAuto: the Hopper kernel (hopper.cuh) on sm_90 where it applies, else the Ampere one;
 // kGemmPathSm80: always the Ampere kernels; kGemmPathSm90: the Hopper kernel or an error.

@@ -18,13 +18,12 @@
 //     n + n0.. of the concatenated [gate; up] weight), an MN-major one as two boxes of 64
 //     contiguous m (n) x 64 k rows. Maps: A 2-D over a (3-D [G, ...] batched), B 3-D over b
 //     viewed [G, N, K] or [G, K, N] (the HF [E, N, K] weights read in place either way);
-//   * ragged K (dB = aᵀ dC per group): a TMA box cannot stop at a group's last token, so the
-//     producer gives each pipeline stage its own pair of tensor maps in global memory (per-CTA
-//     workspace) whose token extent is the group's end, rewritten on the device when a stage
-//     first serves a new group: tensormap.replace in a shared copy, tensormap.cp_fenceproxy to
-//     the stage's slot (release), fence.proxy.tensormap acquire; the slot's previous load has
-//     landed (its stage came back through empty[s]), so no load in flight reads a changing map.
-//     The rows past the group then arrive as TMA zero fill. No host sync, CUDA-graph safe;
+//   * ragged K (dB = aᵀ dC per group): a TMA box cannot stop at a group's last token, so a
+//     prologue kernel (sm90_group_maps.cuh) writes each group's A and B maps, cut at the group's
+//     end, into the workspace before this kernel runs; the TMA-issuing thread acquires a group's
+//     pair (fence.proxy.tensormap acquire) when its tile sequence enters the group -- two fences
+//     per group change, no map edits on the producer's path. The rows past the group then arrive
+//     as TMA zero fill. No host sync, CUDA-graph safe;
 //   * kGather (moe_mlp): TMA cannot gather rows, so all 128 producer threads load A with 16-byte
 //     cp.async, row r of the tile from x[order[row] / top_k] (each thread owns 8 rows, one 16-byte
 //     chunk column; 8 lanes cover one row's 128 bytes), writing the same 128-byte-swizzled layout
@@ -54,18 +53,17 @@
 //     tile's staging writes wait for the store's shared reads (bulk wait_group.read), so the
 //     store overlaps the next mainloop. Outputs TMA cannot address (unaligned pitch/base) take
 //     the fp32 staging + 16-byte st.global path of epilogue.cuh (store_tile).
-// Tiles: 128x128x64, 4 stages of 32 KB = 128 KB + 8 x 9 KB staging + 2 tensor maps = 202
-// KB of shared memory (227 KB available): deep enough to cover HBM latency with one CTA per SM,
-// and 128x128 keeps the skewed/small-expert tiles of MoE shapes from wasting a 256-wide tile.
-// No 2-CTA cluster: the persistent scheduler hands consecutive tiles of one expert to different
-// CTAs at different times, so a multicast pair would have to be co-scheduled on the same expert
-// and n-block; with 128x128 tiles and B re-read from L2 (each expert's B block is shared by the
-// CTAs working on its m-tiles at the same time, m-tile fastest), the measured gain must come
-// first (a GPU session) -- see the issue note.
-// Ragged rows: an A box may run past its group into the next one's rows (or past M, zero-filled
-// by TMA); those rows' results are not stored, so one A map serves every group, built on the host
-// once per launch from shapes only. Gathered rows past the group, and order entries outside
-// [0, M) (never produced by sort_tokens), are zero rows: nothing is read out of bounds. The
+// Tiles: 128x128x64, 4 stages of 32 KB = 128 KB + 8 x 9 KB staging = 201 KB of shared memory (227
+// KB available): deep enough to cover HBM latency with one CTA per SM, and 128x128 keeps the
+// skewed/small-expert tiles of MoE shapes from wasting a 256-wide tile. No 2-CTA cluster: the
+// persistent scheduler hands consecutive tiles of one expert to different CTAs at different times,
+// so a multicast pair would have to be co-scheduled on the same expert and n-block; with 128x128
+// tiles and B re-read from L2 (each expert's B block is shared by the CTAs working on its m-tiles
+// at the same time, m-tile fastest), the measured gain must come first (a GPU session) -- see the
+// issue note. Ragged rows: an A box may run past its group into the next one's rows (or past M,
+// zero-filled by TMA); those rows' results are not stored, so one A map serves every group, built
+// on the host once per launch from shapes only. Gathered rows past the group, and order entries
+// outside [0, M) (never produced by sort_tokens), are zero rows: nothing is read out of bounds. The
 // ragged-N form, fp32, mixed (MN-major a, K-major b) operands and operands TMA cannot address
 // use the Ampere kernel.
 // Not modelled by the emulator: wgmma's asynchrony (see ptx_sm90.h; TMA stores are modelled as in
@@ -74,12 +72,13 @@
 //
 // Files (split as CUTLASS splits a collective): sm90_config.cuh (tile shape, stages, shared
 // layout), sm90_producer.cuh (a stage's TMA loads, the gathered-A cp.async copies and their
-// full[] signalling, the ragged-K map rewrite), sm90_mainloop.cuh (the consumer's wgmma k loop),
-// sm90_epilogue.cuh (fragment epilogue, swizzled staging, st.global fallback), sm90_launch.cuh
-// (problem checks, tensor-map encoding, launch); this file is the kernel that composes them:
-// roles, barriers, the tile loop and the store. (Moving the loops into force-inlined functions
-// kept the registers and the mainloop's HGMMA/DEPBAR/arrive sequence; ptxas scheduled a few
-// integer instructions differently: one more BRA/BSSY pair per kernel, +-10 IMAD/LEA/ULEA.)
+// full[] signalling), sm90_group_maps.cuh (the ragged-K prologue), sm90_mainloop.cuh (the
+// consumer's wgmma k loop), sm90_epilogue.cuh (fragment epilogue, swizzled staging, st.global
+// fallback), sm90_launch.cuh (problem checks, tensor-map encoding, launch); this file is the kernel
+// that composes them: roles, barriers, the tile loop and the store. (Moving the loops into
+// force-inlined functions kept the registers and the mainloop's HGMMA/DEPBAR/arrive sequence; ptxas
+// scheduled a few integer instructions differently: one more BRA/BSSY pair per kernel, +-10
+// IMAD/LEA/ULEA.)
 #pragma once
 
 #include "../../common/launch.h"
@@ -93,6 +92,7 @@
 #include "scheduler.cuh"
 #include "sm90_config.cuh"
 #include "sm90_epilogue.cuh"
+#include "sm90_group_maps.cuh"
 #include "sm90_mainloop.cuh"
 #include "sm90_producer.cuh"
 
@@ -111,12 +111,8 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
   static_assert(!kGather || (kAKMajor && kBKMajor), "the gather reads K-major x and weights");
   MOE_SHARED_DYNAMIC(unsigned char, smem_raw);
   unsigned char* smem = smem_raw + (1024 - shared_address(smem_raw) % 1024) % 1024;
-  unsigned char* maps = smem + kMapsOffset;
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);  // (kStages)
   uint64_t* empty = full + kStages;                                     // (kStages)
-  TmaDescriptor* workspace = p.workspace == nullptr ? nullptr
-                                                    : static_cast<TmaDescriptor*>(p.workspace) +
-                                                          blockIdx.x * kWorkspaceMaps;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const bool batched = p.form == GroupedGemmForm::kBatched;
   const bool ragged_k = p.form == GroupedGemmForm::kRaggedK;
@@ -135,15 +131,12 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     setmaxnreg_dec<72>();
     if (!kGather && warp != 0) return;
     const int ptid = static_cast<int>(threadIdx.x);  // 0..127
-    if (ragged_k) {  // warp 0: the per-stage maps are edited from these shared copies
-      copy_map_to_shared(maps, tma_a, lane);
-      copy_map_to_shared(maps + kMapBytes, tma_b, lane);
-    }
     TileScheduler<BM, kTileN> scheduler(p);
     TileCoord tc;
     int it = 0;        // k steps issued so far (all tiles): stage it % kStages, use it / kStages
     int signaled = 0;  // kGather: k steps this thread has reported landed on full[]
-    int group = -1, group_first_it = 0;  // ragged K: the current group and its first k step
+    const TmaDescriptor* map_a = &tma_a;  // ragged K: the current group's maps (prologue-built)
+    const TmaDescriptor* map_b = &tma_b;
     for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc); tile += gridDim.x) {
       const GroupProblem q = group_problem(p, tc.problem);
       const int k_tiles = static_cast<int>((q.k + BK - 1) / BK);
@@ -152,27 +145,18 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
       const int n0 = tc.tile_n * kTileN;
       const int b_up = kGated ? static_cast<int>(p.n) + n0 : n0 + kBHalf;
       const int k_base = ragged_k ? static_cast<int>(q.start) : 0;
-      if (ragged_k && tc.problem != group) group = tc.problem, group_first_it = it;
+      if (ragged_k && map_a != group_maps(p, tc.problem)) {
+        map_a = group_maps(p, tc.problem), map_b = map_a + 1;
+        if (ptid == 0) tensormap_acquire(map_a), tensormap_acquire(map_b);  // the TMA issuer
+      }
       int32_t src_row[kGatherRows];  // kGather: x rows of this thread's tile rows, -1: zero row
       if constexpr (kGather) gather_sources(src_row, p, q, m0, ptid);
       for (int kt = 0; kt < k_tiles; ++kt, ++it) {
         const int s = it % kStages, use = it / kStages;
         unsigned char* sa = smem + s * kStageBytes;  // (BM, BK) of stage s
-        unsigned char* sb = sa + kABytes;            // (BN, BK) of stage s
         if (kGather || lane == 0) {
           if (use > 0)
             mbarrier_wait(&empty[s], (use - 1) & 1, kWaitSm90ProducerEmpty, p.wait_report);
-        }
-        const TmaDescriptor* map_a = &tma_a;
-        const TmaDescriptor* map_b = &tma_b;
-        if (ragged_k) {  // (warp 0 only) this stage's maps, cut at the group's last token
-          __syncwarp();
-          if (it - kStages < group_first_it) {  // the slot still describes an earlier group
-            const auto end = static_cast<uint32_t>(q.start + q.k);
-            rewrite_map<kAKMajor ? 0 : 1>(maps, &workspace[s], end, lane);
-            rewrite_map<kBKMajor ? 0 : 1>(maps + kMapBytes, &workspace[kStages + s], end, lane);
-          }
-          map_a = &workspace[s], map_b = &workspace[kStages + s];
         }
         if (ptid == 0) {
           const int k = k_base + kt * BK;

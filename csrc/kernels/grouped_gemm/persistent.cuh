@@ -21,11 +21,10 @@ inline int64_t max_tiles(const GroupedGemmParams& p, int bm, int bn) {
   }
 }
 
-// A persistent grid: one CTA per resident slot, at most `tiles` and at most `max_grid` CTAs.
+// A persistent grid: one CTA per resident slot, at most `tiles` CTAs.
 template <typename... KArgs, typename... Args>
-cudaError_t launch_persistent_capped(const char* name, void (*kernel)(KArgs...), int threads,
-                                     size_t smem, int64_t tiles, int64_t max_grid,
-                                     cudaStream_t stream, Args&&... args) {
+cudaError_t launch_persistent(const char* name, void (*kernel)(KArgs...), int threads, size_t smem,
+                              int64_t tiles, cudaStream_t stream, Args&&... args) {
   if (tiles <= 0) return cudaSuccess;
   if (tiles >= (int64_t{1} << 31)) return cudaErrorInvalidValue;  // tile indices are int32
   const DeviceLimits lim = device_limits();
@@ -36,17 +35,10 @@ cudaError_t launch_persistent_capped(const char* name, void (*kernel)(KArgs...),
   }
   const int64_t resident =
       static_cast<int64_t>(lim.sm_count) * max_active_blocks(kernel, threads, smem);
-  const int64_t grid = std::min<int64_t>({tiles, std::max<int64_t>(resident, 1), max_grid});
+  const int64_t grid = std::min<int64_t>(tiles, std::max<int64_t>(resident, 1));
   if (grid <= 0) return cudaErrorInvalidValue;
   return launch_kernel(name, kernel, dim3(static_cast<unsigned>(grid)), dim3(threads), smem, stream,
                        std::forward<Args>(args)...);
-}
-
-template <typename... KArgs, typename... Args>
-cudaError_t launch_persistent(const char* name, void (*kernel)(KArgs...), int threads, size_t smem,
-                              int64_t tiles, cudaStream_t stream, Args&&... args) {
-  return launch_persistent_capped(name, kernel, threads, smem, tiles, INT64_MAX, stream,
-                                  std::forward<Args>(args)...);
 }
 
 }  // namespace grouped_gemm_detail

@@ -8,7 +8,6 @@
 //               (A: one box of 64 k x 128 rows K-major, or two (64 m, 64 k) boxes MN-major;
 //                B: two boxes of 64 rows, the tile's halves or gated [gate | up])
 //   stagings    (kStoreRows, BN) output per consumer warp, x 8 warps        8 * 9 KB
-//   maps        the producer's shared copies of the A and B tensor maps     2 * 128 B
 //   barriers    full[kStages], empty[kStages] mbarriers                     2 * kStages * 8 B
 #pragma once
 
@@ -31,14 +30,10 @@ constexpr int kWarpStagingBytes = 9 * 1024;  // >= WarpStaging::kBytes, 1024-ali
 constexpr int kStoreRows = 16;               // a consumer warp's rows: one TMA store box height
 constexpr int kBoxRowBytes = 128;            // TMA store box width in bytes (the swizzle span)
 constexpr int kMapBytes = 128;               // a CUtensorMap
-// shared: stages | 8 warp stagings | the producer's tensor maps (A, B) | mbarriers
+// shared: stages | 8 warp stagings | mbarriers
 constexpr size_t kStagingOffset = size_t{kStages} * kStageBytes;
-constexpr size_t kMapsOffset = kStagingOffset + 8 * kWarpStagingBytes;
-constexpr size_t kBarrierOffset = kMapsOffset + 2 * kMapBytes;
+constexpr size_t kBarrierOffset = kStagingOffset + 8 * kWarpStagingBytes;
 constexpr size_t kSmemBytes = 1024 + kBarrierOffset + 2 * kStages * 8;
-// global workspace per CTA (ragged K): the A and B maps of each stage
-constexpr int kWorkspaceMaps = 2 * kStages;
-static_assert(kWorkspaceMaps * kMapBytes == kGroupedGemmWorkspacePerCta, "see grouped_gemm.h");
 static_assert(WarpStaging::kBytes <= kWarpStagingBytes && kStoreRows * BN * 4 <= kWarpStagingBytes);
 static_assert(sizeof(TmaDescriptor) == kMapBytes, "a tensor map is 128 bytes");
 static_assert(kGatherLag < kStages, "a producer must signal stage it - lag before reusing it");

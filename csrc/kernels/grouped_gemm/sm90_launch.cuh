@@ -43,7 +43,7 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
   const bool batched = p.form == GroupedGemmForm::kBatched;
   const bool ragged_k = p.form == GroupedGemmForm::kRaggedK;
   const bool has_workspace = p.workspace != nullptr &&
-                             p.workspace_bytes >= kGroupedGemmWorkspacePerCta &&
+                             p.workspace_bytes >= grouped_gemm_workspace_bytes(p.num_groups) &&
                              reinterpret_cast<uintptr_t>(p.workspace) % 128 == 0;
   if (ragged_k && !has_workspace) return cudaErrorNotSupported;
   TmaDescriptor ta, tb, tc;
@@ -71,13 +71,19 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
       make_tma_descriptor(&tc, p.c, ob, ragged_m ? 2 : 3, c_dims, c_strides, c_box,
                           TmaSwizzle::k128B);
   if (!tma_store) tc = tb;  // unused
-  const int64_t max_grid = ragged_k ? p.workspace_bytes / kGroupedGemmWorkspacePerCta : INT64_MAX;
+  if (ragged_k) {           // the per-group maps first (sm90_group_maps.cuh), in stream order
+    const cudaError_t err = launch_kernel(
+        "build_group_maps_sm90_kernel", build_group_maps_sm90_kernel<kAKMajor, kBKMajor>,
+        dim3(static_cast<unsigned>(ceil_div(p.num_groups, kGroupMapWarps))),
+        dim3(kGroupMapWarps * 32), kGroupMapSmemBytes, stream, ta, tb, p);
+    if (err != cudaSuccess) return err;
+  }
   GroupedGemmParams q = p;
   q.wait_report = wait_timeout_report_buffer(stream);
-  return launch_persistent_capped("grouped_gemm_sm90_kernel",
-                                  grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated>,
-                                  kThreads, kSmemBytes, max_tiles(p, BM, kGated ? BN / 2 : BN),
-                                  max_grid, stream, ta, tb, tc, q, tma_store);
+  return launch_persistent("grouped_gemm_sm90_kernel",
+                           grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated>,
+                           kThreads, kSmemBytes, max_tiles(p, BM, kGated ? BN / 2 : BN), stream, ta,
+                           tb, tc, q, tma_store);
 }
 
 template <typename T>

@@ -1,9 +1,8 @@
 // The producer side of the sm_90a grouped GEMM (hopper.cuh, warpgroup 0): the TMA tile loads
-// of a stage (2-D / 3-D maps, 128-byte swizzle) and the ragged-K tensor-map rewrite
-// (tensormap.replace in a shared copy, published to the stage's global slot and acquired before the
-// stage's loads). The gathered A (kGather, moe_mlp's first GEMM): all 128 producer threads copy x
-// rows with 16-byte cp.async into the layout TMA would write (128-byte swizzle, common/swizzle.h),
-// and report each stage on full[] once its copies have landed.
+// of a stage (2-D / 3-D maps, 128-byte swizzle; ragged K reads the per-group maps that
+// sm90_group_maps.cuh builds). The gathered A (kGather, moe_mlp's first GEMM): all 128 producer
+// threads copy x rows with 16-byte cp.async into the layout TMA would write (128-byte swizzle,
+// common/swizzle.h), and report each stage on full[] once its copies have landed.
 //
 // Gather ownership (per producer thread ptid = 0..127, per stage):
 //   rows   r = ptid / 8 + 16 j, j < kGatherRows (8 rows, 16 apart)
@@ -20,26 +19,6 @@
 namespace moe_ext::MOE_KERNEL_NS {
 
 namespace sm90_detail {
-
-// A warp copies a tensor map into shared memory (4 bytes per lane), to be edited there.
-MOE_DEVICE MOE_FORCEINLINE void copy_map_to_shared(unsigned char* dst, const TmaDescriptor& src,
-                                                   int lane) {
-  st_shared(reinterpret_cast<uint32_t*>(dst) + lane, reinterpret_cast<const uint32_t*>(&src)[lane]);
-  __syncwarp();
-}
-
-// Warp-collective: sets dimension kOrd of the shared map to `size`, publishes it to `slot` in
-// global memory (release in the tensor-map proxy) and acquires it for the warp's TMA ops (every
-// lane: the copy is split across the lanes).
-template <int kOrd>
-MOE_DEVICE MOE_FORCEINLINE void rewrite_map(unsigned char* shared_map, TmaDescriptor* slot,
-                                            uint32_t size, int lane) {
-  if (lane == 0) tensormap_replace_global_dim<kOrd>(shared_map, size);
-  __syncwarp();
-  tensormap_publish(slot, shared_map);
-  tensormap_acquire(slot);
-  __syncwarp();
-}
 
 MOE_DEVICE MOE_FORCEINLINE void tma_load(void* smem, const TmaDescriptor* map, int rank, int c0,
                                          int c1, int g, uint64_t* bar) {
