@@ -40,8 +40,8 @@ H100_BW, H100_FLOPS = 3.35e12, 989e12
 # kernel name pattern -> (threads per block, dynamic shared memory bytes) as launched on A100 /
 # H100 (grouped GEMM: 5-stage pipeline or the 69.6 KB epilogue staging, whichever is larger)
 LAUNCH = [
-    # 1024 alignment + 4 x 32 KB stages + 8 x 9 KB warp stagings + 2 tensor maps + 8 mbarriers
-    (r"grouped_gemm_sm90_kernel", 384, 1024 + 131_072 + 73_728 + 256 + 64),
+    # 1024 alignment + 4 x 32 KB stages + 8 x 9 KB warp stagings + 8 x 128 B row scales + 10 mbarriers
+    (r"grouped_gemm_sm90_kernel", 384, 1024 + 131_072 + 73_728 + 1024 + 80),
     (r"grouped_gemm_tc_kernel.*TensorCoreTile<128, 128", 128, 81_920),
     (r"grouped_gemm_tc_kernel.*TensorCoreTile<32, 128", 128, 51_200),
     (r"grouped_gemm_simt_kernel", 256, 18_432),

@@ -23,6 +23,7 @@ enum WaitSite : uint32_t {
   kWaitSm90ConsumerFull = 2,   // grouped_gemm_sm90 consumer, full[stage]
   kWaitTestProducerEmpty = 3,  // wgmma_gemm (test) producer, empty[stage]
   kWaitTestConsumerFull = 4,   // wgmma_gemm (test) consumer, full[stage]
+  kWaitSm90ConsumerTurn = 5,   // grouped_gemm_sm90 consumer, turn[warpgroup] (ping-pong)
 };
 
 inline const char* wait_site_name(uint32_t site) {
@@ -31,6 +32,8 @@ inline const char* wait_site_name(uint32_t site) {
     case kWaitSm90ConsumerFull: return "grouped_gemm_sm90_kernel consumer, mbarrier full[stage]";
     case kWaitTestProducerEmpty: return "wgmma_gemm_kernel producer, mbarrier empty[stage]";
     case kWaitTestConsumerFull: return "wgmma_gemm_kernel consumer, mbarrier full[stage]";
+    case kWaitSm90ConsumerTurn:
+      return "grouped_gemm_sm90_kernel consumer, mbarrier turn[warpgroup]";
     default: return "unknown wait site";
   }
 }

@@ -15,6 +15,19 @@ namespace moe_ext {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
+// The lane index read afresh (%laneid through volatile asm, which the compiler cannot merge with
+// an earlier threadIdx read): lets a kernel drop the lane from its registers across a loop that
+// needs every register (the Hopper GEMM's 128 x 128 accumulator) and read it again after.
+MOE_DEVICE MOE_FORCEINLINE int lane_id() {
+#if defined(__CUDACC__)
+  int lane;
+  asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
+  return lane;
+#else
+  return static_cast<int>(threadIdx.x) % 32;
+#endif
+}
+
 MOE_DEVICE MOE_FORCEINLINE float warp_max(float v) {
   for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
   return v;

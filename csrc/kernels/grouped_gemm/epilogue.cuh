@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "../../common/convert.h"
+#include "../../common/fast_math.h"
 #include "../../common/memory.h"
 #include "grouped_gemm.h"
 #include "scheduler.cuh"
@@ -81,11 +82,11 @@ MOE_DEVICE MOE_FORCEINLINE void store1(char* dst, float v, GemmElem type) {
 
 MOE_DEVICE MOE_FORCEINLINE float activate(float x, GemmActivation act) {
   switch (act) {
-    case GemmActivation::kSilu: return x / (1.f + expf(-x));
+    case GemmActivation::kSilu: return fast_silu(x);  // MUFU ex2 + rcp (common/fast_math.h)
     case GemmActivation::kGelu: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
     case GemmActivation::kGeluTanh: {
       const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-      return 0.5f * x * (1.f + tanhf(inner));
+      return 0.5f * x * (1.f + fast_tanh(inner));
     }
     case GemmActivation::kRelu: return x > 0.f ? x : 0.f;
     default: return x;

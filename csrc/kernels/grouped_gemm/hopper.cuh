@@ -10,8 +10,8 @@
 // Structure (384 threads, one CTA per SM, persistent over the same TileScheduler as the Ampere
 // kernel -- each warp walks the identical tile sequence, so the roles never exchange indices):
 //   * warpgroup 0 = producer: setmaxnreg.dec to 72 registers (128 x 72 + 256 x 216 = 63 K of the
-//     64 K register file; ptxas spills the gather at 56, the ragged-K map rewrites at 40), and
-//     the consumers inc to 216 (they need no more: 0 spills); thread 0 waits for a
+//     64 K register file; ptxas spills the gather at 56), and the consumers inc to 216 (ptxas
+//     compiles every role under the 168 registers of 384 threads: 0 spills); thread 0 waits for a
 //     free stage (empty[s]), arms full[s] with the stage's TMA bytes and issues the tile loads,
 //     all with the 128-byte swizzle: a K-major operand as boxes of 64 k x rows (A: one 64x128 box;
 //     B: two 64x64 boxes -- rows n0.. and n0 + 64.., or, gated, the gate rows n0.. and the up rows
@@ -32,28 +32,42 @@
 //     fence.proxy.async (its generic-proxy writes become visible to wgmma's async-proxy reads)
 //     and mbarrier.arrive, so full[s] completes on 128 arrivals + the TMA arrival and B's
 //     transaction bytes;
-//   * warpgroups 1, 2 = consumers (setmaxnreg.inc 216): each owns 64 of the tile's 128
-//     rows, waits full[s], issues 4 wgmma.m64n128k16 (K step 64 = one 128-byte swizzle atom;
-//     K-major descriptors advance 32 bytes per k16, MN-major ones 16 k rows = 2 KB, with the
-//     instruction's transpose bit) and commits them as one group; it waits for the previous
-//     step's group only (wgmma.wait_group 1: one step's MMAs overlap the next barrier wait) and
-//     then releases that step's stage (one arrival per consumer warp on empty[s]); the tile's
-//     last stage is released after wait_group 0, before the epilogue;
-//   * epilogue per consumer warp (no CTA barrier, so the producer keeps prefetching the next tile
-//     meanwhile): bias, activation or act(gate) * up (gated tiles are 64 output columns wide,
+//   * warpgroups 1, 2 = consumers (setmaxnreg.inc 216), PING-PONG: the CTA's tiles alternate
+//     between them (warpgroup 1 takes its 1st, 3rd, ... tile, warpgroup 2 the 2nd, 4th, ...),
+//     and each owns its whole 128 x 128 tile (two 64-row halves sharing B: 8 x
+//     wgmma.m64n128k16 per 64-k step, a 128-float accumulator per thread). The mainloops take
+//     turns through two mbarriers (turn[c]: warpgroup c may start; the other arrives once it has
+//     issued its tile's last MMAs), so while one warpgroup runs its epilogue the other's MMAs
+//     keep the tensor cores busy. Chosen over a dedicated epilogue warpgroup because handing a
+//     128 x 128 fp32 accumulator over costs 64 KB of shared memory and a round trip per tile,
+//     and over cooperative (both warpgroups on one tile) because there both stop issuing MMAs for
+//     the same epilogue (bias/activation/row scale, the SiLU's exp and divide: ~11-20 % of the
+//     tile time by the review's reading of the SASS). Per k step a warpgroup waits full[s],
+//     issues its 8 MMAs as one group, waits for the previous step's group only
+//     (wgmma.wait_group 1) and releases that stage (one arrival per warp on empty[s]); the
+//     stages flow in the producer's order, the mainloops being serialised;
+//   * epilogue per consumer warp (no CTA barrier, so the producer keeps prefetching): the warp's
+//     32 rows of the tile as two 16-row halves (rows 16 w.. and 64 + 16 w..) through one
+//     staging buffer. The routing weights of those rows (two dependent global loads) are loaded
+//     at the tile's start, before the turn wait, into 32 shared floats per warp -- in flight
+//     under the other warpgroup's MMAs, and no registers held across the mainloop (the
+//     accumulator leaves none: the kernel compiles under the 168-register limit of 384 threads,
+//     so the problem and the lane are also re-read after the mainloop). Then bias, activation or
+//     act(gate) * up (gated tiles are 64 output columns wide,
 //     gate in accumulator columns 0..63 and up in 64..127), row scale and the output dtype are
-//     applied to the accumulator fragments in registers; the warp's 16 x 128 output tile goes to
-//     its shared staging as 128-byte-swizzled boxes (conflict-free fragment writes) and one lane
+//     applied to the accumulator fragments in registers; each 16 x 128 half goes to the warp's
+//     shared staging as 128-byte-swizzled boxes (conflict-free fragment writes) and one lane
 //     stores them with TMA (cp.async.bulk.tensor, bulk_group), which clips at c's edges (N, and M
 //     or a batch's rows). A ragged-M box that reaches past its group's last row (a group's last
 //     < 16 rows, at most one box per warp and group) would overwrite the next group's rows, so
 //     the warp stores that one with 16-byte st.global from the same staging instead of
 //     rewriting a per-group map on the device (which would cost a full bulk wait plus a map
 //     publish at every group change -- nearly every tile with many small experts). The next
-//     tile's staging writes wait for the store's shared reads (bulk wait_group.read), so the
-//     store overlaps the next mainloop. Outputs TMA cannot address (unaligned pitch/base) take
-//     the fp32 staging + 16-byte st.global path of epilogue.cuh (store_tile).
-// Tiles: 128x128x64, 4 stages of 32 KB = 128 KB + 8 x 9 KB staging = 201 KB of shared memory (227
+//     half's staging writes wait for the store's shared reads (bulk wait_group.read). Outputs
+//     TMA cannot address (unaligned pitch/base) take the fp32 staging + 16-byte st.global path
+//     of epilogue.cuh (store_tile).
+// Tiles: 128x128x64, 4 stages of 32 KB = 128 KB + 8 x 9 KB staging + 1 KB row scales = 202 KB of
+// shared memory (227
 // KB available): deep enough to cover HBM latency with one CTA per SM, and 128x128 keeps the
 // skewed/small-expert tiles of MoE shapes from wasting a 256-wide tile. No 2-CTA cluster: the
 // persistent scheduler hands consecutive tiles of one expert to different CTAs at different times,
@@ -86,6 +100,7 @@
 #include "../../common/ptx_sm90.h"
 #include "../../common/shared.h"
 #include "../../common/swizzle.h"
+#include "../../common/warp.h"
 #include "epilogue.cuh"
 #include "grouped_gemm.h"
 #include "persistent.cuh"
@@ -113,6 +128,7 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
   unsigned char* smem = smem_raw + (1024 - shared_address(smem_raw) % 1024) % 1024;
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);  // (kStages)
   uint64_t* empty = full + kStages;                                     // (kStages)
+  uint64_t* turn = empty + kStages;  // (2) consumer warpgroup c may start its next mainloop
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const bool batched = p.form == GroupedGemmForm::kBatched;
   const bool ragged_k = p.form == GroupedGemmForm::kRaggedK;
@@ -121,8 +137,9 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&full[s], kGather ? 1 + kProducerThreads : 1);
-      mbarrier_init(&empty[s], 8);  // one arrival per consumer warp
+      mbarrier_init(&empty[s], 4);  // one arrival per warp of the consuming warpgroup
     }
+    for (int c = 0; c < 2; ++c) mbarrier_init(&turn[c], 4);  // one arrival per handing-off warp
     fence_barrier_init();
   }
   __syncthreads();
@@ -179,57 +196,81 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
 
   // --------------------------------------------------------------------------------- consumers
   setmaxnreg_inc<216>();
-  const int consumer_warp = warp - 4;            // 0..7
-  const int wg_rows = (consumer_warp / 4) * 64;  // this warpgroup's rows of the tile
+  const int consumer_warp = warp - 4;  // 0..7
+  const int wg = consumer_warp / 4;    // this warpgroup takes the CTA's tiles wg, wg + 2, ...
   unsigned char* staged =
       smem + kStagingOffset + consumer_warp * kWarpStagingBytes;  // (kStoreRows, BN)
+  float* scales = reinterpret_cast<float*>(smem + kScalesOffset) + 32 * consumer_warp;
   TileScheduler<BM, kTileN> scheduler(p);
   TileCoord tc;
-  int it = 0;
-  for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc); tile += gridDim.x) {
+  int it = 0;     // k steps of every tile so far (both warpgroups'): the stage ring position
+  int local = 0;  // tiles of this CTA so far
+  for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc);
+       tile += gridDim.x, ++local) {
     const GroupProblem q = group_problem(p, tc.problem);
     const int k_tiles = static_cast<int>((q.k + BK - 1) / BK);
-    float d[64];  // (64, BN) of the warpgroup's rows, wgmma_m64n128k16 layout
-    MOE_UNROLL for (int i = 0; i < 64; ++i) d[i] = 0.f;
-    it = mma_tile<T, kAKMajor, kBKMajor>(d, smem, full, empty, it, k_tiles, wg_rows, lane, p);
-    const int64_t m0 = int64_t{tc.tile_m} * BM + wg_rows + 16 * (consumer_warp % 4);
+    if (local % 2 != wg) {  // the other warpgroup's tile
+      it += k_tiles;
+      continue;
+    }
+    if (p.row_scale != nullptr)  // loaded ahead
+      stage_row_scales(scales, p, q, int64_t{tc.tile_m} * BM + 16 * (consumer_warp % 4), lane);
+    float d[2][64];  // (128, BN): rows 64 h.. in d[h], wgmma_m64n128k16 layout
+    MOE_UNROLL for (int h = 0; h < 2; ++h) MOE_UNROLL for (int i = 0; i < 64; ++i) d[h][i] = 0.f;
+    // the other warpgroup has issued its previous tile's MMAs (its handoff): the mainloops
+    // take turns, so one warpgroup's epilogue runs under the other's MMAs
+    if (local > 0)
+      mbarrier_wait(&turn[wg], ((local - 1) / 2) & 1, kWaitSm90ConsumerTurn, p.wait_report);
+    it = mma_tile<T, kAKMajor, kBKMajor>(d, smem, full, empty, &turn[1 - wg], it, k_tiles, lane, p);
+    // the problem again (offs from L1) rather than held across the mainloop: the 128 x 128
+    // accumulator leaves no registers to spare under the 168-register compile limit
+    const GroupProblem qe = group_problem(p, tc.problem);
+    const int el = lane_id();  // (not kept across the mainloop either)
+    const int64_t m0 = int64_t{tc.tile_m} * BM + 16 * (consumer_warp % 4);  // + 64 h
     const int64_t n0 = int64_t{tc.tile_n} * kTileN;
-    if (tma_store) {
-      if (m0 >= q.m) continue;                   // none of this warp's rows exist
-      if (lane == 0) bulk_wait_group_read<0>();  // the previous store has read the staging
-      __syncwarp();
-      stage_output<kGated, kGather>(d, staged, p, q, m0, n0, lane);
-      // the map clips at N and at c's last row: a ragged-M box reaching into the next group
-      // (its last rows) goes out with st.global instead
-      if (!ragged_m || q.m - m0 >= kStoreRows || q.start + q.m == p.m) {
-        fence_proxy_async_shared();  // the staging writes -> the copy engine's reads
+    MOE_UNROLL for (int h = 0; h < 2; ++h) {
+      const int64_t mh = m0 + 64 * h;
+      if (mh >= qe.m) break;  // none of this warp's rows exist (nor the next half's)
+      if (tma_store) {
+        float scale[2];
+        row_scales(scale, scales, p, h, el);
+        if (el == 0) bulk_wait_group_read<0>();  // the previous store has read the staging
         __syncwarp();
-        if (lane == 0) {
-          const int box_cols = kBoxRowBytes / gemm_elem_bytes(p.out_type);
-          for (int c = 0; c < kTileN && n0 + c < q.n; c += box_cols) {
-            unsigned char* box = staged + (c / box_cols) * (kStoreRows * kBoxRowBytes);
-            if (ragged_m)
-              tma_store_2d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(q.start + m0));
-            else
-              tma_store_3d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(m0), tc.problem);
+        stage_output<kGated, kGather>(d[h], scale, staged, p, qe, n0, el);
+        // the map clips at N and at c's last row: a ragged-M box reaching into the next group
+        // (its last rows) goes out with st.global instead
+        if (!ragged_m || qe.m - mh >= kStoreRows || qe.start + qe.m == p.m) {
+          fence_proxy_async_shared();  // the staging writes -> the copy engine's reads
+          __syncwarp();
+          if (el == 0) {
+            const int box_cols = kBoxRowBytes / gemm_elem_bytes(p.out_type);
+            for (int c = 0; c < kTileN && n0 + c < qe.n; c += box_cols) {
+              unsigned char* box = staged + (c / box_cols) * (kStoreRows * kBoxRowBytes);
+              if (ragged_m)
+                tma_store_2d(&tma_c, box, static_cast<int>(n0 + c),
+                             static_cast<int>(qe.start + mh));
+              else
+                tma_store_3d(&tma_c, box, static_cast<int>(n0 + c), static_cast<int>(mh),
+                             tc.problem);
+            }
+            bulk_commit_group();
           }
-          bulk_commit_group();
+        } else {
+          __syncwarp();
+          store_staged_rows<kTileN>(staged, p, qe, mh, n0, el);
+          __syncwarp();  // the next staging writes come after every lane's reads
         }
       } else {
+        float* staged_f = reinterpret_cast<float*>(staged);
+        const int g = el / 4, t = el % 4;
+        MOE_UNROLL for (int j = 0; j < 16; ++j) MOE_UNROLL for (int half = 0; half < 2; ++half)
+            st_shared(reinterpret_cast<float2*>(staged_f +
+                                                WarpStaging::index(g + 8 * half, 8 * j + 2 * t)),
+                      float2{d[h][4 * j + 2 * half], d[h][4 * j + 2 * half + 1]});
         __syncwarp();
-        store_staged_rows<kTileN>(staged, p, q, m0, n0, lane);
-        __syncwarp();  // the next tile's staging writes come after every lane's reads
+        store_tile<16, BN, 32, kGated>(staged_f, p, qe, mh, n0, el);
+        __syncwarp();  // the next staging writes come after every lane's reads
       }
-    } else {
-      float* staged_f = reinterpret_cast<float*>(staged);
-      const int g = lane / 4, t = lane % 4;
-      MOE_UNROLL for (int j = 0; j < 16; ++j) MOE_UNROLL for (int half = 0; half < 2; ++half)
-          st_shared(
-              reinterpret_cast<float2*>(staged_f + WarpStaging::index(g + 8 * half, 8 * j + 2 * t)),
-              float2{d[4 * j + 2 * half], d[4 * j + 2 * half + 1]});
-      __syncwarp();
-      store_tile<16, BN, 32, kGated>(staged_f, p, q, m0, n0, lane);
-      __syncwarp();  // the next tile's staging writes come after every lane's reads
     }
   }
   if (tma_store && lane == 0) bulk_wait_group<0>();  // the staging outlives the stores' reads

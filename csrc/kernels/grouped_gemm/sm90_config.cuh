@@ -8,7 +8,8 @@
 //               (A: one box of 64 k x 128 rows K-major, or two (64 m, 64 k) boxes MN-major;
 //                B: two boxes of 64 rows, the tile's halves or gated [gate | up])
 //   stagings    (kStoreRows, BN) output per consumer warp, x 8 warps        8 * 9 KB
-//   barriers    full[kStages], empty[kStages] mbarriers                     2 * kStages * 8 B
+//   row scales  the routing weights of each consumer warp's 32 tile rows     8 * 128 B
+//   barriers    full[kStages], empty[kStages], turn[2] mbarriers            (2 kStages + 2) * 8 B
 #pragma once
 
 #include "../../common/ptx_sm90.h"
@@ -30,10 +31,11 @@ constexpr int kWarpStagingBytes = 9 * 1024;  // >= WarpStaging::kBytes, 1024-ali
 constexpr int kStoreRows = 16;               // a consumer warp's rows: one TMA store box height
 constexpr int kBoxRowBytes = 128;            // TMA store box width in bytes (the swizzle span)
 constexpr int kMapBytes = 128;               // a CUtensorMap
-// shared: stages | 8 warp stagings | mbarriers
+// shared: stages | 8 warp stagings | 8 warps' row scales | mbarriers
 constexpr size_t kStagingOffset = size_t{kStages} * kStageBytes;
-constexpr size_t kBarrierOffset = kStagingOffset + 8 * kWarpStagingBytes;
-constexpr size_t kSmemBytes = 1024 + kBarrierOffset + 2 * kStages * 8;
+constexpr size_t kScalesOffset = kStagingOffset + 8 * kWarpStagingBytes;  // 8 warps x 32 rows
+constexpr size_t kBarrierOffset = kScalesOffset + 8 * 32 * 4;
+constexpr size_t kSmemBytes = 1024 + kBarrierOffset + (2 * kStages + 2) * 8;
 static_assert(WarpStaging::kBytes <= kWarpStagingBytes && kStoreRows * BN * 4 <= kWarpStagingBytes);
 static_assert(sizeof(TmaDescriptor) == kMapBytes, "a tensor map is 128 bytes");
 static_assert(kGatherLag < kStages, "a producer must signal stage it - lag before reusing it");

@@ -38,27 +38,41 @@ MOE_DEVICE MOE_FORCEINLINE void stage_pair(unsigned char* staged, int r, int col
     st_shared(reinterpret_cast<uint32_t*>(staged + off), pack2<__half>(v0, v1));
 }
 
+// The routing weights of a consumer warp's 32 rows of the tile (lane l: row m0 + l for l < 16,
+// m0 + 64 + l - 16 after: the warp's rows of both halves) into `scales` (shared, 32 floats):
+// p.row_scale[p.row_scale_index[row]], 0 past the problem or for an index outside [0, M).
+// Called at the tile's start, before the warpgroup waits for its mainloop turn: the two
+// dependent global loads complete while the other warpgroup's MMAs run, and nothing stays in
+// registers across the mainloop (a 128 x 128 accumulator leaves none to spare).
+MOE_DEVICE MOE_FORCEINLINE void stage_row_scales(float* scales, const GroupedGemmParams& p,
+                                                 const GroupProblem& q, int64_t m0, int lane) {
+  const int64_t r = m0 + (lane < 16 ? lane : 48 + lane);
+  float v = 0.f;
+  if (r < q.m) {
+    const int32_t idx = ld_global_nc(p.row_scale_index + q.start + r);
+    if (idx >= 0 && idx < p.m) v = load_as_float(p.row_scale, idx, p.row_scale_type);
+  }
+  st_shared(scales + lane, v);
+  __syncwarp();
+}
+
+// The staged routing weights of the fragment rows lane / 4 (+ 8) of half h (1 without a scale).
+MOE_DEVICE MOE_FORCEINLINE void row_scales(float (&scale)[2], const float* scales,
+                                           const GroupedGemmParams& p, int h, int lane) {
+  MOE_UNROLL for (int e = 0; e < 2; ++e) scale[e] =
+      p.row_scale == nullptr ? 1.f : ld_shared(scales + 16 * h + lane / 4 + 8 * e);
+}
+
 // The epilogue applied to a consumer warp's accumulator fragments (16 rows from m0 of problem
 // q, output columns from n0; d as wgmma_m64n128k16 lays it out), staged as TMA store boxes.
 // kActivate: p.activation is applied (moe_mlp's first GEMM only; compiled out elsewhere, since
 // 64 unrolled copies of every activation double the kernel's code: 12 k vs 5.5 k instructions).
 template <bool kGated, bool kActivate>
-MOE_DEVICE void stage_output(const float (&d)[64], unsigned char* staged,
-                             const GroupedGemmParams& p, const GroupProblem& q, int64_t m0,
-                             int64_t n0, int lane) {
+MOE_DEVICE void stage_output(const float (&d)[64], const float (&scale)[2], unsigned char* staged,
+                             const GroupedGemmParams& p, const GroupProblem& q, int64_t n0,
+                             int lane) {
   constexpr int kOutN = kGated ? sm90::BN / 2 : sm90::BN;
   const int g = lane / 4, t = lane % 4;
-  float scale[2] = {1.f, 1.f};
-  if (p.row_scale != nullptr) {
-    MOE_UNROLL for (int h = 0; h < 2; ++h) {
-      const int64_t r = m0 + g + 8 * h;
-      scale[h] = 0.f;
-      if (r < q.m) {
-        const int32_t idx = ld_global_nc(p.row_scale_index + q.start + r);
-        if (idx >= 0 && idx < p.m) scale[h] = load_as_float(p.row_scale, idx, p.row_scale_type);
-      }
-    }
-  }
   MOE_UNROLL for (int j = 0; j < kOutN / 8; ++j) {
     const int col = 8 * j + 2 * t;
     float bias[2] = {0.f, 0.f};
