@@ -73,6 +73,17 @@ def test_static_report_emulator_proxies():
         assert rows[op]["h100_model_us"] > 0
 
 
+@pytest.mark.skipif(not moe_ext.build_info()["emulator"], reason="needs the emulator")
+def test_gemm_proxy_table(tmp_path):
+    """benchmarks/emu_gemm_proxies.py runs every config (each checked against torch inside)."""
+    out = tmp_path / "proxies.md"
+    run_script(["benchmarks/emu_gemm_proxies.py", "--markdown", str(out)], tmp_path)
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| sm")]
+    assert len(rows) == 3
+    hopper = rows[0].split("|")
+    assert hopper[2].strip() != "" and hopper[8].strip() == "0"  # no memory op in the MMA turn
+
+
 @pytest.mark.slow
 def test_bench_scripts_smoke(tmp_path):
     b = "benchmarks/"

@@ -31,6 +31,9 @@
 //       d[4j + e] = (row 16w + lane/4 + 8(e/2), column 8j + 2(lane%4) + e%2) -- the mma.m16n8
 //       C layout for each 8-column block j.
 //   setmaxnreg_inc<N>() / setmaxnreg_dec<N>()   setmaxnreg.{inc,dec}.sync.aligned.u32
+//   tensor_core_turn_begin() / tensor_core_turn_end()   no instruction: mark where a consumer
+//       warp takes and hands on the MMA turn, so the emulator can count the memory instructions
+//       issued while holding it (LaunchStats::tc_turn_requests) and after (epilogue_requests)
 //
 // Layouts (the emulator computes with exactly these): the 128-byte swizzle maps shared byte
 // address a to a ^ (((a >> 7) & 7) << 4) (16-byte chunk c of a 128-byte row r of a 1024-byte-
@@ -313,6 +316,8 @@ MOE_DEVICE MOE_FORCEINLINE uint64_t wgmma_desc(const void* smem, uint32_t lbo, u
   return addr | (uint64_t{(lbo & 0x3FFFF) >> 4} << 16) | (uint64_t{(sbo & 0x3FFFF) >> 4} << 32) |
          (uint64_t{swizzle128 ? 1u : 0u} << 62);
 }
+MOE_DEVICE MOE_FORCEINLINE void tensor_core_turn_begin() {}
+MOE_DEVICE MOE_FORCEINLINE void tensor_core_turn_end() {}
 MOE_DEVICE MOE_FORCEINLINE void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }

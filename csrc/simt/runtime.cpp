@@ -57,6 +57,11 @@ void release_barrier(Block& b) {
 // ---------------------------------------------------------------- warp-level memory statistics
 // Groups one warp's logged accesses by instruction (sequence number) and folds them into the
 // counters: 32-byte sectors for global memory, bank-conflict wavefronts for shared memory.
+void count_phase(uint8_t phase, LaunchStats& st) {
+  if (phase == kTcTurn) ++st.tc_turn_requests;
+  if (phase == kTcAfterTurn) ++st.epilogue_requests;
+}
+
 void fold_global(std::vector<MemRecord>& log, size_t n, LaunchStats& st) {
   std::stable_sort(log.begin(), log.begin() + n,
                    [](const MemRecord& a, const MemRecord& b) { return a.seq < b.seq; });
@@ -69,6 +74,7 @@ void fold_global(std::vector<MemRecord>& log, size_t n, LaunchStats& st) {
         sectors.insert(s);
     ++st.global_requests;
     st.global_sectors += sectors.size();
+    count_phase(log[i].tc_phase, st);
     i = j;
   }
 }
@@ -100,6 +106,7 @@ void fold_shared(std::vector<MemRecord>& log, size_t n, LaunchStats& st) {
       ++phases;
     }
     ++st.shared_requests;
+    count_phase(log[i].tc_phase, st);
     st.shared_wavefronts += wavefronts;
     st.bank_conflicts += wavefronts - phases;
     i = j;
@@ -395,6 +402,8 @@ Thread& this_thread() {
   return *tl_block->current;
 }
 
+void set_tensor_core_phase(TensorCorePhase phase) { this_thread().tc_phase = phase; }
+
 void syncthreads(const char* site) {
   Thread& t = this_thread();
   Block& b = *t.block;
@@ -548,8 +557,8 @@ void check_global(const void* p, size_t bytes, bool write, const char* kind, boo
     return;
   }
   auto& log = b.global_log[t.warp];
-  log.push_back(
-      MemRecord{t.global_seq++, a, static_cast<uint32_t>(bytes), static_cast<uint8_t>(t.lane)});
+  log.push_back(MemRecord{t.global_seq++, a, static_cast<uint32_t>(bytes),
+                          static_cast<uint8_t>(t.lane), t.tc_phase});
   if (log.size() > kLogFlushThreshold) flush_warp_logs(b, t.warp, false);
 }
 
@@ -638,9 +647,10 @@ void check_shared(const void* p, size_t bytes, bool write, const char* kind, boo
       s.reader_sync = gen;
     }
   }
+  if (!write) b.stats.shared_bytes_read += bytes;
   auto& log = b.shared_log[t.warp];
-  log.push_back(
-      MemRecord{t.shared_seq++, a, static_cast<uint32_t>(bytes), static_cast<uint8_t>(t.lane)});
+  log.push_back(MemRecord{t.shared_seq++, a, static_cast<uint32_t>(bytes),
+                          static_cast<uint8_t>(t.lane), t.tc_phase});
   if (log.size() > kLogFlushThreshold) flush_warp_logs(b, t.warp, false);
 }
 

@@ -46,20 +46,26 @@ struct Buffer {
 // of one memory instruction by the per-lane instruction sequence number (lanes that execute
 // the same code issue the same sequence of memory instructions).
 // X-macro over the counters: the struct, its sum and the Python export list them once.
-#define MOE_SIMT_LAUNCH_STATS(X)                                                  \
-  X(global_bytes_read)                                                            \
-  X(global_bytes_written)                                                         \
-  X(global_requests)   /* warp-level global memory instructions */                \
-  X(global_sectors)    /* distinct 32-byte sectors those instructions touched */  \
-  X(shared_requests)   /* warp-level shared memory instructions */                \
-  X(shared_wavefronts) /* bank-conflict-serialised passes they needed */          \
-  X(bank_conflicts)    /* wavefronts - ideal wavefronts */                        \
-  X(barriers)          /* __syncthreads completed (per block) */                  \
-  X(warp_collectives)  /* shuffles, votes, reductions, matches (per warp) */      \
-  X(collective_instrs) /* the SASS instructions they take: an 8-byte SHFL is 2 */ \
-  X(mma)               /* mma.sync instructions (per warp) */                     \
-  X(fiber_switches)                                                               \
-  X(blocks)                                                                       \
+#define MOE_SIMT_LAUNCH_STATS(X)                                                   \
+  X(global_bytes_read)                                                             \
+  X(global_bytes_written)                                                          \
+  X(global_requests)    /* warp-level global memory instructions */                \
+  X(global_sectors)     /* distinct 32-byte sectors those instructions touched */  \
+  X(shared_requests)    /* warp-level shared memory instructions */                \
+  X(shared_wavefronts)  /* bank-conflict-serialised passes they needed */          \
+  X(bank_conflicts)     /* wavefronts - ideal wavefronts */                        \
+  X(barriers)           /* __syncthreads completed (per block) */                  \
+  X(warp_collectives)   /* shuffles, votes, reductions, matches (per warp) */      \
+  X(collective_instrs)  /* the SASS instructions they take: an 8-byte SHFL is 2 */ \
+  X(mma)                /* mma.sync instructions (per warp) */                     \
+  X(wgmma)              /* wgmma.mma_async instructions (per warpgroup) */         \
+  X(wgmma_shared_bytes) /* operand bytes they read from shared (A + B, once) */    \
+  X(tma_load_bytes)     /* bytes TMA loads wrote into shared memory */             \
+  X(shared_bytes_read)  /* bytes of the threads' own shared loads */               \
+  X(tc_turn_requests)   /* memory instructions issued holding the MMA turn */      \
+  X(epilogue_requests)  /* memory instructions issued after releasing it */        \
+  X(fiber_switches)                                                                \
+  X(blocks)                                                                        \
   X(threads)
 
 struct LaunchStats {
@@ -101,6 +107,7 @@ struct MemRecord {  // one lane's access, for warp-level coalescing / bank stati
   uintptr_t addr;
   uint32_t bytes;
   uint8_t lane;
+  uint8_t tc_phase;  // the thread's TensorCorePhase when it issued the access
 };
 
 struct CpAsyncCopy {
@@ -127,6 +134,7 @@ struct Thread {
   FiberContext ctx;
   Block* block = nullptr;
   uint64_t global_seq = 0, shared_seq = 0;  // memory-instruction sequence numbers
+  uint8_t tc_phase = 0;                     // TensorCorePhase (tensor_core_turn_begin/end)
   size_t mbar_offset = 0;                   // while waiting at an mbarrier: its shared offset
   uint32_t mbar_parity = 0;                 //   and the phase parity waited for
   const char* mbar_site = nullptr;          //   and the wait's site (kernel, barrier)
@@ -239,6 +247,11 @@ std::vector<LoggedLaunch> stop_launch_log();
 
 // Kernel-side services (valid only inside a running kernel).
 Thread& this_thread();
+// A tensor-core warp's phase, for the epilogue-overlap proxy: kTcNone until it first takes the
+// MMA turn, kTcTurn while it holds it (its memory instructions count as tc_turn_requests),
+// kTcAfterTurn once it has handed it on (epilogue_requests).
+enum TensorCorePhase : uint8_t { kTcNone = 0, kTcTurn = 1, kTcAfterTurn = 2 };
+void set_tensor_core_phase(TensorCorePhase phase);
 void syncthreads(const char* site);
 void threadfence();
 // __activemask(): the lanes of this warp that reach this call site together. The caller waits

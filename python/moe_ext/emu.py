@@ -36,8 +36,13 @@ def last_launch_stats() -> dict[str, int]:
     request measures coalescing: 4 is ideal for 4-byte lanes), ``shared_requests``,
     ``shared_wavefronts`` and ``bank_conflicts`` (extra wavefronts caused by bank conflicts),
     ``barriers``, ``warp_collectives`` (shuffles, votes, reductions), ``collective_instrs``
-    (the SASS instructions they take: a 64-bit shuffle is two SHFL), ``mma``, ``fiber_switches``,
-    ``blocks``, ``threads``.
+    (the SASS instructions they take: a 64-bit shuffle is two SHFL), ``mma`` (mma.sync, per warp),
+    ``wgmma`` (wgmma.mma_async, per warpgroup), ``wgmma_shared_bytes`` (the operand bytes those read
+    from shared memory: A and B once per instruction), ``tma_load_bytes`` (bytes TMA loads wrote
+    to shared memory), ``shared_bytes_read`` (the threads' own shared loads), ``tc_turn_requests``
+    and ``epilogue_requests`` (warp-level memory instructions of tensor-core warps while holding
+    the CTA's MMA turn, and after handing it on: ``tensor_core_turn_begin/end`` in ptx_sm90.h),
+    ``fiber_switches``, ``blocks``, ``threads``.
     """
     _require()
     return dict(_C.emu_last_launch_stats())

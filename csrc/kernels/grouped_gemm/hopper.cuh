@@ -221,7 +221,9 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     // take turns, so one warpgroup's epilogue runs under the other's MMAs
     if (local > 0)
       mbarrier_wait(&turn[wg], ((local - 1) / 2) & 1, kWaitSm90ConsumerTurn, p.wait_report);
+    tensor_core_turn_begin();  // (the emulator's overlap proxy; no instruction)
     it = mma_tile<T, kAKMajor, kBKMajor>(d, smem, full, empty, &turn[1 - wg], it, k_tiles, lane, p);
+    tensor_core_turn_end();
     // the problem again (offs from L1) rather than held across the mainloop: the 128 x 128
     // accumulator leaves no registers to spare under the 168-register compile limit
     const GroupProblem qe = group_problem(p, tc.problem);

@@ -103,6 +103,7 @@ inline void tma_load(void* smem, const TmaDescriptor* desc, const int* coord, ui
   sm90_emu::check_map_use(desc, kind);
   const size_t total = sm90_emu::for_each_box_row(d, smem, coord, kind, [](auto...) {});
   ::moe_simt::async_shared_write(smem, total, kind);
+  ::moe_simt::this_thread().block->stats.tma_load_bytes += total;
   sm90_emu::for_each_box_row(
       d, smem, coord, kind, [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t shared_row) {
         // the in-range elements of a box row are contiguous in global memory: one bulk read
@@ -272,6 +273,8 @@ inline uint64_t wgmma_desc(const void* smem, uint32_t lbo, uint32_t sbo, bool sw
          (uint64_t{swizzle128 ? 1u : 0u} << 62);
 }
 inline void wgmma_fence() {}
+inline void tensor_core_turn_begin() { ::moe_simt::set_tensor_core_phase(::moe_simt::kTcTurn); }
+inline void tensor_core_turn_end() { ::moe_simt::set_tensor_core_phase(::moe_simt::kTcAfterTurn); }
 inline void wgmma_commit() {}
 template <int N>
 inline void wgmma_wait() {}
@@ -320,6 +323,10 @@ void wgmma_compute(::moe_simt::Collective& col, void*) {
     std::memcpy(&h, shared_at(off), 2);
     return Bf16 ? ::moe_ext::ptx_emu::bf16_to_float(h) : ::moe_ext::ptx_emu::f16_to_float(h);
   };
+  // what the warpgroup's instruction reads from shared: this warp's 16 rows of A, and B once
+  auto& stats = ::moe_simt::this_thread().block->stats;
+  stats.wgmma_shared_bytes += 16 * 16 * 2 + (w == 0 ? 128 * 16 * 2 : 0);
+  if (w == 0) ++stats.wgmma;
   float A[16][16], B[16][128];
   for (int r = 0; r < 16; ++r)
     for (int k = 0; k < 16; ++k) A[r][k] = elem(in.desc_a, 16 * w + r, k, in.trans_a);

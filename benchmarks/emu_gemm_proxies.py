@@ -1,0 +1,188 @@
+"""Roofline proxies of the grouped GEMM's tile configs, from the SIMT emulator and ptxas.
+
+No GPU measures these kernels here, so issue 20's goals are tracked through counts that the
+emulator takes while it runs the CUDA source (``torch.ops.moe_ext_emu.grouped_mm``, one config at
+a time through ``MOE_EXT_GEMM_PATH`` / ``MOE_EXT_GEMM_CONFIG``), per output tile:
+
+- global bytes read per FLOP (every byte the CTAs load, TMA boxes included; a 2-CTA multicast
+  would count its box once) and that figure over the 128x128 kernel's;
+- shared-memory operand bytes per tensor-core instruction (wgmma: A and B once per warpgroup
+  instruction; mma.sync: the ldmatrix/lds bytes per mma) and per FLOP;
+- the epilogue's memory instructions per tile (warp-level global + shared requests the tensor-core
+  warps issue after handing on the MMA turn) and the memory instructions issued while holding
+  the turn -- the proxy for "a tensor-core warp waits on an epilogue": 0 means no epilogue
+  instruction sits between two of the CTA's MMA groups;
+- registers and spills of the config's sm_90a / sm_80 instantiations (cuobjdump of the build).
+
+Counts and ratios, not times. The 128x256 + 2x1-cluster rows are the analytic model of the
+config issue 20 item 2 asks for (no such kernel is built yet).
+
+    PYTHONPATH=python python benchmarks/emu_gemm_proxies.py [--markdown out.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import sass as sass_tools  # noqa: E402
+
+import moe_ext  # noqa: E402
+
+# (label, MOE_EXT_GEMM_PATH, MOE_EXT_GEMM_CONFIG, tile M, tile N, kernel-name pattern)
+CONFIGS = [
+    ("sm90 128x128 ping-pong (TMA, wgmma)", "sm90", "auto", 128, 128, r"grouped_gemm_sm90_kernel"),
+    (
+        "sm80 large 128x128 (cp.async, mma.sync)",
+        "sm80",
+        "large",
+        128,
+        128,
+        r"TensorCoreTile<128, 128",
+    ),
+    (
+        "sm80 small_m 32x128 (cp.async, mma.sync)",
+        "sm80",
+        "small_m",
+        32,
+        128,
+        r"TensorCoreTile<32, 128",
+    ),
+]
+
+
+def _problem(m_per_group: int, groups: int, n: int, k: int):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(m_per_group * groups, k, generator=g).bfloat16()
+    b = torch.randn(groups, n, k, generator=g).bfloat16().transpose(-2, -1)  # HF [E, N, K]
+    offs = torch.arange(1, groups + 1, dtype=torch.int32) * m_per_group
+    return a, b, offs
+
+
+def run_config(path: str, config: str, tm: int, tn: int, shape) -> dict:
+    m_per_group, groups, n, k = shape
+    a, b, offs = _problem(*shape)
+    old = {key: os.environ.get(key) for key in ("MOE_EXT_GEMM_PATH", "MOE_EXT_GEMM_CONFIG")}
+    os.environ.update(MOE_EXT_GEMM_PATH=path, MOE_EXT_GEMM_CONFIG=config)
+    try:
+        out = torch.ops.moe_ext_emu.grouped_mm(a, b, offs)
+        s = moe_ext.emu.last_launch_stats()
+    finally:
+        for key, v in old.items():
+            os.environ.pop(key) if v is None else os.environ.__setitem__(key, v)
+    ref = torch.cat(
+        [a[i * m_per_group : (i + 1) * m_per_group].float() @ b[i].float() for i in range(groups)]
+    )
+    assert torch.allclose(out.float(), ref, rtol=2e-2, atol=2e-1), (
+        "the config computed a wrong result"
+    )
+    flops = 2 * m_per_group * groups * n * k
+    tiles = groups * -(-m_per_group // tm) * -(-n // tn)
+    tc = s["wgmma"] or s["mma"]
+    tc_bytes = s["wgmma_shared_bytes"] if s["wgmma"] else s["shared_bytes_read"]
+    return dict(
+        global_bytes_per_flop=s["global_bytes_read"] / flops,
+        tma_bytes_per_flop=s["tma_load_bytes"] / flops,
+        shared_bytes_per_mma=tc_bytes / max(1, tc),
+        shared_bytes_per_flop=tc_bytes / flops,
+        tc_instructions=tc,
+        tiles=tiles,
+        epilogue_requests_per_tile=s["epilogue_requests"] / tiles,
+        turn_requests=s["tc_turn_requests"],
+        warp_specialised=s["wgmma"] > 0,
+    )
+
+
+def registers(pattern: str) -> dict:
+    tool = sass_tools.cuobjdump()
+    if tool is None or not moe_ext.build_info().get("cuda"):
+        return {}
+    usage = sass_tools.resource_usage(tool, moe_ext._C.__file__)
+    names = sass_tools.demangle(sorted({n for _, n in usage}))
+    regs, spills = set(), 0
+    for (_arch, name), u in usage.items():
+        if re.search(pattern, names.get(name, name)):
+            regs.add(u.get("REG", 0))
+            spills += u.get("LOCAL", 0) + u.get("STACK", 0)
+    return dict(
+        regs=f"{min(regs)}-{max(regs)}" if len(regs) > 1 else str(next(iter(regs), "")),
+        spills=spills,
+    )
+
+
+def markdown(shape, rows) -> str:
+    m, g, n, k = shape
+    base = rows[0]["global_bytes_per_flop"]
+    out = [
+        "# Grouped GEMM roofline proxies (SIMT emulator + cuobjdump; counts, not times)",
+        "",
+        f"Shape: {g} groups x {m} rows, N={n}, K={k}, bf16, weights in the HF [E, N, K] layout. "
+        "`global B/FLOP`: bytes the CTAs read from global memory per FLOP (TMA boxes included); "
+        "`shared B/MMA`: operand bytes the tensor-core instructions read from shared memory "
+        "(wgmma: A + B once per warpgroup instruction; mma.sync: the warps' ldmatrix/lds bytes per "
+        "mma); `epilogue mem/tile`: warp-level memory instructions of the epilogue per tile; "
+        "`mem in MMA turn`: memory instructions issued by a warp holding the CTA's MMA turn (0: no "
+        "epilogue instruction between two MMA groups).",
+        "",
+        "| config | global B/FLOP | vs sm90 128x128 | TMA B/FLOP | shared B/MMA | shared B/FLOP | "
+        "epilogue mem/tile | mem in MMA turn | regs | spills |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        turn = r["turn_requests"] if r["warp_specialised"] else "all (no warp specialisation)"
+        epi = f"{r['epilogue_requests_per_tile']:.1f}" if r["warp_specialised"] else "n/a"
+        out.append(
+            f"| {r['label']} | {r['global_bytes_per_flop']:.5f} | "
+            f"{r['global_bytes_per_flop'] / base:.2f}x | {r['tma_bytes_per_flop']:.5f} | "
+            f"{r['shared_bytes_per_mma']:.0f} | {r['shared_bytes_per_flop']:.4f} | {epi} | {turn} | "
+            f"{r.get('regs', '')} | {r.get('spills', '')} |"
+        )
+    # the analytic model: per CTA and k step, A (BM x 2 B) + B (BN x 2 B) per 2 BM BN FLOPs;
+    # a 2x1 cluster multicasting B loads half of it per CTA
+    model = lambda bm, bn, share: (bm * 2 + bn * 2 / share) / (2 * bm * bn)  # noqa: E731
+    ref = model(128, 128, 1)
+    out += [
+        "",
+        "Analytic model (per CTA, full tiles; issue 20's goal is <= 0.55x on the large GEMMs):",
+        "",
+        "| tile | global B/FLOP | vs 128x128 |",
+        "|---|---|---|",
+    ]
+    for label, bm, bn, share in (
+        ("128x128", 128, 128, 1),
+        ("128x256", 128, 256, 1),
+        ("128x256, 2x1 cluster multicasting B (not built yet)", 128, 256, 2),
+    ):
+        out.append(f"| {label} | {model(bm, bn, share):.5f} | {model(bm, bn, share) / ref:.2f}x |")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--markdown", type=str, default=None)
+    ap.add_argument(
+        "--shape", type=int, nargs=4, default=(256, 2, 256, 512), metavar=("M", "G", "N", "K")
+    )
+    args = ap.parse_args()
+    if not moe_ext.build_info().get("emulator"):
+        sys.exit("the emulator is not built (MOE_EXT_EMU=0)")
+    shape = tuple(args.shape)
+    rows = []
+    for label, path, config, tm, tn, pattern in CONFIGS:
+        r = run_config(path, config, tm, tn, shape)
+        rows.append(dict(label=label, **r, **registers(pattern)))
+    md = markdown(shape, rows)
+    print(md)
+    if args.markdown:
+        Path(args.markdown).write_text(md)
+
+
+if __name__ == "__main__":
+    main()
