@@ -45,6 +45,7 @@ LAUNCH = [
     (r"grouped_gemm_tc_kernel.*TensorCoreTile<128, 128", 128, 81_920),
     (r"grouped_gemm_tc_kernel.*TensorCoreTile<32, 128", 128, 51_200),
     (r"grouped_gemm_simt_kernel", 256, 18_432),
+    (r"wgmma_gemm_kernel<256>", 160, 1024 + 2 * 40_960 + 4 * 4096 + 32),
     (r"wgmma_gemm_kernel", 160, 1024 + 2 * 24_576 + 4 * 4096 + 32),
     (r"tile_gemm_kernel", 128, 0),
     (r"sort_tokens", 256, 8192),

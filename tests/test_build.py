@@ -87,10 +87,13 @@ def test_sass_main_loops_and_no_local_memory():
         for n, text in simt.items():
             assert "FFMA" in text and "HMMA" not in text, n
     # the Hopper layer (sm_90a only): TMA loads, mbarrier waits and wgmma in the test GEMM
-    hopper = [t for (a, n), t in sass.items() if a == "sm_90a" and "wgmma_gemm_kernel" in n]
-    assert len(hopper) == 1, "wgmma_gemm_kernel missing from the sm_90a cubin"
-    for op in ("HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"):
-        assert op in hopper[0], f"{op} not in wgmma_gemm_kernel"
+    # (64 x 128 and 64 x 256 tiles: HGMMA.64x128x16 and HGMMA.64x256x16)
+    hopper = {n: t for (a, n), t in sass.items() if a == "sm_90a" and "wgmma_gemm_kernel" in n}
+    assert len(hopper) == 2, "wgmma_gemm_kernel<128> / <256> missing from the sm_90a cubin"
+    for width in (128, 256):
+        text = next(t for n, t in hopper.items() if f"ILi{width}E" in n)
+        for op in (f"HGMMA.64x{width}x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"):
+            assert op in text, f"{op} not in wgmma_gemm_kernel<{width}>"
     assert not any("wgmma_gemm_kernel" in n for (a, n) in sass if a == "sm_80")
     # the Hopper grouped GEMM (bf16, fp16) x (TMA A with K-major/K-major, K-major/MN-major and
     # MN-major/MN-major operands; gathered A; gathered A + gated epilogue): TMA loads and stores,

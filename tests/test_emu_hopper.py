@@ -14,13 +14,15 @@ import pytest
 import torch
 from conftest import _has_op
 
+import moe_ext
+
 pytestmark = pytest.mark.skipif(
     not _has_op("moe_ext_emu_test", "wgmma_gemm"), reason="needs the emulator backend"
 )
 
 
-def wgmma_gemm(a, b, stages=2, fault=0, tma_store=False):
-    return torch.ops.moe_ext_emu_test.wgmma_gemm(a, b, stages, fault, tma_store)
+def wgmma_gemm(a, b, stages=2, fault=0, tma_store=False, block_n=128):
+    return torch.ops.moe_ext_emu_test.wgmma_gemm(a, b, stages, fault, tma_store, block_n)
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3, 4])
@@ -35,6 +37,30 @@ def test_matches_torch(shape, stages):
     ref = a.double() @ b.double().t()
     # fp32 accumulation of exact bf16 products: error ~ K * 2^-24 * |terms|
     torch.testing.assert_close(c.double(), ref, rtol=0, atol=K * 2**-20 * 4)
+
+
+@pytest.mark.parametrize("tma_store", [False, True])
+@pytest.mark.parametrize("shape", [(64, 256, 64), (128, 512, 192)])
+def test_m64n256k16_matches_torch(shape, tma_store):
+    """wgmma.m64n256k16 (the 128x256 tile's instruction): 64 x 256 CTA tiles, d[128] per thread,
+    exact on small integers (every product and sum representable), so a misplaced element of
+    the 256-column fragment layout cannot hide in a tolerance."""
+    M, N, K = shape
+    g = torch.Generator().manual_seed(M + N + K)
+    a = torch.randint(-4, 5, (M, K), generator=g).to(torch.bfloat16)
+    b = torch.randint(-4, 5, (N, K), generator=g).to(torch.bfloat16)
+    assert torch.equal(
+        wgmma_gemm(a, b, 2, tma_store=tma_store, block_n=256), a.float() @ b.float().t()
+    )
+    s = moe_ext.emu.last_launch_stats()
+    assert s["wgmma"] == (M // 64) * (N // 256) * (K // 16)
+    assert s["wgmma_shared_bytes"] == s["wgmma"] * (64 + 256) * 16 * 2
+
+
+def test_block_n_is_checked():
+    a = torch.zeros(64, 64, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="block_n must be 128 or 256"):
+        wgmma_gemm(a, torch.zeros(128, 64, dtype=torch.bfloat16), block_n=64)
 
 
 def test_layout_is_exact_on_integers():

@@ -28,10 +28,10 @@ at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // c[M, N] fp32 = a[M, K] @ b[N, K]^T through the Hopper test GEMM (TMA, mbarriers, wgmma); M % 64,
-// N % 128, K % 64 == 0; `fault` plants a synchronisation bug the emulator must report;
-// `tma_store` stores c through shared staging and TMA.
+// N % block_n, K % 64 == 0 (block_n 256: wgmma.m64n256k16); `fault` plants a synchronisation bug
+// the emulator must report; `tma_store` stores c through shared staging and TMA.
 at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stages, int64_t fault,
-                          bool tma_store) {
+                          bool tma_store, int64_t block_n) {
   const char* op = "wgmma_gemm";
   MOE_CHECK(op, a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16,
             "a and b must be bfloat16, got ", describe(a), " and ", describe(b));
@@ -44,6 +44,8 @@ at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stag
   WgmmaGemmParams p{
       ac.const_data_ptr(), bc.const_data_ptr(),      c.data_ptr<float>(),     a.size(0), b.size(0),
       a.size(1),           static_cast<int>(stages), static_cast<int>(fault), tma_store};
+  MOE_CHECK(op, block_n == 128 || block_n == 256, "block_n must be 128 or 256, got ", block_n);
+  p.block_n = static_cast<int>(block_n);
   DeviceBackend<Target::kEmu>::launch(op, &emu::launch_wgmma_gemm, p,
                                       {{"a", ac, false}, {"b", bc, false}, {"c", c, true}});
   return c;
@@ -57,7 +59,8 @@ TORCH_LIBRARY_FRAGMENT(moe_ext_emu_test, m) {
   m.def("tile_gemm(Tensor a, Tensor b) -> Tensor");
   // Hopper test GEMM on the emulator (TMA + mbarrier + wgmma): c = a @ b.T, bf16 in, fp32 out.
   m.def(
-      "wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0, bool tma_store=False) -> Tensor");
+      "wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0, bool tma_store=False, "
+      "int block_n=128) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(moe_ext_emu_test, CPU, m) {

@@ -1,21 +1,23 @@
 // wgmma_gemm_kernel: C[M,N] (fp32) = A[M,K] @ B[N,K]^T on Hopper's asynchronous pipeline: TMA
 // tile loads into 128-byte-swizzled shared memory completing on mbarriers, a producer warp and
-// one consumer warpgroup issuing wgmma.m64n128k16 from shared-memory descriptors.
+// one consumer warpgroup issuing wgmma.m64n128k16 (or m64n256k16: block_n = 256) from
+// shared-memory descriptors.
 //
 // The test vehicle of the sm_90 PTX layer (common/ptx_sm90.h) -- tests/test_emu_hopper.py runs it
 // on the emulator against torch, and with planted faults (a skipped barrier wait, a producer
 // that never loads) that the emulator must report -- and the skeleton the Hopper grouped GEMM
 // (issue 10) grows from:
-//   * CTA tile 64x128, K step 64 (one 128-byte swizzle atom per row), `stages` buffers;
+//   * CTA tile 64 x BN (BN = 128 or 256), K step 64 (one 128-byte swizzle atom per row),
+//     `stages` buffers;
 //   * 160 threads: warps 0-3 = consumer warpgroup, warp 4 = producer (lane 0 issues TMA);
 //   * full[s] (1 arrival + the stage's bytes) and empty[s] (4 arrivals, one per consumer warp)
 //     mbarriers; use u of stage s waits full[s] parity u & 1 and empty[s] parity (u - 1) & 1;
 //   * per K step, 4 wgmma (k16 each, descriptors advanced by 32 bytes inside the atom),
 //     committed and waited before the stage is released;
-//   * epilogue: st.global from the fragments, or (tma_store) each warp's 16 rows in two
-//     64-column halves through one 4 KB staging buffer (two 128-byte-swizzled boxes of 16 x 32
-//     fp32), stored with TMA; the second half waits for the first store's shared reads.
-// Preconditions (launcher): M % 64 == 0, N % 128 == 0, K % 64 == 0.
+//   * epilogue: st.global from the fragments, or (tma_store) each warp's 16 rows in BN / 64
+//     64-column parts through one 4 KB staging buffer (two 128-byte-swizzled boxes of 16 x 32
+//     fp32), stored with TMA; each part waits for the previous store's shared reads.
+// Preconditions (launcher): M % 64 == 0, N % BN == 0, K % 64 == 0.
 #pragma once
 
 #include "../../common/launch.h"
@@ -28,21 +30,28 @@
 namespace moe_ext::MOE_KERNEL_NS {
 
 namespace wgmma_gemm {
-constexpr int kBM = 64, kBN = 128, kBK = 64, kThreads = 160;
-constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
+constexpr int kBM = 64, kBK = 64, kThreads = 160;
+constexpr int kABytes = kBM * kBK * 2;
 constexpr int kMaxStages = 4;
 constexpr int kStagingBytes = 4096;  // per consumer warp: 16 rows x 64 fp32 columns
+template <int BN>
+constexpr int stage_bytes() {
+  return kABytes + BN * kBK * 2;
+}
 // 1024 bytes of alignment slack + stages + 4 warp stagings + 2 mbarriers per stage
+template <int BN>
 constexpr size_t smem_bytes(int stages) {
-  return 1024 + stages * kStageBytes + 4 * kStagingBytes + 16 * stages;
+  return 1024 + stages * stage_bytes<BN>() + 4 * kStagingBytes + 16 * stages;
 }
 }  // namespace wgmma_gemm
 
+template <int kBN>
 __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     wgmma_gemm_kernel(const MOE_GRID_CONSTANT TmaDescriptor tma_a,
                       const MOE_GRID_CONSTANT TmaDescriptor tma_b,
                       const MOE_GRID_CONSTANT TmaDescriptor tma_c, WgmmaGemmParams p) {
   using namespace wgmma_gemm;
+  constexpr int kStageBytes = stage_bytes<kBN>();
   MOE_SHARED_DYNAMIC(unsigned char, smem_raw);
   unsigned char* smem = smem_raw + (1024 - shared_address(smem_raw) % 1024) % 1024;
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + p.stages * kStageBytes + 4 * kStagingBytes);
@@ -73,8 +82,8 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     return;
   }
 
-  float d[64];
-  MOE_UNROLL for (int i = 0; i < 64; ++i) d[i] = 0.f;
+  float d[kBN / 2];
+  MOE_UNROLL for (int i = 0; i < kBN / 2; ++i) d[i] = 0.f;
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int s = kt % p.stages, use = kt / p.stages;
     if (p.fault != 1) mbarrier_wait(&full[s], use & 1, kWaitTestConsumerFull, p.wait_report);
@@ -83,7 +92,10 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     MOE_UNROLL for (int ks = 0; ks < kBK / 16; ++ks) {
       const uint64_t da = wgmma_desc(stage + ks * 32, 16, 1024, true);
       const uint64_t db = wgmma_desc(stage + kABytes + ks * 32, 16, 1024, true);
-      wgmma_m64n128k16<__nv_bfloat16>(d, da, db, kt > 0 || ks > 0);
+      if constexpr (kBN == 256)
+        wgmma_m64n256k16<__nv_bfloat16>(d, da, db, kt > 0 || ks > 0);
+      else
+        wgmma_m64n128k16<__nv_bfloat16>(d, da, db, kt > 0 || ks > 0);
     }
     wgmma_commit();
     wgmma_wait<0>();
@@ -92,8 +104,8 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
   const int g = lane / 4, t = lane % 4;
   if (p.tma_store) {
     unsigned char* staged = smem + p.stages * kStageBytes + warp * kStagingBytes;
-    MOE_UNROLL for (int half = 0; half < 2; ++half) {
-      if (half == 1 && p.fault != 3 && lane == 0) bulk_wait_group_read<0>();
+    MOE_UNROLL for (int half = 0; half < kBN / 64; ++half) {
+      if (half > 0 && p.fault != 3 && lane == 0) bulk_wait_group_read<0>();
       __syncwarp();
       MOE_UNROLL for (int j = 0; j < 8; ++j) MOE_UNROLL for (int h = 0; h < 2; ++h) {
         // column c of the half: box c / 32, 128-byte row g + 8h, 16-byte chunk swizzled by row
@@ -113,14 +125,15 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     if (p.fault != 4 && lane == 0) bulk_wait_group<0>();
     return;
   }
-  MOE_UNROLL for (int j = 0; j < 16; ++j) MOE_UNROLL for (int half = 0; half < 2; ++half) {
+  MOE_UNROLL for (int j = 0; j < kBN / 8; ++j) MOE_UNROLL for (int half = 0; half < 2; ++half) {
     const int64_t row = m0 + 16 * warp + g + 8 * half, col = n0 + 8 * j + 2 * t;
     st_global(reinterpret_cast<float2*>(p.c + row * p.n + col),
               float2{d[4 * j + 2 * half], d[4 * j + 2 * half + 1]});
   }
 }
 
-cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream) {
+template <int kBN>
+cudaError_t launch_wgmma_gemm_bn(const WgmmaGemmParams& p, cudaStream_t stream) {
   using namespace wgmma_gemm;
   if (p.m % kBM || p.n % kBN || p.k % kBK || p.stages < 1 || p.stages > kMaxStages)
     return cudaErrorInvalidValue;
@@ -137,14 +150,20 @@ cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream) {
       !make_tma_descriptor(&tb, p.b, 2, 2, dims_b, pitch, box_b, TmaSwizzle::k128B) ||
       !make_tma_descriptor(&tc, p.c, 4, 2, dims_c, pitch_c, box_c, TmaSwizzle::k128B))
     return cudaErrorInvalidValue;
-  const size_t smem = smem_bytes(p.stages);
-  const cudaError_t err = allow_dynamic_smem(wgmma_gemm_kernel, smem);
+  const size_t smem = smem_bytes<kBN>(p.stages);
+  const cudaError_t err = allow_dynamic_smem(wgmma_gemm_kernel<kBN>, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(p.n / kBN), static_cast<unsigned>(p.m / kBM));
   WgmmaGemmParams q = p;
   q.wait_report = wait_timeout_report_buffer(stream);
-  return launch_kernel("wgmma_gemm_kernel", wgmma_gemm_kernel, grid, dim3(kThreads), smem, stream,
-                       ta, tb, tc, q);
+  return launch_kernel("wgmma_gemm_kernel", wgmma_gemm_kernel<kBN>, grid, dim3(kThreads), smem,
+                       stream, ta, tb, tc, q);
+}
+
+cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream) {
+  if (p.block_n == 256) return launch_wgmma_gemm_bn<256>(p, stream);
+  if (p.block_n == 128) return launch_wgmma_gemm_bn<128>(p, stream);
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace moe_ext::MOE_KERNEL_NS

@@ -311,7 +311,7 @@ struct WgmmaIn {
 };
 
 // The warp's 16 rows of D = A B (+ D): the last lane computes, writing every lane's d.
-template <bool Bf16>
+template <bool Bf16, int N>
 void wgmma_compute(::moe_simt::Collective& col, void*) {
   WgmmaIn in;
   std::memcpy(&in, col.in[0], sizeof(in));
@@ -325,16 +325,16 @@ void wgmma_compute(::moe_simt::Collective& col, void*) {
   };
   // what the warpgroup's instruction reads from shared: this warp's 16 rows of A, and B once
   auto& stats = ::moe_simt::this_thread().block->stats;
-  stats.wgmma_shared_bytes += 16 * 16 * 2 + (w == 0 ? 128 * 16 * 2 : 0);
+  stats.wgmma_shared_bytes += 16 * 16 * 2 + (w == 0 ? N * 16 * 2 : 0);
   if (w == 0) ++stats.wgmma;
-  float A[16][16], B[16][128];
+  float A[16][16], B[16][N];
   for (int r = 0; r < 16; ++r)
     for (int k = 0; k < 16; ++k) A[r][k] = elem(in.desc_a, 16 * w + r, k, in.trans_a);
-  for (int n = 0; n < 128; ++n)
+  for (int n = 0; n < N; ++n)
     for (int k = 0; k < 16; ++k) B[k][n] = elem(in.desc_b, n, k, in.trans_b);
   for (int lane = 0; lane < ::moe_simt::kWarpSize; ++lane) {
     float* d = static_cast<float*>(const_cast<void*>(col.ptr[lane]));
-    for (int j = 0; j < 16; ++j)
+    for (int j = 0; j < N / 8; ++j)
       for (int e = 0; e < 4; ++e) {
         const int r = lane / 4 + 8 * (e / 2), n = 8 * j + 2 * (lane % 4) + e % 2;
         float acc = in.accumulate ? d[4 * j + e] : 0.f;
@@ -350,9 +350,19 @@ template <typename T, bool kTransA = false, bool kTransB = false>
 inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0, kTransA, kTransB};
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
-  auto col =
-      ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d, &sm90_emu::wgmma_compute<kBf16>,
-                                  nullptr, "wgmma.mma_async.m64n128k16");
+  auto col = ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d,
+                                         &sm90_emu::wgmma_compute<kBf16, 128>, nullptr,
+                                         "wgmma.mma_async.m64n128k16");
+  (void)col;
+}
+
+template <typename T, bool kTransA = false, bool kTransB = false>
+inline void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+  const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0, kTransA, kTransB};
+  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  auto col = ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d,
+                                         &sm90_emu::wgmma_compute<kBf16, 256>, nullptr,
+                                         "wgmma.mma_async.m64n256k16");
   (void)col;
 }
 
