@@ -180,4 +180,6 @@ def test_sass_multicast_tma():
     by_kernel = sass.sass_by_kernel(tool, moe_ext._C.__file__)
     mc = [t for (a, n), t in by_kernel.items() if a == "sm_90a" and "cluster_multicast_kernel" in n]
     assert mc, "cluster_multicast_kernel missing from the sm_90a SASS"
-    assert any("UTMALDG" in line and ".MULTICAST" in line for line in mc[0].splitlines()), mc[0]
+    lines = [line for line in mc[0].splitlines() if "UTMALDG" in line]
+    for dim in ("2D", "3D"):  # the kernel issues both, by the map's rank
+        assert any(f"UTMALDG.{dim}.MULTICAST" in line for line in lines), lines

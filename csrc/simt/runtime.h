@@ -1,7 +1,8 @@
 // The SIMT emulator's execution model: launches, blocks, threads, barriers, warp collectives,
 // shared memory and the checkers/counters fed by the memory helpers.
 //
-// A launch runs its grid of blocks on a few host threads (blocks are independent, as on a GPU).
+// A launch runs its grid of blocks on a few host threads (blocks are independent, as on a GPU),
+// a thread-block cluster's blocks together on one host thread (they may wait on each other).
 // A block's threads are fibers (fiber.h) scheduled round-robin on one host thread: each runs until
 // it blocks -- at __syncthreads, at a warp collective (shuffle, vote, __syncwarp, mma, ldmatrix)
 // or at its end -- so barriers and warp-synchronous code behave as on hardware, including

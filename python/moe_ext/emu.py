@@ -2,7 +2,8 @@
 
 Its ops are ``torch.ops.moe_ext_emu.<op>`` (CPU tensors, same schemas as ``torch.ops.moe_ext``).
 Every emulated launch is checked (out-of-bounds global/shared accesses, shared-memory races,
-uninitialised shared reads, deadlocks, divergent barriers raise ``RuntimeError`` naming the kernel,
+uninitialised shared reads, deadlocks, divergent barriers, a cluster peer's shared memory touched
+before the first cluster barrier or after its exit raise ``RuntimeError`` naming the kernel,
 block and thread) and counted; :func:`last_launch_stats` returns the counters of the most recent
 launch, so tests and benchmarks can assert on memory efficiency without a GPU.
 """
@@ -36,7 +37,11 @@ def last_launch_stats() -> dict[str, int]:
     request measures coalescing: 4 is ideal for 4-byte lanes), ``shared_requests``,
     ``shared_wavefronts`` and ``bank_conflicts`` (extra wavefronts caused by bank conflicts),
     ``barriers``, ``warp_collectives`` (shuffles, votes, reductions), ``collective_instrs``
-    (the SASS instructions they take: a 64-bit shuffle is two SHFL), ``mma``, ``fiber_switches``,
+    (the SASS instructions they take: a 64-bit shuffle is two SHFL), ``mma``,
+    ``tma_multicast_bytes`` (shared bytes delivered by multicast TMA, summed over the destination
+    CTAs; the global side of each copy is read, and counted in ``global_bytes_read``, once),
+    ``dsmem_bytes`` (``ld``/``st.shared::cluster`` bytes to a peer CTA's shared memory),
+    ``cluster_barriers`` (``barrier.cluster`` phases completed, per cluster), ``fiber_switches``,
     ``blocks``, ``threads``.
     """
     _require()
