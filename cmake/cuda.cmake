@@ -30,7 +30,8 @@ set_target_properties(moe_ext_cuda_kernels PROPERTIES
 if("90a-real" IN_LIST _cuda_archs)
   add_library(moe_ext_cuda_sm90 OBJECT csrc/cuda/sm90/grouped_gemm_sm90.cu)
   if(MOE_EXT_TEST_KERNELS)
-    target_sources(moe_ext_cuda_sm90 PRIVATE csrc/cuda/sm90/wgmma_gemm.cu)
+    target_sources(moe_ext_cuda_sm90 PRIVATE csrc/cuda/sm90/wgmma_gemm.cu
+      csrc/cuda/sm90/selftest_cluster.cu)
   endif()
   target_include_directories(moe_ext_cuda_sm90 PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
   target_compile_options(moe_ext_cuda_sm90 PRIVATE

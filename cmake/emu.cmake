@@ -10,7 +10,7 @@ message(STATUS "moe_ext: emulator backend with CUDA headers from ${MOE_EXT_CUDA_
 # The emulator runtime, and every instantiation file in csrc/emu/ (a new op's .cpp needs no edit
 # here) but the test-only ones, added below under MOE_EXT_TEST_KERNELS.
 set(_emu_test_sources csrc/emu/tile_gemm.cpp csrc/emu/wgmma_gemm.cpp csrc/emu/selftest_exec.cpp
-    csrc/emu/selftest_ptx.cpp)
+    csrc/emu/selftest_ptx.cpp csrc/emu/selftest_cluster.cpp)
 file(GLOB _emu_sources CONFIGURE_DEPENDS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} csrc/emu/*.cpp)
 list(REMOVE_ITEM _emu_sources ${_emu_test_sources})
 add_library(moe_ext_simt STATIC csrc/simt/fiber.cpp csrc/simt/runtime.cpp ${_emu_sources})
@@ -29,6 +29,7 @@ if(MOE_EXT_TEST_KERNELS)
     csrc/binding/emu_selftest_exec.cpp
     csrc/binding/emu_selftest_ptx.cpp
     csrc/binding/emu_selftest_gemm.cpp
+    csrc/binding/emu_selftest_cluster.cpp
   )
 endif()
 target_compile_definitions(_C PRIVATE MOE_EXT_WITH_EMU)

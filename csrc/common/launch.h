@@ -3,6 +3,11 @@
 // status (never synchronises); on the emulator it runs the grid on the CPU and throws on a
 // checker error. `name` labels emulator diagnostics.
 //
+// launch_kernel_cluster(name, kernel, grid, block, cluster, dynamic_smem, stream, args...): the
+// same with thread-block clusters of `cluster` CTAs (grid a multiple of it, at most 8 CTAs):
+// cudaLaunchKernelEx with cudaLaunchAttributeClusterDimension; the emulator runs each cluster's
+// CTAs together (ptx_sm90.h: cluster PTX).
+//
 // For persistent kernels that size their grid and shared memory to the device:
 //   device_limits()                     SM count and shared-memory limits of the current device
 //                                       (host queries, cached per device; never synchronise). The
@@ -36,6 +41,25 @@ cudaError_t launch_kernel(const char* /*name*/, void (*kernel)(KArgs...), dim3 g
                           size_t dynamic_smem, cudaStream_t stream, Args&&... args) {
   kernel<<<grid, block, dynamic_smem, stream>>>(std::forward<Args>(args)...);
   return cudaGetLastError();
+}
+
+template <typename... KArgs, typename... Args>
+cudaError_t launch_kernel_cluster(const char* /*name*/, void (*kernel)(KArgs...), dim3 grid,
+                                  dim3 block, dim3 cluster, size_t dynamic_smem,
+                                  cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = dynamic_smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster.x;
+  attr[0].val.clusterDim.y = cluster.y;
+  attr[0].val.clusterDim.z = cluster.z;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 inline DeviceLimits device_limits() {

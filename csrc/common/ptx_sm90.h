@@ -36,6 +36,30 @@
 //       warp takes and hands on the MMA turn, so the emulator can count the memory instructions
 //       issued while holding it (LaunchStats::tc_turn_requests) and after (epilogue_requests)
 //
+// Thread-block clusters (launched with launch_kernel_cluster, common/launch.h):
+//   cluster_ctarank() / cluster_nctarank()   %cluster_ctarank / %cluster_nctarank
+//   cluster_dims() / cluster_id() / cluster_ctaid()   %cluster_nctaid / %clusterid / %cluster_ctaid
+//   mapa_shared(p, rank)   mapa.shared::cluster.u32: the shared::cluster address of p's offset
+//                          in CTA `rank`'s shared memory
+//   ld_shared_cluster_u32(addr) / st_shared_cluster_u32(addr, v)   ld/st.shared::cluster.u32
+//   mbarrier_arrive_cluster(addr)   mbarrier.arrive.release.cluster.shared::cluster.b64 (an
+//                          arrival on a peer's mbarrier, addr from mapa_shared)
+//   cluster_arrive() / cluster_arrive_relaxed() / cluster_wait() / cluster_sync()
+//                          barrier.cluster.arrive[.relaxed].aligned / barrier.cluster.wait.aligned
+//   tma_load_2d_multicast / tma_load_3d_multicast(smem, desc, coords..., bar, cta_mask)
+//       cp.async.bulk.tensor.{2,3}d.shared::cluster.global.mbarrier::complete_tx::bytes
+//       .multicast::cluster: the box lands at smem's offset in every CTA of cta_mask (bit r =
+//       rank r) and completes its bytes on the mbarrier at bar's offset in each of them.
+//   (fence_barrier_init() above is fence.mbarrier_init.release.cluster: mbarrier inits visible
+//   to the cluster before the cluster barrier that publishes them.)
+// Emulator: the CTAs of a cluster run together (one scheduler over all their fibers). A peer's
+// shared memory may be touched (mapa, ld/st, remote arrive, multicast) only after the thread has
+// completed a barrier.cluster wait, and never after the peer exited; a CTA that exits while a
+// peer's access to its shared memory is not ordered before the exit by a cluster barrier it
+// waited for is an error (missing cluster sync at start / at exit). DSMEM accesses to a peer are
+// bounds- and initialisation-checked but not race-checked. Counters: dsmem_bytes,
+// tma_multicast_bytes (per destination CTA; the global read counts once), cluster_barriers.
+//
 // Layouts (the emulator computes with exactly these): the 128-byte swizzle maps shared byte
 // address a to a ^ (((a >> 7) & 7) << 4) (16-byte chunk c of a 128-byte row r of a 1024-byte-
 // aligned atom lands at chunk c ^ (r % 8)), for TMA writes and wgmma reads alike. A K-major
@@ -418,6 +442,77 @@ MOE_DEVICE MOE_FORCEINLINE void setmaxnreg_inc() {
 template <int N>
 MOE_DEVICE MOE_FORCEINLINE void setmaxnreg_dec() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
+// ------------------------------------------------------------------- thread-block clusters
+MOE_DEVICE MOE_FORCEINLINE uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+MOE_DEVICE MOE_FORCEINLINE uint32_t cluster_nctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
+  return r;
+}
+#define MOE_SREG_DIM3(NAME, REG)                          \
+  MOE_DEVICE MOE_FORCEINLINE dim3 NAME() {                \
+    uint32_t x, y, z;                                     \
+    asm volatile("mov.u32 %0, %%" REG ".x;\n" : "=r"(x)); \
+    asm volatile("mov.u32 %0, %%" REG ".y;\n" : "=r"(y)); \
+    asm volatile("mov.u32 %0, %%" REG ".z;\n" : "=r"(z)); \
+    return dim3(x, y, z);                                 \
+  }
+MOE_SREG_DIM3(cluster_dims, "cluster_nctaid")
+MOE_SREG_DIM3(cluster_id, "clusterid")
+MOE_SREG_DIM3(cluster_ctaid, "cluster_ctaid")
+#undef MOE_SREG_DIM3
+MOE_DEVICE MOE_FORCEINLINE uint32_t mapa_shared(const void* p, uint32_t rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem_u32(p)), "r"(rank));
+  return r;
+}
+MOE_DEVICE MOE_FORCEINLINE uint32_t ld_shared_cluster_u32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared::cluster.u32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+MOE_DEVICE MOE_FORCEINLINE void st_shared_cluster_u32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared::cluster.u32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void mbarrier_arrive_cluster(uint32_t bar) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(bar)
+               : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.aligned;\n" ::: "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void cluster_arrive_relaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void cluster_wait() {
+  asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void cluster_sync() {
+  cluster_arrive();
+  cluster_wait();
+}
+MOE_DEVICE MOE_FORCEINLINE void tma_load_2d_multicast(void* smem, const TmaDescriptor* desc, int c0,
+                                                      int c1, uint64_t* bar, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%4, %5}], [%2], %3;\n" ::"r"(smem_u32(smem)),
+      "l"(desc), "r"(smem_u32(bar)), "h"(cta_mask), "r"(c0), "r"(c1)
+      : "memory");
+}
+MOE_DEVICE MOE_FORCEINLINE void tma_load_3d_multicast(void* smem, const TmaDescriptor* desc, int c0,
+                                                      int c1, int c2, uint64_t* bar,
+                                                      uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%4, %5, %6}], [%2], %3;\n" ::"r"(smem_u32(smem)),
+      "l"(desc), "r"(smem_u32(bar)), "h"(cta_mask), "r"(c0), "r"(c1), "r"(c2)
+      : "memory");
 }
 
 #endif  // __CUDACC__

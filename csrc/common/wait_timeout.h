@@ -19,11 +19,13 @@ namespace moe_ext {
 
 // Who waited: the kernel and the barrier (names in wait_site_name).
 enum WaitSite : uint32_t {
-  kWaitSm90ProducerEmpty = 1,  // grouped_gemm_sm90 producer, empty[stage]
-  kWaitSm90ConsumerFull = 2,   // grouped_gemm_sm90 consumer, full[stage]
-  kWaitTestProducerEmpty = 3,  // wgmma_gemm (test) producer, empty[stage]
-  kWaitTestConsumerFull = 4,   // wgmma_gemm (test) consumer, full[stage]
-  kWaitSm90ConsumerTurn = 5,   // grouped_gemm_sm90 consumer, turn[warpgroup] (ping-pong)
+  kWaitSm90ProducerEmpty = 1,     // grouped_gemm_sm90 producer, empty[stage]
+  kWaitSm90ConsumerFull = 2,      // grouped_gemm_sm90 consumer, full[stage]
+  kWaitTestProducerEmpty = 3,     // wgmma_gemm (test) producer, empty[stage]
+  kWaitTestConsumerFull = 4,      // wgmma_gemm (test) consumer, full[stage]
+  kWaitSm90ConsumerTurn = 5,      // grouped_gemm_sm90 consumer, turn[warpgroup] (ping-pong)
+  kWaitTestClusterArrive = 6,     // cluster_remote_arrive_kernel (test), bar (remote arrivals)
+  kWaitTestClusterMulticast = 7,  // cluster_multicast_kernel (test), full (multicast TMA)
 };
 
 inline const char* wait_site_name(uint32_t site) {
@@ -34,6 +36,8 @@ inline const char* wait_site_name(uint32_t site) {
     case kWaitTestConsumerFull: return "wgmma_gemm_kernel consumer, mbarrier full[stage]";
     case kWaitSm90ConsumerTurn:
       return "grouped_gemm_sm90_kernel consumer, mbarrier turn[warpgroup]";
+    case kWaitTestClusterArrive: return "cluster_remote_arrive_kernel, mbarrier bar";
+    case kWaitTestClusterMulticast: return "cluster_multicast_kernel, mbarrier full";
     default: return "unknown wait site";
   }
 }

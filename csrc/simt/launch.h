@@ -43,4 +43,25 @@ cudaError_t launch_kernel(const char* name, void (*kernel)(KArgs...), dim3 grid,
   return cudaSuccess;
 }
 
+// launch_kernel with thread-block clusters of `cluster` CTAs (run together, see runtime.h).
+template <typename... KArgs, typename... Args>
+cudaError_t launch_kernel_cluster(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                                  dim3 cluster, size_t dynamic_smem, cudaStream_t /*stream*/,
+                                  Args&&... args) {
+  LaunchConfig cfg;
+  cfg.kernel_name = name;
+  cfg.grid = grid;
+  cfg.block = block;
+  cfg.cluster = cluster;
+  cfg.dynamic_shared = dynamic_smem;
+  cfg.buffers = pending_buffers();
+  std::tuple<KArgs...> params(std::forward<Args>(args)...);
+  cfg.body = [&] {
+    std::tuple<KArgs...> mine = params;
+    std::apply(kernel, mine);
+  };
+  run_launch(cfg);
+  return cudaSuccess;
+}
+
 }  // namespace moe_simt

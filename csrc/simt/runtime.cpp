@@ -35,6 +35,7 @@ std::string fmt3(const uint3& v) {
 std::string where(const Block& b) {
   std::ostringstream s;
   s << "kernel " << b.launch->kernel_name << ", block " << fmt3(b.idx);
+  if (b.cluster && b.cluster->blocks.size() > 1) s << " (cluster rank " << b.rank << ")";
   if (b.current) s << ", thread " << fmt3(b.current->idx);
   return s.str();
 }
@@ -42,8 +43,29 @@ std::string where(const Block& b) {
 // Worker-owned resources reused across the blocks it runs.
 struct Worker {
   std::vector<std::unique_ptr<FiberStack>> stacks;
-  Block block;
+  std::vector<std::unique_ptr<Block>> blocks;  // one per CTA of a cluster
+  Cluster cluster;
 };
+
+void complete_cluster_phase(Cluster& c) {
+  ++c.phase;
+  c.arrived = 0;
+  ++c.blocks[0]->stats.cluster_barriers;
+}
+
+// A CTA whose threads have all exited: its shared memory is gone. A peer that accessed it must
+// have been ordered before the exit by a barrier.cluster phase this CTA waited for.
+void block_exited(Block& b) {
+  b.exited = true;
+  for (size_t r = 0; r < b.peer_access.size(); ++r)
+    if (b.peer_access[r] != 0 && b.cluster_waits_max < b.peer_access[r] && b.error.empty()) {
+      std::ostringstream s;
+      s << where(b) << ": CTA exited while cluster peer rank " << r
+        << " may still access its shared memory (" << b.peer_access_kind[r]
+        << " not ordered before the exit by a barrier.cluster wait: missing cluster sync at exit)";
+      b.error = s.str();
+    }
+}
 
 void release_barrier(Block& b) {
   for (auto& t : b.threads)
@@ -166,6 +188,11 @@ void thread_entry(void* arg) {
   t->state = ThreadState::kExited;
   --b.live;
   if (b.at_barrier > 0 && b.at_barrier == b.live) release_barrier(b);
+  Cluster& c = *b.cluster;
+  if (t->cluster_arrivals > c.phase) --c.arrived;
+  --c.live;
+  if (c.arrived > 0 && c.arrived == c.live) complete_cluster_phase(c);
+  if (b.live == 0) block_exited(b);
   fiber_switch(t->ctx, b.scheduler);
   __builtin_unreachable();
 }
@@ -196,6 +223,10 @@ std::string describe_deadlock(const Block& b) {
       s << " waits on the mbarrier" << (t.mbar_site ? " " : "") << (t.mbar_site ? t.mbar_site : "")
         << " at shared offset " << t.mbar_offset << " for phase parity " << t.mbar_parity;
       if (m) s << " (" << m->pending << " arrivals and " << m->tx << " tx bytes missing)";
+    } else if (t.state == ThreadState::kAtClusterBarrier) {
+      s << " waits at barrier.cluster.wait (" << (t.cluster_site ? t.cluster_site : "?")
+        << ") for phase " << t.cluster_arrivals << "; " << b.cluster->arrived << " of "
+        << b.cluster->live << " live cluster threads arrived";
     } else if (t.state == ThreadState::kAtBarrier) {
       s << " waits at __syncthreads (" << (b.barrier_site ? b.barrier_site : "?") << ")";
     } else {
@@ -260,13 +291,10 @@ bool release_activemask(Block& b) {
   return released;
 }
 
-void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
-  Block& b = w.block;
-  const uint64_t gx = cfg.grid.x, gy = cfg.grid.y;
-  b.idx = uint3{static_cast<unsigned>(linear_block % gx),
-                static_cast<unsigned>((linear_block / gx) % gy),
-                static_cast<unsigned>(linear_block / (gx * gy))};
+void setup_block(Worker& w, Block& b, const LaunchConfig& cfg, uint3 idx, size_t stack0) {
+  b.idx = idx;
   b.launch = &cfg;
+  b.stats = LaunchStats{};
   const int nthreads = static_cast<int>(cfg.block.x * cfg.block.y * cfg.block.z);
   const int nwarps = (nthreads + kWarpSize - 1) / kWarpSize;
   // Shared memory: poison the bytes the previous block used, reset their shadow state.
@@ -288,8 +316,10 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
   b.shared_log.assign(nwarps, {});
   b.error.clear();
   b.current = nullptr;
+  b.exited = false;
+  b.cluster_waits_max = 0;
   b.threads.assign(nthreads, Thread{});
-  while (w.stacks.size() < static_cast<size_t>(nthreads))
+  while (w.stacks.size() < stack0 + nthreads)
     w.stacks.push_back(std::make_unique<FiberStack>(kFiberStackBytes));
   for (int i = 0; i < nthreads; ++i) {
     Thread& t = b.threads[i];
@@ -300,30 +330,83 @@ void run_block(Worker& w, const LaunchConfig& cfg, uint64_t linear_block) {
     t.lane = i % kWarpSize;
     t.warp = i / kWarpSize;
     t.block = &b;
-    fiber_init(t.ctx, *w.stacks[i], &thread_entry, &t);
+    fiber_init(t.ctx, *w.stacks[stack0 + i], &thread_entry, &t);
   }
-  tl_block = &b;
-  while (b.live > 0 && b.error.empty()) {
+}
+
+// Runs the CTAs of cluster `linear_cluster` together: one scheduling pass visits every thread
+// of every CTA, so CTAs can wait on each other; the cluster deadlocks when no thread can run.
+void run_cluster(Worker& w, const LaunchConfig& cfg, uint64_t linear_cluster) {
+  const dim3 cd = cfg.cluster;
+  const uint64_t ncx = cfg.grid.x / cd.x, ncy = cfg.grid.y / cd.y;
+  const uint3 cid{static_cast<unsigned>(linear_cluster % ncx),
+                  static_cast<unsigned>((linear_cluster / ncx) % ncy),
+                  static_cast<unsigned>(linear_cluster / (ncx * ncy))};
+  const int size = static_cast<int>(cd.x * cd.y * cd.z);
+  const int nthreads = static_cast<int>(cfg.block.x * cfg.block.y * cfg.block.z);
+  Cluster& c = w.cluster;
+  c.dims = cd;
+  c.id = cid;
+  c.phase = 0;
+  c.arrived = 0;
+  c.live = size * nthreads;
+  c.blocks.clear();
+  for (int r = 0; r < size; ++r) {
+    Block& b = *w.blocks[r];
+    const uint3 local{static_cast<unsigned>(r % cd.x), static_cast<unsigned>((r / cd.x) % cd.y),
+                      static_cast<unsigned>(r / (cd.x * cd.y))};
+    b.cluster = &c;
+    b.rank = static_cast<uint32_t>(r);
+    b.cluster_idx = local;
+    b.peer_access.assign(size, 0);
+    b.peer_access_kind.assign(size, nullptr);
+    c.blocks.push_back(&b);
+    setup_block(w, b, cfg,
+                uint3{cid.x * cd.x + local.x, cid.y * cd.y + local.y, cid.z * cd.z + local.z},
+                static_cast<size_t>(r) * nthreads);
+  }
+  auto failed = [&] {
+    for (Block* b : c.blocks)
+      if (!b->error.empty()) return true;
+    return false;
+  };
+  while (c.live > 0 && !failed()) {
     bool ran = false;
-    for (auto& t : b.threads) {
-      if (t.state == ThreadState::kAtMbarrier && mbarrier_done(b, t.mbar_offset, t.mbar_parity))
-        t.state = ThreadState::kRunnable;
-      if (t.state != ThreadState::kRunnable) continue;
-      b.current = &t;
-      ++b.stats.fiber_switches;
-      fiber_switch(b.scheduler, t.ctx);
-      ran = true;
+    for (Block* bp : c.blocks) {
+      Block& b = *bp;
+      if (b.live == 0) continue;
+      tl_block = &b;
+      for (auto& t : b.threads) {
+        if (t.state == ThreadState::kAtMbarrier && mbarrier_done(b, t.mbar_offset, t.mbar_parity))
+          t.state = ThreadState::kRunnable;
+        if (t.state == ThreadState::kAtClusterBarrier && c.phase >= t.cluster_arrivals)
+          t.state = ThreadState::kRunnable;
+        if (t.state != ThreadState::kRunnable) continue;
+        b.current = &t;
+        ++b.stats.fiber_switches;
+        fiber_switch(b.scheduler, t.ctx);
+        ran = true;
+        if (!b.error.empty()) break;
+      }
+      b.current = nullptr;
+      if (b.at_activemask > 0 && b.error.empty() && release_activemask(b)) ran = true;
       if (!b.error.empty()) break;
     }
-    b.current = nullptr;
-    if (b.at_activemask > 0 && b.error.empty() && release_activemask(b)) ran = true;
-    if (!ran && b.live > 0 && b.error.empty()) b.error = describe_deadlock(b);
+    if (!ran && c.live > 0 && !failed()) {
+      std::string e;
+      for (Block* b : c.blocks)
+        if (b->live > 0) e += (e.empty() ? "" : " | ") + describe_deadlock(*b);
+      c.blocks[0]->error = e;
+    }
   }
   tl_block = nullptr;
-  if (b.error.empty())
-    for (int wi = 0; wi < nwarps; ++wi) flush_warp_logs(b, wi, /*all=*/true);
-  ++b.stats.blocks;
-  b.stats.threads += nthreads;
+  for (Block* b : c.blocks) {
+    const int nwarps = (nthreads + kWarpSize - 1) / kWarpSize;
+    if (b->error.empty())
+      for (int wi = 0; wi < nwarps; ++wi) flush_warp_logs(*b, wi, /*all=*/true);
+    ++b->stats.blocks;
+    b->stats.threads += nthreads;
+  }
 }
 
 }  // namespace
@@ -341,24 +424,37 @@ LaunchStats run_launch(const LaunchConfig& cfg) {
   if (cfg.dynamic_shared > kMaxSharedBytes)
     throw SimtError("kernel " + cfg.kernel_name + ": " + std::to_string(cfg.dynamic_shared) +
                     " bytes of dynamic shared memory exceed the 227 KB per-block limit");
+  const dim3 cd = cfg.cluster;
+  const uint64_t csize = uint64_t{cd.x} * cd.y * cd.z;
+  if (csize == 0 || csize > 8 || cfg.grid.x % cd.x || cfg.grid.y % cd.y || cfg.grid.z % cd.z)
+    throw SimtError("kernel " + cfg.kernel_name + ": cluster dims " +
+                    fmt3(uint3{cd.x, cd.y, cd.z}) + " must hold 1..8 CTAs and divide the grid " +
+                    fmt3(uint3{cfg.grid.x, cfg.grid.y, cfg.grid.z}));
+  const uint64_t nclusters = nblocks / csize;
   LaunchStats total;
   std::string error;
   std::mutex mu;
   std::atomic<uint64_t> next{0};
   auto work = [&] {
     Worker w;
-    w.block.shared.assign(kSharedArena, 0xA5);
-    w.block.shadow.assign(kSharedArena / 4, SharedShadow{});
-    w.block.shared_used = 0;
+    for (uint64_t r = 0; r < csize; ++r) {
+      w.blocks.push_back(std::make_unique<Block>());
+      w.blocks.back()->shared.assign(kSharedArena, 0xA5);
+      w.blocks.back()->shadow.assign(kSharedArena / 4, SharedShadow{});
+      w.blocks.back()->shared_used = 0;
+    }
     LaunchStats mine;
-    for (uint64_t blk; (blk = next.fetch_add(1)) < nblocks;) {
-      w.block.stats = LaunchStats{};
-      run_block(w, cfg, blk);
-      mine.add(w.block.stats);
-      if (!w.block.error.empty()) {
+    for (uint64_t cl; (cl = next.fetch_add(1)) < nclusters;) {
+      run_cluster(w, cfg, cl);
+      std::string err;
+      for (uint64_t r = 0; r < csize; ++r) {
+        mine.add(w.blocks[r]->stats);
+        if (err.empty()) err = w.blocks[r]->error;
+      }
+      if (!err.empty()) {
         std::lock_guard<std::mutex> g(mu);
-        if (error.empty()) error = w.block.error;
-        next.store(nblocks);  // stop handing out blocks
+        if (error.empty()) error = err;
+        next.store(nclusters);  // stop handing out clusters
         break;
       }
     }
@@ -366,10 +462,10 @@ LaunchStats run_launch(const LaunchConfig& cfg) {
     total.add(mine);
   };
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  const uint64_t nworkers = std::min<uint64_t>(hw, nblocks);
+  const uint64_t nworkers = std::min<uint64_t>(hw, nclusters);
   std::vector<std::thread> pool;
   for (uint64_t i = 1; i < nworkers; ++i) pool.emplace_back(work);
-  if (nblocks > 0) work();
+  if (nclusters > 0) work();
   for (auto& th : pool) th.join();
   {
     std::lock_guard<std::mutex> g(g_stats_mutex);
@@ -776,6 +872,137 @@ void mbarrier_wait(const void* p, uint32_t parity, const char* site) {
   t.mbar_site = site;
   t.state = ThreadState::kAtMbarrier;
   fiber_switch(t.ctx, b.scheduler);
+}
+
+}  // namespace moe_simt
+
+// ------------------------------------------------------------------- thread-block clusters
+namespace moe_simt {
+
+void cluster_arrive(const char* site) {
+  Thread& t = this_thread();
+  Cluster& c = *t.block->cluster;
+  if (t.cluster_arrivals > t.cluster_waits)
+    fail(std::string("barrier.cluster.arrive (") + site +
+         ") twice without a barrier.cluster.wait in between");
+  ++t.cluster_arrivals;
+  t.cluster_site = site;
+  if (++c.arrived == c.live) complete_cluster_phase(c);
+}
+
+void cluster_wait(const char* site) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  if (t.cluster_arrivals == t.cluster_waits)
+    fail(std::string("barrier.cluster.wait (") + site + ") without a barrier.cluster.arrive");
+  if (b.cluster->phase < t.cluster_arrivals) {
+    t.cluster_site = site;
+    t.state = ThreadState::kAtClusterBarrier;
+    fiber_switch(t.ctx, b.scheduler);
+  }
+  t.cluster_waits = t.cluster_arrivals;
+  b.cluster_waits_max = std::max(b.cluster_waits_max, t.cluster_waits);
+}
+
+Block& cluster_block(uint32_t rank, const char* kind, bool record) {
+  Thread& t = this_thread();
+  Block& b = *t.block;
+  Cluster& c = *b.cluster;
+  if (rank >= c.blocks.size())
+    fail(std::string(kind) + ": CTA rank " + std::to_string(rank) + " outside the cluster of " +
+         std::to_string(c.blocks.size()));
+  Block& peer = *c.blocks[rank];
+  if (&peer == &b) return b;
+  if (t.cluster_waits == 0)
+    fail(std::string(kind) + " touches the shared memory of cluster peer rank " +
+         std::to_string(rank) +
+         " before this thread's first barrier.cluster wait (missing cluster sync after launch: "
+         "the peer's mbarriers and shared data may not be initialised yet)");
+  if (peer.exited)
+    fail(std::string(kind) + " targets cluster peer rank " + std::to_string(rank) +
+         ", which has exited (missing cluster sync before its exit: its shared memory is gone)");
+  if (record) {
+    peer.peer_access[b.rank] = std::max(peer.peer_access[b.rank], t.cluster_arrivals + 1);
+    peer.peer_access_kind[b.rank] = kind;
+  }
+  return peer;
+}
+
+namespace {
+// The access must lie within one of target's shared arrays (dynamic or static).
+void check_shared_region(const Block& target, size_t off, size_t bytes, const char* kind) {
+  bool inside = off + bytes <= target.launch->dynamic_shared;
+  for (size_t i = 0; !inside && i < target.static_shared.size(); ++i)
+    inside = off >= target.static_shared[i].offset &&
+             off + bytes <= target.static_shared[i].offset + target.static_shared[i].bytes;
+  if (!inside)
+    fail(std::string(kind) + " of " + std::to_string(bytes) + " bytes at shared offset " +
+         std::to_string(off) + " of cluster rank " + std::to_string(target.rank) +
+         " is outside every shared array of that CTA");
+}
+void mark_init(Block& target, size_t off, size_t bytes) {
+  for (size_t word = off / 4; bytes && word <= (off + bytes - 1) / 4; ++word) {
+    const size_t lo = std::max(off, word * 4), hi = std::min(off + bytes, word * 4 + 4);
+    target.shadow[word].init_mask |=
+        static_cast<uint8_t>(((1u << (hi - lo)) - 1) << (lo - word * 4));
+  }
+}
+Mbarrier& mbarrier_in(Block& target, size_t off, const char* kind) {
+  if (off % 8) fail(std::string(kind) + ": mbarrier not 8-byte aligned");
+  for (auto& [o, m] : target.mbarriers)
+    if (o == off) return m;
+  fail(std::string(kind) + " on shared offset " + std::to_string(off) + " of cluster rank " +
+       std::to_string(target.rank) + ", which holds no initialised mbarrier");
+}
+}  // namespace
+
+void cluster_shared_access(Block& target, size_t off, void* data, size_t bytes, bool write,
+                           const char* kind) {
+  Block& b = *this_thread().block;
+  unsigned char* p = target.shared.data() + off;
+  if (&target == &b) {  // a shared::cluster address of the own CTA: an ordinary shared access
+    check_shared(p, bytes, write, kind);
+  } else {
+    check_shared_region(target, off, bytes, kind);
+    if (write) {
+      mark_init(target, off, bytes);
+    } else if (target.launch->check_uninitialized) {
+      for (size_t word = off / 4; word <= (off + bytes - 1) / 4; ++word) {
+        const size_t lo = std::max(off, word * 4), hi = std::min(off + bytes, word * 4 + 4);
+        const auto m = static_cast<uint8_t>(((1u << (hi - lo)) - 1) << (lo - word * 4));
+        if ((target.shadow[word].init_mask & m) != m)
+          fail(std::string(kind) + " reads uninitialized shared memory at offset " +
+               std::to_string(lo) + " of cluster rank " + std::to_string(target.rank));
+      }
+    }
+    b.stats.dsmem_bytes += bytes;
+  }
+  if (write)
+    std::memcpy(p, data, bytes);
+  else
+    std::memcpy(data, p, bytes);
+}
+
+void async_shared_write_at(Block& target, size_t off, size_t bytes, const char* kind) {
+  if (off + bytes > target.launch->dynamic_shared)
+    fail(std::string(kind) + " of " + std::to_string(bytes) + " bytes at shared offset " +
+         std::to_string(off) + " is outside the dynamic shared memory of cluster rank " +
+         std::to_string(target.rank));
+  mark_init(target, off, bytes);
+}
+
+void mbarrier_arrive_at(Block& target, size_t off, int64_t expect_tx_bytes, const char* kind) {
+  Mbarrier& m = mbarrier_in(target, off, kind);
+  m.tx += expect_tx_bytes;
+  if (m.pending <= 0) fail(std::string(kind) + ": more arrivals than the barrier's count");
+  --m.pending;
+  mbarrier_maybe_complete(m);
+}
+
+void mbarrier_complete_tx_at(Block& target, size_t off, int64_t bytes) {
+  Mbarrier& m = mbarrier_in(target, off, "complete_tx (multicast)");
+  m.tx -= bytes;
+  mbarrier_maybe_complete(m);
 }
 
 }  // namespace moe_simt

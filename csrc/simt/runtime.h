@@ -1,7 +1,8 @@
 // The SIMT emulator's execution model: launches, blocks, threads, barriers, warp collectives,
 // shared memory and the checkers/counters fed by the memory helpers.
 //
-// A launch runs its grid of blocks on a few host threads (blocks are independent, as on a GPU).
+// A launch runs its grid of blocks on a few host threads (blocks are independent, as on a GPU),
+// a thread-block cluster's blocks together on one host thread (they may wait on each other).
 // A block's threads are fibers (fiber.h) scheduled round-robin on one host thread: each runs until
 // it blocks -- at __syncthreads, at a warp collective (shuffle, vote, __syncwarp, mma, ldmatrix)
 // or at its end -- so barriers and warp-synchronous code behave as on hardware, including
@@ -46,26 +47,30 @@ struct Buffer {
 // of one memory instruction by the per-lane instruction sequence number (lanes that execute
 // the same code issue the same sequence of memory instructions).
 // X-macro over the counters: the struct, its sum and the Python export list them once.
-#define MOE_SIMT_LAUNCH_STATS(X)                                                   \
-  X(global_bytes_read)                                                             \
-  X(global_bytes_written)                                                          \
-  X(global_requests)    /* warp-level global memory instructions */                \
-  X(global_sectors)     /* distinct 32-byte sectors those instructions touched */  \
-  X(shared_requests)    /* warp-level shared memory instructions */                \
-  X(shared_wavefronts)  /* bank-conflict-serialised passes they needed */          \
-  X(bank_conflicts)     /* wavefronts - ideal wavefronts */                        \
-  X(barriers)           /* __syncthreads completed (per block) */                  \
-  X(warp_collectives)   /* shuffles, votes, reductions, matches (per warp) */      \
-  X(collective_instrs)  /* the SASS instructions they take: an 8-byte SHFL is 2 */ \
-  X(mma)                /* mma.sync instructions (per warp) */                     \
-  X(wgmma)              /* wgmma.mma_async instructions (per warpgroup) */         \
-  X(wgmma_shared_bytes) /* operand bytes they read from shared (A + B, once) */    \
-  X(tma_load_bytes)     /* bytes TMA loads wrote into shared memory */             \
-  X(shared_bytes_read)  /* bytes of the threads' own shared loads */               \
-  X(tc_turn_requests)   /* memory instructions issued holding the MMA turn */      \
-  X(epilogue_requests)  /* memory instructions issued after releasing it */        \
-  X(fiber_switches)                                                                \
-  X(blocks)                                                                        \
+#define MOE_SIMT_LAUNCH_STATS(X)                                                                   \
+  X(global_bytes_read)                                                                             \
+  X(global_bytes_written)                                                                          \
+  X(global_requests)     /* warp-level global memory instructions */                               \
+  X(global_sectors)      /* distinct 32-byte sectors those instructions touched */                 \
+  X(shared_requests)     /* warp-level shared memory instructions */                               \
+  X(shared_wavefronts)   /* bank-conflict-serialised passes they needed */                         \
+  X(bank_conflicts)      /* wavefronts - ideal wavefronts */                                       \
+  X(barriers)            /* __syncthreads completed (per block) */                                 \
+  X(warp_collectives)    /* shuffles, votes, reductions, matches (per warp) */                     \
+  X(collective_instrs)   /* the SASS instructions they take: an 8-byte SHFL is 2 */                \
+  X(mma)                 /* mma.sync instructions (per warp) */                                    \
+  X(wgmma)               /* wgmma.mma_async instructions (per warpgroup) */                        \
+  X(wgmma_shared_bytes)  /* operand bytes they read from shared (A + B, once) */                   \
+  X(tma_load_bytes)      /* bytes TMA loads wrote into shared memory */                            \
+  X(shared_bytes_read)   /* bytes of the threads' own shared loads */                              \
+  X(tc_turn_requests)    /* memory instructions issued holding the MMA turn */                     \
+  X(epilogue_requests)   /* memory instructions issued after releasing it */                       \
+  X(tma_multicast_bytes) /* shared bytes multicast TMA delivered, summed over the destination CTAs \
+                            (its global read counts once) */                                       \
+  X(dsmem_bytes)         /* ld/st.shared::cluster bytes to a peer CTA's shared memory */           \
+  X(cluster_barriers)    /* barrier.cluster phases completed (per cluster) */                      \
+  X(fiber_switches)                                                                                \
+  X(blocks)                                                                                        \
   X(threads)
 
 struct LaunchStats {
@@ -99,6 +104,7 @@ enum class ThreadState : uint8_t {
   kAtCollective,
   kAtActivemask,
   kAtMbarrier,
+  kAtClusterBarrier,
   kExited
 };
 
@@ -147,6 +153,10 @@ struct Thread {
   std::vector<BulkOp> bulk_open;                 // since the last commit
   // tensor maps rewritten on the device that this thread has acquired: map -> publication
   std::unordered_map<const void*, uint64_t> acquired_maps;
+  // barrier.cluster: arrivals made and phases waited for (a wait waits for phase
+  // cluster_arrivals; arriving twice without a wait in between is an error)
+  uint64_t cluster_arrivals = 0, cluster_waits = 0;
+  const char* cluster_site = nullptr;
 };
 
 // Shadow state of one 4-byte shared-memory word, for race and uninitialised-read checks.
@@ -183,6 +193,20 @@ struct SharedArray {
 };
 
 struct LaunchConfig;
+struct Block;
+
+// The CTAs of one thread-block cluster: they run as fibers on one host thread, so they can wait
+// on each other (barrier.cluster, remote mbarrier arrivals). A barrier.cluster phase completes
+// when every thread of the cluster that has not exited has arrived (exited threads count as
+// arrived, as for __syncthreads).
+struct Cluster {
+  dim3 dims{1, 1, 1};
+  uint3 id{0, 0, 0};
+  std::vector<Block*> blocks;  // by rank
+  uint64_t phase = 0;          // barrier.cluster phases completed
+  int live = 0;                // threads of the cluster not yet exited
+  int arrived = 0;             // live threads arrived in the current phase
+};
 
 struct Block {
   uint3 idx;
@@ -215,11 +239,22 @@ struct Block {
   FiberContext scheduler;
   Thread* current = nullptr;
   std::string error;  // first checker error in this block
+  // cluster membership (a launch without cluster dims runs clusters of one CTA)
+  Cluster* cluster = nullptr;
+  uint32_t rank = 0;               // %cluster_ctarank
+  uint3 cluster_idx{0, 0, 0};      // %cluster_ctaid
+  bool exited = false;             // every thread has exited (its shared memory is gone)
+  uint64_t cluster_waits_max = 0;  // the latest barrier.cluster phase a thread of it waited for
+  // per peer rank: 1 + the peer thread's barrier.cluster arrivals at its latest access to this
+  // CTA's shared memory (0: none) -- this CTA may exit only after waiting for that phase
+  std::vector<uint64_t> peer_access;
+  std::vector<const char*> peer_access_kind;
 };
 
 struct LaunchConfig {
   std::string kernel_name;
   dim3 grid, block;
+  dim3 cluster{1, 1, 1};  // cluster dims (the grid is a multiple of them)
   size_t dynamic_shared = 0;
   std::vector<Buffer> buffers;
   bool check_races = true;
@@ -289,5 +324,28 @@ void mbarrier_arrive(const void* p, int64_t expect_tx_bytes);  // arrive (+ expe
 void mbarrier_complete_tx(const void* p, int64_t bytes);
 // Blocks the calling thread until the phase with parity `parity` has completed.
 void mbarrier_wait(const void* p, uint32_t parity, const char* site = nullptr);
+
+// Thread-block clusters (ptx_sm90.h). barrier.cluster.arrive / .wait (relaxed arrivals are
+// modelled as release ones).
+void cluster_arrive(const char* site);
+void cluster_wait(const char* site);
+// The CTA of `rank` in the calling thread's cluster, for `kind` touching its shared memory. For
+// a peer (not the caller's own CTA) it checks the two cluster-sync rules: the calling thread
+// must have completed a barrier.cluster wait since the launch (else the peer may not have
+// initialised its mbarriers or shared data: missing cluster sync at start), and the peer must
+// not have exited (missing cluster sync at exit); with `record` the access is remembered, and
+// the peer fails when it exits without having waited for a barrier.cluster phase after it.
+Block& cluster_block(uint32_t rank, const char* kind, bool record = true);
+// Checked access to `bytes` at shared offset `off` of `target` (a cluster CTA): bounds (inside
+// one of its shared arrays), initialised bytes for reads; not race-checked (cluster barriers and
+// mbarriers order DSMEM traffic). Copies between `data` and the target's memory; counts
+// dsmem_bytes when the target is a peer.
+void cluster_shared_access(Block& target, size_t off, void* data, size_t bytes, bool write,
+                           const char* kind);
+// The copy engine writing `bytes` at offset `off` of `target` (multicast TMA): bounds-checked,
+// marks them initialised.
+void async_shared_write_at(Block& target, size_t off, size_t bytes, const char* kind);
+void mbarrier_arrive_at(Block& target, size_t off, int64_t expect_tx_bytes, const char* kind);
+void mbarrier_complete_tx_at(Block& target, size_t off, int64_t bytes);
 
 }  // namespace moe_simt

@@ -2,7 +2,8 @@
 
 Its ops are ``torch.ops.moe_ext_emu.<op>`` (CPU tensors, same schemas as ``torch.ops.moe_ext``).
 Every emulated launch is checked (out-of-bounds global/shared accesses, shared-memory races,
-uninitialised shared reads, deadlocks, divergent barriers raise ``RuntimeError`` naming the kernel,
+uninitialised shared reads, deadlocks, divergent barriers, a cluster peer's shared memory touched
+before the first cluster barrier or after its exit raise ``RuntimeError`` naming the kernel,
 block and thread) and counted; :func:`last_launch_stats` returns the counters of the most recent
 launch, so tests and benchmarks can assert on memory efficiency without a GPU.
 """
@@ -38,11 +39,15 @@ def last_launch_stats() -> dict[str, int]:
     ``barriers``, ``warp_collectives`` (shuffles, votes, reductions), ``collective_instrs``
     (the SASS instructions they take: a 64-bit shuffle is two SHFL), ``mma`` (mma.sync, per warp),
     ``wgmma`` (wgmma.mma_async, per warpgroup), ``wgmma_shared_bytes`` (the operand bytes those read
-    from shared memory: A and B once per instruction), ``tma_load_bytes`` (bytes TMA loads wrote
-    to shared memory), ``shared_bytes_read`` (the threads' own shared loads), ``tc_turn_requests``
-    and ``epilogue_requests`` (warp-level memory instructions of tensor-core warps while holding
-    the CTA's MMA turn, and after handing it on: ``tensor_core_turn_begin/end`` in ptx_sm90.h),
-    ``fiber_switches``, ``blocks``, ``threads``.
+    from shared memory: A and B once per instruction), ``tma_load_bytes`` (bytes non-multicast TMA
+    loads wrote to shared memory), ``shared_bytes_read`` (the threads' own shared loads),
+    ``tc_turn_requests`` and ``epilogue_requests`` (warp-level memory instructions of tensor-core
+    warps while holding the CTA's MMA turn, and after handing it on: ``tensor_core_turn_begin/end``
+    in ptx_sm90.h), ``tma_multicast_bytes`` (shared bytes delivered by multicast TMA, summed over
+    the destination CTAs; the global side of each copy is read, and counted in
+    ``global_bytes_read``, once), ``dsmem_bytes`` (``ld``/``st.shared::cluster`` bytes to a peer
+    CTA's shared memory), ``cluster_barriers`` (``barrier.cluster`` phases completed, per
+    cluster), ``fiber_switches``, ``blocks``, ``threads``.
     """
     _require()
     return dict(_C.emu_last_launch_stats())

@@ -366,4 +366,112 @@ inline void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, 
   (void)col;
 }
 
+// ------------------------------------------------------------------- thread-block clusters
+namespace sm90_emu {
+// A shared::cluster address: the own CTA's shared offsets (< 2^20) as they are, a peer's
+// (mapa) tagged with bit 31 and the rank in bits 20..23.
+constexpr uint32_t kClusterTag = 1u << 31;
+inline ::moe_simt::Block& cluster_target(uint32_t addr, size_t* off, const char* kind,
+                                         bool record = true) {
+  auto& b = *::moe_simt::this_thread().block;
+  if (!(addr & kClusterTag)) {
+    *off = addr;
+    return b;
+  }
+  *off = addr & 0xFFFFFu;
+  return ::moe_simt::cluster_block((addr >> 20) & 0xFu, kind, record);
+}
+}  // namespace sm90_emu
+
+inline uint32_t cluster_ctarank() { return ::moe_simt::this_thread().block->rank; }
+inline uint32_t cluster_nctarank() {
+  return static_cast<uint32_t>(::moe_simt::this_thread().block->cluster->blocks.size());
+}
+inline dim3 cluster_dims() { return ::moe_simt::this_thread().block->cluster->dims; }
+inline dim3 cluster_id() {
+  const uint3 i = ::moe_simt::this_thread().block->cluster->id;
+  return dim3(i.x, i.y, i.z);
+}
+inline dim3 cluster_ctaid() {
+  const uint3 i = ::moe_simt::this_thread().block->cluster_idx;
+  return dim3(i.x, i.y, i.z);
+}
+inline uint32_t mapa_shared(const void* p, uint32_t rank) {
+  ::moe_simt::Block& t = ::moe_simt::cluster_block(rank, "mapa.shared::cluster", false);
+  const auto off = static_cast<uint32_t>(sm90_emu::shared_offset(p));
+  if (&t == ::moe_simt::this_thread().block) return off;
+  return sm90_emu::kClusterTag | (rank << 20) | off;
+}
+inline uint32_t ld_shared_cluster_u32(uint32_t addr) {
+  size_t off;
+  auto& t = sm90_emu::cluster_target(addr, &off, "ld.shared::cluster");
+  uint32_t v;
+  ::moe_simt::cluster_shared_access(t, off, &v, 4, false, "ld.shared::cluster");
+  return v;
+}
+inline void st_shared_cluster_u32(uint32_t addr, uint32_t v) {
+  size_t off;
+  auto& t = sm90_emu::cluster_target(addr, &off, "st.shared::cluster");
+  ::moe_simt::cluster_shared_access(t, off, &v, 4, true, "st.shared::cluster");
+}
+inline void mbarrier_arrive_cluster(uint32_t bar) {
+  size_t off;
+  auto& t = sm90_emu::cluster_target(bar, &off, "mbarrier.arrive.release.cluster");
+  ::moe_simt::mbarrier_arrive_at(t, off, 0, "mbarrier.arrive.release.cluster");
+}
+inline void cluster_arrive() { ::moe_simt::cluster_arrive("barrier.cluster.arrive"); }
+inline void cluster_arrive_relaxed() {
+  ::moe_simt::cluster_arrive("barrier.cluster.arrive.relaxed");
+}
+inline void cluster_wait() { ::moe_simt::cluster_wait("barrier.cluster.wait"); }
+inline void cluster_sync() {
+  cluster_arrive();
+  cluster_wait();
+}
+
+// Multicast TMA load: the box is read from global memory once and lands at the same shared
+// offset in every CTA of `cta_mask`, completing its bytes on the mbarrier at bar's offset there.
+inline void tma_load_multicast(void* smem, const TmaDescriptor* desc, const int* coord,
+                               uint64_t* bar, uint16_t cta_mask) {
+  const TmaDescriptor& d = *desc;
+  const char* kind = "cp.async.bulk.tensor.multicast::cluster";
+  sm90_emu::check_map_use(desc, kind);
+  const size_t base = sm90_emu::shared_offset(smem);
+  std::vector<unsigned char> img;
+  const size_t total = sm90_emu::for_each_box_row(d, smem, coord, kind, [](auto...) {});
+  img.assign(total, 0);
+  sm90_emu::for_each_box_row(
+      d, smem, coord, kind, [&](unsigned char* row, int64_t x_lo, int64_t x_hi, size_t shared_row) {
+        if (row != nullptr && x_hi > x_lo)
+          ::moe_simt::check_global(row + x_lo * d.elem_bytes, (x_hi - x_lo) * d.elem_bytes, false,
+                                   "cp.async.bulk.tensor read", /*bulk=*/true);
+        for (int64_t x = x_lo; row != nullptr && x < x_hi; ++x) {
+          size_t off = shared_row + size_t(x) * d.elem_bytes;
+          if (d.swizzle == TmaSwizzle::k128B) off = swizzle128(off);
+          std::memcpy(img.data() + (off - base), row + x * d.elem_bytes, d.elem_bytes);
+        }
+      });
+  auto& me = *::moe_simt::this_thread().block;
+  const size_t bar_off = sm90_emu::shared_offset(bar);
+  if (cta_mask == 0) ::moe_simt::fail(std::string(kind) + ": empty cta_mask");
+  for (uint32_t r = 0; r < 16; ++r) {
+    if (!(cta_mask >> r & 1)) continue;
+    ::moe_simt::Block& t = ::moe_simt::cluster_block(r, kind);
+    ::moe_simt::async_shared_write_at(t, base, total, kind);
+    std::memcpy(t.shared.data() + base, img.data(), total);
+    ::moe_simt::mbarrier_complete_tx_at(t, bar_off, static_cast<int64_t>(total));
+    me.stats.tma_multicast_bytes += total;
+  }
+}
+inline void tma_load_2d_multicast(void* smem, const TmaDescriptor* desc, int c0, int c1,
+                                  uint64_t* bar, uint16_t cta_mask) {
+  const int c[3] = {c0, c1, 0};
+  tma_load_multicast(smem, desc, c, bar, cta_mask);
+}
+inline void tma_load_3d_multicast(void* smem, const TmaDescriptor* desc, int c0, int c1, int c2,
+                                  uint64_t* bar, uint16_t cta_mask) {
+  const int c[3] = {c0, c1, c2};
+  tma_load_multicast(smem, desc, c, bar, cta_mask);
+}
+
 }  // namespace moe_ext::MOE_KERNEL_NS
