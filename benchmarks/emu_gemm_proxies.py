@@ -15,7 +15,8 @@ a time through ``MOE_EXT_GEMM_PATH`` / ``MOE_EXT_GEMM_CONFIG``), per output tile
 - registers and spills of the config's sm_90a / sm_80 instantiations (cuobjdump of the build).
 
 Counts and ratios, not times. The 128x256 + 2x1-cluster rows are the analytic model of the
-config issue 20 item 2 asks for (no such kernel is built yet).
+config issue 20 item 2 asks for (no such grouped GEMM is built yet); the multicast itself is
+measured on the Hopper test GEMM (64 x BN tiles, 2-CTA clusters sharing B).
 
     PYTHONPATH=python python benchmarks/emu_gemm_proxies.py [--markdown out.md]
 """
@@ -100,6 +101,35 @@ def run_config(path: str, config: str, tm: int, tn: int, shape) -> dict:
     )
 
 
+def test_gemm_rows(m=256, k=512) -> list[dict]:
+    """The Hopper test GEMM (csrc/kernels/testing/wgmma_gemm.cuh: 64 x BN CTA tiles, one consumer
+    warpgroup) with and without the 2-CTA cluster multicasting B: the multicast mechanism the
+    128x256 grouped GEMM will use, measured on the emulator."""
+    if not hasattr(torch.ops.moe_ext_emu_test, "wgmma_gemm"):
+        return []
+    out = []
+    for block_n in (128, 256):
+        n = 2 * block_n
+        g = torch.Generator().manual_seed(block_n)
+        a = torch.randn(m, k, generator=g).bfloat16()
+        b = torch.randn(n, k, generator=g).bfloat16()
+        for cluster_m in (1, 2):
+            torch.ops.moe_ext_emu_test.wgmma_gemm(a, b, 3, 0, True, block_n, cluster_m)
+            s = moe_ext.emu.last_launch_stats()
+            flops = 2 * m * n * k
+            out.append(
+                dict(
+                    label=f"test GEMM 64x{block_n}"
+                    + (", 2x1 cluster multicasting B" if cluster_m == 2 else ""),
+                    global_bytes_per_flop=s["global_bytes_read"] / flops,
+                    model=(64 + block_n / cluster_m) / (64 * block_n),
+                    multicast_bytes_per_flop=s["tma_multicast_bytes"] / flops,
+                    shared_bytes_per_mma=s["wgmma_shared_bytes"] / max(1, s["wgmma"]),
+                )
+            )
+    return out
+
+
 def registers(pattern: str) -> dict:
     tool = sass_tools.cuobjdump()
     if tool is None or not moe_ext.build_info().get("cuda"):
@@ -117,7 +147,7 @@ def registers(pattern: str) -> dict:
     )
 
 
-def markdown(shape, rows) -> str:
+def markdown(shape, rows, test_rows=()) -> str:
     m, g, n, k = shape
     base = rows[0]["global_bytes_per_flop"]
     out = [
@@ -143,6 +173,19 @@ def markdown(shape, rows) -> str:
             f"{r['global_bytes_per_flop'] / base:.2f}x | {r['tma_bytes_per_flop']:.5f} | "
             f"{r['shared_bytes_per_mma']:.0f} | {r['shared_bytes_per_flop']:.4f} | {epi} | {turn} | "
             f"{r.get('regs', '')} | {r.get('spills', '')} |"
+        )
+    out += [
+        "",
+        "The multicast mechanism, measured: the Hopper test GEMM (64 x BN CTA tiles, one consumer "
+        "warpgroup, TMA-store epilogue), M=256, N=2 BN, K=512:",
+        "",
+        "| config | global B/FLOP (emulator) | model (64 + BN/c) / (64 BN) | multicast B/FLOP | shared B/MMA |",
+        "|---|---|---|---|---|",
+    ]
+    for r in test_rows:
+        out.append(
+            f"| {r['label']} | {r['global_bytes_per_flop']:.5f} | {r['model']:.5f} | "
+            f"{r['multicast_bytes_per_flop']:.5f} | {r['shared_bytes_per_mma']:.0f} |"
         )
     # the analytic model: per CTA and k step, A (BM x 2 B) + B (BN x 2 B) per 2 BM BN FLOPs;
     # a 2x1 cluster multicasting B loads half of it per CTA
@@ -178,7 +221,7 @@ def main():
     for label, path, config, tm, tn, pattern in CONFIGS:
         r = run_config(path, config, tm, tn, shape)
         rows.append(dict(label=label, **r, **registers(pattern)))
-    md = markdown(shape, rows)
+    md = markdown(shape, rows, test_gemm_rows())
     print(md)
     if args.markdown:
         Path(args.markdown).write_text(md)

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def wgmma_gemm(a, b, stages=2, fault=0, tma_store=False, block_n=128):
-    return torch.ops.moe_ext_emu_test.wgmma_gemm(a, b, stages, fault, tma_store, block_n)
+def wgmma_gemm(a, b, stages=2, fault=0, tma_store=False, block_n=128, cluster_m=1):
+    return torch.ops.moe_ext_emu_test.wgmma_gemm(a, b, stages, fault, tma_store, block_n, cluster_m)
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3, 4])
@@ -55,6 +55,40 @@ def test_m64n256k16_matches_torch(shape, tma_store):
     s = moe_ext.emu.last_launch_stats()
     assert s["wgmma"] == (M // 64) * (N // 256) * (K // 16)
     assert s["wgmma_shared_bytes"] == s["wgmma"] * (64 + 256) * 16 * 2
+
+
+@pytest.mark.parametrize("block_n", [128, 256])
+@pytest.mark.parametrize("tma_store", [False, True])
+def test_two_cta_cluster_multicasts_b(block_n, tma_store):
+    """CTA pairs along M share the B tile: each loads half of it multicast into both (2-CTA
+    cluster, remote arrivals on the peer's empty barriers). Exact on integers; the global reads
+    of B halve (global bytes per FLOP (64 + BN/2) / (64 BN) instead of (64 + BN) / (64 BN))."""
+    M, N, K = 256, 2 * block_n, 192
+    g = torch.Generator().manual_seed(block_n)
+    a = torch.randint(-4, 5, (M, K), generator=g).to(torch.bfloat16)
+    b = torch.randint(-4, 5, (N, K), generator=g).to(torch.bfloat16)
+    ref = a.float() @ b.float().t()
+    stats = {}
+    for cluster_m in (1, 2):
+        c = wgmma_gemm(a, b, 3, tma_store=tma_store, block_n=block_n, cluster_m=cluster_m)
+        assert torch.equal(c, ref), cluster_m
+        stats[cluster_m] = moe_ext.emu.last_launch_stats()
+    ctas, k_steps = (M // 64) * (N // block_n), K // 64
+    a_bytes, b_bytes = 64 * 64 * 2, block_n * 64 * 2  # per CTA and k step
+    assert stats[1]["global_bytes_read"] == ctas * k_steps * (a_bytes + b_bytes)
+    assert stats[2]["global_bytes_read"] == ctas * k_steps * (a_bytes + b_bytes // 2)
+    assert stats[2]["tma_multicast_bytes"] == ctas * k_steps * b_bytes  # both halves, both CTAs
+    assert stats[1]["tma_multicast_bytes"] == 0
+    assert stats[2]["cluster_barriers"] == 2 * (ctas // 2)  # start and exit, per pair
+
+
+def test_cluster_m_is_checked():
+    a = torch.zeros(64, 64, dtype=torch.bfloat16)
+    b = torch.zeros(128, 64, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="multiple of 128 with cluster_m 2"):
+        wgmma_gemm(a, b, cluster_m=2)
+    with pytest.raises(RuntimeError, match="cluster_m must be 1 or 2"):
+        wgmma_gemm(a, b, cluster_m=4)
 
 
 def test_block_n_is_checked():

@@ -31,7 +31,7 @@ at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
 // N % block_n, K % 64 == 0 (block_n 256: wgmma.m64n256k16); `fault` plants a synchronisation bug
 // the emulator must report; `tma_store` stores c through shared staging and TMA.
 at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stages, int64_t fault,
-                          bool tma_store, int64_t block_n) {
+                          bool tma_store, int64_t block_n, int64_t cluster_m) {
   const char* op = "wgmma_gemm";
   MOE_CHECK(op, a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16,
             "a and b must be bfloat16, got ", describe(a), " and ", describe(b));
@@ -46,6 +46,10 @@ at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stag
       a.size(1),           static_cast<int>(stages), static_cast<int>(fault), tma_store};
   MOE_CHECK(op, block_n == 128 || block_n == 256, "block_n must be 128 or 256, got ", block_n);
   p.block_n = static_cast<int>(block_n);
+  MOE_CHECK(op, cluster_m == 1 || cluster_m == 2, "cluster_m must be 1 or 2, got ", cluster_m);
+  MOE_CHECK(op, a.size(0) % (64 * cluster_m) == 0, "a's rows must be a multiple of ",
+            64 * cluster_m, " with cluster_m ", cluster_m, ", got ", describe(a));
+  p.cluster_m = static_cast<int>(cluster_m);
   DeviceBackend<Target::kEmu>::launch(op, &emu::launch_wgmma_gemm, p,
                                       {{"a", ac, false}, {"b", bc, false}, {"c", c, true}});
   return c;
@@ -60,7 +64,7 @@ TORCH_LIBRARY_FRAGMENT(moe_ext_emu_test, m) {
   // Hopper test GEMM on the emulator (TMA + mbarrier + wgmma): c = a @ b.T, bf16 in, fp32 out.
   m.def(
       "wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0, bool tma_store=False, "
-      "int block_n=128) -> Tensor");
+      "int block_n=128, int cluster_m=1) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(moe_ext_emu_test, CPU, m) {

@@ -17,7 +17,13 @@
 //   * epilogue: st.global from the fragments, or (tma_store) each warp's 16 rows in BN / 64
 //     64-column parts through one 4 KB staging buffer (two 128-byte-swizzled boxes of 16 x 32
 //     fp32), stored with TMA; each part waits for the previous store's shared reads.
-// Preconditions (launcher): M % 64 == 0, N % BN == 0, K % 64 == 0.
+//   * cluster_m = 2: CTA pairs along M (a 2-CTA cluster) share their B tile -- each CTA's
+//     producer loads its own A box and half of B, multicast into both CTAs' stage (the peer's half
+//     completes on the same-offset full[s] barrier); a stage is free again only when both CTAs'
+//     consumers are done with it, so empty[s] takes 8 arrivals (4 local warps, 4 of the peer by
+//     remote arrive); a cluster barrier after the barrier inits and one before exit order every
+//     remote access. Global bytes per FLOP: (64 + BN / 2) / (64 BN) instead of (64 + BN) / (64 BN).
+// Preconditions (launcher): M % 64 == 0 (M % 128 with cluster_m 2), N % BN == 0, K % 64 == 0.
 #pragma once
 
 #include "../../common/launch.h"
@@ -59,14 +65,19 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int k_tiles = static_cast<int>(p.k / kBK);
   const int m0 = static_cast<int>(blockIdx.y) * kBM, n0 = static_cast<int>(blockIdx.x) * kBN;
+  const bool pair = p.cluster_m == 2;
+  const uint32_t rank = pair ? cluster_ctarank() : 0, peer = rank ^ 1;
   if (threadIdx.x == 0) {
     for (int s = 0; s < p.stages; ++s) {
       mbarrier_init(&full[s], 1);
-      mbarrier_init(&empty[s], 4);
+      mbarrier_init(&empty[s], pair ? 8 : 4);
     }
     fence_barrier_init();
   }
-  __syncthreads();
+  if (pair)
+    cluster_sync();  // the peer's barriers are initialised before anything of ours reaches them
+  else
+    __syncthreads();
 
   if (warp == 4) {  // producer
     if (lane == 0 && p.fault != 2) {
@@ -74,11 +85,18 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
         const int s = kt % p.stages, use = kt / p.stages;
         if (use > 0) mbarrier_wait(&empty[s], (use - 1) & 1, kWaitTestProducerEmpty, p.wait_report);
         unsigned char* stage = smem + s * kStageBytes;
-        mbarrier_arrive_expect_tx(&full[s], kStageBytes);
+        mbarrier_arrive_expect_tx(&full[s], kStageBytes);  // (the peer's half of B included)
         tma_load_2d(stage, &tma_a, kt * kBK, m0, &full[s]);
-        tma_load_2d(stage + kABytes, &tma_b, kt * kBK, n0, &full[s]);
+        if (pair) {
+          constexpr int kHalf = kBN / 2;
+          tma_load_2d_multicast(stage + kABytes + rank * kHalf * kBK * 2, &tma_b, kt * kBK,
+                                n0 + static_cast<int>(rank) * kHalf, &full[s], 0x3);
+        } else {
+          tma_load_2d(stage + kABytes, &tma_b, kt * kBK, n0, &full[s]);
+        }
       }
     }
+    if (pair) cluster_sync();  // (the consumers' exit barrier)
     return;
   }
 
@@ -99,8 +117,13 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     }
     wgmma_commit();
     wgmma_wait<0>();
-    if (lane == 0) mbarrier_arrive(&empty[s]);
+    if (lane == 0) {
+      mbarrier_arrive(&empty[s]);
+      if (pair) mbarrier_arrive_cluster(mapa_shared(&empty[s], peer));  // the peer's B half too
+    }
   }
+  // no CTA of a pair exits while its peer may still arrive on its barriers or multicast into it
+  if (pair) cluster_sync();
   const int g = lane / 4, t = lane % 4;
   if (p.tma_store) {
     unsigned char* staged = smem + p.stages * kStageBytes + warp * kStagingBytes;
@@ -135,14 +158,15 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
 template <int kBN>
 cudaError_t launch_wgmma_gemm_bn(const WgmmaGemmParams& p, cudaStream_t stream) {
   using namespace wgmma_gemm;
-  if (p.m % kBM || p.n % kBN || p.k % kBK || p.stages < 1 || p.stages > kMaxStages)
+  if ((p.cluster_m != 1 && p.cluster_m != 2) || p.m % (kBM * p.cluster_m) || p.n % kBN ||
+      p.k % kBK || p.stages < 1 || p.stages > kMaxStages)
     return cudaErrorInvalidValue;
   if (p.m == 0 || p.n == 0) return cudaSuccess;
   TmaDescriptor ta, tb, tc;
   const uint64_t dims_a[2] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.m)};
   const uint64_t dims_b[2] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n)};
   const uint64_t pitch[1] = {static_cast<uint64_t>(p.k) * 2};
-  const uint32_t box_a[2] = {kBK, kBM}, box_b[2] = {kBK, kBN};
+  const uint32_t box_a[2] = {kBK, kBM}, box_b[2] = {kBK, static_cast<uint32_t>(kBN / p.cluster_m)};
   const uint64_t dims_c[2] = {static_cast<uint64_t>(p.n), static_cast<uint64_t>(p.m)};
   const uint64_t pitch_c[1] = {static_cast<uint64_t>(p.n) * 4};
   const uint32_t box_c[2] = {32, 16};
@@ -156,6 +180,9 @@ cudaError_t launch_wgmma_gemm_bn(const WgmmaGemmParams& p, cudaStream_t stream) 
   const dim3 grid(static_cast<unsigned>(p.n / kBN), static_cast<unsigned>(p.m / kBM));
   WgmmaGemmParams q = p;
   q.wait_report = wait_timeout_report_buffer(stream);
+  if (p.cluster_m == 2)
+    return launch_kernel_cluster("wgmma_gemm_kernel", wgmma_gemm_kernel<kBN>, grid, dim3(kThreads),
+                                 dim3(1, 2, 1), smem, stream, ta, tb, tc, q);
   return launch_kernel("wgmma_gemm_kernel", wgmma_gemm_kernel<kBN>, grid, dim3(kThreads), smem,
                        stream, ta, tb, tc, q);
 }

@@ -23,6 +23,7 @@ struct WgmmaGemmParams {
   bool tma_store;     // epilogue: per warp, two 64-column halves through one swizzled staging
                       // buffer stored with TMA (else: st.global from the fragments)
   int block_n = 128;  // CTA tile columns: 128 (wgmma m64n128k16) or 256 (m64n256k16)
+  int cluster_m = 1;  // 2: CTA pairs along M multicast their shared B tile (2-CTA clusters)
   WaitTimeoutReport* wait_report = nullptr;  // set by the launcher (bounded mbarrier waits)
 };
 
