@@ -130,6 +130,60 @@ def test_gemm_rows(m=256, k=512) -> list[dict]:
     return out
 
 
+# decode-sized problems (issue 20 item 4): (label, path, config, kernel-name pattern)
+DECODE_CONFIGS = [
+    (
+        "sm80 swap_ab 16x128 (weights on the MMA's M side)",
+        "sm80",
+        "swap_ab",
+        r"TensorCoreTile<16, 128",
+    ),
+    ("sm80 small_m 32x128", "sm80", "small_m", r"TensorCoreTile<32, 128"),
+    ("sm90 128x128 ping-pong", "sm90", "auto", r"grouped_gemm_sm90_kernel"),
+]
+MMA_FLOPS = 2 * 16 * 8 * 16  # mma.sync.m16n8k16
+WGMMA_FLOPS = 2 * 64 * 128 * 16  # wgmma.m64n128k16 (the grouped GEMM's instruction)
+
+
+def decode_rows(shape=(4, 16, 512, 1024)) -> list[dict]:
+    """Per config at a decode shape (rows per expert, experts, N, K): tensor-core FLOPs issued
+    over useful FLOPs (the MMA padding), global bytes read per useful FLOP, and shared-memory
+    operand bytes per useful FLOP."""
+    m_per_group, groups, n, k = shape
+    a, b, offs = _problem(*shape)
+    flops = 2 * m_per_group * groups * n * k
+    out = []
+    for label, path, config, pattern in DECODE_CONFIGS:
+        old = {key: os.environ.get(key) for key in ("MOE_EXT_GEMM_PATH", "MOE_EXT_GEMM_CONFIG")}
+        os.environ.update(MOE_EXT_GEMM_PATH=path, MOE_EXT_GEMM_CONFIG=config)
+        try:
+            res = torch.ops.moe_ext_emu.grouped_mm(a, b, offs)
+            s = moe_ext.emu.last_launch_stats()
+        finally:
+            for key, v in old.items():
+                os.environ.pop(key) if v is None else os.environ.__setitem__(key, v)
+        ref = torch.cat(
+            [
+                a[i * m_per_group : (i + 1) * m_per_group].float() @ b[i].float()
+                for i in range(groups)
+            ]
+        )
+        assert torch.allclose(res.float(), ref, rtol=2e-2, atol=2e-1), label
+        issued = s["wgmma"] * WGMMA_FLOPS if s["wgmma"] else s["mma"] * MMA_FLOPS
+        tc_bytes = s["wgmma_shared_bytes"] if s["wgmma"] else s["shared_bytes_read"]
+        out.append(
+            dict(
+                label=label,
+                issued_over_useful=issued / flops,
+                global_bytes_per_flop=s["global_bytes_read"] / flops,
+                shared_bytes_per_flop=tc_bytes / flops,
+                threads_per_cta=s["threads"] // max(1, s["blocks"]),
+                **registers(pattern),
+            )
+        )
+    return out
+
+
 def registers(pattern: str) -> dict:
     tool = sass_tools.cuobjdump()
     if tool is None or not moe_ext.build_info().get("cuda"):
@@ -147,7 +201,7 @@ def registers(pattern: str) -> dict:
     )
 
 
-def markdown(shape, rows, test_rows=()) -> str:
+def markdown(shape, rows, test_rows=(), decode=(), decode_shape=(4, 16, 512, 1024)) -> str:
     m, g, n, k = shape
     base = rows[0]["global_bytes_per_flop"]
     out = [
@@ -187,6 +241,23 @@ def markdown(shape, rows, test_rows=()) -> str:
             f"| {r['label']} | {r['global_bytes_per_flop']:.5f} | {r['model']:.5f} | "
             f"{r['multicast_bytes_per_flop']:.5f} | {r['shared_bytes_per_mma']:.0f} |"
         )
+    if decode:
+        dm, dg, dn, dk = decode_shape
+        out += [
+            "",
+            f"Decode ({dg} experts x {dm} rows, N={dn}, K={dk}; issue 20 item 4): tensor-core "
+            "FLOPs issued per useful FLOP (the MMA padding), global and shared-memory operand "
+            "bytes per useful FLOP:",
+            "",
+            "| config | issued / useful FLOPs | global B/FLOP | shared B/FLOP | threads/CTA | regs | spills |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in decode:
+            out.append(
+                f"| {r['label']} | {r['issued_over_useful']:.2f} | {r['global_bytes_per_flop']:.4f} | "
+                f"{r['shared_bytes_per_flop']:.4f} | {r['threads_per_cta']} | {r.get('regs', '')} | "
+                f"{r.get('spills', '')} |"
+            )
     # the analytic model: per CTA and k step, A (BM x 2 B) + B (BN x 2 B) per 2 BM BN FLOPs;
     # a 2x1 cluster multicasting B loads half of it per CTA
     model = lambda bm, bn, share: (bm * 2 + bn * 2 / share) / (2 * bm * bn)  # noqa: E731
@@ -221,7 +292,7 @@ def main():
     for label, path, config, tm, tn, pattern in CONFIGS:
         r = run_config(path, config, tm, tn, shape)
         rows.append(dict(label=label, **r, **registers(pattern)))
-    md = markdown(shape, rows, test_gemm_rows())
+    md = markdown(shape, rows, test_gemm_rows(), decode_rows())
     print(md)
     if args.markdown:
         Path(args.markdown).write_text(md)

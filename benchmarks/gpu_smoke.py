@@ -14,7 +14,7 @@ finishes) and a table at the end; the exit status is 1 when any case did not pas
 What a case covers (the kernel families and their template instantiations, see
 ``csrc/cuda/*.cu``): route (softmax / sigmoid + group-limited, fp32 / bf16 logits, backward,
 stats), sort_tokens (plain, capacity), permute / unpermute / unpermute_backward (16-byte and
-narrow rows), grouped_mm on the Ampere kernel (bf16 / fp16 x large / small_m tile x the four
+narrow rows), grouped_mm on the Ampere kernel (bf16 / fp16 x large / small_m / swap_ab tile x the four
 forms and both operand majors; fp32 on the FFMA kernel) and on the Hopper kernel (its three
 operand-major combinations: fwd, dA, dB), and moe_mlp (gated and ungated, both families).
 """
@@ -248,7 +248,7 @@ def cases(backend: str) -> list[tuple[str, object]]:
         return out
     for dt in (torch.bfloat16, torch.float16):
         n = str(dt)[6:]
-        for config in ("large", "small_m"):
+        for config in ("large", "small_m", "swap_ab"):
             for form in ("2x3", "3x2", "2x2", "3x3"):
                 out.append(
                     (f"grouped_mm/sm80/{config}/{form}/{n}", case_gmm("sm80", config, dt, form))

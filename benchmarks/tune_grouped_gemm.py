@@ -2,14 +2,17 @@
 
 For each shape (the up/gate and down GEMMs of each preset at T tokens, uniform routing) it times
 every kernel choice the launcher can be forced to -- MOE_EXT_GEMM_PATH in {sm80, sm90 (Hopper
-only)} x MOE_EXT_GEMM_CONFIG in {large, small_m} x MOE_EXT_GEMM_STAGES in {2..5} -- and writes a
+only)} x MOE_EXT_GEMM_CONFIG in {large, small_m, swap_ab} x MOE_EXT_GEMM_STAGES in {2..5} -- and
+writes a
 table {shape key: [choices sorted by time]} as JSON. The key is "form:E:K:N:rows_per_expert
 bucket" (bucket = power of two of M / E), the quantities the run-time heuristic can see without
 a host sync. Loaded with moe_ext.load_gemm_tuning(path) (or MOE_EXT_GEMM_TUNING=path at import),
-the table takes precedence over the launcher's heuristic (grouped_gemm.cuh: small_m below 48
-rows per expert, depth from shared memory, sm90 where eligible) for the shapes it holds.
+the table takes precedence over the launcher's heuristic (grouped_gemm.h: swap_ab up to 16 rows
+per expert, small_m up to 48, depth from shared memory, sm90 where eligible) for the shapes it
+holds. The default token counts cover prefill/training (4096) and decode (64: 1-4 rows per expert
+on the 64-128-expert presets, where swap_ab and small_m compete).
 
-    python benchmarks/tune_grouped_gemm.py --out tuning.json [--tokens 4096] [--emu]
+    python benchmarks/tune_grouped_gemm.py --out tuning.json [--tokens 4096 64] [--emu]
 
 --emu runs a tiny sweep on the CPU SIMT emulator (correctness of the sweep machinery only).
 """
@@ -41,7 +44,7 @@ def tuning_key(E: int, K: int, N: int, M: int) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--tokens", type=int, nargs="+", default=[4096, 64])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--emu", action="store_true")
     args = ap.parse_args()
@@ -53,9 +56,9 @@ def main():
     paths = ["sm80"] + (["sm90"] if hopper else [])
     table = {}
     presets = ["qwen3-30b-a3b"] if args.emu else list(PRESETS)
-    for name in presets:
+    token_counts = [64, 8] if args.emu else args.tokens
+    for name, T in itertools.product(presets, token_counts):
         s = PRESETS[name].scaled(32) if args.emu else PRESETS[name]
-        T = 64 if args.emu else args.tokens
         M, E = T * s.top_k, s.num_experts
         rows = [M // E + (1 if e < M % E else 0) for e in range(E)]
         offs = torch.tensor(rows).cumsum(0).to(torch.int32).to(dev)
@@ -65,7 +68,7 @@ def main():
             key = tuning_key(E, K, N, M)
             results = []
             for path, config, stages in itertools.product(
-                paths, ["large", "small_m"], [2, 3, 4, 5]
+                paths, ["large", "small_m", "swap_ab"], [2, 3, 4, 5]
             ):
                 if path == "sm90" and (config != "large" or stages != 4):
                     continue  # the Hopper kernel has one config

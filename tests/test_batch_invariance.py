@@ -8,10 +8,11 @@ gradient of their outputs) are processed inside batches of different sizes and c
   * ``prefill`` with 220 filler tokens around them (448 rows, 56 per group),
 
 the fillers routed ``uniform`` or ``skewed`` (Zipf-like: most rows on a few experts). The
-launcher picks its tile config from the average rows per group (small-M tile at <= 48, the
-large tile above, grouped_gemm.cuh), so ``alone``/``decode`` run the small-M config and
-``prefill`` the large one on the Ampere tensor-core path (``MOE_EXT_GEMM_PATH=sm80``); with the
-default path the emulator (an sm_90) runs the Hopper TMA/wgmma kernel for both; fp32 runs the
+launcher picks its tile config from the average rows per group (swap-AB at <= 16, small-M at
+<= 48, the large tile above, grouped_gemm.h), so ``alone``/``decode`` run the swap-AB config and
+``prefill`` the large one, on the Ampere path (``MOE_EXT_GEMM_PATH=sm80``) and on the default
+one, where the emulator (an sm_90) runs ``prefill`` on the Hopper TMA/wgmma kernel (swap-AB
+stays ahead of it at decode sizes); fp32 runs the
 FFMA SIMT kernel. Each batch's result for the probe tokens must equal the ``alone`` one.
 
 What is compared, per op:
@@ -126,10 +127,12 @@ def _grouped_mm_case(backend, dtype, routing, before, after):
     b = w1.to(dev).transpose(-2, -1)  # [E, H, 2I], K-major (HF layout, no copy)
     out = op(backend, "grouped_mm")(a, b, offs.to(dev))
     if backend == "emu":
-        # the family that ran: Hopper CTAs have 3 warpgroups, Ampere 4 warps, fp32 SIMT 8 warps
+        # the family that ran: Hopper CTAs have 3 warpgroups, Ampere 4 warps, fp32 SIMT 8 warps;
+        # <= 16 rows per expert is the Ampere kernel's swap-AB tile on either path
         stats = moe_ext.emu.last_launch_stats()
         sm80 = os.environ.get("MOE_EXT_GEMM_PATH") == "sm80"
-        expect = 256 if dtype == torch.float32 else 128 if sm80 else 384
+        swap_ab = a.shape[0] <= 16 * E
+        expect = 256 if dtype == torch.float32 else 128 if sm80 or swap_ab else 384
         assert stats["threads"] // stats["blocks"] == expect, stats
     rows = slot.view(-1, K_TOP)[before : before + T_PROBE].reshape(-1).long()
     g = torch.Generator().manual_seed(4)
@@ -171,11 +174,11 @@ def test_grouped_mm(backend, path, dtype, routing, monkeypatch, request):
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_grouped_mm_forced_configs_agree(backend, dtype, monkeypatch):
-    """The small-M and large tiles (MOE_EXT_GEMM_CONFIG, Ampere path) give the same bits for the
-    same problem: the tile choice does not enter a row's accumulation order."""
+    """The swap-AB, small-M and large tiles (MOE_EXT_GEMM_CONFIG, Ampere path) give the same bits
+    for the same problem: the tile choice does not enter a row's accumulation order."""
     monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm80")
     results = []
-    for config in ("small_m", "large"):
+    for config in ("swap_ab", "small_m", "large"):
         monkeypatch.setenv("MOE_EXT_GEMM_CONFIG", config)
         results.append((config, _grouped_mm_case(backend, DTYPES[dtype], "skewed", 100, 120)))
     _assert_all_equal(results, ("output", "dA"))

@@ -53,7 +53,7 @@ def test_static_report_kernels():
     by = lambda arch, pat: [r for r in rows if r["arch"] == arch and pat in r["kernel"]]  # noqa: E731
     for arch in ("sm_80", "sm_90a"):
         tc = by(arch, "grouped_gemm_tc_kernel")
-        assert len(tc) == 24 and all(r["mix"]["HMMA"] > 0 and r["mix"]["LDGSTS"] > 0 for r in tc)
+        assert len(tc) == 32 and all(r["mix"]["HMMA"] > 0 and r["mix"]["LDGSTS"] > 0 for r in tc)
         assert all(r["blocks_per_sm"] >= 1 for r in tc)
     sm90 = by("sm_90a", "grouped_gemm_sm90_kernel")
     assert len(sm90) == 10
@@ -79,9 +79,12 @@ def test_gemm_proxy_table(tmp_path):
     out = tmp_path / "proxies.md"
     run_script(["benchmarks/emu_gemm_proxies.py", "--markdown", str(out)], tmp_path)
     rows = [line for line in out.read_text().splitlines() if line.startswith("| sm")]
-    assert len(rows) == 3
+    assert len(rows) == 6  # 3 configs at the large shape, 3 at the decode shape
     hopper = rows[0].split("|")
     assert hopper[2].strip() != "" and hopper[8].strip() == "0"  # no memory op in the MMA turn
+    decode = {r.split("|")[1].split()[1]: float(r.split("|")[2]) for r in rows[3:]}
+    # 4 rows per expert: swap-AB pads 16-row tiles (4x), small_m 32-row MMAs (8x)
+    assert decode["swap_ab"] == 4.0 and decode["small_m"] == 8.0, decode
 
 
 @pytest.mark.slow
@@ -146,8 +149,9 @@ def test_bench_scripts_smoke(tmp_path):
     assert {r["case"]["mode"] for r in layer["rows"]} == {"fwd", "fwd+bwd"}
     assert all("speedup" in m for r in layer["rows"] for m in r["baselines"].values())
     assert (tmp_path / "trace.json").stat().st_size > 0
-    try:  # the tuner's table is what the launcher reads (two keys: up/gate and down GEMMs)
-        assert moe_ext.load_gemm_tuning(tmp_path / "t.json") == 2
+    try:  # the tuner's table is what the launcher reads (4 keys: the up/gate and down GEMMs at
+        # a prefill-like and a decode-sized token count)
+        assert moe_ext.load_gemm_tuning(tmp_path / "t.json") == 4
     finally:
         moe_ext.clear_gemm_tuning()
     pngs = list(tmp_path.glob("*.png"))

@@ -73,11 +73,11 @@ def test_sass_main_loops_and_no_local_memory():
         # the tensor-core mainloop: mma.sync -> HMMA, ldmatrix -> LDSM, cp.async -> LDGSTS
         for op in ("HMMA.16816.F32.BF16", "LDSM", "LDGSTS"):
             assert op in gemm[0], f"{op} not in tile_gemm_kernel for {arch}"
-        # the grouped GEMM: every tensor-core instantiation (2 dtypes x 2 configs x (4 operand
-        # layouts + 2 gated fused-MLP ones)) issues HMMA from LDSM-read, LDGSTS-filled shared memory; the fp32 kernel is FFMA
+        # the grouped GEMM: every tensor-core instantiation (2 dtypes x (2 configs x (4 operand
+        # layouts + 2 gated fused-MLP ones) + swap-AB's 4 K-major-A ones)) issues HMMA from LDSM-read, LDGSTS-filled shared memory; the fp32 kernel is FFMA
         tc = {n: t for (a, n), t in sass.items() if a == arch and "grouped_gemm_tc_kernel" in n}
-        assert len(tc) == 24, (
-            f"{arch}: expected 24 grouped_gemm_tc_kernel instantiations, got {len(tc)}"
+        assert len(tc) == 32, (
+            f"{arch}: expected 32 grouped_gemm_tc_kernel instantiations, got {len(tc)}"
         )
         for n, text in tc.items():
             for op in ("HMMA.16816.F32", "LDSM", "LDGSTS"):

@@ -44,6 +44,7 @@ def test_dry_run_passes_and_packs_one_archive(tmp_path):
     for family in (
         "grouped_mm/sm80/large",
         "grouped_mm/sm80/small_m",
+        "grouped_mm/sm80/swap_ab",
         "grouped_mm/sm90/dB",
         "moe_mlp/sm90/swiglu",
         "grouped_mm/fp32",

@@ -19,7 +19,9 @@ inline int32_t config_from_env(const char* op) {
   if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return kGemmConfigAuto;
   if (std::strcmp(v, "large") == 0) return kGemmConfigLarge;
   if (std::strcmp(v, "small_m") == 0) return kGemmConfigSmallM;
-  MOE_CHECK(op, false, "MOE_EXT_GEMM_CONFIG must be auto, large or small_m, got '", v, "'");
+  if (std::strcmp(v, "swap_ab") == 0) return kGemmConfigSwapAb;
+  MOE_CHECK(op, false, "MOE_EXT_GEMM_CONFIG must be auto, large, small_m or swap_ab, got '", v,
+            "'");
   return kGemmConfigAuto;
 }
 

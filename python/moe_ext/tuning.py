@@ -19,7 +19,7 @@ from pathlib import Path
 from . import _C
 
 _PATHS = {"auto": 0, "sm80": 80, "sm90": 90}
-_CONFIGS = {"auto": -1, "large": 0, "small_m": 1}
+_CONFIGS = {"auto": -1, "large": 0, "small_m": 1, "swap_ab": 2}
 
 
 def load_gemm_tuning(path: str | os.PathLike) -> int:

@@ -6,8 +6,10 @@
 //     (FFMA, full fp32). One instantiation per (dtype, A major, B major, config), 4 operand
 //     layouts because all occur: forward (a K-major, b N- or K-major), dA (dC K-major, bᵀ),
 //     dB (aᵀ M-major, dC N-major).
-//   * config: the small-M tile when groups average <= 48 rows (decode; the average M / G is
-//     known on the host without reading offs), else the large one; `p.config` overrides.
+//   * config (heuristic_gemm_config, grouped_gemm.h): swap-AB when groups average <= 16 rows
+//     and A is K-major (decode; the average M / G is known on the host without reading offs),
+//     the small-M tile up to 48, else the large one; `p.config` overrides (a forced swap-AB
+//     with an M-major A runs small_m).
 //   * pipeline depth and grid: launch_variants.cuh.
 //   * variants: launch_variants.cuh launches one kernel instantiation; under nvcc each is
 //     compiled in its own generated unit (scripts/generate_kernels.py, one per dtype x config)
@@ -42,17 +44,26 @@ cudaError_t launch_tensor_core_layout(const GroupedGemmParams& p, cudaStream_t s
                      : launch_tensor_core<T, Tile, false, false>(p, stream);
 }
 
+// Swap-AB's layouts: A K-major (x, dC), B either way, gated or not.
+template <typename T>
+cudaError_t launch_swap_ab_layout(const GroupedGemmParams& p, cudaStream_t stream) {
+  using Tile = TensorCoreSwapAb;
+  if (p.gated)
+    return p.b_k_major ? launch_tensor_core<T, Tile, true, true, true>(p, stream)
+                       : launch_tensor_core<T, Tile, true, false, true>(p, stream);
+  return p.b_k_major ? launch_tensor_core<T, Tile, true, true>(p, stream)
+                     : launch_tensor_core<T, Tile, true, false>(p, stream);
+}
+
 template <typename T>
 cudaError_t launch_tensor_core_config(const GroupedGemmParams& p, cudaStream_t stream) {
-  int config = p.config;
-  if (config == kGemmConfigAuto) {
-    const int64_t groups =
-        p.form == GroupedGemmForm::kRaggedM ? std::max<int64_t>(p.num_groups, 1) : 1;
-    config = p.m <= 48 * groups ? kGemmConfigSmallM : kGemmConfigLarge;
-  }
+  const int config = p.config == kGemmConfigAuto ? heuristic_gemm_config(p) : p.config;
   switch (config) {
     case kGemmConfigLarge: return launch_tensor_core_layout<T, TensorCoreLarge>(p, stream);
     case kGemmConfigSmallM: return launch_tensor_core_layout<T, TensorCoreSmallM>(p, stream);
+    case kGemmConfigSwapAb:
+      return p.a_k_major ? launch_swap_ab_layout<T>(p, stream)
+                         : launch_tensor_core_layout<T, TensorCoreSmallM>(p, stream);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -71,7 +82,12 @@ cudaError_t launch_grouped_gemm<kKernelTarget>(const GroupedGemmParams& p, cudaS
   if (p.m <= 0 || p.n <= 0) return cudaSuccess;  // c is empty
   if (can_implement(p) != nullptr) return cudaErrorInvalidValue;
 #if !defined(__CUDACC__) || defined(MOE_EXT_WITH_SM90)  // the emulator models an sm_90
-  if (p.path != kGemmPathSm80 && p.config == kGemmConfigAuto && device_limits().cc_major == 9) {
+  // the Hopper kernel, unless a config is forced or the heuristic wants swap-AB (decode); a
+  // forced sm90 path takes it regardless
+  const bool swap_ab = p.in_type != GemmElem::kF32 && p.config == kGemmConfigAuto &&
+                       heuristic_gemm_config(p) == kGemmConfigSwapAb;
+  if (p.path != kGemmPathSm80 && p.config == kGemmConfigAuto &&
+      (!swap_ab || p.path == kGemmPathSm90) && device_limits().cc_major == 9) {
     const cudaError_t err = launch_grouped_gemm_sm90(p, stream);
     if (err != cudaErrorNotSupported) return err;
   }

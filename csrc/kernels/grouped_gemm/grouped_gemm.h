@@ -89,9 +89,28 @@ MOE_HOST_DEVICE constexpr int64_t grouped_gemm_workspace_bytes(int64_t num_group
 enum GemmPath : int32_t { kGemmPathAuto = 0, kGemmPathSm80 = 80, kGemmPathSm90 = 90 };
 
 // Tile configurations of the tensor-core kernel (bf16/fp16). kAuto lets the launcher choose.
-// The binding takes overrides from the environment (MOE_EXT_GEMM_CONFIG=large|small_m,
+// The binding takes overrides from the environment (MOE_EXT_GEMM_CONFIG=large|small_m|swap_ab,
 // MOE_EXT_GEMM_STAGES=2..5), for tests and the tuning script.
-enum GemmConfigId : int32_t { kGemmConfigAuto = -1, kGemmConfigLarge = 0, kGemmConfigSmallM = 1 };
+enum GemmConfigId : int32_t {
+  kGemmConfigAuto = -1,
+  kGemmConfigLarge = 0,
+  kGemmConfigSmallM = 1,
+  kGemmConfigSwapAb = 2,  // decode: the weights on the MMA's M side (tensor_core.cuh)
+};
+
+// Rows per group (the mean, known on the host without reading offs) up to which the heuristic
+// picks swap-AB (<= 16: one 16-token tile, the MMA's N side), then small_m (<= 48).
+constexpr int64_t kSwapAbMaxRowsPerGroup = 16, kSmallMMaxRowsPerGroup = 48;
+
+// The tile config the launcher's heuristic picks for a bf16/fp16 problem (kGemmConfigAuto).
+// Swap-AB needs a K-major A; it runs ahead of the Hopper kernel too, whose 128-row wgmma tiles
+// would be >= 7/8 padding at decode sizes.
+inline int32_t heuristic_gemm_config(const GroupedGemmParams& p) {
+  const int64_t groups =
+      p.form == GroupedGemmForm::kRaggedM ? (p.num_groups > 1 ? p.num_groups : 1) : 1;
+  if (p.a_k_major && p.m <= kSwapAbMaxRowsPerGroup * groups) return kGemmConfigSwapAb;
+  return p.m <= kSmallMMaxRowsPerGroup * groups ? kGemmConfigSmallM : kGemmConfigLarge;
+}
 
 // nullptr when launch_grouped_gemm takes the problem, else why not (the launcher returns
 // cudaErrorInvalidValue for the same problems).

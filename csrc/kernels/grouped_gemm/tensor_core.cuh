@@ -22,7 +22,19 @@
 //     coalesced stores.
 // Configs (launcher): kGemmConfigLarge 128x128x32, 2x2 warps of 64x64 (128 fp32 accumulators
 // per thread, the CUTLASS sm80 default shape); kGemmConfigSmallM 32x128x32, 1x4 warps of 32x32,
-// for decode-sized groups (few rows per expert: the weights stream, wasted rows are cheap).
+// for decode-sized groups (few rows per expert: the weights stream, wasted rows are cheap);
+// kGemmConfigSwapAb 16x128x64, 1x4 warps of 16x32, with the operands swapped (below).
+//
+// Swap-AB (decode: <= 16 rows per expert): an m16n8k16 MMA's M side is 16 rows, its N side 8,
+// so a tile of 1-16 tokens on the M side wastes most of every MMA (small_m: 32-row MMAs for
+// typically 1-8 rows). Swapped, the tile computes Cᵀ = Bᵀ Aᵀ: the weights' 128 columns are the
+// MMA's M side (B's tile is read as the MMA's A operand) and the 16 tokens its N side (two n8
+// tiles), so a warp issues 4 MMAs per k16 step for 32 columns x 16 rows where small_m issues 8
+// for 32 x 32 -- half the tensor work and half the A tile per output column, with the same weight
+// stream. Nothing else changes: the loads, the k pipeline and the epilogue (bias, activation,
+// gated halves, row scale, gather) are the normal kernel's; only the accumulators are written
+// transposed into the staging tile. Needs a K-major A (the token tile must be the MMA's
+// K-contiguous B operand); the launcher runs small_m for other layouts.
 #pragma once
 
 #include "../../common/launch.h"
@@ -36,19 +48,23 @@
 
 namespace moe_ext::MOE_KERNEL_NS {
 
-template <int BM_, int BN_, int BK_, int WarpsM, int WarpsN, int MinBlocks>
+template <int BM_, int BN_, int BK_, int WarpsM, int WarpsN, int MinBlocks, bool SwapAB = false>
 struct TensorCoreTile {
   static constexpr int BM = BM_, BN = BN_, BK = BK_;
   static constexpr int kMinBlocksPerSm = MinBlocks;  // __launch_bounds__: caps registers/thread
   static constexpr int kWarpsM = WarpsM, kWarpsN = WarpsN, kThreads = 32 * WarpsM * WarpsN;
-  static constexpr int kWarpM = BM / WarpsM, kWarpN = BN / WarpsN;
-  static constexpr int kMmaM = kWarpM / 16, kMmaN = kWarpN / 8;
+  static constexpr int kWarpM = BM / WarpsM, kWarpN = BN / WarpsN;  // a warp's output block
+  static constexpr bool kSwapAB = SwapAB;  // the MMA's M side is n (B's tile), its N side m
+  // MMA tiles per warp along the MMA's M (16) and N (8) sides
+  static constexpr int kMmaM = (SwapAB ? kWarpN : kWarpM) / 16;
+  static constexpr int kMmaN = (SwapAB ? kWarpM : kWarpN) / 8;
   static constexpr int kABytes = BM * BK * 2, kStageBytes = (BM + BN) * BK * 2;
   static constexpr int kMaxStages = 5;
   static_assert(kWarpM % 16 == 0 && kWarpN % 16 == 0 && BK % 16 == 0, "mma tiling");
 };
 using TensorCoreLarge = TensorCoreTile<128, 128, 32, 2, 2, 2>;
 using TensorCoreSmallM = TensorCoreTile<32, 128, 32, 1, 4, 3>;
+using TensorCoreSwapAb = TensorCoreTile<16, 128, 64, 1, 4, 3, true>;
 
 // Copies a Rows x Cols tile of 2-byte elements (Cols contiguous) into swizzled shared memory
 // whose rows are SmemCols elements wide, at chunk column `chunk0` (a column half of a gated B
@@ -100,6 +116,42 @@ MOE_DEVICE MOE_FORCEINLINE void cp_async_wait_pending(int pending) {
   }
 }
 
+// The MMA's A operand (16 rows x 16 k of slice step ks, m16n8k16 register order) at rows row0..:
+// from a tile stored with the MMA's rows as its rows and k contiguous (kKContig, RowBytes = BK * 2)
+// or with k as its rows (RowBytes = the MMA rows' extent * 2; transposed while loading).
+template <bool kKContig, int RowBytes>
+MOE_DEVICE MOE_FORCEINLINE void mma_a_fragment(uint32_t (&f)[4], const unsigned char* s, int row0,
+                                               int ks, int lane) {
+  if constexpr (kKContig) {  // matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15)
+    const int row = row0 + (lane & 15), chunk = ks * 2 + (lane >> 4);
+    ldmatrix_x4(f, s + swizzled<RowBytes>(row, chunk));
+  } else {
+    const int k = ks * 16 + (lane & 7) + ((lane >> 4) << 3);
+    const int chunk = (row0 + (((lane >> 3) & 1) << 3)) / 8;
+    ldmatrix_x4_trans(f, s + swizzled<RowBytes>(k, chunk));
+  }
+}
+
+// Two of the MMA's B operands (16 k x 8 columns: columns col0.. into lo, col0 + 8.. into hi), from
+// a tile stored with the MMA's columns as its rows (kKContig) or with k as its rows.
+template <bool kKContig, int RowBytes>
+MOE_DEVICE MOE_FORCEINLINE void mma_b_fragment_pair(uint32_t (&lo)[2], uint32_t (&hi)[2],
+                                                    const unsigned char* s, int col0, int ks,
+                                                    int lane) {
+  uint32_t r[4];
+  if constexpr (kKContig) {
+    const int row = col0 + (lane & 7) + ((lane >> 4) << 3);
+    const int chunk = ks * 2 + ((lane >> 3) & 1);
+    ldmatrix_x4(r, s + swizzled<RowBytes>(row, chunk));
+  } else {
+    const int k = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
+    const int chunk = (col0 + ((lane >> 4) << 3)) / 8;
+    ldmatrix_x4_trans(r, s + swizzled<RowBytes>(k, chunk));
+  }
+  lo[0] = r[0], lo[1] = r[1];
+  hi[0] = r[2], hi[1] = r[3];
+}
+
 template <typename T>
 MOE_DEVICE MOE_FORCEINLINE void mma_16816(float (&d)[4], const uint32_t (&a)[4],
                                           const uint32_t (&b)[2]) {
@@ -117,6 +169,13 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
   constexpr int kTileN = kGated ? BN / 2 : BN;  // output columns per tile
   using Staging = EpilogueStaging<BM, BN>;
   static_assert(!kGated || kAKMajor, "the gated (fused MLP) kernel reads x row-major");
+  constexpr bool kSwap = Tile::kSwapAB;
+  static_assert(!kSwap || kAKMajor, "swap-AB reads the token tile as the MMA's K-contiguous B");
+  // The MMA's operands: A's tile (rows m) x B's tile (columns n), or swapped B's x A's.
+  constexpr bool kMmaAKContig = kSwap ? kBKMajor : kAKMajor;
+  constexpr bool kMmaBKContig = kSwap ? kAKMajor : kBKMajor;
+  constexpr int kMmaARowBytes = kMmaAKContig ? BK * 2 : (kSwap ? BN : BM) * 2;
+  constexpr int kMmaBRowBytes = kMmaBKContig ? BK * 2 : (kSwap ? BM : BN) * 2;
   MOE_SHARED_DYNAMIC(unsigned char, smem);
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int warp_m0 = (warp / Tile::kWarpsN) * Tile::kWarpM;
@@ -218,30 +277,14 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
       const unsigned char* sb = sa + Tile::kABytes;
       MOE_UNROLL for (int ks = 0; ks < BK / 16; ++ks) {
         uint32_t fa[Tile::kMmaM][4], fb[Tile::kMmaN][2];
-        MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt) {
-          if constexpr (kAKMajor) {  // matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15)
-            const int row = warp_m0 + mt * 16 + (lane & 15), chunk = ks * 2 + (lane >> 4);
-            ldmatrix_x4(fa[mt], sa + swizzled<BK * 2>(row, chunk));
-          } else {  // stored rows are k: transpose while loading
-            const int k = ks * 16 + (lane & 7) + ((lane >> 4) << 3);
-            const int chunk = (warp_m0 + mt * 16 + (((lane >> 3) & 1) << 3)) / 8;
-            ldmatrix_x4_trans(fa[mt], sa + swizzled<BM * 2>(k, chunk));
-          }
-        }
-        MOE_UNROLL for (int np = 0; np < Tile::kMmaN / 2; ++np) {  // two n8 tiles per ldmatrix
-          uint32_t r[4];
-          if constexpr (kBKMajor) {
-            const int row = warp_n0 + np * 16 + (lane & 7) + ((lane >> 4) << 3);
-            const int chunk = ks * 2 + ((lane >> 3) & 1);
-            ldmatrix_x4(r, sb + swizzled<BK * 2>(row, chunk));
-          } else {
-            const int k = ks * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
-            const int chunk = (warp_n0 + np * 16 + ((lane >> 4) << 3)) / 8;
-            ldmatrix_x4_trans(r, sb + swizzled<BN * 2>(k, chunk));
-          }
-          fb[2 * np][0] = r[0], fb[2 * np][1] = r[1];
-          fb[2 * np + 1][0] = r[2], fb[2 * np + 1][1] = r[3];
-        }
+        const unsigned char* mma_a = kSwap ? sb : sa;
+        const unsigned char* mma_b = kSwap ? sa : sb;
+        const int row0 = kSwap ? warp_n0 : warp_m0, col0 = kSwap ? warp_m0 : warp_n0;
+        MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
+            mma_a_fragment<kMmaAKContig, kMmaARowBytes>(fa[mt], mma_a, row0 + mt * 16, ks, lane);
+        MOE_UNROLL for (int np = 0; np < Tile::kMmaN / 2; ++np)  // two n8 tiles per ldmatrix
+            mma_b_fragment_pair<kMmaBKContig, kMmaBRowBytes>(fb[2 * np], fb[2 * np + 1], mma_b,
+                                                             col0 + np * 16, ks, lane);
         MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
             MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
                 mma_16816<T>(acc[mt][nt], fa[mt], fb[nt]);
@@ -252,12 +295,30 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
 
     float* staged = reinterpret_cast<float*>(smem);
     const int g = lane / 4, t = lane % 4;
-    MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
-        MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
-            MOE_UNROLL for (int half = 0; half < 2; ++half) {
-      const int row = warp_m0 + mt * 16 + g + half * 8, col = warp_n0 + nt * 8 + 2 * t;
-      st_shared(reinterpret_cast<float2*>(staged + Staging::index(row, col)),
-                float2{acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]});
+    if constexpr (!kSwap) {
+      MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
+          MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
+              MOE_UNROLL for (int half = 0; half < 2; ++half) {
+        const int row = warp_m0 + mt * 16 + g + half * 8, col = warp_n0 + nt * 8 + 2 * t;
+        st_shared(reinterpret_cast<float2*>(staged + Staging::index(row, col)),
+                  float2{acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]});
+      }
+    } else {
+      // acc[mt][nt][2 half + c] is c(m = warp_m0 + nt 8 + 2t + c, n = warp_n0 + mt 16 + g + 8
+      // half): written transposed, one float per store. The pair c = 0, 1 goes out in two stores,
+      // lanes with t >= 2 taking c the other way round, so that a store's rows (m = 0, 2, 5, 7 or
+      // 1, 3, 4, 6, staged rows 8 banks apart) times 8 consecutive n cover 32 distinct banks.
+      // (Selects between the two values: indexing acc by a run-time c put it on the stack.)
+      const bool flip = (t >> 1) & 1;
+      MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
+          MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
+              MOE_UNROLL for (int half = 0; half < 2; ++half) {
+        const float v0 = acc[mt][nt][2 * half], v1 = acc[mt][nt][2 * half + 1];
+        const int row = warp_m0 + nt * 8 + 2 * t, col = warp_n0 + mt * 16 + g + half * 8;
+        float* at = staged + Staging::index(row, col);  // (row + 1: Staging::kStride further)
+        st_shared(at + (flip ? Staging::kStride : 0), flip ? v1 : v0);
+        st_shared(at + (flip ? 0 : Staging::kStride), flip ? v0 : v1);
+      }
     }
     __syncthreads();
     store_tile<BM, BN, kThreads, kGated>(staged, p, group_problem(p, tc.problem),
