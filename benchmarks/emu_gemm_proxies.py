@@ -67,9 +67,9 @@ def _problem(m_per_group: int, groups: int, n: int, k: int):
     return a, b, offs
 
 
-def run_config(path: str, config: str, tm: int, tn: int, shape) -> dict:
-    m_per_group, groups, n, k = shape
-    a, b, offs = _problem(*shape)
+def forced_stats(path: str, config: str, a, b, offs, m_per_group: int, what: str) -> dict:
+    """The emulator's counters of one grouped_mm forced onto (MOE_EXT_GEMM_PATH, _CONFIG), after
+    checking its result against torch (equal groups of m_per_group rows)."""
     old = {key: os.environ.get(key) for key in ("MOE_EXT_GEMM_PATH", "MOE_EXT_GEMM_CONFIG")}
     os.environ.update(MOE_EXT_GEMM_PATH=path, MOE_EXT_GEMM_CONFIG=config)
     try:
@@ -79,11 +79,18 @@ def run_config(path: str, config: str, tm: int, tn: int, shape) -> dict:
         for key, v in old.items():
             os.environ.pop(key) if v is None else os.environ.__setitem__(key, v)
     ref = torch.cat(
-        [a[i * m_per_group : (i + 1) * m_per_group].float() @ b[i].float() for i in range(groups)]
+        [
+            a[i * m_per_group : (i + 1) * m_per_group].float() @ b[i].float()
+            for i in range(b.shape[0])
+        ]
     )
-    assert torch.allclose(out.float(), ref, rtol=2e-2, atol=2e-1), (
-        "the config computed a wrong result"
-    )
+    assert torch.allclose(out.float(), ref, rtol=2e-2, atol=2e-1), f"{what}: wrong result"
+    return s
+
+
+def run_config(path: str, config: str, tm: int, tn: int, shape) -> dict:
+    m_per_group, groups, n, k = shape
+    s = forced_stats(path, config, *_problem(*shape), m_per_group, f"{path} {config}")
     flops = 2 * m_per_group * groups * n * k
     tiles = groups * -(-m_per_group // tm) * -(-n // tn)
     tc = s["wgmma"] or s["mma"]
@@ -154,21 +161,7 @@ def decode_rows(shape=(4, 16, 512, 1024)) -> list[dict]:
     flops = 2 * m_per_group * groups * n * k
     out = []
     for label, path, config, pattern in DECODE_CONFIGS:
-        old = {key: os.environ.get(key) for key in ("MOE_EXT_GEMM_PATH", "MOE_EXT_GEMM_CONFIG")}
-        os.environ.update(MOE_EXT_GEMM_PATH=path, MOE_EXT_GEMM_CONFIG=config)
-        try:
-            res = torch.ops.moe_ext_emu.grouped_mm(a, b, offs)
-            s = moe_ext.emu.last_launch_stats()
-        finally:
-            for key, v in old.items():
-                os.environ.pop(key) if v is None else os.environ.__setitem__(key, v)
-        ref = torch.cat(
-            [
-                a[i * m_per_group : (i + 1) * m_per_group].float() @ b[i].float()
-                for i in range(groups)
-            ]
-        )
-        assert torch.allclose(res.float(), ref, rtol=2e-2, atol=2e-1), label
+        s = forced_stats(path, config, a, b, offs, m_per_group, label)
         issued = s["wgmma"] * WGMMA_FLOPS if s["wgmma"] else s["mma"] * MMA_FLOPS
         tc_bytes = s["wgmma_shared_bytes"] if s["wgmma"] else s["shared_bytes_read"]
         out.append(
