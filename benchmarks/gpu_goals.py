@@ -13,7 +13,8 @@ time on CPU (smoke sizes only: they exercise the driver, they measure nothing).
 What is measured (the goals are those of issue 17, H200 bf16):
 
   gemm     grouped GEMM fwd / dA / dB (bench_grouped_gemm's forms) per kernel family
-           (MOE_EXT_GEMM_PATH=sm80, sm90) at Qwen3-30B-A3B (T=32768), Mixtral-8x7B (T=16384)
+           (MOE_EXT_GEMM_PATH=sm80; sm90 with MOE_EXT_GEMM_CONFIG=sm90, one CTA per tile, and
+           sm90_cluster, 2x2 clusters) at Qwen3-30B-A3B (T=32768), Mixtral-8x7B (T=16384)
            and DeepSeek-V3 (T=8192), uniform routing, vs torch._grouped_mm and one dense
            torch.mm of equal FLOPs. Goal: >= 0.9 x dense and faster than torch._grouped_mm.
   decode   the fwd GEMM at 1 and 8 rows per expert, E=128 (Qwen3-30B-A3B's w1): TB/s of
@@ -140,8 +141,10 @@ def bench_gemm(sink, smoke, iters):
             else:
                 da, db = a, torch.randn(a.shape[1], b.shape[-1], device=DEV, dtype=a.dtype)
             base["dense torch.mm"] = measure(lambda: torch.mm(da, db), iters, l2_flush=CUDA)
-            for path in ("sm80", "sm90") if CUDA else ("auto",):
-                os.environ["MOE_EXT_GEMM_PATH"] = path
+            # sm90: one CTA per tile; sm90_cluster: 2x2 clusters multicasting A and B
+            for path in ("sm80", "sm90", "sm90_cluster") if CUDA else ("auto",):
+                os.environ["MOE_EXT_GEMM_PATH"] = "sm90" if path.startswith("sm90") else path
+                os.environ["MOE_EXT_GEMM_CONFIG"] = path if path.startswith("sm90") else "auto"
                 try:
                     fn = lambda: moe_ext.grouped_mm(a, b, offs)  # noqa: E731
                     family = family_of(fn)
@@ -151,6 +154,7 @@ def bench_gemm(sink, smoke, iters):
                     continue
                 finally:
                     os.environ.pop("MOE_EXT_GEMM_PATH", None)
+                    os.environ.pop("MOE_EXT_GEMM_CONFIG", None)
                 row = Row(
                     "gemm",
                     dict(preset=preset, form=form, path=path, E=E, M=M, K=K, N=N),
@@ -177,7 +181,7 @@ def bench_decode(sink, smoke, iters):
     if CUDA:
         choices += [("sm80", "swap_ab"), ("sm80", "small_m")]
         if torch.cuda.get_device_capability()[0] == 9:
-            choices.append(("sm90", "auto"))
+            choices.append(("sm90", "sm90"))
     for r in (1, 8):
         rows = [r] * E
         a, b, offs = make_problem("fwd", E, K, N, rows, torch.bfloat16, DEV, 2)

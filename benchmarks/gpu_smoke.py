@@ -201,11 +201,14 @@ def case_moe_mlp(path, dtype, activation):
         x = torch.randn(T, H, generator=gen).to(dtype)
         w1 = (torch.randn(E, (2 if gated else 1) * I, H, generator=gen) * H**-0.5).to(dtype)
         w2 = (torch.randn(E, H, I, generator=gen) * I**-0.5).to(dtype)
-        os.environ["MOE_EXT_GEMM_PATH"] = path
+        # sm90_cluster: the Hopper kernels in 2x2 clusters
+        os.environ["MOE_EXT_GEMM_PATH"] = "sm90" if path.startswith("sm90") else path
+        os.environ["MOE_EXT_GEMM_CONFIG"] = "sm90_cluster" if path == "sm90_cluster" else "auto"
         try:
             y = ops.moe_mlp(*(t.to(dev) for t in (x, w1, w2, w, order, slot, offsets)), activation)
         finally:
             os.environ.pop("MOE_EXT_GEMM_PATH")
+            os.environ.pop("MOE_EXT_GEMM_CONFIG")
         ref = reference.moe_mlp(
             x.double(), w1.double(), w2.double(), w.double(), order, slot, offsets, activation
         )
@@ -267,10 +270,14 @@ def cases(backend: str) -> list[tuple[str, object]]:
             ("dB", "2x2", True, False),
             ("batched", "3x3", False, False),
         ):
-            out.append(
-                (f"grouped_mm/sm90/{label}/{n}", case_gmm("sm90", "auto", dt, form, a_t, b_t))
-            )
-        for path in ("sm80", "sm90"):
+            for config in ("sm90", "sm90_cluster"):  # one CTA per tile / 2x2 clusters
+                out.append(
+                    (
+                        f"grouped_mm/{config}/{label}/{n}",
+                        case_gmm("sm90", config, dt, form, a_t, b_t),
+                    )
+                )
+        for path in ("sm80", "sm90", "sm90_cluster"):
             for act in ("swiglu", "gelu"):
                 out.append((f"moe_mlp/{path}/{act}/{n}", case_moe_mlp(path, dt, act)))
     out.append(("grouped_mm/fp32/2x3", case_gmm("auto", "auto", torch.float32, "2x3")))

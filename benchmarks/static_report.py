@@ -198,7 +198,8 @@ def markdown(kernels: list[dict], proxies: list[dict]) -> str:
         "launchers' shapes):",
         "",
         "| arch | kernel | regs | spill (stack/local) | smem static+dyn | threads | blocks/SM | "
-        "occupancy (limiter) | HMMA | HGMMA | LDGSTS | UTMALDG | UTMASTG | LDSM | LDL+STL |",
+        "occupancy (limiter) | HMMA | HGMMA | LDGSTS | UTMALDG (multicast) | UTMASTG | LDSM | "
+        "LDL+STL |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in kernels:
@@ -208,7 +209,8 @@ def markdown(kernels: list[dict], proxies: list[dict]) -> str:
             f"| {r['arch']} | `{short}` | {r['regs']} | {r['stack']}/{r['local']} | "
             f"{r['static_smem']}+{r['dynamic_smem']} | {r['threads']} | "
             f"{r.get('blocks_per_sm', '')} | {r.get('occupancy', 0):.0%} ({r.get('limiter', '')}) | "
-            f"{m['HMMA']} | {m['HGMMA']} | {m['LDGSTS']} | {m['UTMALDG']} | {m['UTMASTG']} | {m['LDSM']} | "
+            f"{m['HMMA']} | {m['HGMMA']} | {m['LDGSTS']} | {m['UTMALDG']} ({m['UTMALDG_MC']}) | "
+            f"{m['UTMASTG']} | {m['LDSM']} | "
             f"{m['LDL'] + m['STL']} |"
         )
     out += [

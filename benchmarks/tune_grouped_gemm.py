@@ -1,14 +1,14 @@
 """Tile-config sweep for the grouped GEMM, per preset expert shape, on a lent GPU.
 
 For each shape (the up/gate and down GEMMs of each preset at T tokens, uniform routing) it times
-every kernel choice the launcher can be forced to -- MOE_EXT_GEMM_PATH in {sm80, sm90 (Hopper
-only)} x MOE_EXT_GEMM_CONFIG in {large, small_m, swap_ab} x MOE_EXT_GEMM_STAGES in {2..5} -- and
-writes a
-table {shape key: [choices sorted by time]} as JSON. The key is "form:E:K:N:rows_per_expert
+every kernel choice the launcher can be forced to -- MOE_EXT_GEMM_PATH=sm80 x MOE_EXT_GEMM_CONFIG
+in {large, small_m, swap_ab} x MOE_EXT_GEMM_STAGES in {2..5}, and (Hopper only) MOE_EXT_GEMM_PATH=sm90
+x MOE_EXT_GEMM_CONFIG in {sm90, sm90_cluster} -- and writes a table {shape key: [choices sorted by time]} as JSON. The key is "form:E:K:N:rows_per_expert
 bucket" (bucket = power of two of M / E), the quantities the run-time heuristic can see without
 a host sync. Loaded with moe_ext.load_gemm_tuning(path) (or MOE_EXT_GEMM_TUNING=path at import),
 the table takes precedence over the launcher's heuristic (grouped_gemm.h: swap_ab up to 16 rows
-per expert, small_m up to 48, depth from shared memory, sm90 where eligible) for the shapes it
+per expert, small_m up to 48, depth from shared memory, sm90 where eligible, in 2x2 clusters from
+512 rows per expert) for the shapes it
 holds. The default token counts cover prefill/training (4096) and decode (64: 1-4 rows per expert
 on the 64-128-expert presets, where swap_ab and small_m compete).
 
@@ -68,14 +68,18 @@ def main():
             key = tuning_key(E, K, N, M)
             results = []
             for path, config, stages in itertools.product(
-                paths, ["large", "small_m", "swap_ab"], [2, 3, 4, 5]
+                paths, ["large", "small_m", "swap_ab", "sm90", "sm90_cluster"], [2, 3, 4, 5]
             ):
-                if path == "sm90" and (config != "large" or stages != 4):
-                    continue  # the Hopper kernel has one config
+                # the Ampere kernel's configs x depths; the Hopper kernel's two configs (its
+                # depth is fixed)
+                if (path == "sm90") != config.startswith("sm90") or (
+                    path == "sm90" and stages != 4
+                ):
+                    continue
                 os.environ.update(
                     MOE_EXT_GEMM_PATH=path,
                     MOE_EXT_GEMM_STAGES=str(stages),
-                    MOE_EXT_GEMM_CONFIG=config if path == "sm80" else "auto",
+                    MOE_EXT_GEMM_CONFIG=config,
                 )
                 try:
                     m = measure(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +57,15 @@ def test_static_report_kernels():
         assert len(tc) == 32 and all(r["mix"]["HMMA"] > 0 and r["mix"]["LDGSTS"] > 0 for r in tc)
         assert all(r["blocks_per_sm"] >= 1 for r in tc)
     sm90 = by("sm_90a", "grouped_gemm_sm90_kernel")
-    assert len(sm90) == 10
+    assert len(sm90) == 20  # 2 dtypes x 5 operand variants x {one CTA per tile, 2x2 cluster}
     for r in sm90:
         assert r["mix"]["HGMMA"] > 0 and r["mix"]["UTMALDG"] > 0 and r["mix"]["UTMASTG"] > 0, r
+        # the cluster instantiations (last template argument kCluster) load by multicast TMA
+        # and bracket the kernel with cluster barriers; the others do neither
+        cluster = re.search(r"grouped_gemm_sm90_kernel<.*, true>", r["kernel"]) is not None
+        assert (r["mix"]["UTMALDG_MC"] > 0) == cluster, r["kernel"]
+        assert (r["mix"]["UCGABAR"] > 0) == cluster, r["kernel"]
+    assert sum(1 for r in sm90 if r["mix"]["UTMALDG_MC"] > 0) == 10
     assert all(r["blocks_per_sm"] == 1 for r in sm90)
 
 
@@ -79,10 +86,12 @@ def test_gemm_proxy_table(tmp_path):
     out = tmp_path / "proxies.md"
     run_script(["benchmarks/emu_gemm_proxies.py", "--markdown", str(out)], tmp_path)
     rows = [line for line in out.read_text().splitlines() if line.startswith("| sm")]
-    assert len(rows) == 6  # 3 configs at the large shape, 3 at the decode shape
-    hopper = rows[0].split("|")
+    assert len(rows) == 7  # 4 configs at the large shape, 3 at the decode shape
+    hopper, cluster = rows[0].split("|"), rows[1].split("|")
     assert hopper[2].strip() != "" and hopper[8].strip() == "0"  # no memory op in the MMA turn
-    decode = {r.split("|")[1].split()[1]: float(r.split("|")[2]) for r in rows[3:]}
+    # the 2x2 cluster: half the global bytes per FLOP, still no memory op in the MMA turn
+    assert cluster[3].strip() == "0.50x" and cluster[8].strip() == "0", cluster
+    decode = {r.split("|")[1].split()[1]: float(r.split("|")[2]) for r in rows[4:]}
     # 4 rows per expert: swap-AB pads 16-row tiles (4x), small_m 32-row MMAs (8x)
     assert decode["swap_ab"] == 4.0 and decode["small_m"] == 8.0, decode
 

@@ -96,18 +96,29 @@ def test_sass_main_loops_and_no_local_memory():
             assert op in text, f"{op} not in wgmma_gemm_kernel<{width}>"
     assert not any("wgmma_gemm_kernel" in n for (a, n) in sass if a == "sm_80")
     # the Hopper grouped GEMM (bf16, fp16) x (TMA A with K-major/K-major, K-major/MN-major and
-    # MN-major/MN-major operands; gathered A; gathered A + gated epilogue): TMA loads and stores,
-    # mbarriers and wgmma in every instantiation, cp.async for the gathered A rows
+    # MN-major/MN-major operands; gathered A; gathered A + gated epilogue) x (one CTA per tile,
+    # 2x2 cluster): TMA loads and stores, mbarriers and wgmma in every instantiation, cp.async for
+    # the gathered A rows, multicast TMA loads, cluster barriers and remote mbarrier arrivals
+    # (SYNCS...RED) in the cluster ones only
     sm90 = {n: t for (a, n), t in sass.items() if a == "sm_90a" and "grouped_gemm_sm90_kernel" in n}
-    assert len(sm90) == 10, f"expected 10 grouped_gemm_sm90_kernel instantiations, got {len(sm90)}"
+    assert len(sm90) == 20, f"expected 20 grouped_gemm_sm90_kernel instantiations, got {len(sm90)}"
     for n, text in sm90.items():
         for op in ("HGMMA.64x128x16.F32", "UTMALDG", "UTMASTG", "SYNCS.PHASECHK"):
             assert op in text, f"{op} not in {n}"
-        # grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated>, mangled:
-        # ...kernelI<T>Lb<kAKMajor>ELb<kBKMajor>ELb<kGather>E...
-        flags = re.search(r"grouped_gemm_sm90_kernelI.*?Lb([01])ELb([01])ELb([01])E", n).groups()
-        gathers = flags[2] == "1"
+        # grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated, kCluster>, mangled:
+        # ...kernelI<T>Lb<kAKMajor>ELb<kBKMajor>ELb<kGather>ELb<kGated>ELb<kCluster>E...
+        flags = re.search(
+            r"grouped_gemm_sm90_kernelI.*?Lb([01])ELb([01])ELb([01])ELb([01])ELb([01])E", n
+        ).groups()
+        gathers, cluster = flags[2] == "1", flags[4] == "1"
         assert ("LDGSTS" in text) == gathers, f"LDGSTS {'missing from' if gathers else 'in'} {n}"
+        for op in (
+            "UTMALDG.2D.MULTICAST",
+            "UCGABAR_ARV",
+            "UCGABAR_WAIT",
+            "SYNCS.ARRIVE.TRANS64.RED",
+        ):
+            assert (op in text) == cluster, f"{op} {'missing from' if cluster else 'in'} {n}"
         # the ragged-K tensor-map rewrites (a run-time branch of every instantiation): the acquire
         assert "UTMACCTL" in text, f"no tensor-map fence in {n}"
         # bounded mbarrier waits (ptx_sm90.h): the cold loop reads %globaltimer and traps

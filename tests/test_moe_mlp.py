@@ -145,13 +145,17 @@ PATH_CASES = [
 DEVICE_BACKENDS = [b for b in BACKENDS if b in ("emu", "cuda")]
 
 
-@pytest.mark.parametrize("path", ["sm80", "sm90"])
+@pytest.mark.parametrize("path", ["sm80", "sm90", "sm90_cluster"])
 @pytest.mark.parametrize("case", PATH_CASES, ids=[c[0] for c in PATH_CASES])
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_fused_path_per_kernel_family(backend, case, path, monkeypatch):
-    if backend == "cuda" and path == "sm90" and torch.cuda.get_device_capability()[0] != 9:
+    """sm90_cluster: the Hopper kernels in 2x2 clusters (MOE_EXT_GEMM_CONFIG=sm90_cluster)."""
+    hopper = path.startswith("sm90")
+    if backend == "cuda" and hopper and torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the Hopper kernels need an sm_90 GPU")
-    monkeypatch.setenv("MOE_EXT_GEMM_PATH", path)
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90" if hopper else path)
+    if path == "sm90_cluster":
+        monkeypatch.setenv("MOE_EXT_GEMM_CONFIG", "sm90_cluster")
     _, T, H, I, E, k, dtype, activation, extra = case
     args = make_case(T, H, I, E, k, dtype, device_of(backend), activation, **extra)
     check(op(backend, "moe_mlp")(*args, activation), args, activation)

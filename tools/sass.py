@@ -78,6 +78,8 @@ INSTRUCTION_CLASSES = {
     "LDGSTS": r"\bLDGSTS\b",
     "UTMALDG": r"\bUTMALDG\b",
     "UTMASTG": r"\bUTMASTG\b",
+    "UTMALDG_MC": r"\bUTMALDG\.\w+\.MULTICAST\b",  # multicast TMA loads (a cluster)
+    "UCGABAR": r"\bUCGABAR_",  # cluster barrier arrive / wait
     "LDSM": r"\bLDSM\b",
     "LDS": r"\bLDS\b",
     "STS": r"\bSTS\b",

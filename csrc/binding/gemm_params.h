@@ -20,8 +20,12 @@ inline int32_t config_from_env(const char* op) {
   if (std::strcmp(v, "large") == 0) return kGemmConfigLarge;
   if (std::strcmp(v, "small_m") == 0) return kGemmConfigSmallM;
   if (std::strcmp(v, "swap_ab") == 0) return kGemmConfigSwapAb;
-  MOE_CHECK(op, false, "MOE_EXT_GEMM_CONFIG must be auto, large, small_m or swap_ab, got '", v,
-            "'");
+  if (std::strcmp(v, "sm90") == 0) return kGemmConfigSm90;
+  if (std::strcmp(v, "sm90_cluster") == 0) return kGemmConfigSm90Cluster;
+  MOE_CHECK(
+      op, false,
+      "MOE_EXT_GEMM_CONFIG must be auto, large, small_m, swap_ab, sm90 or sm90_cluster, got '", v,
+      "'");
   return kGemmConfigAuto;
 }
 
@@ -71,7 +75,7 @@ inline int64_t stride_of(const Operand& o, int64_t d, bool is_unit) {
 // caching allocator: stream-ordered and CUDA-graph safe, nothing to initialise.
 inline at::Tensor gemm_workspace(GroupedGemmParams& p, const at::TensorOptions& options) {
   if (p.form != GroupedGemmForm::kRaggedK || p.in_type == GemmElem::kF32 ||
-      p.path == kGemmPathSm80 || p.config != kGemmConfigAuto)
+      p.path == kGemmPathSm80 || (p.config != kGemmConfigAuto && !is_sm90_config(p.config)))
     return {};
   const int64_t bytes = grouped_gemm_workspace_bytes(p.num_groups);
   at::Tensor w = at::empty({bytes + 128}, options.dtype(at::kByte));

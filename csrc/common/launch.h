@@ -15,6 +15,9 @@
 //                                       per SM, cc 9), so persistent CTAs there walk several tiles.
 //   allow_dynamic_smem(kernel, bytes)   opts a kernel into > 48 KB of dynamic shared memory.
 //   max_active_blocks(kernel, threads, bytes)   resident CTAs per SM (occupancy calculator).
+//   max_active_clusters(kernel, threads, bytes, cluster)   resident clusters of `cluster` CTAs
+//                                       on the whole device (cudaOccupancyMaxActiveClusters;
+//                                       the emulator: its SMs' CTA slots / cluster, at least 1).
 #pragma once
 
 #include <cstddef>
@@ -94,6 +97,24 @@ int max_active_blocks(void (*kernel)(KArgs...), int threads, size_t dynamic_smem
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, dynamic_smem) !=
       cudaSuccess)
     return 1;
+  return n > 0 ? n : 1;
+}
+
+template <typename... KArgs>
+int max_active_clusters(void (*kernel)(KArgs...), int threads, size_t dynamic_smem, int cluster) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(cluster));
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.dynamicSmemBytes = dynamic_smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) return 1;
   return n > 0 ? n : 1;
 }
 }  // namespace moe_ext

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import _C
 
 _PATHS = {"auto": 0, "sm80": 80, "sm90": 90}
-_CONFIGS = {"auto": -1, "large": 0, "small_m": 1, "swap_ab": 2}
+_CONFIGS = {"auto": -1, "large": 0, "small_m": 1, "swap_ab": 2, "sm90": 3, "sm90_cluster": 4}
 
 
 def load_gemm_tuning(path: str | os.PathLike) -> int:
@@ -39,8 +39,9 @@ def load_gemm_tuning(path: str | os.PathLike) -> int:
         if path_name not in _PATHS or config not in _CONFIGS:
             raise ValueError(f"{path}: {key}: unknown path {path_name!r} or config {config!r}")
         stages = int(best.get("stages", 0))
-        if path_name == "sm90":  # one Hopper config; config/stages only steer the Ampere kernel
-            config, stages = "auto", 0
+        if path_name == "sm90":  # the Hopper kernel: sm90 (one CTA per tile) or sm90_cluster
+            config = config if config.startswith("sm90") else "auto"
+            stages = 0  # (the pipeline depth steers the Ampere kernel only)
         _C.set_gemm_tuning(key, _PATHS[path_name], _CONFIGS[config], stages)
         loaded += 1
     return loaded

@@ -15,7 +15,8 @@
 //     compiled in its own generated unit (scripts/generate_kernels.py, one per dtype x config)
 //     and declared extern here (instances.h), so this file's unit compiles only the dispatch.
 //   * path: on sm_90 (and on the emulator, which models one) the Hopper kernel (hopper.cuh,
-//     TMA + wgmma) takes the problems it supports; everything else runs here.
+//     TMA + wgmma; single CTAs or 2x2 clusters, sm90_launch.cuh) takes the problems it
+//     supports; everything else runs here.
 #pragma once
 
 #include <algorithm>
@@ -29,6 +30,8 @@ namespace moe_ext::MOE_KERNEL_NS {
 
 namespace grouped_gemm_detail {
 
+// One config's operand layouts. Swap-AB is built for a K-major A only (x, dC): its M-major-A
+// variants do not exist (the config switch sends those problems to small_m).
 template <typename T, typename Tile>
 cudaError_t launch_tensor_core_layout(const GroupedGemmParams& p, cudaStream_t stream) {
   if (p.gated) {  // the fused MLP's first GEMM (x row-major)
@@ -40,29 +43,23 @@ cudaError_t launch_tensor_core_layout(const GroupedGemmParams& p, cudaStream_t s
     return p.b_k_major ? launch_tensor_core<T, Tile, true, true>(p, stream)
                        : launch_tensor_core<T, Tile, true, false>(p, stream);
   }
-  return p.b_k_major ? launch_tensor_core<T, Tile, false, true>(p, stream)
-                     : launch_tensor_core<T, Tile, false, false>(p, stream);
-}
-
-// Swap-AB's layouts: A K-major (x, dC), B either way, gated or not.
-template <typename T>
-cudaError_t launch_swap_ab_layout(const GroupedGemmParams& p, cudaStream_t stream) {
-  using Tile = TensorCoreSwapAb;
-  if (p.gated)
-    return p.b_k_major ? launch_tensor_core<T, Tile, true, true, true>(p, stream)
-                       : launch_tensor_core<T, Tile, true, false, true>(p, stream);
-  return p.b_k_major ? launch_tensor_core<T, Tile, true, true>(p, stream)
-                     : launch_tensor_core<T, Tile, true, false>(p, stream);
+  if constexpr (Tile::kSwapAB) {
+    return cudaErrorInvalidValue;
+  } else {
+    return p.b_k_major ? launch_tensor_core<T, Tile, false, true>(p, stream)
+                       : launch_tensor_core<T, Tile, false, false>(p, stream);
+  }
 }
 
 template <typename T>
 cudaError_t launch_tensor_core_config(const GroupedGemmParams& p, cudaStream_t stream) {
-  const int config = p.config == kGemmConfigAuto ? heuristic_gemm_config(p) : p.config;
+  const int config =
+      p.config == kGemmConfigAuto || is_sm90_config(p.config) ? heuristic_gemm_config(p) : p.config;
   switch (config) {
     case kGemmConfigLarge: return launch_tensor_core_layout<T, TensorCoreLarge>(p, stream);
     case kGemmConfigSmallM: return launch_tensor_core_layout<T, TensorCoreSmallM>(p, stream);
     case kGemmConfigSwapAb:
-      return p.a_k_major ? launch_swap_ab_layout<T>(p, stream)
+      return p.a_k_major ? launch_tensor_core_layout<T, TensorCoreSwapAb>(p, stream)
                          : launch_tensor_core_layout<T, TensorCoreSmallM>(p, stream);
     default: return cudaErrorInvalidValue;
   }
@@ -82,12 +79,14 @@ cudaError_t launch_grouped_gemm<kKernelTarget>(const GroupedGemmParams& p, cudaS
   if (p.m <= 0 || p.n <= 0) return cudaSuccess;  // c is empty
   if (can_implement(p) != nullptr) return cudaErrorInvalidValue;
 #if !defined(__CUDACC__) || defined(MOE_EXT_WITH_SM90)  // the emulator models an sm_90
-  // the Hopper kernel, unless a config is forced or the heuristic wants swap-AB (decode); a
-  // forced sm90 path takes it regardless
+  // the Hopper kernel, unless an Ampere config is forced or the heuristic wants swap-AB
+  // (decode); a forced sm90 path or config takes it regardless
   const bool swap_ab = p.in_type != GemmElem::kF32 && p.config == kGemmConfigAuto &&
                        heuristic_gemm_config(p) == kGemmConfigSwapAb;
-  if (p.path != kGemmPathSm80 && p.config == kGemmConfigAuto &&
-      (!swap_ab || p.path == kGemmPathSm90) && device_limits().cc_major == 9) {
+  const bool hopper_config = p.config == kGemmConfigAuto || is_sm90_config(p.config);
+  if (p.path != kGemmPathSm80 && hopper_config &&
+      (!swap_ab || p.path == kGemmPathSm90 || is_sm90_config(p.config)) &&
+      device_limits().cc_major == 9) {
     const cudaError_t err = launch_grouped_gemm_sm90(p, stream);
     if (err != cudaErrorNotSupported) return err;
   }

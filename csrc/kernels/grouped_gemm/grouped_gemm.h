@@ -88,15 +88,36 @@ MOE_HOST_DEVICE constexpr int64_t grouped_gemm_workspace_bytes(int64_t num_group
 // (MOE_EXT_GEMM_PATH=auto|sm80|sm90 in the environment, read by the binding.)
 enum GemmPath : int32_t { kGemmPathAuto = 0, kGemmPathSm80 = 80, kGemmPathSm90 = 90 };
 
-// Tile configurations of the tensor-core kernel (bf16/fp16). kAuto lets the launcher choose.
-// The binding takes overrides from the environment (MOE_EXT_GEMM_CONFIG=large|small_m|swap_ab,
-// MOE_EXT_GEMM_STAGES=2..5), for tests and the tuning script.
+// Tile configurations (bf16/fp16). kAuto lets the launcher choose. The binding takes overrides
+// from the environment (MOE_EXT_GEMM_CONFIG=large|small_m|swap_ab|sm90|sm90_cluster,
+// MOE_EXT_GEMM_STAGES=2..5), for tests and the tuning script. The first three are the Ampere
+// tensor-core kernel's; the sm90 ones the Hopper kernel's (hopper.cuh), run where it takes the
+// problem (elsewhere the Ampere kernel's heuristic config runs, unless MOE_EXT_GEMM_PATH=sm90).
 enum GemmConfigId : int32_t {
   kGemmConfigAuto = -1,
   kGemmConfigLarge = 0,
   kGemmConfigSmallM = 1,
-  kGemmConfigSwapAb = 2,  // decode: the weights on the MMA's M side (tensor_core.cuh)
+  kGemmConfigSwapAb = 2,       // decode: the weights on the MMA's M side (tensor_core.cuh)
+  kGemmConfigSm90 = 3,         // Hopper: one CTA per 128 x 128 tile, ping-pong warpgroups
+  kGemmConfigSm90Cluster = 4,  // Hopper: the same in 2x2 clusters multicasting A and B
 };
+
+MOE_HOST_DEVICE constexpr bool is_sm90_config(int32_t c) {
+  return c == kGemmConfigSm90 || c == kGemmConfigSm90Cluster;
+}
+
+// Whether the Hopper kernel's auto choice is the 2x2 cluster (sm90_cluster.cuh): it halves the
+// operand bytes read from L2 per FLOP, but a 2x2 block at a group's edge with an odd tile count
+// has phantom CTAs (no output), so it needs >= 4 m-tiles per group on average (<= 1 phantom
+// row pair in 5 or more) and >= 2 n-tiles. Model-based until a GPU session measures it (the
+// tuning table can override per shape).
+constexpr int64_t kSm90ClusterMinRowsPerGroup = 4 * 128;
+inline bool sm90_cluster_pays(const GroupedGemmParams& p) {
+  const int64_t groups =
+      p.form == GroupedGemmForm::kRaggedM ? (p.num_groups > 1 ? p.num_groups : 1) : 1;
+  const int64_t tile_n = p.gated ? 64 : 128;
+  return p.m >= kSm90ClusterMinRowsPerGroup * groups && p.n >= 2 * tile_n;
+}
 
 // Rows per group (the mean, known on the host without reading offs) up to which the heuristic
 // picks swap-AB (<= 16: one 16-token tile, the MMA's N side), then small_m (<= 48).

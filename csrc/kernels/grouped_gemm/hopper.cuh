@@ -69,30 +69,30 @@
 // Tiles: 128x128x64, 4 stages of 32 KB = 128 KB + 8 x 9 KB staging + 1 KB row scales = 202 KB of
 // shared memory (227
 // KB available): deep enough to cover HBM latency with one CTA per SM, and 128x128 keeps the
-// skewed/small-expert tiles of MoE shapes from wasting a 256-wide tile. No 2-CTA cluster: the
-// persistent scheduler hands consecutive tiles of one expert to different CTAs at different times,
-// so a multicast pair would have to be co-scheduled on the same expert and n-block; with 128x128
-// tiles and B re-read from L2 (each expert's B block is shared by the CTAs working on its m-tiles
-// at the same time, m-tile fastest), the measured gain must come first (a GPU session) -- see the
-// issue note. Ragged rows: an A box may run past its group into the next one's rows (or past M,
-// zero-filled by TMA); those rows' results are not stored, so one A map serves every group, built
-// on the host once per launch from shapes only. Gathered rows past the group, and order entries
-// outside [0, M) (never produced by sort_tokens), are zero rows: nothing is read out of bounds. The
-// ragged-N form, fp32, mixed (MN-major a, K-major b) operands and operands TMA cannot address
-// use the Ampere kernel.
-// Not modelled by the emulator: wgmma's asynchrony (see ptx_sm90.h; TMA stores are modelled as in
+// skewed/small-expert tiles of MoE shapes from wasting a 256-wide tile.
+// kCluster (MOE_EXT_GEMM_CONFIG=sm90_cluster, or the auto choice at >= 4 m-tiles per group):
+// 2x2 clusters of these CTAs on a 2x2 block of tiles of one group, each loading half of its A
+// and B tiles and multicasting them to the partner that shares them -- half the L2 bytes per
+// FLOP, the ping-pong kept; the layout of every stage is unchanged (sm90_cluster.cuh). Ragged rows:
+// an A box may run past its group into the next one's rows (or past M, zero-filled by TMA); those
+// rows' results are not stored, so one A map serves every group, built on the host once per launch
+// from shapes only. Gathered rows past the group, and order entries outside [0, M) (never produced
+// by sort_tokens), are zero rows: nothing is read out of bounds. The ragged-N form, fp32, mixed
+// (MN-major a, K-major b) operands and operands TMA cannot address use the Ampere kernel. Not
+// modelled by the emulator: wgmma's asynchrony (see ptx_sm90.h; TMA stores are modelled as in
 // flight until waited for); the kernel releases a stage only after wait_group has retired the
 // wgmma group that read it, which is what makes that safe on hardware.
 //
 // Files (split as CUTLASS splits a collective): sm90_config.cuh (tile shape, stages, shared
-// layout), sm90_producer.cuh (a stage's TMA loads, the gathered-A cp.async copies and their
+// layout), sm90_cluster.cuh (the 2x2 cluster: tiles, multicast masks, releases),
+// sm90_producer.cuh (a stage's TMA loads, the gathered-A cp.async copies and their
 // full[] signalling), sm90_group_maps.cuh (the ragged-K prologue), sm90_mainloop.cuh (the
 // consumer's wgmma k loop), sm90_epilogue.cuh (fragment epilogue, swizzled staging, st.global
 // fallback), sm90_launch.cuh (problem checks, tensor-map encoding, launch); this file is the kernel
-// that composes them: roles, barriers, the tile loop and the store. (Moving the loops into
-// force-inlined functions kept the registers and the mainloop's HGMMA/DEPBAR/arrive sequence; ptxas
-// scheduled a few integer instructions differently: one more BRA/BSSY pair per kernel, +-10
-// IMAD/LEA/ULEA.)
+// that composes them: roles (produce, consume), barriers, the tile loop and the store. (Moving the
+// loops into force-inlined functions kept the registers and the mainloop's HGMMA/DEPBAR/arrive
+// sequence; ptxas scheduled a few integer instructions differently: one more BRA/BSSY pair per
+// kernel, +-10 IMAD/LEA/ULEA.)
 #pragma once
 
 #include "../../common/launch.h"
@@ -105,6 +105,7 @@
 #include "grouped_gemm.h"
 #include "persistent.cuh"
 #include "scheduler.cuh"
+#include "sm90_cluster.cuh"
 #include "sm90_config.cuh"
 #include "sm90_epilogue.cuh"
 #include "sm90_group_maps.cuh"
@@ -113,100 +114,87 @@
 
 namespace moe_ext::MOE_KERNEL_NS {
 
-template <typename T, bool kAKMajor, bool kBKMajor, bool kGather, bool kGated>
-__global__ void __launch_bounds__(sm90::kThreads, 1)
-    grouped_gemm_sm90_kernel(const MOE_GRID_CONSTANT TmaDescriptor tma_a,
-                             const MOE_GRID_CONSTANT TmaDescriptor tma_b,
-                             const MOE_GRID_CONSTANT TmaDescriptor tma_c, GroupedGemmParams p,
-                             bool tma_store) {
+namespace sm90_detail {
+
+// Warpgroup 0: the stage loads of every tile of this CTA (thread 0's TMA; all 128 threads'
+// cp.async with kGather).
+template <bool kAKMajor, bool kBKMajor, bool kGather, bool kGated, bool kCluster>
+MOE_DEVICE MOE_FORCEINLINE void produce(unsigned char* smem, uint64_t* full, uint64_t* empty,
+                                        const TmaDescriptor& tma_a, const TmaDescriptor& tma_b,
+                                        const GroupedGemmParams& p) {
   using namespace sm90;
-  using namespace sm90_detail;
+  using Tiles = Sm90Tiles<kCluster, kGated ? BN / 2 : BN>;
   constexpr int kTileN = kGated ? BN / 2 : BN;  // output columns per tile
-  static_assert(!kGated || kGather, "gated tiles exist for moe_mlp's gathered first GEMM");
-  static_assert(!kGather || (kAKMajor && kBKMajor), "the gather reads K-major x and weights");
-  MOE_SHARED_DYNAMIC(unsigned char, smem_raw);
-  unsigned char* smem = smem_raw + (1024 - shared_address(smem_raw) % 1024) % 1024;
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);  // (kStages)
-  uint64_t* empty = full + kStages;                                     // (kStages)
-  uint64_t* turn = empty + kStages;  // (2) consumer warpgroup c may start its next mainloop
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const bool batched = p.form == GroupedGemmForm::kBatched;
   const bool ragged_k = p.form == GroupedGemmForm::kRaggedK;
   const bool ragged_m = p.form == GroupedGemmForm::kRaggedM;
-  const int a_rank = batched ? 3 : 2, b_rank = ragged_k ? 2 : 3;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(&full[s], kGather ? 1 + kProducerThreads : 1);
-      mbarrier_init(&empty[s], 4);  // one arrival per warp of the consuming warpgroup
+  const int a_rank = p.form == GroupedGemmForm::kBatched ? 3 : 2, b_rank = ragged_k ? 2 : 3;
+  const int ptid = static_cast<int>(threadIdx.x);  // 0..127
+  const int lane = ptid % 32;
+  Tiles tiles(p);
+  TileCoord tc;
+  int it = 0;        // k steps issued so far (all tiles): stage it % kStages, use it / kStages
+  int signaled = 0;  // kGather: k steps this thread has reported landed on full[]
+  const TmaDescriptor* map_a = &tma_a;  // ragged K: the current group's maps (prologue-built)
+  const TmaDescriptor* map_b = &tma_b;
+  for (int tile = Tiles::first(); tiles.find(tile, tc); tile += Tiles::stride()) {
+    const GroupProblem q = group_problem(p, tc.problem);
+    const int k_tiles = static_cast<int>((q.k + BK - 1) / BK);
+    const int64_t m0 = int64_t{tc.tile_m} * BM;
+    const int a_row = static_cast<int>((ragged_m ? q.start : 0) + m0);
+    const int n0 = tc.tile_n * kTileN;
+    const int b_up = kGated ? static_cast<int>(p.n) + n0 : n0 + kBHalf;
+    const int k_base = ragged_k ? static_cast<int>(q.start) : 0;
+    if (ragged_k && map_a != group_maps(p, tc.problem)) {
+      map_a = group_maps(p, tc.problem), map_b = map_a + 1;
+      if (ptid == 0) tensormap_acquire(map_a), tensormap_acquire(map_b);  // the TMA issuer
     }
-    for (int c = 0; c < 2; ++c) mbarrier_init(&turn[c], 4);  // one arrival per handing-off warp
-    fence_barrier_init();
-  }
-  __syncthreads();
-
-  if (warp < 4) {  // ------------------------------------------------------------- producer
-    setmaxnreg_dec<72>();
-    if (!kGather && warp != 0) return;
-    const int ptid = static_cast<int>(threadIdx.x);  // 0..127
-    TileScheduler<BM, kTileN> scheduler(p);
-    TileCoord tc;
-    int it = 0;        // k steps issued so far (all tiles): stage it % kStages, use it / kStages
-    int signaled = 0;  // kGather: k steps this thread has reported landed on full[]
-    const TmaDescriptor* map_a = &tma_a;  // ragged K: the current group's maps (prologue-built)
-    const TmaDescriptor* map_b = &tma_b;
-    for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc); tile += gridDim.x) {
-      const GroupProblem q = group_problem(p, tc.problem);
-      const int k_tiles = static_cast<int>((q.k + BK - 1) / BK);
-      const int64_t m0 = int64_t{tc.tile_m} * BM;
-      const int a_row = static_cast<int>((ragged_m ? q.start : 0) + m0);
-      const int n0 = tc.tile_n * kTileN;
-      const int b_up = kGated ? static_cast<int>(p.n) + n0 : n0 + kBHalf;
-      const int k_base = ragged_k ? static_cast<int>(q.start) : 0;
-      if (ragged_k && map_a != group_maps(p, tc.problem)) {
-        map_a = group_maps(p, tc.problem), map_b = map_a + 1;
-        if (ptid == 0) tensormap_acquire(map_a), tensormap_acquire(map_b);  // the TMA issuer
+    int32_t src_row[kGatherRows];  // kGather: x rows of this thread's tile rows, -1: zero row
+    if constexpr (kGather) gather_sources(src_row, p, q, m0, ptid);
+    for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+      const int s = it % kStages, use = it / kStages;
+      unsigned char* sa = smem + s * kStageBytes;  // (BM, BK) of stage s
+      if (kGather || lane == 0) {
+        if (use > 0) mbarrier_wait(&empty[s], (use - 1) & 1, kWaitSm90ProducerEmpty, p.wait_report);
       }
-      int32_t src_row[kGatherRows];  // kGather: x rows of this thread's tile rows, -1: zero row
-      if constexpr (kGather) gather_sources(src_row, p, q, m0, ptid);
-      for (int kt = 0; kt < k_tiles; ++kt, ++it) {
-        const int s = it % kStages, use = it / kStages;
-        unsigned char* sa = smem + s * kStageBytes;  // (BM, BK) of stage s
-        if (kGather || lane == 0) {
-          if (use > 0)
-            mbarrier_wait(&empty[s], (use - 1) & 1, kWaitSm90ProducerEmpty, p.wait_report);
-        }
-        if (ptid == 0) {
-          const int k = k_base + kt * BK;
-          mbarrier_arrive_expect_tx(&full[s], kGather ? kBBytes : kStageBytes);
-          load_stage<kAKMajor, kBKMajor, !kGather>(sa, map_a, map_b, a_rank, b_rank, k, a_row, n0,
-                                                   b_up, tc.problem, &full[s]);
-        }
-        if constexpr (kGather) {
-          gather_stage(sa, src_row, p, q, kt, ptid);
-          gather_signal<kGatherLag>(full, it + 1, signaled);
-        } else {
-          __syncwarp();
-        }
+      if (ptid == 0) {
+        const int k = k_base + kt * BK;
+        // (with kCluster this includes the partners' halves, multicast into this CTA)
+        mbarrier_arrive_expect_tx(&full[s], kGather ? kBBytes : kStageBytes);
+        load_stage<kAKMajor, kBKMajor, !kGather, kCluster>(sa, map_a, map_b, a_rank, b_rank, k,
+                                                           a_row, n0, b_up, tc.problem, &full[s]);
       }
-      // the tile's last steps: now, not after the next tile's loads
-      if constexpr (kGather) gather_signal<0>(full, it, signaled);
+      if constexpr (kGather) {
+        gather_stage(sa, src_row, p, q, kt, ptid);
+        gather_signal<kGatherLag>(full, it + 1, signaled);
+      } else {
+        __syncwarp();
+      }
     }
-    return;
+    // the tile's last steps: now, not after the next tile's loads
+    if constexpr (kGather) gather_signal<0>(full, it, signaled);
   }
+}
 
-  // --------------------------------------------------------------------------------- consumers
-  setmaxnreg_inc<216>();
+// Warpgroups 1 and 2: every other tile of this CTA each (ping-pong), mainloop and epilogue.
+template <typename T, bool kAKMajor, bool kBKMajor, bool kGather, bool kGated, bool kCluster>
+MOE_DEVICE MOE_FORCEINLINE void consume(unsigned char* smem, uint64_t* full, uint64_t* empty,
+                                        uint64_t* turn, const TmaDescriptor& tma_c,
+                                        const GroupedGemmParams& p, bool tma_store) {
+  using namespace sm90;
+  using Tiles = Sm90Tiles<kCluster, kGated ? BN / 2 : BN>;
+  constexpr int kTileN = kGated ? BN / 2 : BN;  // output columns per tile
+  const bool ragged_m = p.form == GroupedGemmForm::kRaggedM;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int consumer_warp = warp - 4;  // 0..7
   const int wg = consumer_warp / 4;    // this warpgroup takes the CTA's tiles wg, wg + 2, ...
   unsigned char* staged =
       smem + kStagingOffset + consumer_warp * kWarpStagingBytes;  // (kStoreRows, BN)
   float* scales = reinterpret_cast<float*>(smem + kScalesOffset) + 32 * consumer_warp;
-  TileScheduler<BM, kTileN> scheduler(p);
+  Tiles tiles(p);
   TileCoord tc;
   int it = 0;     // k steps of every tile so far (both warpgroups'): the stage ring position
   int local = 0;  // tiles of this CTA so far
-  for (int tile = static_cast<int>(blockIdx.x); scheduler.find(tile, tc);
-       tile += gridDim.x, ++local) {
+  for (int tile = Tiles::first(); tiles.find(tile, tc); tile += Tiles::stride(), ++local) {
     const GroupProblem q = group_problem(p, tc.problem);
     const int k_tiles = static_cast<int>((q.k + BK - 1) / BK);
     if (local % 2 != wg) {  // the other warpgroup's tile
@@ -222,7 +210,8 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     if (local > 0)
       mbarrier_wait(&turn[wg], ((local - 1) / 2) & 1, kWaitSm90ConsumerTurn, p.wait_report);
     tensor_core_turn_begin();  // (the emulator's overlap proxy; no instruction)
-    it = mma_tile<T, kAKMajor, kBKMajor>(d, smem, full, empty, &turn[1 - wg], it, k_tiles, lane, p);
+    it = mma_tile<T, kAKMajor, kBKMajor, kCluster>(d, smem, full, empty, &turn[1 - wg], it, k_tiles,
+                                                   lane, p);
     tensor_core_turn_end();
     // the problem again (offs from L1) rather than held across the mainloop: the 128 x 128
     // accumulator leaves no registers to spare under the 168-register compile limit
@@ -276,6 +265,50 @@ __global__ void __launch_bounds__(sm90::kThreads, 1)
     }
   }
   if (tma_store && lane == 0) bulk_wait_group<0>();  // the staging outlives the stores' reads
+}
+
+}  // namespace sm90_detail
+
+template <typename T, bool kAKMajor, bool kBKMajor, bool kGather, bool kGated, bool kCluster>
+__global__ void __launch_bounds__(sm90::kThreads, 1)
+    grouped_gemm_sm90_kernel(const MOE_GRID_CONSTANT TmaDescriptor tma_a,
+                             const MOE_GRID_CONSTANT TmaDescriptor tma_b,
+                             const MOE_GRID_CONSTANT TmaDescriptor tma_c, GroupedGemmParams p,
+                             bool tma_store) {
+  using namespace sm90;
+  using namespace sm90_detail;
+  static_assert(!kGated || kGather, "gated tiles exist for moe_mlp's gathered first GEMM");
+  static_assert(!kGather || (kAKMajor && kBKMajor), "the gather reads K-major x and weights");
+  MOE_SHARED_DYNAMIC(unsigned char, smem_raw);
+  unsigned char* smem = smem_raw + (1024 - shared_address(smem_raw) % 1024) % 1024;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);  // (kStages)
+  uint64_t* empty = full + kStages;                                     // (kStages)
+  uint64_t* turn = empty + kStages;  // (2) consumer warpgroup c may start its next mainloop
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(&full[s], kGather ? 1 + kProducerThreads : 1);
+      mbarrier_init(&empty[s], kEmptyArrivals<kCluster>);
+    }
+    for (int c = 0; c < 2; ++c) mbarrier_init(&turn[c], 4);  // one arrival per handing-off warp
+    fence_barrier_init();
+  }
+  if constexpr (kCluster)
+    cluster_sync();  // the peers' barriers exist before any multicast or remote arrive
+  else
+    __syncthreads();
+
+  if (warp < 4) {
+    setmaxnreg_dec<72>();
+    if (kGather || warp == 0)
+      produce<kAKMajor, kBKMajor, kGather, kGated, kCluster>(smem, full, empty, tma_a, tma_b, p);
+  } else {
+    setmaxnreg_inc<216>();
+    consume<T, kAKMajor, kBKMajor, kGather, kGated, kCluster>(smem, full, empty, turn, tma_c, p,
+                                                              tma_store);
+  }
+  // no CTA of a cluster exits while a peer may still arrive on its barriers
+  if constexpr (kCluster) cluster_sync();
 }
 
 }  // namespace moe_ext::MOE_KERNEL_NS

@@ -41,6 +41,27 @@ cudaError_t launch_persistent(const char* name, void (*kernel)(KArgs...), int th
                        std::forward<Args>(args)...);
 }
 
+// The same with thread-block clusters of `cluster` CTAs: one cluster per resident cluster slot
+// (the occupancy calculator's answer for this cluster size), at most `blocks` clusters.
+template <typename... KArgs, typename... Args>
+cudaError_t launch_persistent_clusters(const char* name, void (*kernel)(KArgs...), int threads,
+                                       size_t smem, int64_t blocks, int cluster,
+                                       cudaStream_t stream, Args&&... args) {
+  if (blocks <= 0) return cudaSuccess;
+  if (blocks >= (int64_t{1} << 31) / cluster) return cudaErrorInvalidValue;  // int32 indices
+  const DeviceLimits lim = device_limits();
+  if (smem > lim.smem_per_block_optin) return cudaErrorInvalidConfiguration;
+  if (smem > 48 * 1024) {
+    const cudaError_t err = allow_dynamic_smem(kernel, smem);
+    if (err != cudaSuccess) return err;
+  }
+  const int64_t resident = max_active_clusters(kernel, threads, smem, cluster);
+  const int64_t grid = std::min<int64_t>(blocks, std::max<int64_t>(resident, 1)) * cluster;
+  return launch_kernel_cluster(name, kernel, dim3(static_cast<unsigned>(grid)), dim3(threads),
+                               dim3(static_cast<unsigned>(cluster)), smem, stream,
+                               std::forward<Args>(args)...);
+}
+
 }  // namespace grouped_gemm_detail
 
 }  // namespace moe_ext::MOE_KERNEL_NS

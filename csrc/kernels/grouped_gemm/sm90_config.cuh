@@ -5,7 +5,8 @@
 //
 // Shared memory (1024-aligned base; 128-byte swizzle atoms need 1024-byte alignment):
 //   stages      (BM, BK) A + (BN, BK) B bf16/fp16 per stage, x kStages     kStages * 32 KB
-//               (A: one box of 64 k x 128 rows K-major, or two (64 m, 64 k) boxes MN-major;
+//               (A: one box of 64 k x 128 rows K-major -- two of 64 rows in a cluster, each
+//                CTA of an N pair loading one --, or two (64 m, 64 k) boxes MN-major;
 //                B: two boxes of 64 rows, the tile's halves or gated [gate | up])
 //   stagings    (kStoreRows, BN) output per consumer warp, x 8 warps        8 * 9 KB
 //   row scales  the routing weights of each consumer warp's 32 tile rows     8 * 128 B
@@ -24,6 +25,11 @@ constexpr int kABytes = BM * BK * 2, kBBytes = BN * BK * 2, kStageBytes = kAByte
 constexpr int kBoxBytes = 64 * BK * 2;  // one 64-row (or 64-column) box of a stage
 constexpr int kBHalf = BN / 2;          // B rows per TMA box (a gated tile's gate / up half)
 constexpr int kProducerThreads = 128;
+constexpr int kClusterCtas = 4;  // kCluster: a 2x2 block of tiles per cluster (sm90_cluster.cuh)
+// a stage's releases: one per warp of the consuming warpgroup, x 3 with kCluster (this CTA and
+// the two partners whose multicasts write into it)
+template <bool kCluster>
+constexpr int kEmptyArrivals = kCluster ? 12 : 4;
 constexpr int kGatherRows = BM * (BK / 8) / kProducerThreads;  // A rows per gathering thread
 constexpr int kGatherLag = kStages - 2;  // cp.async groups a gathering thread keeps in flight
 using WarpStaging = EpilogueStaging<16, BN>;

@@ -2,7 +2,8 @@
 // takes (launch_grouped_gemm_sm90, else cudaErrorNotSupported and the Ampere kernel), the TMA
 // tensor-map encoding of A, B (128-byte swizzle, boxes of BK x 64/128 rows or 64 x BK) and C
 // (boxes of kStoreRows x 128 bytes), the template variant per operand majorness / gather / gate,
-// and the persistent launch. Included at the end of hopper.cuh (it names the kernel).
+// single CTAs or 2x2 clusters (p.config, else sm90_cluster_pays), and the persistent launch.
+// Included at the end of hopper.cuh (it names the kernel).
 #pragma once
 
 #include "../../common/launch.h"
@@ -37,7 +38,7 @@ inline bool make_operand_map(TmaDescriptor* map, const void* base, bool k_major,
          make_tma_descriptor(map, base, 2, rank, dims, strides, box, TmaSwizzle::k128B);
 }
 
-template <typename T, bool kAKMajor, bool kBKMajor, bool kGather, bool kGated>
+template <typename T, bool kAKMajor, bool kBKMajor, bool kGather, bool kGated, bool kCluster>
 cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
   using namespace sm90;
   const bool batched = p.form == GroupedGemmForm::kBatched;
@@ -55,7 +56,8 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
   if (kGather) {
     ta = tb;  // unused: A is gathered with cp.async
   } else if (!make_operand_map(&ta, p.a, kAKMajor, p.m, p.k, kAKMajor ? p.a_stride_m : p.a_stride_k,
-                               p.a_stride_g, p.num_groups, batched ? 3 : 2, BM)) {
+                               p.a_stride_g, p.num_groups, batched ? 3 : 2,
+                               kCluster ? BM / 2 : BM)) {  // (a cluster CTA loads half)
     return cudaErrorNotSupported;
   }
   // c through TMA: 2-D [M, N] for ragged M, else 3-D [G, M, N]
@@ -80,23 +82,36 @@ cudaError_t launch_sm90_typed(const GroupedGemmParams& p, cudaStream_t stream) {
   }
   GroupedGemmParams q = p;
   q.wait_report = wait_timeout_report_buffer(stream);
-  return launch_persistent("grouped_gemm_sm90_kernel",
-                           grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated>,
-                           kThreads, kSmemBytes, max_tiles(p, BM, kGated ? BN / 2 : BN), stream, ta,
-                           tb, tc, q, tma_store);
+  auto* kernel = grouped_gemm_sm90_kernel<T, kAKMajor, kBKMajor, kGather, kGated, kCluster>;
+  const int tile_n = kGated ? BN / 2 : BN;
+  if constexpr (kCluster)  // 2x2 blocks of tiles, one per cluster of 4 CTAs (sm90_cluster.cuh)
+    return launch_persistent_clusters("grouped_gemm_sm90_kernel", kernel, kThreads, kSmemBytes,
+                                      max_tiles(p, 2 * BM, 2 * tile_n), kClusterCtas, stream, ta,
+                                      tb, tc, q, tma_store);
+  return launch_persistent("grouped_gemm_sm90_kernel", kernel, kThreads, kSmemBytes,
+                           max_tiles(p, BM, tile_n), stream, ta, tb, tc, q, tma_store);
 }
 
-template <typename T>
+template <typename T, bool kCluster>
 cudaError_t launch_sm90_variant(const GroupedGemmParams& p, cudaStream_t stream) {
   if (p.a_gather != nullptr) {
     if (!p.a_k_major || !p.b_k_major) return cudaErrorNotSupported;
-    return p.gated ? launch_sm90_typed<T, true, true, true, true>(p, stream)
-                   : launch_sm90_typed<T, true, true, true, false>(p, stream);
+    return p.gated ? launch_sm90_typed<T, true, true, true, true, kCluster>(p, stream)
+                   : launch_sm90_typed<T, true, true, true, false, kCluster>(p, stream);
   }
-  if (p.a_k_major && p.b_k_major) return launch_sm90_typed<T, true, true, false, false>(p, stream);
-  if (p.a_k_major) return launch_sm90_typed<T, true, false, false, false>(p, stream);    // dA
-  if (!p.b_k_major) return launch_sm90_typed<T, false, false, false, false>(p, stream);  // dB
+  if (p.a_k_major && p.b_k_major)
+    return launch_sm90_typed<T, true, true, false, false, kCluster>(p, stream);
+  if (p.a_k_major) return launch_sm90_typed<T, true, false, false, false, kCluster>(p, stream);
+  if (!p.b_k_major) return launch_sm90_typed<T, false, false, false, false, kCluster>(p, stream);
   return cudaErrorNotSupported;  // MN-major a with K-major b: the Ampere kernel
+}
+
+template <typename T>
+cudaError_t launch_sm90_config(const GroupedGemmParams& p, cudaStream_t stream) {
+  const bool cluster =
+      p.config == kGemmConfigSm90Cluster || (p.config == kGemmConfigAuto && sm90_cluster_pays(p));
+  return cluster ? launch_sm90_variant<T, true>(p, stream)
+                 : launch_sm90_variant<T, false>(p, stream);
 }
 
 }  // namespace grouped_gemm_detail
@@ -116,8 +131,8 @@ cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t st
       // what the gathered A's 16-byte cp.async needs (the TMA maps check their own operands)
       (gather && !tma_addressable(p.a, p.a_stride_m * 2, 0)))
     return cudaErrorNotSupported;
-  return p.in_type == GemmElem::kBF16 ? launch_sm90_variant<__nv_bfloat16>(p, stream)
-                                      : launch_sm90_variant<__half>(p, stream);
+  return p.in_type == GemmElem::kBF16 ? launch_sm90_config<__nv_bfloat16>(p, stream)
+                                      : launch_sm90_config<__half>(p, stream);
 }
 
 }  // namespace moe_ext::MOE_KERNEL_NS

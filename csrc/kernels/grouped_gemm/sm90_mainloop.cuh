@@ -5,7 +5,8 @@
 // Per k step (stage s = it % kStages): wait full[s]; fence; 8 x wgmma.m64n128k16 (BK = 64 = one
 // 128-byte swizzle atom, x 2 halves) committed as one group; wait_group 1 -- this step's MMAs
 // stay in flight while the previous step's group, now retired, releases its stage (one arrival
-// per warp on empty[]); after the last step the turn is handed to the other warpgroup
+// per warp on empty[]; in a cluster on the two partners' empty[] too, sm90_cluster.cuh); after the
+// last step the turn is handed to the other warpgroup
 // (`handoff`), then wait_group 0 and that stage is released too.
 //
 // Descriptors (128-byte swizzle, SBO 1024 = 8 rows of 128 bytes):
@@ -20,13 +21,14 @@
 
 #include "../../common/ptx_sm90.h"
 #include "grouped_gemm.h"
+#include "sm90_cluster.cuh"
 #include "sm90_config.cuh"
 
 namespace moe_ext::MOE_KERNEL_NS {
 
 namespace sm90_detail {
 
-template <typename T, bool kAKMajor, bool kBKMajor>
+template <typename T, bool kAKMajor, bool kBKMajor, bool kCluster>
 MOE_DEVICE MOE_FORCEINLINE int mma_tile(float (&d)[2][64], unsigned char* smem, uint64_t* full,
                                         uint64_t* empty, uint64_t* handoff, int it, int k_tiles,
                                         int lane, const GroupedGemmParams& p) {
@@ -51,13 +53,13 @@ MOE_DEVICE MOE_FORCEINLINE int mma_tile(float (&d)[2][64], unsigned char* smem, 
     }
     wgmma_commit();
     wgmma_wait<1>();
-    if (kt > 0 && lane == 0) mbarrier_arrive(&empty[(it - 1) % kStages]);
+    if (kt > 0 && lane == 0) release_stage<kCluster>(&empty[(it - 1) % kStages]);
   }
   // every MMA of the tile is issued: the other warpgroup's mainloop may start (its MMAs queue
   // behind these), this one drains and goes on to its epilogue
   if (lane == 0) mbarrier_arrive(handoff);
   wgmma_wait<0>();  // the accumulators are read next; the last stage is free
-  if (k_tiles > 0 && lane == 0) mbarrier_arrive(&empty[(it - 1) % kStages]);
+  if (k_tiles > 0 && lane == 0) release_stage<kCluster>(&empty[(it - 1) % kStages]);
   return it;
 }
 

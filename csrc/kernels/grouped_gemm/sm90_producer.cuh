@@ -14,6 +14,7 @@
 #include "../../common/memory.h"
 #include "grouped_gemm.h"
 #include "scheduler.cuh"
+#include "sm90_cluster.cuh"
 #include "sm90_config.cuh"
 
 namespace moe_ext::MOE_KERNEL_NS {
@@ -28,17 +29,43 @@ MOE_DEVICE MOE_FORCEINLINE void tma_load(void* smem, const TmaDescriptor* map, i
     tma_load_2d(smem, map, c0, c1, bar);
 }
 
+// The same into this CTA's and the peers' of `mask` shared memory (kCluster).
+MOE_DEVICE MOE_FORCEINLINE void tma_load_to_peers(void* smem, const TmaDescriptor* map, int rank,
+                                                  int c0, int c1, int g, uint64_t* bar,
+                                                  uint16_t mask) {
+  if (rank == 3)
+    tma_load_3d_multicast(smem, map, c0, c1, g, bar, mask);
+  else
+    tma_load_2d_multicast(smem, map, c0, c1, bar, mask);
+}
+
 // Thread 0's TMA loads of one stage (full[s] already armed with the stage's bytes):
 //   A (kLoadA): K-major one (64 k, 128 rows) box at sa; MN-major two (64 m, 64 k) boxes
 //   B: K-major the (64 k, 64 rows) boxes of rows n0.. and b_up.. (the tile's second half, or the
 //      up rows of a gated [gate; up] weight); MN-major two (64 n, 64 k) boxes n0.., n0 + 64..
-template <bool kAKMajor, bool kBKMajor, bool kLoadA>
+// kCluster (sm90_cluster.cuh): A's 64-row box rn only (rows a_row + 64 rn; the K-major map's
+// box is 64 rows then), multicast to the N pair, and B's box rm only, multicast to the M pair;
+// the partners load the other halves into this CTA.
+template <bool kAKMajor, bool kBKMajor, bool kLoadA, bool kCluster>
 MOE_DEVICE MOE_FORCEINLINE void load_stage(unsigned char* sa, const TmaDescriptor* map_a,
                                            const TmaDescriptor* map_b, int a_rank, int b_rank,
                                            int k, int a_row, int n0, int b_up, int g,
                                            uint64_t* bar) {
   using namespace sm90;
   unsigned char* sb = sa + kABytes;
+  if constexpr (kCluster) {
+    const uint32_t rank = cluster_ctarank();
+    const int rm = static_cast<int>(rank & 1), rn = static_cast<int>(rank >> 1);
+    if constexpr (kLoadA) {
+      const int row = a_row + 64 * rn;
+      tma_load_to_peers(sa + rn * kBoxBytes, map_a, a_rank, kAKMajor ? k : row, kAKMajor ? row : k,
+                        g, bar, a_pair_mask(rank));
+    }
+    const int n = kBKMajor ? (rm ? b_up : n0) : n0 + kBHalf * rm;
+    tma_load_to_peers(sb + rm * kBoxBytes, map_b, b_rank, kBKMajor ? k : n, kBKMajor ? n : k, g,
+                      bar, b_pair_mask(rank));
+    return;
+  }
   if constexpr (kLoadA) {
     if constexpr (kAKMajor) {
       tma_load(sa, map_a, a_rank, k, a_row, g, bar);

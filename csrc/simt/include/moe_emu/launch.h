@@ -23,4 +23,11 @@ int max_active_blocks(void (*)(KArgs...), int /*threads*/, size_t dynamic_smem) 
   const int n = static_cast<int>(device_limits().smem_per_sm / per_block);
   return n < 1 ? 1 : (n > 32 ? 32 : n);
 }
+
+// The emulator runs a cluster's CTAs together whatever its SM count: at least one cluster.
+template <typename... KArgs>
+int max_active_clusters(void (*kernel)(KArgs...), int threads, size_t dynamic_smem, int cluster) {
+  const int n = device_limits().sm_count * max_active_blocks(kernel, threads, dynamic_smem);
+  return n / cluster < 1 ? 1 : n / cluster;
+}
 }  // namespace moe_ext
