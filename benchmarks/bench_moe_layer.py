@@ -9,7 +9,13 @@ with the same weights, measured in the same run:
                  for fwd+bwd): the roofline a grouped layer is held to
 
 Router included in all three (the same linear + softmax/sigmoid top-k). FLOPs counted: the
-experts' GEMMs, 2*T*k*H*2I + 2*T*k*I*H forward; x3 for forward+backward. Presets: Mixtral-8x7B,
+experts' GEMMs, 2*T*k*H*2I + 2*T*k*I*H forward; x3 for forward+backward. Each row also reports,
+per implementation, the GEMM FLOPs it executes over those counted (moe_ext's fwd+bwd: 1.0 with
+the default "save_h" memory policy, 22/18 = 1.22 with --memory-policy recompute, the counts
+tests/test_moe_mlp_backward.py asserts on the emulator; the torch pipelines save every GEMM
+input: 1.0) and the peak memory one call allocates beyond
+what was live before it (CUDA: the caching allocator's peak; CPU: the profiler's allocation
+events). Presets: Mixtral-8x7B,
 Qwen3-30B-A3B (T=32768 on a GPU), DeepSeek-V3, OLMoE; uniform-ish routing from random router
 weights. On CPU: T / --cpu-scale and H, I / 8 (unless --full-shape), and no eager-loop fwd+bwd
 for E > 64 (minutes per call); the CPU numbers say nothing about GPU speed.
@@ -84,6 +90,49 @@ def torch_gmm(layer, x):
     return y.to(x.dtype)
 
 
+# executed / counted expert-GEMM FLOPs (6 N H I forward, 12 N H I backward): moe_ext's
+# backward runs 4 GEMMs and never the second forward GEMM; with the "recompute" memory policy
+# it first recomputes h = x w1ᵀ (4 N H I)
+EXECUTED_OVER_IDEAL = {
+    ("moe_ext", "fwd"): 1.0,
+    ("moe_ext", "fwd+bwd", "save_h"): 1.0,
+    ("moe_ext", "fwd+bwd", "recompute"): 22 / 18,
+    ("eager loop", "fwd"): 1.0,
+    ("eager loop", "fwd+bwd"): 1.0,
+    ("torch gmm", "fwd"): 1.0,
+    ("torch gmm", "fwd+bwd"): 1.0,
+}
+
+
+def peak_bytes(fn) -> int:
+    """Peak memory one call of fn allocates above what is live before it."""
+    if torch.cuda.is_available() and device() == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=acts, profile_memory=True) as prof:
+        fn()
+    # each op's own allocations minus frees (self: children excluded), and the frees outside
+    # any op ("[memory]" events), in time order: the running sum's maximum is the peak live
+    # memory between ops (an op's transient peak inside itself is not seen)
+    events = sorted(
+        (
+            e.time_range.start,
+            e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage,
+        )
+        for e in prof.events()
+    )
+    live = peak = 0
+    for _, delta in events:
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -99,8 +148,16 @@ def main():
         choices=["bfloat16", "float32"],
         help="default bf16 on CUDA, fp32 on CPU (no native bf16 GEMM on most CPUs)",
     )
+    ap.add_argument(
+        "--memory-policy",
+        default=None,
+        choices=["save_h", "recompute"],
+        help="moe_ext.set_moe_mlp_memory_policy for the fwd+bwd rows (default: the library's)",
+    )
     add_common_args(ap)
     args = ap.parse_args()
+    if args.memory_policy:
+        moe_ext.set_moe_mlp_memory_policy(args.memory_policy)
     dev = device()
     cuda = dev == "cuda"
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
@@ -157,6 +214,14 @@ def main():
                         impl(x.detach().requires_grad_(True)).float().sum().backward()
 
                 measured[bname] = measure(run, iters, l2_flush=cuda)
+                measured[bname]["peak_mb"] = peak_bytes(run) / 2**20
+                policy = moe_ext.get_moe_mlp_memory_policy()
+                key = (
+                    (bname, mode, policy)
+                    if (bname, mode) == ("moe_ext", "fwd+bwd")
+                    else (bname, mode)
+                )
+                measured[bname]["executed_over_ideal"] = EXECUTED_OVER_IDEAL[key]
             reps = 3 if mode == "fwd+bwd" else 1
             measured["dense mm"] = measure(
                 lambda reps=reps: [torch.mm(dense_a, dense_b) for _ in range(reps)],
@@ -175,20 +240,27 @@ def main():
                     top_k=shape.top_k,
                     mode=mode,
                     dtype=str(dtype)[6:],
+                    memory_policy=moe_ext.get_moe_mlp_memory_policy(),
                 ),
                 ours,
                 measured,
                 flops=flops * (3 if mode == "fwd+bwd" else 1),
             ).finish()
             rows.append(row)
+            mem = lambda m: (  # noqa: E731
+                f", {m['peak_mb']:.0f} MB peak, x{m['executed_over_ideal']:.2f} FLOPs"
+                if "peak_mb" in m
+                else ""
+            )
             ratios = "  ".join(
                 f"{b}: {m['tflops']:.3f} TF ({m['speedup']:.2f}x"
-                f"{'' if m['speedup_reliable'] else ', noise floor'})"
+                f"{'' if m['speedup_reliable'] else ', noise floor'}{mem(m)})"
                 for b, m in row["baselines"].items()
             )
+            ours_m = row["ours"]
             print(
-                f"{name:16s} T={T:6d} {mode:8s} moe_ext {row['ours']['p50']:10.1f} us "
-                f"{row['ours']['tflops']:.3f} TF | {ratios}"
+                f"{name:16s} T={T:6d} {mode:8s} moe_ext {ours_m['p50']:10.1f} us "
+                f"{ours_m['tflops']:.3f} TF{mem(ours_m)} | {ratios}"
             )
         if args.profile and not profiled:
             profile(

@@ -94,10 +94,11 @@ template <Target T>
 at::Tensor moe_mlp_composite(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                              const at::Tensor& weights, const at::Tensor& order,
                              const at::Tensor& slot, const at::Tensor& offsets,
-                             const MlpActivation& act) {
+                             const MlpActivation& act, at::Tensor* h_out = nullptr) {
   const int64_t k = weights.size(1);
   const auto xp = permute<T>(x, order, slot, k);
   const auto h = grouped_mm<T>(xp, w1.transpose(-2, -1), offsets, std::nullopt, std::nullopt);
+  if (h_out != nullptr) *h_out = h;
   const auto z = grouped_mm<T>(apply_mlp_activation(h, act), w2.transpose(-2, -1), offsets,
                                std::nullopt, std::nullopt);
   return unpermute<T>(z, order, slot, weights);
@@ -107,14 +108,18 @@ at::Tensor moe_mlp_composite(const at::Tensor& x, const at::Tensor& w1, const at
 template <Target T>
 at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                          const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
-                         const at::Tensor& offsets, const MlpActivation& act, int64_t I) {
+                         const at::Tensor& offsets, const MlpActivation& act, int64_t I,
+                         at::Tensor* h_out = nullptr) {
   using namespace grouped_mm_binding;
   const char* op = "moe_mlp";
   const int64_t H = x.size(1), k = weights.size(1), N = order.size(0);
   const int64_t E = w1.size(0);
   const auto order_c = order.contiguous(), offsets_c = offsets.contiguous();
   const auto w_flat = weights.contiguous().view({-1});
-  auto h = at::empty({N, I}, x.options());
+  // h_out (moe_mlp_save_h): the first GEMM writes h = x w1ᵀ itself ([N, 2I or I], kept for the
+  // backward) and the activation runs between the GEMMs; else act(h) straight from its epilogue
+  const int64_t h_cols = h_out != nullptr ? w1.size(1) : I;
+  auto h = at::empty({N, h_cols}, x.options());
   auto yp = at::empty({N, H}, x.options());
   auto fill = [&](GroupedGemmParams& p, const at::Tensor& w_t, int64_t n, int64_t kdim) {
     // b = w_t = w.transpose(-2, -1): [E, K, N] view of HF's [E, N, K] expert weights
@@ -136,17 +141,17 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
   };
 
   GroupedGemmParams p1{};
-  const auto w1_t = fill(p1, w1.transpose(-2, -1), I, H);
+  const auto w1_t = fill(p1, w1.transpose(-2, -1), h_cols, H);
   p1.a = x.const_data_ptr();
   p1.a_stride_m = x.stride(0), p1.a_stride_k = 1;
   p1.a_gather = order_c.const_data_ptr<int32_t>();
   p1.a_gather_div = static_cast<int32_t>(k);
-  p1.activation = act.act;
-  p1.gated = act.gated;
+  p1.activation = h_out != nullptr ? GemmActivation::kNone : act.act;
+  p1.gated = h_out == nullptr && act.gated;
   p1.act_limit = static_cast<float>(act.limit);
   apply_gemm_tuning(p1);
   p1.c = h.data_ptr();
-  p1.c_stride_m = I;
+  p1.c_stride_m = h_cols;
   if (N > 0 && I > 0) {
     launch_on<T>(op, &launch_grouped_gemm<T>, p1,
                  {{"x", x, false},
@@ -156,9 +161,14 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
                   {"h", h, true}});
   }
 
+  at::Tensor a = h;  // act(h) [N, I]
+  if (h_out != nullptr) {
+    *h_out = h;
+    a = apply_mlp_activation(h, act).contiguous();
+  }
   GroupedGemmParams p2{};
   const auto w2_t = fill(p2, w2.transpose(-2, -1), H, I);
-  p2.a = h.const_data_ptr();
+  p2.a = a.const_data_ptr();
   p2.a_stride_m = I, p2.a_stride_k = 1;
   p2.row_scale = w_flat.const_data_ptr();
   p2.row_scale_type = gemm_elem(w_flat.scalar_type());
@@ -174,7 +184,7 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
   }
   if (N > 0 && H > 0) {
     launch_on<T>(op, &launch_grouped_gemm<T>, p2,
-                 {{"h", h, false},
+                 {{"h", a, false},
                   {"w2", w2_t, false},
                   {"order", order_c, false},
                   {"offsets", offsets_c, false},
@@ -185,6 +195,58 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
   return unpermute<T>(yp, order_c, slot, ones);
 }
 
+// The activation and its limit, checked (op: the error's op name).
+MlpActivation checked_activation(const char* op, c10::string_view activation,
+                                 std::optional<double> activation_limit) {
+  MlpActivation act = parse_mlp_activation(activation);
+  if (activation_limit.has_value()) {
+    const double lim = *activation_limit;
+    MOE_CHECK(op, act.gated,
+              "activation_limit clamps the gate and up halves of a gated activation "
+              "(swiglu, geglu, geglu_tanh); activation is '",
+              std::string(activation), "'");
+    MOE_CHECK(op, lim > 0 && std::isfinite(lim),
+              "activation_limit must be a positive finite number, got ", lim);
+    act.limit = lim;
+  }
+  return act;
+}
+
+// The backward on a device target (moe_mlp_backward_cpu.cpp's formulas, the steps as that
+// target's ops): 5 grouped GEMMs (4 with h given) and no second forward GEMM.
+template <Target T>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_device(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
+    const at::Tensor& offsets, const MlpActivation& act, const std::optional<at::Tensor>& h_in) {
+  const int64_t k = weights.size(1);
+  const auto acc = at::kFloat;
+  const auto none = std::nullopt;
+  const auto xp = permute<T>(x, order, slot, k);
+  const auto h = h_in.has_value()
+                     ? h_in->to(x.scalar_type())
+                     : grouped_mm<T>(xp, w1.transpose(-2, -1), offsets, none, none);  // [N, 2I]
+  const auto a = apply_mlp_activation(h, act);                                        // [N, I]
+  const auto g = permute<T>(grad_y.to(x.scalar_type()), order, slot, k);              // [N, H]
+  const auto da_raw = grouped_mm<T>(g, w2, offsets, none, none);                      // dA' [N, I]
+  // routing weight of each sorted row (dropped rows: g and dA' are zero there)
+  const auto order_l = order.to(at::kLong);
+  const auto w_sorted = weights.reshape({-1}).index_select(0, order_l).to(acc).unsqueeze(1);
+  const auto dw_sorted = (da_raw.to(acc) * a.to(acc)).sum(1);                  // <dA'_i, a_i>
+  const auto dh = mlp_activation_backward(h, da_raw.to(acc) * w_sorted, act);  // [N, 2I]
+  const auto dz = (g.to(acc) * w_sorted).to(x.scalar_type());                  // w ⊙ g
+  auto dw2 = grouped_mm<T>(dz.t(), a, offsets, none, none);                    // [E, H, I]
+  auto dw1 = grouped_mm<T>(dh.t(), xp, offsets, none, none);                   // [E, 2I, H]
+  const auto dxp = grouped_mm<T>(dh, w1, offsets, none, none);                 // [N, H]
+  const auto ones = at::ones({x.size(0), k}, x.options().dtype(at::kFloat));
+  auto dx = unpermute<T>(dxp, order, slot, ones);
+  // order is a permutation of the N assignments: a scatter over all rows needs no kept count
+  // (no host sync); dropped rows contribute their zero
+  auto dweights = at::empty({weights.numel()}, weights.options().dtype(acc));
+  dweights.index_copy_(0, order_l, dw_sorted);
+  return {dx, dw1, dw2, dweights.view(weights.sizes()).to(weights.scalar_type())};
+}
+
 }  // namespace
 
 template <Target T>
@@ -193,17 +255,7 @@ at::Tensor moe_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& 
                    const at::Tensor& offsets, c10::string_view activation,
                    std::optional<double> activation_limit) {
   const CheckScope<T> checks;
-  MlpActivation act = parse_mlp_activation(activation);
-  if (activation_limit.has_value()) {
-    const double lim = *activation_limit;
-    MOE_CHECK("moe_mlp", act.gated,
-              "activation_limit clamps the gate and up halves of a gated activation "
-              "(swiglu, geglu, geglu_tanh); activation is '",
-              std::string(activation), "'");
-    MOE_CHECK("moe_mlp", lim > 0 && std::isfinite(lim),
-              "activation_limit must be a positive finite number, got ", lim);
-    act.limit = lim;
-  }
+  const MlpActivation act = checked_activation("moe_mlp", activation, activation_limit);
   const int64_t I = check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
   if constexpr (T == Target::kCpu) {
     return moe_mlp_cpu(x, w1, w2, weights, order, slot, offsets, act);
@@ -217,6 +269,61 @@ at::Tensor moe_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& 
   }
 }
 
+template <Target T>
+std::tuple<at::Tensor, at::Tensor> moe_mlp_save_h(const at::Tensor& x, const at::Tensor& w1,
+                                                  const at::Tensor& w2, const at::Tensor& weights,
+                                                  const at::Tensor& order, const at::Tensor& slot,
+                                                  const at::Tensor& offsets,
+                                                  c10::string_view activation,
+                                                  std::optional<double> activation_limit) {
+  const CheckScope<T> checks;
+  const MlpActivation act = checked_activation("moe_mlp_save_h", activation, activation_limit);
+  const int64_t I = check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
+  at::Tensor h;
+  at::Tensor y;
+  if constexpr (T == Target::kCpu) {
+    y = moe_mlp_cpu(x, w1, w2, weights, order, slot, offsets, act, &h);
+  } else {
+    MOE_CHECK("moe_mlp_save_h", x.scalar_type() != at::kDouble,
+              "float64 is supported on CPU tensors only");
+    const bool fused = (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) &&
+                       (x.stride(1) == 1 || x.size(1) <= 1) && weights.size(1) >= 1;
+    y = fused ? moe_mlp_fused<T>(x, w1, w2, weights, order, slot, offsets, act, I, &h)
+              : moe_mlp_composite<T>(x, w1, w2, weights, order, slot, offsets, act, &h);
+  }
+  return {y, h};
+}
+
+template <Target T>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
+    const at::Tensor& offsets, c10::string_view activation, std::optional<double> activation_limit,
+    const std::optional<at::Tensor>& h) {
+  const CheckScope<T> checks;
+  const char* op = "moe_mlp_backward";
+  const MlpActivation act = checked_activation(op, activation, activation_limit);
+  check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
+  check_float(op, "grad_y", grad_y, true);
+  check_same_device(op, "grad_y", grad_y, "x", x);
+  MOE_CHECK(op, grad_y.sizes() == x.sizes(), "grad_y must have x's shape ", x.sizes(), ", got ",
+            describe(grad_y));
+  if (h.has_value()) {
+    check_same_device(op, "h", *h, "x", x);
+    MOE_CHECK(op, h->dim() == 2 && h->size(0) == order.size(0) && h->size(1) == w1.size(1),
+              "h must be [N=", order.size(0), ", ", w1.size(1), "] (x[order // k] @ w1ᵀ), got ",
+              describe(*h));
+  }
+  if constexpr (T == Target::kCpu) {
+    return moe_mlp_backward_cpu(grad_y, x, w1, w2, weights, order, slot, offsets, act, h);
+  } else {
+    MOE_CHECK(op, x.scalar_type() != at::kDouble, "float64 is supported on CPU tensors only");
+    return moe_mlp_backward_device<T>(grad_y, x, w1, w2, weights, order, slot, offsets, act, h);
+  }
+}
+
 MOE_EXT_INSTANTIATE(moe_mlp)
+MOE_EXT_INSTANTIATE(moe_mlp_save_h)
+MOE_EXT_INSTANTIATE(moe_mlp_backward)
 
 }  // namespace moe_ext

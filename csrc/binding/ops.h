@@ -67,6 +67,21 @@ at::Tensor moe_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& 
                    const at::Tensor& offsets, c10::string_view activation,
                    std::optional<double> activation_limit);
 
+template <Target T>
+std::tuple<at::Tensor, at::Tensor> moe_mlp_save_h(const at::Tensor& x, const at::Tensor& w1,
+                                                  const at::Tensor& w2, const at::Tensor& weights,
+                                                  const at::Tensor& order, const at::Tensor& slot,
+                                                  const at::Tensor& offsets,
+                                                  c10::string_view activation,
+                                                  std::optional<double> activation_limit);
+
+template <Target T>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
+    const at::Tensor& offsets, c10::string_view activation, std::optional<double> activation_limit,
+    const std::optional<at::Tensor>& h);
+
 // Explicit instantiations of a binding for the targets this build has, at the end of its .cpp:
 // MOE_EXT_INSTANTIATE(op) for kCpu and the device targets, MOE_EXT_INSTANTIATE_DEVICE(op) for the
 // device targets only.

@@ -41,6 +41,20 @@ TORCH_LIBRARY(moe_ext, m) {
   m.def(
       "moe_mlp(Tensor x, Tensor w1, Tensor w2, Tensor weights, Tensor order, Tensor slot, "
       "Tensor offsets, str activation=\"swiglu\", float? activation_limit=None) -> Tensor");
+  // moe_mlp for training with the "save_h" memory policy: also returns h = x[order // k] @ w1ᵀ
+  // ([N, 2I or I] in x's dtype, sorted rows) for moe_mlp_backward, which then runs 4 GEMMs.
+  m.def(
+      "moe_mlp_save_h(Tensor x, Tensor w1, Tensor w2, Tensor weights, Tensor order, Tensor slot, "
+      "Tensor offsets, str activation=\"swiglu\", float? activation_limit=None) -> "
+      "(Tensor y, Tensor h)");
+  // moe_mlp's gradients in one op: dA' = gather(grad_y) @ w2 gives the routing-weight gradient
+  // <dA', act(h)> (no second forward GEMM) and, scaled, the activation's backward; h (the first
+  // GEMM's output, sorted rows) is recomputed unless given. 5 grouped GEMMs (4 with h).
+  m.def(
+      "moe_mlp_backward(Tensor grad_y, Tensor x, Tensor w1, Tensor w2, Tensor weights, "
+      "Tensor order, Tensor slot, Tensor offsets, str activation=\"swiglu\", "
+      "float? activation_limit=None, Tensor? h=None) -> "
+      "(Tensor grad_x, Tensor grad_w1, Tensor grad_w2, Tensor grad_weights)");
   // route plus aux-loss statistics: per-expert assignment counts [E] int32, mean score [E].
   m.def(
       "route_with_stats(Tensor logits, int top_k, str score_func=\"softmax\", "
@@ -92,6 +106,8 @@ void register_ops(torch::Library& m) {
   m.impl("unpermute_backward", &unpermute_backward<T>);
   m.impl("grouped_mm", &grouped_mm<T>);
   m.impl("moe_mlp", &moe_mlp<T>);
+  m.impl("moe_mlp_save_h", &moe_mlp_save_h<T>);
+  m.impl("moe_mlp_backward", &moe_mlp_backward<T>);
   m.impl("route_weights", &route_weights<T>);
 }
 

@@ -59,6 +59,14 @@ at::Tensor grouped_mm_cpu(GroupedForm form, const at::Tensor& a, const at::Tenso
 
 at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                        const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
-                       const at::Tensor& offsets, const MlpActivation& act);
+                       const at::Tensor& offsets, const MlpActivation& act,
+                       at::Tensor* h_out = nullptr);
+
+// moe_mlp's backward (moe_mlp_backward_cpu.cpp): (grad_x, grad_w1, grad_w2, grad_weights); h, when
+// given, is the forward's x[order // k] @ w1ᵀ in sorted row order (else recomputed).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
+    const at::Tensor& offsets, const MlpActivation& act, const std::optional<at::Tensor>& h);
 
 }  // namespace moe_ext

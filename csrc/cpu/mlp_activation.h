@@ -18,4 +18,13 @@ struct MlpActivation {
 // fp32 (fp64 for fp64), returned in h's dtype.
 at::Tensor apply_mlp_activation(const at::Tensor& h, const MlpActivation& act);
 
+// The activation's backward: dh = d act(h) / dh * grad (gated: d gate = act'(gate) * up * grad,
+// d up = act(gate) * grad; a clamp passes the gradient where its input is inside the limits, as
+// torch.clamp's does), computed in fp32 (fp64 for fp64) from h (h's dtype) and grad (any float
+// dtype), returned in h's dtype: [rows, 2I] (gated) or [rows, I]. Torch's own derivative kernels
+// (silu_backward, gelu_backward, threshold_backward), so it matches eager autograd bit for bit
+// on the same inputs.
+at::Tensor mlp_activation_backward(const at::Tensor& h, const at::Tensor& grad,
+                                   const MlpActivation& act);
+
 }  // namespace moe_ext

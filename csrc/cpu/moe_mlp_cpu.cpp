@@ -10,7 +10,9 @@
 // cache-resident, scheduled by run_groups_balanced (group_schedule.h: largest first from a shared
 // counter; an expert too big to balance runs alone with every thread in its GEMMs).
 // bf16/fp16 GEMMs run natively where oneDNN supports them (mm_precision.h), in fp32 elsewhere;
-// each stage rounds to the input dtype as the composite path does.
+// each stage rounds to the input dtype as the composite path does. With h_out (moe_mlp_save_h,
+// the training forward that keeps h for moe_mlp_backward) each expert's h rows are also copied
+// into an [N, 2I or I] buffer in x's dtype.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -24,7 +26,7 @@ namespace moe_ext {
 
 at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                        const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
-                       const at::Tensor& offsets, const MlpActivation& act) {
+                       const at::Tensor& offsets, const MlpActivation& act, at::Tensor* h_out) {
   const int64_t E = w1.size(0), H = x.size(1), k = weights.size(1), N = order.size(0);
   const auto dtype = x.scalar_type();
   const auto compute = cpu_mm_is_native(dtype) ? dtype : at::kFloat;
@@ -39,6 +41,10 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
   const auto src_rows = at::div(order.to(at::kLong), k, "floor");
   auto yp = at::empty({N, H}, x.options());
   if (start[E] < N) yp.narrow(0, start[E], N - start[E]).zero_();  // dropped: never read
+  if (h_out != nullptr) {  // kept for the backward; its dropped rows are zeros
+    *h_out = at::empty({N, w1.size(1)}, x.options());
+    if (start[E] < N) h_out->narrow(0, start[E], N - start[E]).zero_();
+  }
 
   // fp32 (MKL sgemm) runs faster with the weight as the left operand at few rows -- hᵀ = w1[e] xeᵀ,
   // zᵀ = w2[e] aᵀ: measured here at the Qwen3-30B-A3B expert shape, T = 1024, the layer's fp32
@@ -52,11 +58,13 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
     auto out = yp.narrow(0, lo, m);
     if (weight_left) {
       const auto ht = at::mm(w1[e].to(compute), xe.t().contiguous()).to(dtype);  // [2I or I, m]
-      const auto at_ = apply_mlp_activation(ht.t(), act).to(compute).t();        // [I, m]
+      if (h_out != nullptr) h_out->narrow(0, lo, m).copy_(ht.t());
+      const auto at_ = apply_mlp_activation(ht.t(), act).to(compute).t();  // [I, m]
       out.copy_(at::mm(w2[e].to(compute), at_.contiguous()).t());
       return;
     }
     const auto h = at::mm(xe, w1[e].t().to(compute)).to(dtype);
+    if (h_out != nullptr) h_out->narrow(0, lo, m).copy_(h);
     const auto a = apply_mlp_activation(h, act).to(compute);
     if (compute == dtype)
       at::mm_out(out, a, w2[e].t());

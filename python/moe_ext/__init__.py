@@ -37,12 +37,14 @@ from . import _autograd, _fake, emu  # noqa: F401  (fake kernels, backward formu
 from .layer import MoE
 from .losses import load_balancing_loss, router_z_loss
 from .ops import (
+    get_moe_mlp_memory_policy,
     grouped_mm,
     moe_mlp,
     permute,
     route,
     route_weights,
     route_with_stats,
+    set_moe_mlp_memory_policy,
     sort_tokens,
     unpermute,
 )
@@ -74,6 +76,8 @@ __all__ = [
     "load_balancing_loss",
     "load_gemm_tuning",
     "moe_mlp",
+    "set_moe_mlp_memory_policy",
+    "get_moe_mlp_memory_policy",
     "permute",
     "route",
     "route_weights",

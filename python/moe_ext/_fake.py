@@ -103,6 +103,33 @@ def _moe_mlp_fake(
     return x.new_empty(x.shape)
 
 
+def _moe_mlp_save_h_fake(
+    x, w1, w2, weights, order, slot, offsets, activation="swiglu", activation_limit=None
+):
+    return x.new_empty(x.shape), x.new_empty((order.shape[0], w1.shape[1]))
+
+
+def _moe_mlp_backward_fake(
+    grad_y,
+    x,
+    w1,
+    w2,
+    weights,
+    order,
+    slot,
+    offsets,
+    activation="swiglu",
+    activation_limit=None,
+    h=None,
+):
+    return (
+        x.new_empty(x.shape),
+        w1.new_empty(w1.shape),
+        w2.new_empty(w2.shape),
+        weights.new_empty(weights.shape),
+    )
+
+
 def _unpermute_backward_fake(grad_y, yp, order, slot, weights):
     return yp.new_empty(yp.shape), weights.new_empty(weights.shape)
 
@@ -119,6 +146,8 @@ _FAKES = {
     "route_weights": _route_weights_fake,
     "unpermute_backward": _unpermute_backward_fake,
     "moe_mlp": _moe_mlp_fake,
+    "moe_mlp_backward": _moe_mlp_backward_fake,
+    "moe_mlp_save_h": _moe_mlp_save_h_fake,
     "route": _route_fake,
     "route_with_stats": _route_with_stats_fake,
     "route_backward": _route_backward_fake,

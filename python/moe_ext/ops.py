@@ -8,6 +8,7 @@ them synchronises the device.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -198,6 +199,35 @@ def route_weights(
     return _ops.route_weights(logits, ids, score_func, renormalize, scaling_factor)
 
 
+_MOE_MLP_MEMORY_POLICIES = ("save_h", "recompute")
+_moe_mlp_memory_policy = os.environ.get("MOE_EXT_MOE_MLP_MEMORY", "save_h")
+if _moe_mlp_memory_policy not in _MOE_MLP_MEMORY_POLICIES:
+    raise ValueError(
+        f"MOE_EXT_MOE_MLP_MEMORY must be one of {_MOE_MLP_MEMORY_POLICIES}, "
+        f"got {_moe_mlp_memory_policy!r}"
+    )
+
+
+def set_moe_mlp_memory_policy(policy: str) -> None:
+    """What ``moe_mlp``'s forward keeps for the backward when a gradient is needed:
+
+    - ``"save_h"`` (default): h = x[order // k] @ w1ᵀ, ``[N, 2I]`` (``[N, I]`` ungated) in x's
+      dtype besides the inputs; the backward runs 4 grouped GEMMs (6 per training step, the
+      minimum).
+    - ``"recompute"``: the inputs only; the backward recomputes h (5 GEMMs, 7 per step).
+
+    Never the second GEMM: the routing-weight gradient comes from the dA GEMM
+    (``moe_mlp_backward``). Also ``MOE_EXT_MOE_MLP_MEMORY=save_h|recompute`` at import."""
+    global _moe_mlp_memory_policy
+    if policy not in _MOE_MLP_MEMORY_POLICIES:
+        raise ValueError(f"policy must be one of {_MOE_MLP_MEMORY_POLICIES}, got {policy!r}")
+    _moe_mlp_memory_policy = policy
+
+
+def get_moe_mlp_memory_policy() -> str:
+    return _moe_mlp_memory_policy
+
+
 def moe_mlp(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -217,10 +247,21 @@ def moe_mlp(
     ``"geglu"``, ``"geglu_tanh"``, or ``[E, I, H]`` for ``"silu"``, ``"gelu"``, ``"gelu_tanh"``,
     ``"relu"``, ``"identity"``; ``w2`` is ``down_proj`` ``[E, H, I]``. On CUDA (bf16/fp16) the
     token gather runs inside the first grouped GEMM's loads and the activation and routing
-    weights in the GEMMs' epilogues. Differentiable in x, w1, w2 and weights (the backward
-    recomputes the intermediate activations instead of storing them). ``activation_limit``
-    (gated activations only): the clamped SwiGLU of DeepSeek-V4 (``swiglu_limit``) --
-    ``gate.clamp(max=limit)``, ``up.clamp(-limit, limit)`` before ``act(gate) * up``; applied
-    in the first GEMM's epilogue on the fused path.
+    weights in the GEMMs' epilogues. Differentiable in x, w1, w2 and weights; what the forward
+    keeps for the backward is :func:`set_moe_mlp_memory_policy`'s choice (default: h, the
+    first GEMM's output, in x's dtype; the training forward then runs the activation between
+    the GEMMs instead of in the first one's epilogue). ``activation_limit`` (gated activations
+    only): the clamped SwiGLU of DeepSeek-V4 (``swiglu_limit``) -- ``gate.clamp(max=limit)``,
+    ``up.clamp(-limit, limit)`` before ``act(gate) * up``; applied in the first GEMM's epilogue
+    on the fused path.
     """
+    if (
+        _moe_mlp_memory_policy == "save_h"
+        and torch.is_grad_enabled()
+        and any(t.requires_grad for t in (x, w1, w2, weights))
+    ):
+        y, _ = _ops.moe_mlp_save_h(
+            x, w1, w2, weights, order, slot, offsets, activation, activation_limit
+        )
+        return y
     return _ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, activation, activation_limit)
