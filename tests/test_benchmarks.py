@@ -188,3 +188,20 @@ def test_percentiles_are_ordered_and_noise_is_marked():
     assert not many["noisy"]
     row = Row("b", {}, many, {"base": two}).finish()
     assert row["baselines"]["base"]["speedup_reliable"] is False
+
+
+def test_moe_mlp_backward_bench_smoke(tmp_path):
+    """benchmarks/bench_moe_mlp_backward.py at a tiny shape: every row runs (the composite
+    backward rebuilt from the public ops included) and the table has the executed-FLOP column."""
+    out = tmp_path / "bwd.md"
+    run_script(
+        ["benchmarks/bench_moe_mlp_backward.py", "--smoke", "--reps", "1", "--markdown", str(out)],
+        tmp_path,
+    )
+    rows = {
+        r.split("|")[1].strip(): r.split("|")
+        for r in out.read_text().splitlines()
+        if r.startswith("| ") and "---" not in r
+    }
+    assert float(rows["fwd+bwd save_h"][7]) == 1.0 and float(rows["fwd+bwd recompute"][7]) == 1.22
+    assert float(rows["fwd+bwd composite (before)"][7]) == 1.33

@@ -245,24 +245,32 @@ SM90_LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_sm90_random_problems(seed, monkeypatch):
-    """Random forms, operand majors, group splits (empty groups, tails), dims with 16-byte
-    pitches, bias and output dtype, all forced onto the Hopper kernel, against the reference."""
-    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
+def random_sm90_problem(seed, max_groups, max_dim8):
+    """A random problem the Hopper kernel takes: form, operand majors, group split (empty
+    groups, tails), dims with 16-byte pitches (multiples of 8 up to 8 max_dim8), bias, output
+    dtype. Returns (form, a, b, offs, bias, out_dtype)."""
     rng = random.Random(seed)
     form = rng.choice(sorted(SM90_LAYOUTS))
     a_layout, b_layout = rng.choice(SM90_LAYOUTS[form])
-    G = rng.randint(1, 9)
-    M, K, N = (8 * rng.randint(1, 40) for _ in range(3))
+    G = rng.randint(1, max_groups)
+    M, K, N = (8 * rng.randint(1, max_dim8) for _ in range(3))
     kind = rng.choice(["uneven", "skewed", "empty_tail", "one"] if form != "3x3" else ["even"])
     dtype = rng.choice([torch.bfloat16, torch.float16])
     out_dtype = rng.choice([None, torch.float32])
     torch.manual_seed(seed)
     a, b, offs = make_inputs(form, G, M, K, N, kind, dtype, "cpu", a_layout, b_layout)
     bias = torch.randn(G, N).to(dtype) if rng.random() < 0.4 else None
+    return form, a, b, offs, bias, out_dtype
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sm90_random_problems(seed, monkeypatch):
+    """Random forms, operand majors, group splits (empty groups, tails), dims with 16-byte
+    pitches, bias and output dtype, all forced onto the Hopper kernel, against the reference."""
+    monkeypatch.setenv("MOE_EXT_GEMM_PATH", "sm90")
+    form, a, b, offs, bias, out_dtype = random_sm90_problem(seed, max_groups=9, max_dim8=40)
     out = emu_mm()(a, b, offs, bias, out_dtype)
-    assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0, (form, a_layout, b_layout)
+    assert moe_ext.emu.last_launch_stats()["threads"] % 384 == 0, (form, a.stride(), b.stride())
     check_gemm(form, out, a, b, offs, bias, out_dtype)
 
 

@@ -12,12 +12,10 @@ The counters show the multicast at work: global bytes per FLOP half the single-C
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 from conftest import backends_for
-from test_grouped_gemm_kernel import SM90_LAYOUTS, SM90_SHAPES, emu_mm
+from test_grouped_gemm_kernel import SM90_SHAPES, emu_mm, random_sm90_problem
 from test_grouped_mm import check_gemm, make_inputs
 
 import moe_ext
@@ -57,17 +55,7 @@ def test_cluster_kernel(shape, dtype, cluster):
 def test_cluster_random_problems(seed, cluster):
     """Random forms, operand majors, group splits (empty groups, tails), dims with 16-byte
     pitches, bias and output dtype, forced onto the 2x2-cluster kernel, against the reference."""
-    rng = random.Random(100 + seed)
-    form = rng.choice(sorted(SM90_LAYOUTS))
-    a_layout, b_layout = rng.choice(SM90_LAYOUTS[form])
-    G = rng.randint(1, 7)
-    M, K, N = (8 * rng.randint(1, 48) for _ in range(3))
-    kind = rng.choice(["uneven", "skewed", "empty_tail", "one"] if form != "3x3" else ["even"])
-    dtype = rng.choice([torch.bfloat16, torch.float16])
-    out_dtype = rng.choice([None, torch.float32])
-    torch.manual_seed(seed)
-    a, b, offs = make_inputs(form, G, M, K, N, kind, dtype, "cpu", a_layout, b_layout)
-    bias = torch.randn(G, N).to(dtype) if rng.random() < 0.4 else None
+    form, a, b, offs, bias, out_dtype = random_sm90_problem(100 + seed, max_groups=7, max_dim8=48)
     out = emu_mm()(a, b, offs, bias, out_dtype)
     assert_cluster_ran(moe_ext.emu.last_launch_stats(), conflict_free=out_dtype is None)
     check_gemm(form, out, a, b, offs, bias, out_dtype)

@@ -82,6 +82,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward(
     const at::Tensor& offsets, c10::string_view activation, std::optional<double> activation_limit,
     const std::optional<at::Tensor>& h);
 
+template <Target T>
+std::tuple<at::Tensor, at::Tensor> quantize_fp8(const at::Tensor& x, int64_t group_size,
+                                                c10::string_view scale_format);
+
 // Explicit instantiations of a binding for the targets this build has, at the end of its .cpp:
 // MOE_EXT_INSTANTIATE(op) for kCpu and the device targets, MOE_EXT_INSTANTIATE_DEVICE(op) for the
 // device targets only.

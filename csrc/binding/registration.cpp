@@ -73,6 +73,11 @@ TORCH_LIBRARY(moe_ext, m) {
   m.def(
       "route_weights(Tensor logits, Tensor ids, str score_func=\"softmax\", "
       "bool renormalize=True, float scaling_factor=1.0) -> Tensor");
+  // Per-token-group FP8: x[M,K] -> x_q float8_e4m3fn, scale[M, ceil(K/g)] fp32 (amax / 448,
+  // or rounded up to a power of two with "ue8m0"); x ~= x_q * scale per group.
+  m.def(
+      "quantize_fp8(Tensor x, int group_size=128, str scale_format=\"float\") -> "
+      "(Tensor x_q, Tensor scale)");
   // Backward of route / route_with_stats: d logits (scores recomputed from the logits).
   m.def(
       "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
@@ -109,6 +114,7 @@ void register_ops(torch::Library& m) {
   m.impl("moe_mlp_save_h", &moe_mlp_save_h<T>);
   m.impl("moe_mlp_backward", &moe_mlp_backward<T>);
   m.impl("route_weights", &route_weights<T>);
+  m.impl("quantize_fp8", &quantize_fp8<T>);
 }
 
 }  // namespace

@@ -62,6 +62,10 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
                        const at::Tensor& offsets, const MlpActivation& act,
                        at::Tensor* h_out = nullptr);
 
+// Per-token-group FP8 quantization (quantize_fp8_cpu.cpp): (x_q e4m3fn, scale fp32).
+std::tuple<at::Tensor, at::Tensor> quantize_fp8_cpu(const at::Tensor& x, int64_t group_size,
+                                                    bool ue8m0);
+
 // moe_mlp's backward (moe_mlp_backward_cpu.cpp): (grad_x, grad_w1, grad_w2, grad_weights); h, when
 // given, is the forward's x[order // k] @ w1ᵀ in sorted row order (else recomputed).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_cpu(

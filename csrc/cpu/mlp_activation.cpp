@@ -3,17 +3,24 @@
 
 namespace moe_ext {
 
+namespace {
+
+// The (ungated) activation of v.
+at::Tensor activate(const at::Tensor& v, GemmActivation a) {
+  switch (a) {
+    case GemmActivation::kSilu: return at::silu(v);
+    case GemmActivation::kGelu: return at::gelu(v);
+    case GemmActivation::kGeluTanh: return at::gelu(v, "tanh");
+    case GemmActivation::kRelu: return at::relu(v);
+    default: return v;
+  }
+}
+
+}  // namespace
+
 at::Tensor apply_mlp_activation(const at::Tensor& h, const MlpActivation& act) {
   const int64_t I = act.gated ? h.size(1) / 2 : h.size(1);
-  auto f = [&](const at::Tensor& v) {
-    switch (act.act) {
-      case GemmActivation::kSilu: return at::silu(v);
-      case GemmActivation::kGelu: return at::gelu(v);
-      case GemmActivation::kGeluTanh: return at::gelu(v, "tanh");
-      case GemmActivation::kRelu: return at::relu(v);
-      default: return v;
-    }
-  };
+  auto f = [&](const at::Tensor& v) { return activate(v, act.act); };
   const auto acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor out;
   if (act.gated) {
@@ -32,15 +39,7 @@ at::Tensor apply_mlp_activation(const at::Tensor& h, const MlpActivation& act) {
 at::Tensor mlp_activation_backward(const at::Tensor& h, const at::Tensor& grad,
                                    const MlpActivation& act) {
   const auto acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto f = [&](const at::Tensor& v) {
-    switch (act.act) {
-      case GemmActivation::kSilu: return at::silu(v);
-      case GemmActivation::kGelu: return at::gelu(v);
-      case GemmActivation::kGeluTanh: return at::gelu(v, "tanh");
-      case GemmActivation::kRelu: return at::relu(v);
-      default: return v;
-    }
-  };
+  auto f = [&](const at::Tensor& v) { return activate(v, act.act); };
   auto df = [&](const at::Tensor& g, const at::Tensor& v) {  // g * act'(v)
     switch (act.act) {
       case GemmActivation::kSilu: return at::silu_backward(g, v);

@@ -130,6 +130,16 @@ def _moe_mlp_backward_fake(
     )
 
 
+def _quantize_fp8_fake(x, group_size=128, scale_format="float"):
+    torch._check(x.dim() == 2, lambda: f"moe_ext.quantize_fp8: x must be 2-D, got {tuple(x.shape)}")
+    torch._check(group_size >= 1, lambda: "moe_ext.quantize_fp8: group_size must be >= 1")
+    groups = (x.shape[1] + group_size - 1) // group_size
+    return (
+        x.new_empty(x.shape, dtype=torch.float8_e4m3fn),
+        x.new_empty((x.shape[0], groups), dtype=torch.float32),
+    )
+
+
 def _unpermute_backward_fake(grad_y, yp, order, slot, weights):
     return yp.new_empty(yp.shape), weights.new_empty(weights.shape)
 
@@ -148,6 +158,7 @@ _FAKES = {
     "moe_mlp": _moe_mlp_fake,
     "moe_mlp_backward": _moe_mlp_backward_fake,
     "moe_mlp_save_h": _moe_mlp_save_h_fake,
+    "quantize_fp8": _quantize_fp8_fake,
     "route": _route_fake,
     "route_with_stats": _route_with_stats_fake,
     "route_backward": _route_backward_fake,

@@ -199,6 +199,18 @@ def route_weights(
     return _ops.route_weights(logits, ids, score_func, renormalize, scaling_factor)
 
 
+def quantize_fp8(
+    x: torch.Tensor, group_size: int = 128, scale_format: str = "float"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token-group FP8 quantization (vLLM ``per_token_group_quant_fp8``, DeepSeek-V3
+    ``act_quant``): for each row of ``x [M, K]`` (bf16/fp16/fp32) and each group of
+    ``group_size`` columns (the last may be shorter), ``scale = max(amax, 1e-10) / 448`` in fp32
+    (``scale_format="ue8m0"``: rounded up to a power of two) and ``x_q = saturate(x / scale)`` in
+    ``float8_e4m3fn``, round to nearest even. Returns ``(x_q [M, K], scale [M, ceil(K /
+    group_size)])``; ``x ~= x_q.float() * scale`` per group. Not differentiable."""
+    return _ops.quantize_fp8(x, group_size, scale_format)
+
+
 _MOE_MLP_MEMORY_POLICIES = ("save_h", "recompute")
 _moe_mlp_memory_policy = os.environ.get("MOE_EXT_MOE_MLP_MEMORY", "save_h")
 if _moe_mlp_memory_policy not in _MOE_MLP_MEMORY_POLICIES:

@@ -284,3 +284,47 @@ def moe_mlp(x, w1, w2, weights, order, slot, offsets, activation="swiglu", activ
     z = torch.einsum("nhi,ni->nh", w2[e], a)
     w = weights.reshape(-1).to(z.dtype) * kept.to(z.dtype)
     return (z * w.unsqueeze(1)).view(T, k, H).sum(1)
+
+
+FP8_E4M3_MAX = 448.0  # the largest finite float8_e4m3fn
+FP8_AMAX_FLOOR = 1e-10  # an all-zero group still gets a positive scale
+FP8_SCALE_FORMATS = ("float", "ue8m0")
+
+
+def fp8_group_scales(amax: torch.Tensor, scale_format: str) -> torch.Tensor:
+    """scale = max(amax, 1e-10) / 448 in fp32; "ue8m0": rounded up to a power of two,
+    2^ceil(log2(scale)), computed exactly from the float's bits (frexp), not through log2."""
+    if scale_format not in FP8_SCALE_FORMATS:
+        raise ValueError(f"scale_format must be one of {FP8_SCALE_FORMATS}, got {scale_format!r}")
+    scale = amax.float().clamp(min=FP8_AMAX_FLOOR) / FP8_E4M3_MAX
+    if scale_format == "ue8m0":
+        mant, exp = torch.frexp(scale)  # scale = mant * 2^exp, mant in [0.5, 1)
+        scale = torch.where(mant == 0.5, scale, torch.ldexp(torch.ones_like(scale), exp))
+    return scale
+
+
+def quantize_fp8(x: torch.Tensor, group_size: int = 128, scale_format: str = "float"):
+    """Per-token-group FP8 quantization (vLLM per_token_group_quant_fp8, DeepSeek-V3 act_quant).
+
+    Args:
+        x: [M, K] bf16/fp16/fp32.
+        group_size: columns per scale (the last group of a row may be shorter).
+        scale_format: "float" (amax / 448) or "ue8m0" (rounded up to a power of two).
+    Returns:
+        x_q [M, K] float8_e4m3fn = saturate(x / scale) rounded to nearest even, and scale
+        [M, ceil(K / group_size)] fp32, so that x ~= x_q.float() * scale (per group).
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must be [M, K], got {tuple(x.shape)}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    M, K = x.shape
+    groups = -(-K // group_size)
+    xf = x.float()
+    pad = groups * group_size - K
+    padded = torch.nn.functional.pad(xf, (0, pad)).view(M, groups, group_size)
+    amax = padded.abs().amax(-1) if K > 0 else xf.new_zeros(M, 0)
+    scale = fp8_group_scales(amax, scale_format)
+    full = scale.repeat_interleave(group_size, dim=1)[:, :K]
+    q = (xf / full).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
+    return q, scale

@@ -1,0 +1,53 @@
+// Binding of quantize_fp8 (per-token-group FP8 quantization, DESIGN.md "Contract additions"):
+// checks, then the native CPU op or tensors -> QuantizeFp8Params and the kernel
+// (kernels/quantize_fp8.cuh) on the device target.
+#include <string>
+
+#include "../cpu/cpu_ops.h"
+#include "../kernels/quantize_fp8.h"
+#include "backend.h"
+#include "ops.h"
+
+namespace moe_ext {
+
+template <Target T>
+std::tuple<at::Tensor, at::Tensor> quantize_fp8(const at::Tensor& x, int64_t group_size,
+                                                c10::string_view scale_format) {
+  const CheckScope<T> checks;
+  const char* op = "quantize_fp8";
+  check_float(op, "x", x, false);
+  check_dim(op, "x", x, 2);
+  MOE_CHECK(op, group_size >= 1 && group_size <= (int64_t{1} << 30),
+            "group_size must be in [1, 2^30], got ", group_size);
+  const std::string fmt(scale_format);
+  MOE_CHECK(op, fmt == "float" || fmt == "ue8m0", "scale_format must be 'float' or 'ue8m0', got '",
+            fmt, "'");
+  const bool ue8m0 = fmt == "ue8m0";
+  if constexpr (T == Target::kCpu) {
+    return quantize_fp8_cpu(x, group_size, ue8m0);
+  } else {
+    const int64_t M = x.size(0), K = x.size(1);
+    const int64_t groups = (K + group_size - 1) / group_size;
+    const auto xc = x.stride(1) == 1 || K <= 1 ? x : x.contiguous();
+    auto x_q = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
+    auto scale = at::empty({M, groups}, x.options().dtype(at::kFloat));
+    QuantizeFp8Params p{};
+    p.x = xc.const_data_ptr();
+    p.x_q = static_cast<uint8_t*>(x_q.data_ptr());
+    p.scale = scale.data_ptr<float>();
+    p.rows = M, p.cols = K;
+    p.x_row_stride = xc.stride(0);
+    p.group_size = static_cast<int32_t>(group_size);
+    p.in_type = x.scalar_type() == at::kBFloat16 ? Fp8InType::kBF16
+                : x.scalar_type() == at::kHalf   ? Fp8InType::kF16
+                                                 : Fp8InType::kF32;
+    p.ue8m0 = ue8m0;
+    launch_on<T>(op, &launch_quantize_fp8<T>, p,
+                 {{"x", xc, false}, {"x_q", x_q, true}, {"scale", scale, true}});
+    return {x_q, scale};
+  }
+}
+
+MOE_EXT_INSTANTIATE(quantize_fp8)
+
+}  // namespace moe_ext

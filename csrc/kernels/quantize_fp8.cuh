@@ -1,0 +1,88 @@
+// quantize_fp8_kernel: per-token-group FP8 quantization (DESIGN.md, quantize_fp8):
+//
+//   amax[m, g]  = max(max |x[m, k]| over the group's columns k in [g G, min((g + 1) G, K)), 1e-10)
+//   scale[m, g] = amax / 448                 (fp32; ue8m0: 2^ceil(log2 scale), common/fp8.h)
+//   x_q[m, k]   = e4m3fn(saturate(x[m, k] / scale[m, g])), round to nearest even
+//
+// NaN propagates into a group's amax (as torch.amax does), so a NaN input makes its group's
+// scale and every x_q of the group NaN, like the reference.
+//
+// Design: memory-bound (read K elements, write K bytes + K / G floats per row), so one warp per
+// (row, group) with a grid-stride loop over them: the lanes read the group's elements at
+// consecutive addresses (coalesced), reduce |x| with shuffles, lane 0 writes the scale, then the
+// lanes re-read their elements (L1 hits) and write the bytes. The e4m3 conversion is integer
+// arithmetic on the float's bits (common/fp8.h): the same bits on sm_80 (no fp8 cvt), sm_90 and
+// the emulator. The division is IEEE (x / scale, not x * (1 / scale)), as the reference's.
+// Not vectorised yet (a 128-column group is 4 elements per lane); x rows of any stride.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "../common/convert.h"
+#include "../common/fp8.h"
+#include "../common/launch.h"
+#include "../common/memory.h"
+#include "../common/warp.h"
+#include "quantize_fp8.h"
+
+namespace moe_ext::MOE_KERNEL_NS {
+
+template <typename T>
+__global__ void quantize_fp8_kernel(QuantizeFp8Params p) {
+  const T* x = static_cast<const T*>(p.x);
+  const int64_t groups = (p.cols + p.group_size - 1) / p.group_size;
+  const int64_t items = p.rows * groups;
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  const int warps = static_cast<int>(blockDim.x) / 32;
+  for (int64_t item = static_cast<int64_t>(blockIdx.x) * warps + warp; item < items;
+       item += static_cast<int64_t>(gridDim.x) * warps) {
+    const int64_t row = item / groups, g = item % groups;
+    const int64_t c0 = g * p.group_size;
+    const int64_t c1 = std::min<int64_t>(c0 + p.group_size, p.cols);
+    const T* src = x + row * p.x_row_stride;
+    float amax = 0.f;
+    for (int64_t c = c0 + lane; c < c1; c += 32) {
+      const float v = fabsf(to_acc(ld_global_nc(src + c)));
+      amax = (v > amax || v != v) ? v : amax;  // NaN propagates
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      const float other = __shfl_xor_sync(0xffffffffu, amax, o);
+      amax = (other > amax || other != other) ? other : amax;
+    }
+    float scale = (amax > 1e-10f || amax != amax ? amax : 1e-10f) / kFp8E4m3Max;
+    if (p.ue8m0 && scale == scale) scale = pow2_ceil(scale);
+    if (lane == 0) st_global(p.scale + row * groups + g, scale);
+    uint8_t* dst = p.x_q + row * p.cols;
+    for (int64_t c = c0 + lane; c < c1; c += 32)
+      st_global(dst + c, f32_to_e4m3_satfinite(to_acc(ld_global_nc(src + c)) / scale));
+  }
+}
+
+}  // namespace moe_ext::MOE_KERNEL_NS
+
+// The launcher (declared in the .h), for the target this translation unit compiles.
+namespace moe_ext {
+
+template <>
+cudaError_t launch_quantize_fp8<kKernelTarget>(const QuantizeFp8Params& p, cudaStream_t stream) {
+  using namespace MOE_KERNEL_NS;
+  const int64_t groups = (p.cols + p.group_size - 1) / p.group_size;
+  const int64_t items = p.rows * groups;
+  if (items == 0) return cudaSuccess;
+  constexpr int kThreads = 256;  // 8 warps, one (row, group) each
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>((items + 7) / 8, int64_t{1} << 16));
+  switch (p.in_type) {
+    case Fp8InType::kBF16:
+      return launch_kernel("quantize_fp8_kernel", quantize_fp8_kernel<__nv_bfloat16>, dim3(blocks),
+                           dim3(kThreads), 0, stream, p);
+    case Fp8InType::kF16:
+      return launch_kernel("quantize_fp8_kernel", quantize_fp8_kernel<__half>, dim3(blocks),
+                           dim3(kThreads), 0, stream, p);
+    default:
+      return launch_kernel("quantize_fp8_kernel", quantize_fp8_kernel<float>, dim3(blocks),
+                           dim3(kThreads), 0, stream, p);
+  }
+}
+
+}  // namespace moe_ext
