@@ -13,9 +13,8 @@ experts' GEMMs, 2*T*k*H*2I + 2*T*k*I*H forward; x3 for forward+backward. Each ro
 per implementation, the GEMM FLOPs it executes over those counted (moe_ext's fwd+bwd: 1.0 with
 the default "save_h" memory policy, 22/18 = 1.22 with --memory-policy recompute, the counts
 tests/test_moe_mlp_backward.py asserts on the emulator; the torch pipelines save every GEMM
-input: 1.0) and the peak memory one call allocates beyond
-what was live before it (CUDA: the caching allocator's peak; CPU: the profiler's allocation
-events). Presets: Mixtral-8x7B,
+input: 1.0) and, for forward+backward, the activation memory the forward saves for the backward
+(saved_activation_bytes: autograd's saved tensors, parameters and input excluded). Presets: Mixtral-8x7B,
 Qwen3-30B-A3B (T=32768 on a GPU), DeepSeek-V3, OLMoE; uniform-ish routing from random router
 weights. On CPU: T / --cpu-scale and H, I / 8 (unless --full-shape), and no eager-loop fwd+bwd
 for E > 64 (minutes per call); the CPU numbers say nothing about GPU speed.
@@ -104,33 +103,25 @@ EXECUTED_OVER_IDEAL = {
 }
 
 
-def peak_bytes(fn) -> int:
-    """Peak memory one call of fn allocates above what is live before it."""
-    if torch.cuda.is_available() and device() == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    acts = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=acts, profile_memory=True) as prof:
-        fn()
-    # each op's own allocations minus frees (self: children excluded), and the frees outside
-    # any op ("[memory]" events), in time order: the running sum's maximum is the peak live
-    # memory between ops (an op's transient peak inside itself is not seen)
-    events = sorted(
-        (
-            e.time_range.start,
-            e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage,
-        )
-        for e in prof.events()
-    )
-    live = peak = 0
-    for _, delta in events:
-        live += delta
-        peak = max(peak, live)
-    return peak
+def saved_activation_bytes(fn, exclude=()) -> int:
+    """Bytes of the tensors autograd saves for the backward during one forward ``fn()`` (its
+    result's graph), each storage once, not counting ``exclude`` (the parameters and the input,
+    alive anyway): the training memory a forward holds until its backward, measured through
+    torch.autograd.graph.saved_tensors_hooks. Device-independent and exact, unlike a process
+    memory peak on CPU."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            seen[ptr] = max(seen.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values())
 
 
 def main():
@@ -214,7 +205,11 @@ def main():
                         impl(x.detach().requires_grad_(True)).float().sum().backward()
 
                 measured[bname] = measure(run, iters, l2_flush=cuda)
-                measured[bname]["peak_mb"] = peak_bytes(run) / 2**20
+                if mode == "fwd+bwd":
+                    params = [*layer.parameters()]
+                    xs = x.detach().requires_grad_(True)
+                    saved = saved_activation_bytes(lambda impl=impl, xs=xs: impl(xs), params + [xs])
+                    measured[bname]["saved_mb"] = saved / 2**20
                 policy = moe_ext.get_moe_mlp_memory_policy()
                 key = (
                     (bname, mode, policy)
@@ -248,8 +243,8 @@ def main():
             ).finish()
             rows.append(row)
             mem = lambda m: (  # noqa: E731
-                f", {m['peak_mb']:.0f} MB peak, x{m['executed_over_ideal']:.2f} FLOPs"
-                if "peak_mb" in m
+                f", {m['saved_mb']:.0f} MB saved for bwd, x{m['executed_over_ideal']:.2f} FLOPs"
+                if "saved_mb" in m
                 else ""
             )
             ratios = "  ".join(

@@ -14,8 +14,8 @@ Rows, at one preset's expert shape (no router: the expert MLP alone, uniform rou
   dense mm           torch.mm [N, H] @ [H, 3I], x3 for fwd+bwd: the roofline
 
 Per row: median seconds over interleaved repetitions, TFLOP/s of the counted expert GEMM FLOPs
-(6 N H I forward, x3 with the backward), the executed/counted GEMM FLOP ratio, and the peak memory
-the call allocates (bench_moe_layer.peak_bytes). CPU figures depend on the CPU (state it) and on
+(6 N H I forward, x3 with the backward), the executed/counted GEMM FLOP ratio, and the activation memory the forward saves for the
+backward (bench_moe_layer.saved_activation_bytes: autograd's saved tensors, parameters excluded). CPU figures depend on the CPU (state it) and on
 the machine's noise; compare ratios from one run.
 
     python benchmarks/bench_moe_mlp_backward.py [--preset qwen3-30b-a3b] [--tokens 1024]
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_moe_layer import peak_bytes  # noqa: E402
+from bench_moe_layer import saved_activation_bytes  # noqa: E402
 from shapes import PRESETS  # noqa: E402
 
 import moe_ext  # noqa: E402
@@ -158,13 +158,22 @@ def main():
                 else:
                     fn()
                 times[name].append(time.perf_counter() - t0)
-        peaks = {}
-        for name, (fn, _, _) in rows.items():
-            if name == "forward":
-                with torch.no_grad():
-                    peaks[name] = peak_bytes(fn)
-            else:
-                peaks[name] = peak_bytes(fn)
+        saved = {}
+        forwards = {
+            "fwd+bwd save_h": ("save_h", lambda *ts: moe_ext.moe_mlp(*ts, order, slot, offsets)),
+            "fwd+bwd recompute": (
+                "recompute",
+                lambda *ts: moe_ext.moe_mlp(*ts, order, slot, offsets),
+            ),
+            "fwd+bwd composite (before)": (
+                policy,
+                lambda *ts: CompositeBackward.apply(*ts, order, slot, offsets),
+            ),
+            "torch gmm fwd+bwd": (policy, lambda *ts: torch_gmm(*ts, ids, E)),
+        }
+        for name, (pol, fwd_fn) in forwards.items():
+            moe_ext.set_moe_mlp_memory_policy(pol)
+            saved[name] = saved_activation_bytes(lambda f=fwd_fn: f(*params), params)
     finally:
         moe_ext.set_moe_mlp_memory_policy(policy)
     med = {name: statistics.median(v) for name, v in times.items()}
@@ -178,15 +187,15 @@ def main():
         f"median of {args.reps} interleaved runs",
         "",
         "| row | s | TFLOP/s (counted) | x own forward | vs torch gmm fwd+bwd | vs dense mm | "
-        "executed/counted GEMM FLOPs | peak MB |",
+        "executed/counted GEMM FLOPs | saved for bwd MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, (_, mult, executed) in rows.items():
         t = med[name]
+        kept = f"{saved[name] / 2**20:.1f}" if name in saved else "-"
         out.append(
             f"| {name} | {t:.3f} | {mult * flops / t / 1e12:.3f} | {t / fwd:.2f} | "
-            f"{gmm / t:.2f} | {(dense * mult / 3) / t:.2f} | {executed:.2f} | "
-            f"{peaks[name] / 2**20:.0f} |"
+            f"{gmm / t:.2f} | {(dense * mult / 3) / t:.2f} | {executed:.2f} | {kept} |"
         )
     md = "\n".join(out) + "\n"
     print(md)
