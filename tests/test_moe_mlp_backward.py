@@ -253,3 +253,20 @@ def test_no_fp32_buffer_as_wide_as_h_cpu():
     big = [(name, shape) for name, shape in fp32 if math.prod(shape) >= N * 2 * I]
     assert not big, big
     assert all(t.grad is not None for t in leaves)
+
+
+@pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator backend")
+def test_device_backward_chunks_rows(monkeypatch):
+    """The device targets run the elementwise steps in row chunks (bounded fp32 temporaries):
+    any chunk size gives the same bits, the rows being independent."""
+    args = make_case(40, 32, 24, 4, 2, torch.bfloat16, "cpu", capacity=15)
+    dy = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+    f = torch.ops.moe_ext_emu.moe_mlp_backward
+    whole = f(dy, *args, "swiglu")
+    monkeypatch.setenv("MOE_EXT_MOE_MLP_BWD_CHUNK", "7")  # 80 rows: 12 chunks, the last short
+    chunked = f(dy, *args, "swiglu")
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a, b)
+    monkeypatch.setenv("MOE_EXT_MOE_MLP_BWD_CHUNK", "0")
+    with pytest.raises(RuntimeError, match="MOE_EXT_MOE_MLP_BWD_CHUNK must be >= 1"):
+        f(dy, *args, "swiglu")

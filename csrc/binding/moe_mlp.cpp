@@ -13,7 +13,9 @@
 // Memory: h and yp (N x (I + H) elements) besides the output. Everything else (fp32, a strided
 // x) takes the composite path through the same target's ops (permute -> grouped_mm -> activation
 // -> grouped_mm -> unpermute).
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "../cpu/cpu_ops.h"
@@ -212,6 +214,16 @@ MlpActivation checked_activation(const char* op, c10::string_view activation,
   return act;
 }
 
+// Rows per chunk of the device backward's elementwise steps: MOE_EXT_MOE_MLP_BWD_CHUNK (tests
+// set a small one to run several chunks), default 16384.
+int64_t backward_chunk_rows_from_env() {
+  const char* v = std::getenv("MOE_EXT_MOE_MLP_BWD_CHUNK");
+  if (v == nullptr || *v == '\0') return 16384;
+  const long long rows = std::atoll(v);
+  MOE_CHECK("moe_mlp_backward", rows >= 1, "MOE_EXT_MOE_MLP_BWD_CHUNK must be >= 1, got '", v, "'");
+  return rows;
+}
+
 // The backward on a device target (moe_mlp_backward_cpu.cpp's formulas, the steps as that
 // target's ops): 5 grouped GEMMs (4 with h given) and no second forward GEMM.
 template <Target T>
@@ -226,18 +238,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_devi
   const auto h = h_in.has_value()
                      ? h_in->to(x.scalar_type())
                      : grouped_mm<T>(xp, w1.transpose(-2, -1), offsets, none, none);  // [N, 2I]
-  const auto a = apply_mlp_activation(h, act);                                        // [N, I]
   const auto g = permute<T>(grad_y.to(x.scalar_type()), order, slot, k);              // [N, H]
   const auto da_raw = grouped_mm<T>(g, w2, offsets, none, none);                      // dA' [N, I]
   // routing weight of each sorted row (dropped rows: g and dA' are zero there)
   const auto order_l = order.to(at::kLong);
   const auto w_sorted = weights.reshape({-1}).index_select(0, order_l).to(acc).unsqueeze(1);
-  const auto dw_sorted = (da_raw.to(acc) * a.to(acc)).sum(1);                  // <dA'_i, a_i>
-  const auto dh = mlp_activation_backward(h, da_raw.to(acc) * w_sorted, act);  // [N, 2I]
-  const auto dz = (g.to(acc) * w_sorted).to(x.scalar_type());                  // w ⊙ g
-  auto dw2 = grouped_mm<T>(dz.t(), a, offsets, none, none);                    // [E, H, I]
-  auto dw1 = grouped_mm<T>(dh.t(), xp, offsets, none, none);                   // [E, 2I, H]
-  const auto dxp = grouped_mm<T>(dh, w1, offsets, none, none);                 // [N, H]
+  // The elementwise steps -- a = act(h), <dA'_i, a_i>, dh = act'(h) (w dA'), dz = w g -- in row
+  // chunks written into x-dtype buffers, so their fp32 temporaries are at most chunk x 2I
+  // (at the Qwen3-30B-A3B shape, T = 32768: 16 K rows x 768 fp32 = 50 MB each, not 805 MB)
+  const int64_t N = order.size(0), I = act.gated ? h.size(1) / 2 : h.size(1);
+  auto a = at::empty({N, I}, x.options());
+  auto dh = at::empty({N, h.size(1)}, x.options());
+  auto dz = at::empty({N, x.size(1)}, x.options());
+  auto dw_sorted = at::empty({N}, x.options().dtype(acc));
+  const int64_t chunk = backward_chunk_rows_from_env();
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t n = std::min(chunk, N - r0);
+    const auto hc = h.narrow(0, r0, n);
+    const auto ac = apply_mlp_activation(hc, act);
+    a.narrow(0, r0, n).copy_(ac);
+    const auto dac = da_raw.narrow(0, r0, n).to(acc);
+    const auto wc = w_sorted.narrow(0, r0, n);
+    dw_sorted.narrow(0, r0, n).copy_((dac * ac.to(acc)).sum(1));  // <dA'_i, a_i>
+    dh.narrow(0, r0, n).copy_(mlp_activation_backward(hc, dac * wc, act));
+    dz.narrow(0, r0, n).copy_(g.narrow(0, r0, n).to(acc) * wc);  // w ⊙ g
+  }
+  auto dw2 = grouped_mm<T>(dz.t(), a, offsets, none, none);     // [E, H, I]
+  auto dw1 = grouped_mm<T>(dh.t(), xp, offsets, none, none);    // [E, 2I, H]
+  const auto dxp = grouped_mm<T>(dh, w1, offsets, none, none);  // [N, H]
   const auto ones = at::ones({x.size(0), k}, x.options().dtype(at::kFloat));
   auto dx = unpermute<T>(dxp, order, slot, ones);
   // order is a permutation of the N assignments: a scatter over all rows needs no kept count
