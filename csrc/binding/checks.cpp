@@ -12,6 +12,15 @@ std::string describe(const at::Tensor& t) {
   return s.str();
 }
 
+FloatDtype float_dtype(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return FloatDtype::kFloat32;
+    case at::kBFloat16: return FloatDtype::kBFloat16;
+    case at::kHalf: return FloatDtype::kFloat16;
+    default: return FloatDtype::kFloat64;  // the checks admitted fp64 on cpu only
+  }
+}
+
 void check_float(const char* op, const char* name, const at::Tensor& t, bool allow_fp64_on_cpu) {
   auto dt = t.scalar_type();
   bool ok = dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf ||

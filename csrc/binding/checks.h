@@ -11,6 +11,7 @@
 
 #include <string>
 
+#include "../common/dtype.h"
 #include "../cpu/cpu_ops.h"  // GroupedForm
 
 namespace moe_ext {
@@ -23,6 +24,9 @@ constexpr int64_t kMaxAssignments = int64_t{1} << 31;
 
 // "float32 [3, 4] on cpu": a compact description of a tensor for error messages.
 std::string describe(const at::Tensor& t);
+
+// The kernels' FloatDtype of a tensor the checks admitted as floating point (fp64 only on cpu).
+FloatDtype float_dtype(const at::Tensor& t);
 
 void check_float(const char* op, const char* name, const at::Tensor& t, bool allow_fp64_on_cpu);
 void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim);

@@ -96,7 +96,7 @@ template <Target T>
 at::Tensor moe_mlp_composite(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                              const at::Tensor& weights, const at::Tensor& order,
                              const at::Tensor& slot, const at::Tensor& offsets,
-                             const MlpActivation& act, at::Tensor* h_out = nullptr) {
+                             const MlpActivation& act, at::Tensor* h_out) {
   const int64_t k = weights.size(1);
   const auto xp = permute<T>(x, order, slot, k);
   const auto h = grouped_mm<T>(xp, w1.transpose(-2, -1), offsets, std::nullopt, std::nullopt);
@@ -111,7 +111,7 @@ template <Target T>
 at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                          const at::Tensor& weights, const at::Tensor& order, const at::Tensor& slot,
                          const at::Tensor& offsets, const MlpActivation& act, int64_t I,
-                         at::Tensor* h_out = nullptr) {
+                         at::Tensor* h_out) {
   using namespace grouped_mm_binding;
   const char* op = "moe_mlp";
   const int64_t H = x.size(1), k = weights.size(1), N = order.size(0);
@@ -195,6 +195,20 @@ at::Tensor moe_mlp_fused(const at::Tensor& x, const at::Tensor& w1, const at::Te
   }
   const auto ones = at::ones({x.size(0), k}, x.options().dtype(at::kFloat));
   return unpermute<T>(yp, order_c, slot, ones);
+}
+
+// The device targets' forward (past the checks): the fused path for bf16/fp16 with a row-major
+// x, else the composite; h_out (moe_mlp_save_h): h = x[order // k] @ w1ᵀ is kept too.
+template <Target T>
+at::Tensor moe_mlp_device(const char* op, const at::Tensor& x, const at::Tensor& w1,
+                          const at::Tensor& w2, const at::Tensor& weights, const at::Tensor& order,
+                          const at::Tensor& slot, const at::Tensor& offsets,
+                          const MlpActivation& act, int64_t I, at::Tensor* h_out) {
+  MOE_CHECK(op, x.scalar_type() != at::kDouble, "float64 is supported on CPU tensors only");
+  const bool fused = (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) &&
+                     (x.stride(1) == 1 || x.size(1) <= 1) && weights.size(1) >= 1;
+  if (!fused) return moe_mlp_composite<T>(x, w1, w2, weights, order, slot, offsets, act, h_out);
+  return moe_mlp_fused<T>(x, w1, w2, weights, order, slot, offsets, act, I, h_out);
 }
 
 // The activation and its limit, checked (op: the error's op name).
@@ -285,16 +299,10 @@ at::Tensor moe_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& 
   const CheckScope<T> checks;
   const MlpActivation act = checked_activation("moe_mlp", activation, activation_limit);
   const int64_t I = check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
-  if constexpr (T == Target::kCpu) {
+  if constexpr (T == Target::kCpu)
     return moe_mlp_cpu(x, w1, w2, weights, order, slot, offsets, act);
-  } else {
-    MOE_CHECK("moe_mlp", x.scalar_type() != at::kDouble,
-              "float64 is supported on CPU tensors only");
-    const bool fused = (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) &&
-                       (x.stride(1) == 1 || x.size(1) <= 1) && weights.size(1) >= 1;
-    if (!fused) return moe_mlp_composite<T>(x, w1, w2, weights, order, slot, offsets, act);
-    return moe_mlp_fused<T>(x, w1, w2, weights, order, slot, offsets, act, I);
-  }
+  else
+    return moe_mlp_device<T>("moe_mlp", x, w1, w2, weights, order, slot, offsets, act, I, nullptr);
 }
 
 template <Target T>
@@ -309,16 +317,10 @@ std::tuple<at::Tensor, at::Tensor> moe_mlp_save_h(const at::Tensor& x, const at:
   const int64_t I = check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
   at::Tensor h;
   at::Tensor y;
-  if constexpr (T == Target::kCpu) {
+  if constexpr (T == Target::kCpu)
     y = moe_mlp_cpu(x, w1, w2, weights, order, slot, offsets, act, &h);
-  } else {
-    MOE_CHECK("moe_mlp_save_h", x.scalar_type() != at::kDouble,
-              "float64 is supported on CPU tensors only");
-    const bool fused = (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) &&
-                       (x.stride(1) == 1 || x.size(1) <= 1) && weights.size(1) >= 1;
-    y = fused ? moe_mlp_fused<T>(x, w1, w2, weights, order, slot, offsets, act, I, &h)
-              : moe_mlp_composite<T>(x, w1, w2, weights, order, slot, offsets, act, &h);
-  }
+  else
+    y = moe_mlp_device<T>("moe_mlp_save_h", x, w1, w2, weights, order, slot, offsets, act, I, &h);
   return {y, h};
 }
 

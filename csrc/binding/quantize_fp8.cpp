@@ -38,9 +38,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_fp8(const at::Tensor& x, int64_t gro
     p.rows = M, p.cols = K;
     p.x_row_stride = xc.stride(0);
     p.group_size = static_cast<int32_t>(group_size);
-    p.in_type = x.scalar_type() == at::kBFloat16 ? Fp8InType::kBF16
-                : x.scalar_type() == at::kHalf   ? Fp8InType::kF16
-                                                 : Fp8InType::kF32;
+    p.dtype = float_dtype(x);
     p.ue8m0 = ue8m0;
     launch_on<T>(op, &launch_quantize_fp8<T>, p,
                  {{"x", xc, false}, {"x_q", x_q, true}, {"scale", scale, true}});

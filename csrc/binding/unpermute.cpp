@@ -8,18 +8,6 @@
 #include "ops.h"
 
 namespace moe_ext {
-namespace {
-
-FloatDtype float_dtype(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return FloatDtype::kFloat32;
-    case at::kBFloat16: return FloatDtype::kBFloat16;
-    case at::kHalf: return FloatDtype::kFloat16;
-    default: return FloatDtype::kFloat64;  // the checks admitted fp64 on cpu only
-  }
-}
-
-}  // namespace
 
 template <Target T>
 at::Tensor unpermute(const at::Tensor& yp, const at::Tensor& order, const at::Tensor& slot,

@@ -9,6 +9,7 @@
 // inputs, so outputs do not depend on the thread count or the schedule.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 
@@ -18,6 +19,18 @@
 #include <vector>
 
 namespace moe_ext {
+
+// Row ranges of the groups of an expert-sorted buffer of `rows` rows from their cumulative ends
+// (`offsets`, sort_tokens'): group g owns [start[g], start[g + 1]), clamped to [0, rows] and
+// monotone, so malformed offsets cannot reach outside the buffer. start[groups] is the kept rows.
+inline std::vector<int64_t> group_row_starts(const at::Tensor& offsets, int64_t rows) {
+  const int64_t groups = offsets.size(0);
+  std::vector<int64_t> start(groups + 1, 0);
+  const auto ends = offsets.to(at::kLong).contiguous();
+  const int64_t* end = ends.const_data_ptr<int64_t>();
+  for (int64_t g = 0; g < groups; ++g) start[g + 1] = std::clamp(end[g], start[g], rows);
+  return start;
+}
 
 // work(g): a cost estimate of group g (0: nothing to do); run(g): does group g.
 template <typename Work, typename Run>

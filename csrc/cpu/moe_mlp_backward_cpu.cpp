@@ -35,12 +35,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_cpu(
   const auto compute = cpu_mm_is_native(dtype) ? dtype : at::kFloat;
   const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
 
-  std::vector<int64_t> start(E + 1, 0);
-  {
-    const auto ends = offsets.to(at::kLong).contiguous();
-    const int64_t* end = ends.const_data_ptr<int64_t>();
-    for (int64_t e = 0; e < E; ++e) start[e + 1] = std::clamp(end[e], start[e], N);
-  }
+  const std::vector<int64_t> start =
+      group_row_starts(offsets, N);  // expert e: [start[e], start[e + 1])
   const auto order_l = order.to(at::kLong);
   const auto src_rows = at::div(order_l, k, "floor");
   const auto w_sorted = weights.reshape({-1}).index_select(0, order_l).to(acc);  // [N]
@@ -56,14 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_cpu(
   auto dw2 = at::zeros(w2.sizes(), contiguous);
   auto dxp = at::empty({N, H}, x.options());
   if (start[E] < N) dxp.narrow(0, start[E], N - start[E]).zero_();  // dropped: never read
-  auto dw_sorted = at::zeros({N}, x.options().dtype(acc));
-  const bool in_place = compute == dtype;
-  auto mm_into = [&](at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
-    if (in_place)
-      at::mm_out(out, a, b);
-    else
-      out.copy_(at::mm(a, b));
-  };
+  auto dw_sorted = at::zeros({N}, x.options().dtype(acc));          // dropped rows stay 0
 
   auto run_expert = [&](int64_t e) {
     const int64_t lo = start[e], m = start[e + 1] - lo;
@@ -86,10 +75,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_cpu(
 
   const auto ones = at::ones({x.size(0), k}, x.options().dtype(at::kFloat));
   auto dx = unpermute_cpu(dxp, slot, ones);
-  // dweights[order[i]] = <dA'_i, a_i>; dropped assignments (past offsets[-1]) get 0
-  auto dweights = at::zeros({weights.numel()}, weights.options().dtype(acc));
-  if (start[E] > 0)
-    dweights.index_copy_(0, order_l.narrow(0, 0, start[E]), dw_sorted.narrow(0, 0, start[E]));
+  // dweights[order[i]] = <dA'_i, a_i>: order is a permutation of the N assignments, and the
+  // dropped ones (rows past offsets[-1]) scatter their 0
+  auto dweights = at::empty({weights.numel()}, weights.options().dtype(acc));
+  dweights.index_copy_(0, order_l, dw_sorted);
   return {dx, dw1, dw2, dweights.view(weights.sizes()).to(weights.scalar_type())};
 }
 

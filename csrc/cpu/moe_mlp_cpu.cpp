@@ -31,12 +31,8 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
   const auto dtype = x.scalar_type();
   const auto compute = cpu_mm_is_native(dtype) ? dtype : at::kFloat;
 
-  std::vector<int64_t> start(E + 1, 0);
-  {
-    const auto ends = offsets.to(at::kLong).contiguous();
-    const int64_t* end = ends.const_data_ptr<int64_t>();
-    for (int64_t e = 0; e < E; ++e) start[e + 1] = std::clamp(end[e], start[e], N);
-  }
+  const std::vector<int64_t> start =
+      group_row_starts(offsets, N);  // expert e: [start[e], start[e + 1])
   // x row of each sorted row (order entries in [0, N): checked by the binding)
   const auto src_rows = at::div(order.to(at::kLong), k, "floor");
   auto yp = at::empty({N, H}, x.options());
@@ -66,10 +62,7 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
     const auto h = at::mm(xe, w1[e].t().to(compute)).to(dtype);
     if (h_out != nullptr) h_out->narrow(0, lo, m).copy_(h);
     const auto a = apply_mlp_activation(h, act).to(compute);
-    if (compute == dtype)
-      at::mm_out(out, a, w2[e].t());
-    else
-      out.copy_(at::mm(a, w2[e].t().to(compute)));
+    mm_into(out, a, w2[e].t().to(compute));
   };
 
   run_groups_balanced(E, [&](int64_t e) { return start[e + 1] - start[e]; }, run_expert);

@@ -20,6 +20,7 @@
 #include <cmath>
 
 #include "../common/convert.h"
+#include "../common/dispatch.h"
 #include "../common/fp8.h"
 #include "../common/launch.h"
 #include "../common/memory.h"
@@ -27,6 +28,9 @@
 #include "quantize_fp8.h"
 
 namespace moe_ext::MOE_KERNEL_NS {
+
+// max(a, b), NaN if either is (fmaxf would drop a NaN)
+MOE_DEVICE MOE_FORCEINLINE float nan_max(float a, float b) { return (b > a || b != b) ? b : a; }
 
 template <typename T>
 __global__ void quantize_fp8_kernel(QuantizeFp8Params p) {
@@ -43,13 +47,9 @@ __global__ void quantize_fp8_kernel(QuantizeFp8Params p) {
     const T* src = x + row * p.x_row_stride;
     float amax = 0.f;
     for (int64_t c = c0 + lane; c < c1; c += 32) {
-      const float v = fabsf(to_acc(ld_global_nc(src + c)));
-      amax = (v > amax || v != v) ? v : amax;  // NaN propagates
+      amax = nan_max(amax, fabsf(to_acc(ld_global_nc(src + c))));
     }
-    for (int o = 16; o > 0; o /= 2) {
-      const float other = __shfl_xor_sync(0xffffffffu, amax, o);
-      amax = (other > amax || other != other) ? other : amax;
-    }
+    for (int o = 16; o > 0; o /= 2) amax = nan_max(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     float scale = (amax > 1e-10f || amax != amax ? amax : 1e-10f) / kFp8E4m3Max;
     if (p.ue8m0 && scale == scale) scale = pow2_ceil(scale);
     if (lane == 0) st_global(p.scale + row * groups + g, scale);
@@ -72,17 +72,11 @@ cudaError_t launch_quantize_fp8<kKernelTarget>(const QuantizeFp8Params& p, cudaS
   if (items == 0) return cudaSuccess;
   constexpr int kThreads = 256;  // 8 warps, one (row, group) each
   const auto blocks = static_cast<unsigned>(std::min<int64_t>((items + 7) / 8, int64_t{1} << 16));
-  switch (p.in_type) {
-    case Fp8InType::kBF16:
-      return launch_kernel("quantize_fp8_kernel", quantize_fp8_kernel<__nv_bfloat16>, dim3(blocks),
-                           dim3(kThreads), 0, stream, p);
-    case Fp8InType::kF16:
-      return launch_kernel("quantize_fp8_kernel", quantize_fp8_kernel<__half>, dim3(blocks),
-                           dim3(kThreads), 0, stream, p);
-    default:
-      return launch_kernel("quantize_fp8_kernel", quantize_fp8_kernel<float>, dim3(blocks),
-                           dim3(kThreads), 0, stream, p);
-  }
+  return dispatch_dtype<float, __nv_bfloat16, __half>(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return launch_kernel("quantize_fp8_kernel", quantize_fp8_kernel<T>, dim3(blocks),
+                         dim3(kThreads), 0, stream, p);
+  });
 }
 
 }  // namespace moe_ext

@@ -4,11 +4,10 @@
 
 #include <cstdint>
 
+#include "../common/dtype.h"
 #include "../common/launcher.h"
 
 namespace moe_ext {
-
-enum class Fp8InType : int32_t { kF32, kBF16, kF16 };
 
 struct QuantizeFp8Params {
   const void* x;         // [M, K], inner dim contiguous, row stride x_row_stride elements
@@ -17,8 +16,8 @@ struct QuantizeFp8Params {
   int64_t rows, cols;    // M, K
   int64_t x_row_stride;  // in elements
   int32_t group_size;    // >= 1
-  Fp8InType in_type;
-  bool ue8m0;  // scales rounded up to powers of two
+  FloatDtype dtype;      // of x: float32, bfloat16 or float16
+  bool ue8m0;            // scales rounded up to powers of two
 };
 
 inline const char* can_implement(const QuantizeFp8Params& p) {

@@ -102,6 +102,12 @@ enum GemmConfigId : int32_t {
   kGemmConfigSm90Cluster = 4,  // Hopper: the same in 2x2 clusters multicasting A and B
 };
 
+// The groups the rows are split into (ragged M; 1 for the other forms): the heuristics compare
+// p.m with a per-group row count times this, the mean known on the host without reading offs.
+inline int64_t row_groups(const GroupedGemmParams& p) {
+  return p.form == GroupedGemmForm::kRaggedM ? (p.num_groups > 1 ? p.num_groups : 1) : 1;
+}
+
 MOE_HOST_DEVICE constexpr bool is_sm90_config(int32_t c) {
   return c == kGemmConfigSm90 || c == kGemmConfigSm90Cluster;
 }
@@ -113,8 +119,7 @@ MOE_HOST_DEVICE constexpr bool is_sm90_config(int32_t c) {
 // tuning table can override per shape).
 constexpr int64_t kSm90ClusterMinRowsPerGroup = 4 * 128;
 inline bool sm90_cluster_pays(const GroupedGemmParams& p) {
-  const int64_t groups =
-      p.form == GroupedGemmForm::kRaggedM ? (p.num_groups > 1 ? p.num_groups : 1) : 1;
+  const int64_t groups = row_groups(p);
   const int64_t tile_n = p.gated ? 64 : 128;
   return p.m >= kSm90ClusterMinRowsPerGroup * groups && p.n >= 2 * tile_n;
 }
@@ -127,8 +132,7 @@ constexpr int64_t kSwapAbMaxRowsPerGroup = 16, kSmallMMaxRowsPerGroup = 48;
 // Swap-AB needs a K-major A; it runs ahead of the Hopper kernel too, whose 128-row wgmma tiles
 // would be >= 7/8 padding at decode sizes.
 inline int32_t heuristic_gemm_config(const GroupedGemmParams& p) {
-  const int64_t groups =
-      p.form == GroupedGemmForm::kRaggedM ? (p.num_groups > 1 ? p.num_groups : 1) : 1;
+  const int64_t groups = row_groups(p);
   if (p.a_k_major && p.m <= kSwapAbMaxRowsPerGroup * groups) return kGemmConfigSwapAb;
   return p.m <= kSmallMMaxRowsPerGroup * groups ? kGemmConfigSmallM : kGemmConfigLarge;
 }

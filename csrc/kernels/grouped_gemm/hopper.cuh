@@ -123,8 +123,8 @@ MOE_DEVICE MOE_FORCEINLINE void produce(unsigned char* smem, uint64_t* full, uin
                                         const TmaDescriptor& tma_a, const TmaDescriptor& tma_b,
                                         const GroupedGemmParams& p) {
   using namespace sm90;
-  using Tiles = Sm90Tiles<kCluster, kGated ? BN / 2 : BN>;
   constexpr int kTileN = kGated ? BN / 2 : BN;  // output columns per tile
+  using Tiles = Sm90Tiles<kCluster, kTileN>;
   const bool ragged_k = p.form == GroupedGemmForm::kRaggedK;
   const bool ragged_m = p.form == GroupedGemmForm::kRaggedM;
   const int a_rank = p.form == GroupedGemmForm::kBatched ? 3 : 2, b_rank = ragged_k ? 2 : 3;
@@ -181,8 +181,8 @@ MOE_DEVICE MOE_FORCEINLINE void consume(unsigned char* smem, uint64_t* full, uin
                                         uint64_t* turn, const TmaDescriptor& tma_c,
                                         const GroupedGemmParams& p, bool tma_store) {
   using namespace sm90;
-  using Tiles = Sm90Tiles<kCluster, kGated ? BN / 2 : BN>;
   constexpr int kTileN = kGated ? BN / 2 : BN;  // output columns per tile
+  using Tiles = Sm90Tiles<kCluster, kTileN>;
   const bool ragged_m = p.form == GroupedGemmForm::kRaggedM;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int consumer_warp = warp - 4;  // 0..7

@@ -21,6 +21,14 @@ inline int64_t max_tiles(const GroupedGemmParams& p, int bm, int bn) {
   }
 }
 
+// A persistent kernel's shared memory: within the device's per-block limit, opted into above
+// 48 KB.
+template <typename... KArgs>
+cudaError_t prepare_smem(void (*kernel)(KArgs...), size_t smem, const DeviceLimits& lim) {
+  if (smem > lim.smem_per_block_optin) return cudaErrorInvalidConfiguration;
+  return smem > 48 * 1024 ? allow_dynamic_smem(kernel, smem) : cudaSuccess;
+}
+
 // A persistent grid: one CTA per resident slot, at most `tiles` CTAs.
 template <typename... KArgs, typename... Args>
 cudaError_t launch_persistent(const char* name, void (*kernel)(KArgs...), int threads, size_t smem,
@@ -28,11 +36,7 @@ cudaError_t launch_persistent(const char* name, void (*kernel)(KArgs...), int th
   if (tiles <= 0) return cudaSuccess;
   if (tiles >= (int64_t{1} << 31)) return cudaErrorInvalidValue;  // tile indices are int32
   const DeviceLimits lim = device_limits();
-  if (smem > lim.smem_per_block_optin) return cudaErrorInvalidConfiguration;
-  if (smem > 48 * 1024) {
-    const cudaError_t err = allow_dynamic_smem(kernel, smem);
-    if (err != cudaSuccess) return err;
-  }
+  if (const cudaError_t err = prepare_smem(kernel, smem, lim); err != cudaSuccess) return err;
   const int64_t resident =
       static_cast<int64_t>(lim.sm_count) * max_active_blocks(kernel, threads, smem);
   const int64_t grid = std::min<int64_t>(tiles, std::max<int64_t>(resident, 1));
@@ -49,12 +53,8 @@ cudaError_t launch_persistent_clusters(const char* name, void (*kernel)(KArgs...
                                        cudaStream_t stream, Args&&... args) {
   if (blocks <= 0) return cudaSuccess;
   if (blocks >= (int64_t{1} << 31) / cluster) return cudaErrorInvalidValue;  // int32 indices
-  const DeviceLimits lim = device_limits();
-  if (smem > lim.smem_per_block_optin) return cudaErrorInvalidConfiguration;
-  if (smem > 48 * 1024) {
-    const cudaError_t err = allow_dynamic_smem(kernel, smem);
-    if (err != cudaSuccess) return err;
-  }
+  if (const cudaError_t err = prepare_smem(kernel, smem, device_limits()); err != cudaSuccess)
+    return err;
   const int64_t resident = max_active_clusters(kernel, threads, smem, cluster);
   const int64_t grid = std::min<int64_t>(blocks, std::max<int64_t>(resident, 1)) * cluster;
   return launch_kernel_cluster(name, kernel, dim3(static_cast<unsigned>(grid)), dim3(threads),
