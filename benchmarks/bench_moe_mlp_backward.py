@@ -119,61 +119,48 @@ def main():
 
         return run
 
-    def policy_step(policy):
+    def moe(policy):
         def fn(*ts):
             moe_ext.set_moe_mlp_memory_policy(policy)
             return moe_ext.moe_mlp(*ts, order, slot, offsets)
 
-        return step(fn)
+        return fn
 
-    dense_a = torch.randn(N, H, dtype=dtype)
-    dense_b = torch.randn(H, 3 * I, dtype=dtype)
-    rows = {
-        "forward": (lambda: moe_ext.moe_mlp(x, w1, w2, weights, order, slot, offsets), 1, 1.0),
-        "fwd+bwd save_h": (policy_step("save_h"), 3, 1.0),
-        "fwd+bwd recompute": (policy_step("recompute"), 3, 22 / 18),
+    def forward():
+        with torch.no_grad():
+            moe_ext.moe_mlp(x, w1, w2, weights, order, slot, offsets)
+
+    # the training rows: their forward of the params, executed/counted GEMM FLOPs
+    training = {
+        "fwd+bwd save_h": (moe("save_h"), 1.0),
+        "fwd+bwd recompute": (moe("recompute"), 22 / 18),
         "fwd+bwd composite (before)": (
-            step(lambda *ts: CompositeBackward.apply(*ts, order, slot, offsets)),
-            3,
+            lambda *ts: CompositeBackward.apply(*ts, order, slot, offsets),
             24 / 18,
         ),
-        "torch gmm fwd+bwd": (step(lambda *ts: torch_gmm(*ts, ids, E)), 3, 1.0),
+        "torch gmm fwd+bwd": (lambda *ts: torch_gmm(*ts, ids, E), 1.0),
+    }
+    dense_a = torch.randn(N, H, dtype=dtype)
+    dense_b = torch.randn(H, 3 * I, dtype=dtype)
+    rows = {  # name: (timed call, counted FLOPs / forward's, executed/counted GEMM FLOPs)
+        "forward": (forward, 1, 1.0),
+        **{name: (step(f), 3, executed) for name, (f, executed) in training.items()},
         "dense mm x3": (lambda: [torch.mm(dense_a, dense_b) for _ in range(3)], 3, 1.0),
     }
     policy = moe_ext.get_moe_mlp_memory_policy()
     times = {name: [] for name in rows}
     try:
-        for name, (fn, _, _) in rows.items():
-            if name == "forward":
-                with torch.no_grad():
-                    fn()
-            else:
-                fn()
+        for fn, _, _ in rows.values():  # warm-up
+            fn()
         for _ in range(args.reps):  # interleaved: drift hits every row alike
             for name, (fn, _, _) in rows.items():
                 t0 = time.perf_counter()
-                if name == "forward":
-                    with torch.no_grad():
-                        fn()
-                else:
-                    fn()
+                fn()
                 times[name].append(time.perf_counter() - t0)
-        saved = {}
-        forwards = {
-            "fwd+bwd save_h": ("save_h", lambda *ts: moe_ext.moe_mlp(*ts, order, slot, offsets)),
-            "fwd+bwd recompute": (
-                "recompute",
-                lambda *ts: moe_ext.moe_mlp(*ts, order, slot, offsets),
-            ),
-            "fwd+bwd composite (before)": (
-                policy,
-                lambda *ts: CompositeBackward.apply(*ts, order, slot, offsets),
-            ),
-            "torch gmm fwd+bwd": (policy, lambda *ts: torch_gmm(*ts, ids, E)),
+        saved = {
+            name: saved_activation_bytes(lambda f=f: f(*params), params)
+            for name, (f, _) in training.items()
         }
-        for name, (pol, fwd_fn) in forwards.items():
-            moe_ext.set_moe_mlp_memory_policy(pol)
-            saved[name] = saved_activation_bytes(lambda f=fwd_fn: f(*params), params)
     finally:
         moe_ext.set_moe_mlp_memory_policy(policy)
     med = {name: statistics.median(v) for name, v in times.items()}

@@ -2,15 +2,16 @@
 
 For each shape (the up/gate and down GEMMs of each preset at T tokens, uniform routing) it times
 every kernel choice the launcher can be forced to -- MOE_EXT_GEMM_PATH=sm80 x MOE_EXT_GEMM_CONFIG
-in {large, small_m, swap_ab} x MOE_EXT_GEMM_STAGES in {2..5}, and (Hopper only) MOE_EXT_GEMM_PATH=sm90
-x MOE_EXT_GEMM_CONFIG in {sm90, sm90_cluster} -- and writes a table {shape key: [choices sorted by time]} as JSON. The key is "form:E:K:N:rows_per_expert
-bucket" (bucket = power of two of M / E), the quantities the run-time heuristic can see without
-a host sync. Loaded with moe_ext.load_gemm_tuning(path) (or MOE_EXT_GEMM_TUNING=path at import),
-the table takes precedence over the launcher's heuristic (grouped_gemm.h: swap_ab up to 16 rows
-per expert, small_m up to 48, depth from shared memory, sm90 where eligible, in 2x2 clusters from
-512 rows per expert) for the shapes it
-holds. The default token counts cover prefill/training (4096) and decode (64: 1-4 rows per expert
-on the 64-128-expert presets, where swap_ab and small_m compete).
+in {large, small_m, swap_ab} x MOE_EXT_GEMM_STAGES in {2..5}, and (Hopper only)
+MOE_EXT_GEMM_PATH=sm90 x MOE_EXT_GEMM_CONFIG in {sm90, sm90_cluster} -- and writes a table
+{shape key: [choices sorted by time]} as JSON. The key is "form:E:K:N:rows_per_expert bucket"
+(bucket = power of two of M / E), the quantities the run-time heuristic can see without a host
+sync. Loaded with moe_ext.load_gemm_tuning(path) (or MOE_EXT_GEMM_TUNING=path at import), the
+table takes precedence over the launcher's heuristic (grouped_gemm.h: swap_ab up to 16 rows per
+expert, small_m up to 48, depth from shared memory, sm90 where eligible, in 2x2 clusters from
+512 rows per expert) for the shapes it holds. The default token counts cover prefill/training
+(4096) and decode (64: 1-4 rows per expert on the 64-128-expert presets, where swap_ab and
+small_m compete).
 
     python benchmarks/tune_grouped_gemm.py --out tuning.json [--tokens 4096 64] [--emu]
 

@@ -206,11 +206,9 @@ def test_memory_policies_agree(backend, memory_policy):
         torch.testing.assert_close(f(*args), out["save_h"][0], rtol=2e-2, atol=2e-2)
 
 
-def emu_moe_mlp(*args):
-    """moe_ext.moe_mlp's policy switch on the emulator's namespace."""
-    if moe_ext.get_moe_mlp_memory_policy() == "save_h":
-        return torch.ops.moe_ext_emu.moe_mlp_save_h(*args)[0]
-    return torch.ops.moe_ext_emu.moe_mlp(*args)
+def emu_moe_mlp(*args, activation="swiglu", activation_limit=None):
+    """moe_ext.moe_mlp (its memory-policy switch included) on the emulator's namespace."""
+    return moe_ext.ops._moe_mlp_on(torch.ops.moe_ext_emu, *args, activation, activation_limit)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

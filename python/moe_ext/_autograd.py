@@ -193,45 +193,37 @@ def _grouped_mm_backward(ctx, grad_out, mm):
 
 # -------------------------------------------------------------------------------------- moe_mlp
 def _moe_mlp_setup(ctx, inputs, output):
+    """moe_mlp and moe_mlp_save_h: the inputs, and h when the op returns it (output (y, h))."""
     x, w1, w2, weights, order, slot, offsets, *rest = inputs
     ctx.activation = rest[0] if rest else "swiglu"
     ctx.activation_limit = rest[1] if len(rest) > 1 else None
-    ctx.save_for_backward(x, w1, w2, weights, order, slot, offsets)
+    h = (output[1],) if isinstance(output, (tuple, list)) else ()
+    ctx.save_for_backward(x, w1, w2, weights, order, slot, offsets, *h)
 
 
 def _moe_mlp_backward_for(ns: str):
-    """moe_mlp's backward on namespace `ns`: the moe_mlp_backward op (only the inputs are saved;
-    it recomputes h = x[order // k] @ w1ᵀ, then takes the routing-weight gradient from the dA
-    GEMM as <gather(dy) @ w2, act(h)> instead of re-running the second GEMM -- 7 grouped GEMMs
-    per training step with the forward's 2, where the composite took 8)."""
+    """The backward of moe_mlp and moe_mlp_save_h on namespace `ns`: the moe_mlp_backward op,
+    which takes the routing-weight gradient from the dA GEMM as <gather(dy) @ w2, act(h)>
+    instead of re-running the second GEMM. moe_mlp saves only the inputs, so h = x[order // k]
+    @ w1ᵀ is recomputed (7 grouped GEMMs per training step with the forward's 2); moe_mlp_save_h
+    saves h (6). h is an output of moe_mlp_save_h for the backward only: its gradient is
+    ignored."""
     ops = getattr(torch.ops, ns)
 
-    def backward(ctx, dy):
-        x, w1, w2, weights, order, slot, offsets = ctx.saved_tensors
+    def backward(ctx, dy, *_dh):
+        x, w1, w2, weights, order, slot, offsets, *h = ctx.saved_tensors
         dx, dw1, dw2, dweights = ops.moe_mlp_backward(
-            dy, x, w1, w2, weights, order, slot, offsets, ctx.activation, ctx.activation_limit
-        )
-        return dx, dw1, dw2, dweights, None, None, None, None, None
-
-    return backward
-
-
-def _moe_mlp_save_h_setup(ctx, inputs, output):
-    x, w1, w2, weights, order, slot, offsets, *rest = inputs
-    ctx.activation = rest[0] if rest else "swiglu"
-    ctx.activation_limit = rest[1] if len(rest) > 1 else None
-    ctx.save_for_backward(x, w1, w2, weights, order, slot, offsets, output[1])
-
-
-def _moe_mlp_save_h_backward_for(ns: str):
-    """moe_mlp_save_h's backward: moe_mlp_backward with the saved h (4 grouped GEMMs, no
-    recompute; h is an output for the backward only, its own gradient is ignored)."""
-    ops = getattr(torch.ops, ns)
-
-    def backward(ctx, dy, _dh):
-        x, w1, w2, weights, order, slot, offsets, h = ctx.saved_tensors
-        dx, dw1, dw2, dweights = ops.moe_mlp_backward(
-            dy, x, w1, w2, weights, order, slot, offsets, ctx.activation, ctx.activation_limit, h
+            dy,
+            x,
+            w1,
+            w2,
+            weights,
+            order,
+            slot,
+            offsets,
+            ctx.activation,
+            ctx.activation_limit,
+            *h,
         )
         return dx, dw1, dw2, dweights, None, None, None, None, None
 
@@ -265,16 +257,11 @@ def _register(ns: str) -> None:
         torch.library.register_autograd(
             f"{ns}::unpermute", _unpermute_backward_for(ns), setup_context=_unpermute_setup
         )
-    if has("moe_mlp") and has("moe_mlp_backward"):
-        torch.library.register_autograd(
-            f"{ns}::moe_mlp", _moe_mlp_backward_for(ns), setup_context=_moe_mlp_setup
-        )
-    if has("moe_mlp_save_h") and has("moe_mlp_backward"):
-        torch.library.register_autograd(
-            f"{ns}::moe_mlp_save_h",
-            _moe_mlp_save_h_backward_for(ns),
-            setup_context=_moe_mlp_save_h_setup,
-        )
+    for name in ("moe_mlp", "moe_mlp_save_h"):
+        if has(name) and has("moe_mlp_backward"):
+            torch.library.register_autograd(
+                f"{ns}::{name}", _moe_mlp_backward_for(ns), setup_context=_moe_mlp_setup
+            )
     if has("grouped_mm"):
         torch.library.register_autograd(
             f"{ns}::grouped_mm", _grouped_mm_backward_for(ns), setup_context=_grouped_mm_setup

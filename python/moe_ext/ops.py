@@ -267,13 +267,17 @@ def moe_mlp(
     ``up.clamp(-limit, limit)`` before ``act(gate) * up``; applied in the first GEMM's epilogue
     on the fused path.
     """
+    return _moe_mlp_on(_ops, x, w1, w2, weights, order, slot, offsets, activation, activation_limit)
+
+
+def _moe_mlp_on(ops, x, w1, w2, weights, order, slot, offsets, activation, activation_limit):
+    """moe_mlp through namespace ``ops`` (torch.ops.moe_ext, or the emulator's in tests): the
+    op that keeps h when the memory policy says so and a gradient will be needed."""
+    args = (x, w1, w2, weights, order, slot, offsets, activation, activation_limit)
     if (
         _moe_mlp_memory_policy == "save_h"
         and torch.is_grad_enabled()
         and any(t.requires_grad for t in (x, w1, w2, weights))
     ):
-        y, _ = _ops.moe_mlp_save_h(
-            x, w1, w2, weights, order, slot, offsets, activation, activation_limit
-        )
-        return y
-    return _ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, activation, activation_limit)
+        return ops.moe_mlp_save_h(*args)[0]
+    return ops.moe_mlp(*args)
