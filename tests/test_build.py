@@ -82,6 +82,13 @@ def test_sass_main_loops_and_no_local_memory():
         for n, text in tc.items():
             for op in ("HMMA.16816.F32", "LDSM", "LDGSTS"):
                 assert op in text, f"{op} not in {n} for {arch}"
+        # the block-FP8 grouped GEMM: e4m3 converted to f16 in registers (integer ops, no fp8
+        # cvt), f16 HMMA, cp.async-filled stages read with 8-byte LDS (no ldmatrix)
+        fp8 = [t for (a, n), t in sass.items() if a == arch and "grouped_mm_fp8_kernel" in n]
+        assert len(fp8) == 1, f"grouped_mm_fp8_kernel missing for {arch}"
+        for op in ("HMMA.16816.F32", "LDGSTS", "LDS.64"):
+            assert op in fp8[0], f"{op} not in grouped_mm_fp8_kernel for {arch}"
+        assert "HMMA.16816.F32.BF16" not in fp8[0] and "LDSM" not in fp8[0]
         simt = {n: t for (a, n), t in sass.items() if a == arch and "grouped_gemm_simt_kernel" in n}
         assert len(simt) == 4, f"{arch}: expected 4 grouped_gemm_simt_kernel instantiations"
         for n, text in simt.items():

@@ -240,6 +240,31 @@ void check_unpermute_backward_args(const at::Tensor& grad_y, const at::Tensor& y
   check_order_slot_values(op, order, slot);
 }
 
+void check_group_offs(const char* op, const at::Tensor& o, int64_t groups, const at::Tensor& a,
+                      int64_t ragged_extent, const char* ragged) {
+  check_dim(op, "offs", o, 1);
+  check_int32(op, "offs", o);
+  check_same_device(op, "offs", o, "a", a);
+  MOE_CHECK(op, groups < 0 || o.size(0) == groups, "offs must have one entry per group (", groups,
+            "), got ", describe(o));
+  if (o.numel() > 0 && value_checks_enabled(o)) {
+    auto v = o.to(at::kCPU, at::kLong);
+    const int64_t* ends = v.const_data_ptr<int64_t>();
+    for (int64_t g = 0; g < v.size(0); ++g) {
+      const int64_t before = g == 0 ? 0 : ends[g - 1];
+      MOE_CHECK(op, ends[g] >= before,
+                "offs must be non-decreasing and >= 0 (cumulative group "
+                "ends), but offs[",
+                g, "] = ", ends[g],
+                g == 0 ? std::string(" < 0")
+                       : " < offs[" + std::to_string(g - 1) + "] = " + std::to_string(before));
+    }
+    int64_t last = v[-1].item<int64_t>();
+    MOE_CHECK(op, last <= ragged_extent, "offs[-1]=", last, " exceeds the ragged ", ragged,
+              " extent ", ragged_extent);
+  }
+}
+
 GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
                                   const std::optional<at::Tensor>& offs,
                                   const std::optional<at::Tensor>& bias,
@@ -286,29 +311,8 @@ GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
               describe(*offs));
   } else {
     MOE_CHECK(op, offs.has_value(), "offs is required when a or b is 2-D");
-    const auto& o = *offs;
-    check_dim(op, "offs", o, 1);
-    check_int32(op, "offs", o);
-    check_same_device(op, "offs", o, "a", a);
-    if (G < 0) G = o.size(0);
-    MOE_CHECK(op, o.size(0) == G, "offs must have one entry per group (", G, "), got ",
-              describe(o));
-    if (o.numel() > 0 && value_checks_enabled(o)) {
-      auto v = o.to(at::kCPU, at::kLong);
-      const int64_t* ends = v.const_data_ptr<int64_t>();
-      for (int64_t g = 0; g < v.size(0); ++g) {
-        const int64_t before = g == 0 ? 0 : ends[g - 1];
-        MOE_CHECK(op, ends[g] >= before,
-                  "offs must be non-decreasing and >= 0 (cumulative group "
-                  "ends), but offs[",
-                  g, "] = ", ends[g],
-                  g == 0 ? std::string(" < 0")
-                         : " < offs[" + std::to_string(g - 1) + "] = " + std::to_string(before));
-      }
-      int64_t last = v[-1].item<int64_t>();
-      MOE_CHECK(op, last <= ragged_extent, "offs[-1]=", last, " exceeds the ragged ", ragged,
-                " extent ", ragged_extent);
-    }
+    check_group_offs(op, *offs, G, a, ragged_extent, ragged);
+    if (G < 0) G = offs->size(0);
   }
   if (bias) {
     const auto& bi = *bias;

@@ -74,6 +74,12 @@ void check_unpermute_backward_args(const at::Tensor& grad_y, const at::Tensor& y
                                    const at::Tensor& order, const at::Tensor& slot,
                                    const at::Tensor& weights);
 
+// offs of a grouped GEMM: int32 [groups] (any length for groups < 0) on a's device; where value
+// checks run, non-decreasing,
+// >= 0 and <= ragged_extent (the extent of dimension `ragged` it cuts).
+void check_group_offs(const char* op, const at::Tensor& offs, int64_t groups, const at::Tensor& a,
+                      int64_t ragged_extent, const char* ragged);
+
 // Returns the torch._grouped_mm form (cpu/cpu_ops.h), told apart by the ranks of a and b.
 GroupedForm check_grouped_mm_args(const at::Tensor& a, const at::Tensor& b,
                                   const std::optional<at::Tensor>& offs,

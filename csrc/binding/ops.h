@@ -86,6 +86,11 @@ template <Target T>
 std::tuple<at::Tensor, at::Tensor> quantize_fp8(const at::Tensor& x, int64_t group_size,
                                                 c10::string_view scale_format);
 
+template <Target T>
+at::Tensor grouped_mm_fp8(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b,
+                          const at::Tensor& b_scale, const std::optional<at::Tensor>& offs,
+                          at::ScalarType out_dtype);
+
 // Explicit instantiations of a binding for the targets this build has, at the end of its .cpp:
 // MOE_EXT_INSTANTIATE(op) for kCpu and the device targets, MOE_EXT_INSTANTIATE_DEVICE(op) for the
 // device targets only.

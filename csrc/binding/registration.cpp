@@ -78,6 +78,12 @@ TORCH_LIBRARY(moe_ext, m) {
   m.def(
       "quantize_fp8(Tensor x, int group_size=128, str scale_format=\"float\") -> "
       "(Tensor x_q, Tensor scale)");
+  // DeepSeek-V3 block FP8 grouped GEMM: a[M,K] (ragged by offs, or a[G,M,K]) e4m3 with
+  // a_scale[.., ceil(K/128)], b[G,N,K] e4m3 with b_scale[G, ceil(N/128), ceil(K/128)]; each
+  // 128-wide K block's fp32 partial sum promoted with both scales.
+  m.def(
+      "grouped_mm_fp8(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? offs=None, "
+      "ScalarType out_dtype=bfloat16) -> Tensor");
   // Backward of route / route_with_stats: d logits (scores recomputed from the logits).
   m.def(
       "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
@@ -115,6 +121,7 @@ void register_ops(torch::Library& m) {
   m.impl("moe_mlp_backward", &moe_mlp_backward<T>);
   m.impl("route_weights", &route_weights<T>);
   m.impl("quantize_fp8", &quantize_fp8<T>);
+  m.impl("grouped_mm_fp8", &grouped_mm_fp8<T>);
 }
 
 }  // namespace

@@ -66,6 +66,12 @@ at::Tensor moe_mlp_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tens
 std::tuple<at::Tensor, at::Tensor> quantize_fp8_cpu(const at::Tensor& x, int64_t group_size,
                                                     bool ue8m0);
 
+// Block-FP8 grouped GEMM (grouped_mm_fp8_cpu.cpp): a[M, K] (ragged by offs) or a[G, M, K]
+// (offs None) times b[G, N, K]ᵀ, both e4m3 with their block scales, out in out_dtype.
+at::Tensor grouped_mm_fp8_cpu(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b,
+                              const at::Tensor& b_scale, const std::optional<at::Tensor>& offs,
+                              at::ScalarType out_dtype);
+
 // moe_mlp's backward (moe_mlp_backward_cpu.cpp): (grad_x, grad_w1, grad_w2, grad_weights); h, when
 // given, is the forward's x[order // k] @ w1ᵀ in sorted row order (else recomputed).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_cpu(

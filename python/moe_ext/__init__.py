@@ -39,6 +39,7 @@ from .losses import load_balancing_loss, router_z_loss
 from .ops import (
     get_moe_mlp_memory_policy,
     grouped_mm,
+    grouped_mm_fp8,
     moe_mlp,
     permute,
     quantize_fp8,
@@ -74,6 +75,7 @@ __all__ = [
     "build_info",
     "clear_gemm_tuning",
     "grouped_mm",
+    "grouped_mm_fp8",
     "load_balancing_loss",
     "load_gemm_tuning",
     "moe_mlp",

@@ -140,6 +140,17 @@ def _quantize_fp8_fake(x, group_size=128, scale_format="float"):
     )
 
 
+def _grouped_mm_fp8_fake(a, a_scale, b, b_scale, offs=None, out_dtype=torch.bfloat16):
+    torch._check(
+        b.dim() == 3, lambda: f"moe_ext.grouped_mm_fp8: b must be [G, N, K], got {tuple(b.shape)}"
+    )
+    if offs is None:
+        shape = (b.shape[0], a.shape[1], b.shape[1])
+    else:
+        shape = (a.shape[0], b.shape[1])
+    return a.new_empty(shape, dtype=out_dtype)
+
+
 def _unpermute_backward_fake(grad_y, yp, order, slot, weights):
     return yp.new_empty(yp.shape), weights.new_empty(weights.shape)
 
@@ -159,6 +170,7 @@ _FAKES = {
     "moe_mlp_backward": _moe_mlp_backward_fake,
     "moe_mlp_save_h": _moe_mlp_save_h_fake,
     "quantize_fp8": _quantize_fp8_fake,
+    "grouped_mm_fp8": _grouped_mm_fp8_fake,
     "route": _route_fake,
     "route_with_stats": _route_with_stats_fake,
     "route_backward": _route_backward_fake,

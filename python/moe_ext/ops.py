@@ -211,6 +211,26 @@ def quantize_fp8(
     return _ops.quantize_fp8(x, group_size, scale_format)
 
 
+def grouped_mm_fp8(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    offs: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """DeepSeek-V3 block-FP8 grouped GEMM (DeepGEMM's ``m_grouped_fp8_gemm_nt``, vLLM's block
+    FP8 MoE): ``a [M, K]`` e4m3 (rows cut by ``offs[G]`` int32, or ``a [G, M, K]`` batched when
+    ``offs`` is None) with ``a_scale [..., ceil(K/128)]`` fp32 (``quantize_fp8``'s), times
+    ``b [G, N, K]`` e4m3 (HF/vLLM weight layout) with ``b_scale [G, ceil(N/128), ceil(K/128)]``
+    fp32 (HF ``weight_scale_inv``). Each 128-wide K block's partial sum is kept in fp32 and
+    promoted with its two scales: ``out[m, n] = sum_kb a_scale[m, kb] * b_scale[g, n//128, kb] *
+    sum_{k in kb} a[m, k] b[g, n, k]``. UE8M0 scales (powers of two) are plain fp32 values here.
+    Returns ``[M, N]`` (rows past ``offs[-1]`` zero) or ``[G, M, N]`` in ``out_dtype``
+    (bf16/fp16/fp32). Not differentiable (frozen FP8 weights; ``moe_mlp_fp8`` has a backward)."""
+    return _ops.grouped_mm_fp8(a, a_scale, b, b_scale, offs, out_dtype)
+
+
 _MOE_MLP_MEMORY_POLICIES = ("save_h", "recompute")
 _moe_mlp_memory_policy = os.environ.get("MOE_EXT_MOE_MLP_MEMORY", "save_h")
 if _moe_mlp_memory_policy not in _MOE_MLP_MEMORY_POLICIES:

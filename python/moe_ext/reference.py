@@ -328,3 +328,36 @@ def quantize_fp8(x: torch.Tensor, group_size: int = 128, scale_format: str = "fl
     full = scale.repeat_interleave(group_size, dim=1)[:, :K]
     q = (xf / full).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
     return q, scale
+
+
+FP8_SCALE_BLOCK = 128  # grouped_mm_fp8: the K block of a scale, and b's N block
+
+
+def _expand_blocks(scale: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    return scale.repeat_interleave(FP8_SCALE_BLOCK, dim=dim).narrow(dim, 0, size)
+
+
+def grouped_mm_fp8(a, a_scale, b, b_scale, offs=None, out_dtype=torch.bfloat16):
+    """DeepSeek-V3 block-FP8 grouped GEMM, evaluated in fp64 (exact up to fp64 rounding).
+
+    Args:
+        a: [M, K] float8_e4m3fn (rows cut into groups by offs), or [G, M, K] when offs is None.
+        a_scale: a.shape[:-1] + [ceil(K / 128)] fp32, one scale per row per 128-wide K block.
+        b: [G, N, K] float8_e4m3fn (K contiguous: HF/vLLM expert weight layout).
+        b_scale: [G, ceil(N / 128), ceil(K / 128)] fp32 (HF ``weight_scale_inv``, a multiplier).
+        offs: [G] int32 cumulative row ends, or None (batched).
+    Returns:
+        out[m, n] = sum_kb a_scale[m, kb] * b_scale[g, n // 128, kb] * sum_{k in kb} a[m, k] b[g, n, k]
+        in out_dtype; [M, N] (rows past offs[-1] zero) or [G, M, N].
+    """
+    G, N, K = b.shape
+    bd = b.double() * _expand_blocks(_expand_blocks(b_scale.double(), 1, N), 2, K)
+    ad = a.double() * _expand_blocks(a_scale.double(), a.dim() - 1, K)
+    if offs is None:
+        return torch.bmm(ad, bd.transpose(1, 2)).to(out_dtype)
+    out = torch.zeros(a.shape[0], N, dtype=torch.float64, device=a.device)
+    start = 0
+    for g, end in enumerate(offs.tolist()):
+        out[start:end] = ad[start:end] @ bd[g].T
+        start = end
+    return out.to(out_dtype)
