@@ -22,75 +22,11 @@
 #include "../kernels/grouped_gemm/grouped_gemm.h"
 #include "backend.h"
 #include "gemm_params.h"
+#include "moe_mlp_args.h"
 #include "ops.h"
 
 namespace moe_ext {
 namespace {
-
-// "swiglu", "geglu", "geglu_tanh" (gated); "silu", "gelu", "gelu_tanh", "relu", "identity".
-MlpActivation parse_mlp_activation(c10::string_view activation) {
-  const std::string a(activation);
-  if (a == "swiglu") return {GemmActivation::kSilu, true};
-  if (a == "geglu") return {GemmActivation::kGelu, true};
-  if (a == "geglu_tanh") return {GemmActivation::kGeluTanh, true};
-  if (a == "silu") return {GemmActivation::kSilu, false};
-  if (a == "gelu") return {GemmActivation::kGelu, false};
-  if (a == "gelu_tanh") return {GemmActivation::kGeluTanh, false};
-  if (a == "relu") return {GemmActivation::kRelu, false};
-  if (a == "identity") return {GemmActivation::kNone, false};
-  MOE_CHECK("moe_mlp", false,
-            "activation must be one of swiglu, geglu, geglu_tanh, silu, gelu, "
-            "gelu_tanh, relu, identity; got '",
-            a, "'");
-  return {};
-}
-
-// Checks every argument; returns I (the activation width).
-int64_t check_moe_mlp_args(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
-                           const at::Tensor& weights, const at::Tensor& order,
-                           const at::Tensor& slot, const at::Tensor& offsets,
-                           const MlpActivation& act) {
-  const char* op = "moe_mlp";
-  check_float(op, "x", x, true);
-  check_dim(op, "x", x, 2);
-  check_dim(op, "w1", w1, 3);
-  check_dim(op, "w2", w2, 3);
-  for (auto [name, w] : {std::pair{"w1", &w1}, std::pair{"w2", &w2}}) {
-    MOE_CHECK(op, w->scalar_type() == x.scalar_type(), name, " must have x's dtype (",
-              c10::toString(x.scalar_type()), "), got ", describe(*w));
-    check_same_device(op, name, *w, "x", x);
-  }
-  check_dim(op, "offsets", offsets, 1);
-  // E is sort_tokens' expert count (offsets' length): a wrong w1 is blamed on w1, not on w2
-  const int64_t E = offsets.size(0), H = x.size(1);
-  MOE_CHECK(op, w1.size(0) == E && w1.size(2) == H, "w1 must be [E=", E,
-            " (offsets' length), "
-            "2I or I, H=",
-            H, "], got ", describe(w1));
-  const int64_t I = act.gated ? w1.size(1) / 2 : w1.size(1);
-  MOE_CHECK(op, !act.gated || w1.size(1) % 2 == 0,
-            "a gated activation needs w1 = [E, 2I, H] "
-            "(gate rows then up rows), got ",
-            describe(w1));
-  MOE_CHECK(op, w2.size(0) == E && w2.size(1) == H && w2.size(2) == I, "w2 must be [E=", E,
-            ", H=", H, ", I=", I, "], got ", describe(w2));
-  check_float(op, "weights", weights, true);
-  check_dim(op, "weights", weights, 2);
-  check_same_device(op, "weights", weights, "x", x);
-  MOE_CHECK(op, weights.size(0) == x.size(0), "weights must be [T=", x.size(0), ", top_k], got ",
-            describe(weights));
-  const int64_t N = weights.numel();
-  for (auto [name, t, n] : {std::tuple{"order", &order, N}, std::tuple{"slot", &slot, N},
-                            std::tuple{"offsets", &offsets, E}}) {
-    check_int32(op, name, *t);
-    check_dim(op, name, *t, 1);
-    check_same_device(op, name, *t, "x", x);
-    MOE_CHECK(op, t->size(0) == n, name, " must have ", n, " entries, got ", describe(*t));
-  }
-  check_num_assignments(op, "order", N);
-  check_order_slot_values(op, order, slot);
-  return I;
-}
 
 template <Target T>
 at::Tensor moe_mlp_composite(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
@@ -214,7 +150,7 @@ at::Tensor moe_mlp_device(const char* op, const at::Tensor& x, const at::Tensor&
 // The activation and its limit, checked (op: the error's op name).
 MlpActivation checked_activation(const char* op, c10::string_view activation,
                                  std::optional<double> activation_limit) {
-  MlpActivation act = parse_mlp_activation(activation);
+  MlpActivation act = parse_mlp_activation("moe_mlp", activation);
   if (activation_limit.has_value()) {
     const double lim = *activation_limit;
     MOE_CHECK(op, act.gated,
@@ -298,7 +234,8 @@ at::Tensor moe_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& 
                    std::optional<double> activation_limit) {
   const CheckScope<T> checks;
   const MlpActivation act = checked_activation("moe_mlp", activation, activation_limit);
-  const int64_t I = check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
+  const int64_t I =
+      check_moe_mlp_args("moe_mlp", x, w1, w2, weights, order, slot, offsets, act, false);
   if constexpr (T == Target::kCpu)
     return moe_mlp_cpu(x, w1, w2, weights, order, slot, offsets, act);
   else
@@ -314,7 +251,8 @@ std::tuple<at::Tensor, at::Tensor> moe_mlp_save_h(const at::Tensor& x, const at:
                                                   std::optional<double> activation_limit) {
   const CheckScope<T> checks;
   const MlpActivation act = checked_activation("moe_mlp_save_h", activation, activation_limit);
-  const int64_t I = check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
+  const int64_t I =
+      check_moe_mlp_args("moe_mlp", x, w1, w2, weights, order, slot, offsets, act, false);
   at::Tensor h;
   at::Tensor y;
   if constexpr (T == Target::kCpu)
@@ -333,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward(
   const CheckScope<T> checks;
   const char* op = "moe_mlp_backward";
   const MlpActivation act = checked_activation(op, activation, activation_limit);
-  check_moe_mlp_args(x, w1, w2, weights, order, slot, offsets, act);
+  check_moe_mlp_args("moe_mlp", x, w1, w2, weights, order, slot, offsets, act, false);
   check_float(op, "grad_y", grad_y, true);
   check_same_device(op, "grad_y", grad_y, "x", x);
   MOE_CHECK(op, grad_y.sizes() == x.sizes(), "grad_y must have x's shape ", x.sizes(), ", got ",

@@ -91,6 +91,26 @@ at::Tensor grouped_mm_fp8(const at::Tensor& a, const at::Tensor& a_scale, const 
                           const at::Tensor& b_scale, const std::optional<at::Tensor>& offs,
                           at::ScalarType out_dtype);
 
+// grouped_mm_fp8 of the ragged-M form with a's rows read through sort_tokens' order (row r is
+// a[order[r] / top_k], as permute gathers): no gathered copy on device targets (the kernel's
+// loads gather). Internal (moe_mlp_fp8); the arguments are the caller's to check.
+template <Target T>
+at::Tensor grouped_mm_fp8_gathered(const at::Tensor& a, const at::Tensor& a_scale,
+                                   const at::Tensor& b, const at::Tensor& b_scale,
+                                   const at::Tensor& offsets, const at::Tensor& order,
+                                   int64_t top_k, at::ScalarType out_dtype);
+
+template <Target T>
+at::Tensor moe_mlp_fp8(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w1_scale,
+                       const at::Tensor& w2, const at::Tensor& w2_scale, const at::Tensor& weights,
+                       const at::Tensor& order, const at::Tensor& slot, const at::Tensor& offsets,
+                       c10::string_view activation);
+template <Target T>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> moe_mlp_fp8_save(
+    const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w1_scale, const at::Tensor& w2,
+    const at::Tensor& w2_scale, const at::Tensor& weights, const at::Tensor& order,
+    const at::Tensor& slot, const at::Tensor& offsets, c10::string_view activation);
+
 // Explicit instantiations of a binding for the targets this build has, at the end of its .cpp:
 // MOE_EXT_INSTANTIATE(op) for kCpu and the device targets, MOE_EXT_INSTANTIATE_DEVICE(op) for the
 // device targets only.

@@ -84,6 +84,19 @@ TORCH_LIBRARY(moe_ext, m) {
   m.def(
       "grouped_mm_fp8(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? offs=None, "
       "ScalarType out_dtype=bfloat16) -> Tensor");
+  // moe_mlp with block-FP8 experts (HF FP8Experts layout: w1[E,2I,H] e4m3 + w1_scale[E,
+  // ceil(2I/128), ceil(H/128)], w2[E,H,I] + w2_scale): x's gathered rows quantized per 128
+  // columns, h in x's dtype, act(h) in fp32 quantized per 128 columns, unpermute's combine.
+  m.def(
+      "moe_mlp_fp8(Tensor x, Tensor w1, Tensor w1_scale, Tensor w2, Tensor w2_scale, "
+      "Tensor weights, Tensor order, Tensor slot, Tensor offsets, str activation=\"swiglu\") "
+      "-> Tensor");
+  // moe_mlp_fp8 for training: also h [N, 2I or I] and z [N, H] (x's dtype, sorted rows; z = the
+  // second GEMM before the combine) for the backward w.r.t. x and weights.
+  m.def(
+      "moe_mlp_fp8_save(Tensor x, Tensor w1, Tensor w1_scale, Tensor w2, Tensor w2_scale, "
+      "Tensor weights, Tensor order, Tensor slot, Tensor offsets, str activation=\"swiglu\") "
+      "-> (Tensor y, Tensor h, Tensor z)");
   // Backward of route / route_with_stats: d logits (scores recomputed from the logits).
   m.def(
       "route_backward(Tensor grad_weights, Tensor logits, Tensor ids, str score_func, "
@@ -122,6 +135,8 @@ void register_ops(torch::Library& m) {
   m.impl("route_weights", &route_weights<T>);
   m.impl("quantize_fp8", &quantize_fp8<T>);
   m.impl("grouped_mm_fp8", &grouped_mm_fp8<T>);
+  m.impl("moe_mlp_fp8", &moe_mlp_fp8<T>);
+  m.impl("moe_mlp_fp8_save", &moe_mlp_fp8_save<T>);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import _C
+from . import reference
 from .reference import acc_dtype as _acc_dtype
 
 
@@ -230,6 +231,52 @@ def _moe_mlp_backward_for(ns: str):
     return backward
 
 
+# ---------------------------------------------------------------------------------- moe_mlp_fp8
+def _moe_mlp_fp8_setup(ctx, inputs, output):
+    """moe_mlp_fp8 (saves the inputs; h and z recomputed) and moe_mlp_fp8_save (output
+    (y, h, z): saves h and z too)."""
+    ctx.activation = inputs[9] if len(inputs) > 9 else "swiglu"
+    hz = tuple(output[1:]) if isinstance(output, (tuple, list)) else ()
+    ctx.save_for_backward(*inputs[:9], *hz)
+
+
+def _moe_mlp_fp8_backward_for(ns: str):
+    """Gradients of moe_mlp_fp8 w.r.t. x and weights, the quantizations straight-through (as
+    FP8 training recipes treat them) and the frozen FP8 weights dequantized to x's dtype:
+    dweights = <dy, z> and dz = w * dy gathered (unpermute_backward), da = dz @ w2, dh =
+    act'(h) * da (fp32), dx = combine(dh @ w1). Gradients of the FP8 weights raise."""
+    ops = getattr(torch.ops, ns)
+
+    def backward(ctx, dy, *_unused):
+        for i, name in ((1, "w1"), (2, "w1_scale"), (3, "w2"), (4, "w2_scale")):
+            if ctx.needs_input_grad[i]:
+                raise RuntimeError(
+                    f"moe_ext.moe_mlp_fp8: the FP8 expert weights are frozen; no gradient for {name}"
+                )
+        x, w1, w1_scale, w2, w2_scale, weights, order, slot, offsets, *hz = ctx.saved_tensors
+        if not hz:  # moe_mlp_fp8 itself: recompute h and z
+            _, h, z = ops.moe_mlp_fp8_save(
+                x, w1, w1_scale, w2, w2_scale, weights, order, slot, offsets, ctx.activation
+            )
+        else:
+            h, z = hz
+        dz, dweights = ops.unpermute_backward(dy.to(z.dtype), z, order, slot, weights)
+        w2d = reference.dequantize_fp8_blocks(w2, w2_scale, x.dtype)  # [E, H, I]
+        da = ops.grouped_mm(dz, w2d, offsets)  # [N, I]
+        with torch.enable_grad():
+            hf = h.float().detach().requires_grad_()
+            (dh,) = torch.autograd.grad(
+                reference.apply_activation(hf, ctx.activation), hf, da.float()
+            )
+        w1d = reference.dequantize_fp8_blocks(w1, w1_scale, x.dtype)  # [E, 2I, H]
+        dxp = ops.grouped_mm(dh.to(x.dtype), w1d, offsets)  # [N, H]
+        ones = torch.ones(weights.shape, dtype=torch.float32, device=x.device)
+        dx = ops.unpermute(dxp, order, slot, ones)
+        return (dx, None, None, None, None, dweights.to(weights.dtype)) + (None,) * 4
+
+    return backward
+
+
 # ---------------------------------------------------------------------------------- registration
 def _register(ns: str) -> None:
     """Attach the formulas to namespace `ns` (moe_ext, and moe_ext_emu for the ops it has)."""
@@ -261,6 +308,11 @@ def _register(ns: str) -> None:
         if has(name) and has("moe_mlp_backward"):
             torch.library.register_autograd(
                 f"{ns}::{name}", _moe_mlp_backward_for(ns), setup_context=_moe_mlp_setup
+            )
+    for name in ("moe_mlp_fp8", "moe_mlp_fp8_save"):
+        if has(name):
+            torch.library.register_autograd(
+                f"{ns}::{name}", _moe_mlp_fp8_backward_for(ns), setup_context=_moe_mlp_fp8_setup
             )
     if has("grouped_mm"):
         torch.library.register_autograd(

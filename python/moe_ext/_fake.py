@@ -151,6 +151,19 @@ def _grouped_mm_fp8_fake(a, a_scale, b, b_scale, offs=None, out_dtype=torch.bflo
     return a.new_empty(shape, dtype=out_dtype)
 
 
+def _moe_mlp_fp8_fake(
+    x, w1, w1_scale, w2, w2_scale, weights, order, slot, offsets, activation="swiglu"
+):
+    return x.new_empty(x.shape)
+
+
+def _moe_mlp_fp8_save_fake(
+    x, w1, w1_scale, w2, w2_scale, weights, order, slot, offsets, activation="swiglu"
+):
+    N = order.shape[0]
+    return x.new_empty(x.shape), x.new_empty((N, w1.shape[1])), x.new_empty((N, x.shape[1]))
+
+
 def _unpermute_backward_fake(grad_y, yp, order, slot, weights):
     return yp.new_empty(yp.shape), weights.new_empty(weights.shape)
 
@@ -171,6 +184,8 @@ _FAKES = {
     "moe_mlp_save_h": _moe_mlp_save_h_fake,
     "quantize_fp8": _quantize_fp8_fake,
     "grouped_mm_fp8": _grouped_mm_fp8_fake,
+    "moe_mlp_fp8": _moe_mlp_fp8_fake,
+    "moe_mlp_fp8_save": _moe_mlp_fp8_save_fake,
     "route": _route_fake,
     "route_with_stats": _route_with_stats_fake,
     "route_backward": _route_backward_fake,

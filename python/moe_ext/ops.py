@@ -231,6 +231,48 @@ def grouped_mm_fp8(
     return _ops.grouped_mm_fp8(a, a_scale, b, b_scale, offs, out_dtype)
 
 
+def moe_mlp_fp8(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w1_scale: torch.Tensor,
+    w2: torch.Tensor,
+    w2_scale: torch.Tensor,
+    weights: torch.Tensor,
+    order: torch.Tensor,
+    slot: torch.Tensor,
+    offsets: torch.Tensor,
+    activation: str = "swiglu",
+) -> torch.Tensor:
+    """:func:`moe_mlp` with block-FP8 experts in the HF ``FP8Experts`` / DeepSeek-V3 layout:
+    ``w1 [E, 2I, H]`` (or ``[E, I, H]`` ungated) and ``w2 [E, H, I]`` float8_e4m3fn with fp32
+    ``w1_scale [E, ceil(2I/128), ceil(H/128)]``, ``w2_scale [E, ceil(H/128), ceil(I/128)]``
+    (``weight_scale_inv``, multipliers); x bf16/fp16. Each token row is quantized per 128
+    columns (:func:`quantize_fp8`), the first :func:`grouped_mm_fp8` gathers the rows in its
+    loads and writes h in x's dtype, the activation is computed in fp32 and quantized from fp32
+    per 128 columns, the second GEMM writes x's dtype, and :func:`unpermute` combines in fp32.
+    Differentiable w.r.t. x and weights (frozen FP8 weights, e.g. adapters on an FP8 checkpoint:
+    straight-through for the quantizations, the weights dequantized to x's dtype in the
+    backward); asking for a gradient of an FP8 weight raises."""
+    args = (x, w1, w1_scale, w2, w2_scale, weights, order, slot, offsets, activation)
+    return _moe_mlp_fp8_on(_ops, *args)
+
+
+def _moe_mlp_fp8_on(ops, *args):
+    """moe_mlp_fp8 through namespace ``ops``: the op that also returns h and z when a gradient
+    will be needed (the backward then recomputes nothing)."""
+    x, w1, w1_scale, w2, w2_scale, weights = args[:6]
+    named = (("w1", w1), ("w1_scale", w1_scale), ("w2", w2), ("w2_scale", w2_scale))
+    frozen = [name for name, t in named if t.requires_grad]
+    if frozen:
+        raise RuntimeError(
+            f"moe_ext.moe_mlp_fp8: the FP8 expert weights are frozen; {', '.join(frozen)} "
+            "must not require grad (gradients flow to x and weights)"
+        )
+    if torch.is_grad_enabled() and (x.requires_grad or weights.requires_grad):
+        return ops.moe_mlp_fp8_save(*args)[0]
+    return ops.moe_mlp_fp8(*args)
+
+
 _MOE_MLP_MEMORY_POLICIES = ("save_h", "recompute")
 _moe_mlp_memory_policy = os.environ.get("MOE_EXT_MOE_MLP_MEMORY", "save_h")
 if _moe_mlp_memory_policy not in _MOE_MLP_MEMORY_POLICIES:

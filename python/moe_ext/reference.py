@@ -361,3 +361,25 @@ def grouped_mm_fp8(a, a_scale, b, b_scale, offs=None, out_dtype=torch.bfloat16):
         out[start:end] = ad[start:end] @ bd[g].T
         start = end
     return out.to(out_dtype)
+
+
+def moe_mlp_fp8(x, w1, w1_scale, w2, w2_scale, weights, order, slot, offsets, activation="swiglu"):
+    """moe_mlp with block-FP8 experts (HF ``FP8Experts`` layout), step by step as the contract
+    states it: each gathered row of x quantized per 128 columns (``quantize_fp8``), h =
+    ``grouped_mm_fp8`` in x's dtype, the activation in fp32 quantized per 128 columns from fp32,
+    the second ``grouped_mm_fp8`` in x's dtype, ``unpermute``'s combine. Each GEMM in fp64."""
+    k = weights.shape[1]
+    x_q, x_s = quantize_fp8(x)
+    rows = order.long() // k
+    x_rows = x_q.view(torch.uint8)[rows].view(torch.float8_e4m3fn)
+    h = grouped_mm_fp8(x_rows, x_s[rows], w1, w1_scale, offsets, out_dtype=x.dtype)
+    a_q, a_s = quantize_fp8(apply_activation(h.float(), activation))
+    z = grouped_mm_fp8(a_q, a_s, w2, w2_scale, offsets, out_dtype=x.dtype)
+    return unpermute(z, order, slot, weights)
+
+
+def dequantize_fp8_blocks(w, scale, dtype=torch.float32):
+    """w[..., R, C] e4m3 times its per-(128 x 128)-block scale[..., ceil(R/128), ceil(C/128)]."""
+    R, C = w.shape[-2:]
+    full = _expand_blocks(_expand_blocks(scale.float(), scale.dim() - 2, R), scale.dim() - 1, C)
+    return (w.float() * full).to(dtype)
