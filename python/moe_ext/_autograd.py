@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _C
-from . import reference
+from . import _C, reference
 from .reference import acc_dtype as _acc_dtype
 
 

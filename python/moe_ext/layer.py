@@ -27,6 +27,10 @@ Training-time options of the seminal designs:
   * ``expert_parallel_group``: shard the experts over a process group (moe_ext.distributed):
     this rank holds experts [r E/W, (r+1) E/W) and exchanges token rows with all-to-all.
 
+FP8 experts (``quantize_experts_fp8()``, or ``from_hf`` on an HF ``FP8Experts`` block): e4m3
+weights with one fp32 scale per 128 x 128 block (``*_scale_inv``, DeepSeek-V3's layout), run by
+``moe_mlp_fp8``; they are frozen (gradients reach x and the router only).
+
 Weights are in HF layout: ``gate_up_proj [E, 2I, H]`` (gate rows first; ``[E, I, H]`` for an
 ungated activation), ``down_proj [E, H, I]``, ``router.weight [E, H]``, so ``from_hf`` adopts an
 HF MoE block's tensors as they are.
@@ -249,23 +253,99 @@ class MoE(nn.Module):
         c.zero_()
 
     # ------------------------------------------------------------------------------ experts
+    @property
+    def is_fp8(self) -> bool:
+        """Whether the experts hold block-FP8 weights (quantize_experts_fp8 or an HF FP8 block)."""
+        return self.gate_up_proj.dtype == torch.float8_e4m3fn
+
+    def quantize_experts_fp8(self, scale_format: str = "float") -> MoE:
+        """Converts the experts' weights to block FP8 as DeepSeek-V3 checkpoints store them
+        (e4m3, one fp32 scale per 128 x 128 block: ``gate_up_proj_scale_inv``,
+        ``down_proj_scale_inv``); the forward then runs ``moe_mlp_fp8`` (activations quantized
+        per token per 128 channels). The FP8 weights are frozen (no gradient); x and the router
+        stay differentiable. The clamped SwiGLU (activation_limit) has no FP8 path."""
+        if self.activation_limit is not None:
+            raise ValueError("moe_ext.MoE.quantize_experts_fp8: activation_limit has no FP8 path")
+        if self.is_fp8:
+            return self
+        for name in ("gate_up_proj", "down_proj"):
+            w_q, scale = ops.quantize_weight_fp8(getattr(self, name).detach(), scale_format)
+            setattr(self, name, nn.Parameter(w_q, requires_grad=False))
+            setattr(self, f"{name}_scale_inv", nn.Parameter(scale, requires_grad=False))
+        return self
+
+    def _apply(self, fn, recurse=True):
+        """``.to(dtype)`` / ``.half()`` leave FP8 experts' e4m3 weights and fp32 scales as they
+        are (a cast would silently turn them into unscaled 16-bit weights); devices move."""
+        keep = {
+            id(p): p.dtype
+            for n, p in self.named_parameters(recurse=False)
+            if p.dtype == torch.float8_e4m3fn or n.endswith("_scale_inv")
+        }
+        if not keep:
+            return super()._apply(fn, recurse)
+
+        def fn_keeping_fp8(t):
+            out = fn(t)
+            want = keep.get(id(t))
+            return out.to(want) if want is not None and out.dtype != want else out
+
+        return super()._apply(fn_keeping_fp8, recurse)
+
+    def _expert_mlp(self, x, weights, order, slot, offsets):
+        """moe_mlp, or moe_mlp_fp8 for FP8 experts (x in bf16 then, unless it is fp16)."""
+        if not self.is_fp8:
+            w1, w2 = self.gate_up_proj, self.down_proj
+            return ops.moe_mlp(
+                x, w1, w2, weights, order, slot, offsets, self.activation, self.activation_limit
+            )
+        xl = x if x.dtype in (torch.bfloat16, torch.float16) else x.bfloat16()
+        # frozen (an HF FP8 block's parameters may say requires_grad; HF gives them no gradient)
+        w1, s1, w2, s2 = (
+            t.detach()
+            for t in (
+                self.gate_up_proj,
+                self.gate_up_proj_scale_inv,
+                self.down_proj,
+                self.down_proj_scale_inv,
+            )
+        )
+        y = ops.moe_mlp_fp8(
+            xl,
+            w1,
+            s1,
+            w2,
+            s2,
+            weights,
+            order,
+            slot,
+            offsets,
+            self.activation,
+        )
+        return y.to(x.dtype)
+
+    def _grouped_mlp(self, x_rows, offsets):
+        """The expert MLP over rows already grouped by expert (identity order, weight 1)."""
+        R = x_rows.shape[0]
+        ident = torch.arange(R, device=x_rows.device, dtype=torch.int32)
+        ones = torch.ones((R, 1), device=x_rows.device, dtype=torch.float32)
+        return self._expert_mlp(x_rows, ones, ident, ident, offsets)
+
     def _experts(self, x, weights, ids, order, slot, offsets):
-        w1, w2 = self.gate_up_proj, self.down_proj
-        act = (self.activation, self.activation_limit)
         if self.expert_parallel_group is not None:
             capacity = self._capacity(x.shape[0])
             x_local, offs, handle = ep.dispatch(
                 x, ids, weights, self.num_experts, self.expert_parallel_group, capacity
             )
-            y_local = _grouped_mlp(x_local, w1, w2, offs, *act)
+            y_local = self._grouped_mlp(x_local, offs)
             return ep.combine(y_local, handle)
         if self.apply_weights_to_input:  # Llama 4: expert(w * x), combined with weight 1
             k = weights.shape[1]
             xp = ops.permute(x, order, slot, k)
             w_rows = weights.reshape(-1).index_select(0, order.long()).to(x.dtype)
-            y_rows = _grouped_mlp(xp * w_rows.unsqueeze(1), w1, w2, offsets, *act)
+            y_rows = self._grouped_mlp(xp * w_rows.unsqueeze(1), offsets)
             return ops.unpermute(y_rows, order, slot, torch.ones_like(weights))
-        return ops.moe_mlp(x, w1, w2, weights, order, slot, offsets, *act)
+        return self._expert_mlp(x, weights, order, slot, offsets)
 
     def _capacity(self, T: int) -> int | None:
         if self.capacity_factor is None:
@@ -280,7 +360,7 @@ class MoE(nn.Module):
             raise ValueError(
                 f"moe_ext.MoE: x must be [..., {self.hidden_size}], got {tuple(shape)}"
             )
-        param = self.gate_up_proj
+        param = self.router.weight
         if x.dtype != param.dtype:
             raise TypeError(
                 f"moe_ext.MoE: x is {x.dtype} but the layer's parameters are "
@@ -340,7 +420,8 @@ class MoE(nn.Module):
     def from_hf(cls, block: nn.Module, **overrides) -> MoE:
         """A MoE layer with an HF MoE block's weights and routing (Mixtral, Qwen2/3-MoE, OLMoE,
         DeepSeek-V3 and DeepSeek-V4 families -- V4's hash layers included, whose forward then
-        takes ``input_ids``): the tensors are shared, not copied."""
+        takes ``input_ids``): the tensors are shared, not copied. An HF ``FP8Experts`` block
+        (an FP8 checkpoint, 128 x 128 weight blocks) gives a layer with FP8 experts."""
         gate, experts = block.gate, block.experts
         cfg = getattr(experts, "config", None)
         E, H = gate.weight.shape
@@ -401,6 +482,21 @@ class MoE(nn.Module):
         layer.router.weight = gate.weight
         layer.gate_up_proj = w_up
         layer.down_proj = experts.down_proj
+        if w_up.dtype == torch.float8_e4m3fn:  # HF FP8Experts (DeepSeek-V3 block FP8)
+            from .hf import fp8_scales
+
+            if tuple(getattr(experts, "block_size", None) or ()) != (128, 128):
+                raise ValueError(
+                    "moe_ext.MoE.from_hf: FP8 experts need 128 x 128 weight blocks, got "
+                    f"block_size={getattr(experts, 'block_size', None)}"
+                )
+            s_up = experts.gate_up_proj_scale_inv if gated else experts.up_proj_scale_inv
+            for name, w, s in (
+                ("gate_up_proj", w_up, s_up),
+                ("down_proj", experts.down_proj, experts.down_proj_scale_inv),
+            ):
+                scale = fp8_scales(s, w.shape[1], w.shape[2])
+                setattr(layer, f"{name}_scale_inv", nn.Parameter(scale, requires_grad=False))
         if hasattr(gate, "e_score_correction_bias"):
             layer.correction_bias = gate.e_score_correction_bias
         if hasattr(gate, "tid2eid"):
@@ -446,11 +542,3 @@ def _hf_score_func(score_fn) -> str:
     if name not in table:
         raise ValueError(f"moe_ext.MoE.from_hf: router score function {name} is not supported")
     return table[name]
-
-
-def _grouped_mlp(x_rows, w1, w2, offsets, activation, activation_limit=None):
-    """The expert MLP over rows already grouped by expert (moe_mlp with the identity order)."""
-    R = x_rows.shape[0]
-    ident = torch.arange(R, device=x_rows.device, dtype=torch.int32)
-    ones = torch.ones((R, 1), device=x_rows.device, dtype=torch.float32)
-    return ops.moe_mlp(x_rows, w1, w2, ones, ident, ident, offsets, activation, activation_limit)

@@ -12,6 +12,8 @@ import os
 
 import torch
 
+from . import reference as _reference
+
 _ops = torch.ops.moe_ext
 
 
@@ -229,6 +231,24 @@ def grouped_mm_fp8(
     Returns ``[M, N]`` (rows past ``offs[-1]`` zero) or ``[G, M, N]`` in ``out_dtype``
     (bf16/fp16/fp32). Not differentiable (frozen FP8 weights; ``moe_mlp_fp8`` has a backward)."""
     return _ops.grouped_mm_fp8(a, a_scale, b, b_scale, offs, out_dtype)
+
+
+def quantize_weight_fp8(
+    w: torch.Tensor, scale_format: str = "float"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block-FP8 weights as DeepSeek-V3 checkpoints store them: ``w [..., R, C]`` -> (``w_q``
+    float8_e4m3fn, ``scale [..., ceil(R/128), ceil(C/128)]`` fp32 with ``scale = amax / 448`` per
+    128 x 128 block (``"ue8m0"``: rounded up to a power of two), ``w ~= w_q * scale``). An
+    offline conversion in torch ops (the scales HF calls ``weight_scale_inv``)."""
+    R, C = w.shape[-2:]
+    rb, cb = -(-R // 128), -(-C // 128)
+    padded = torch.nn.functional.pad(w.float(), (0, cb * 128 - C, 0, rb * 128 - R))
+    blocks = padded.unflatten(-1, (cb, 128)).unflatten(-3, (rb, 128))  # [..., rb, 128, cb, 128]
+    amax = blocks.abs().amax(dim=(-3, -1))
+    scale = _reference.fp8_group_scales(amax, scale_format)
+    full = scale.repeat_interleave(128, -2)[..., :R, :].repeat_interleave(128, -1)[..., :C]
+    w_q = (w.float() / full).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return w_q, scale
 
 
 def moe_mlp_fp8(
