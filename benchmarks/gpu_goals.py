@@ -25,6 +25,10 @@ What is measured (the goals are those of issue 17, H200 bf16):
            Goal: >= 600 TFLOP/s fwd, >= 500 fwd+bwd.
   permute  permute and unpermute at Qwen3-30B-A3B, T=32768 (H=2048, k=8), uniform and Zipf
            ids, vs a device copy (torch.Tensor.copy_) of the same bytes. Goal: >= 0.85 x copy.
+  fp8      grouped_mm_fp8 (DeepSeek-V3 block FP8, MOE_EXT_FP8_MMA=f16 and e4m3) vs moe_ext's
+           bf16 grouped_mm on the same fwd GEMM at DeepSeek-V3 (T=8192) and Qwen3-30B-A3B
+           (T=32768); decode (1 and 8 rows per expert, E=128): TB/s of FP8 weights.
+           Goals (issue 21): >= 1.6 x bf16; decode >= 2.5 TB/s.
   route    DeepSeek-V3 routing (E=256, top-8, sigmoid, 8 groups / top-4, correction bias,
            scale 2.5) at T=1 and T=64 under CUDA-graph replay, vs the torch router.
            Goal: <= 3 µs.
@@ -62,6 +66,7 @@ FAMILIES = {
     "grouped_gemm_sm90_kernel": "sm90",
     "grouped_gemm_tc_kernel": "sm80",
     "grouped_gemm_simt_kernel": "sm80-fp32",
+    "grouped_mm_fp8_kernel": "fp8-mma",
 }
 
 
@@ -210,6 +215,51 @@ def bench_decode(sink, smoke, iters):
             sink.add(row, ">= 2.5 TB/s of weights", tbps >= 2.5 if CUDA else None)
 
 
+def bench_fp8(sink, smoke, iters):
+    cases = [("deepseek-v3", 8192, None), ("qwen3-30b-a3b", 32768, None)]  # prefill
+    cases += [("qwen3-30b-a3b", None, 1), ("qwen3-30b-a3b", None, 8)]  # decode rows per expert
+    for preset, T, per_expert in cases:
+        s = PRESETS[preset]
+        E, K, N = s.num_experts, s.hidden, 2 * s.ffn
+        if smoke:
+            E, K, N, T = min(E, 8), 128, 128, 64
+        decode = per_expert is not None
+        if not decode:  # prefill: the model's rows per expert, at most 32 experts (the weights
+            per_expert = -(-T * s.top_k // E)  # are quantized here, through fp32 temporaries)
+            E = min(E, 32)
+        rows = [per_expert] * E
+        M = sum(rows)
+        offs = torch.tensor(rows).cumsum(0).to(torch.int32).to(DEV)
+        a = torch.randn(M, K, device=DEV).bfloat16()
+        w = torch.randn(E, N, K, device=DEV) * K**-0.5
+        a_q, a_s = moe_ext.quantize_fp8(a)
+        w_q, w_s = moe_ext.ops.quantize_weight_fp8(w)
+        wb = w.bfloat16().transpose(-2, -1)
+        del w
+        base = {
+            "moe_ext bf16": measure(lambda: moe_ext.grouped_mm(a, wb, offs), iters, l2_flush=CUDA)
+        }
+        for mma in ("f16", "e4m3") if CUDA else ("auto",):
+            os.environ["MOE_EXT_FP8_MMA"] = mma
+            try:
+                fn = lambda: moe_ext.grouped_mm_fp8(a_q, a_s, w_q, w_s, offs)  # noqa: E731
+                family = family_of(fn)
+                ours = measure(fn, iters, l2_flush=CUDA)
+            finally:
+                os.environ.pop("MOE_EXT_FP8_MMA", None)
+            case = dict(preset=preset, M=M, E=E, K=K, N=N, mma=mma, rows_per_expert=per_expert)
+            row = Row("fp8", case, ours, dict(base), flops=2 * M * K * N, bytes=E * K * N)
+            row = row.finish()
+            row["family"] = family
+            if decode:
+                sink.add(
+                    row, ">= 2.5 TB/s of FP8 weights", row["ours"]["gbps"] >= 2500 if CUDA else None
+                )
+            else:
+                speedup = row["baselines"]["moe_ext bf16"]["speedup"]
+                sink.add(row, ">= 1.6 x moe_ext bf16", speedup >= 1.6 if CUDA else None)
+
+
 def bench_layer(sink, smoke, iters):
     s = PRESETS["qwen3-30b-a3b"]
     H, I, E, k, T = s.hidden, s.ffn, s.num_experts, s.top_k, 32768
@@ -316,6 +366,7 @@ BENCHES = {
     "layer": bench_layer,
     "permute": bench_permute,
     "route": bench_route,
+    "fp8": bench_fp8,
 }
 
 

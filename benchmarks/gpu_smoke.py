@@ -16,7 +16,8 @@ What a case covers (the kernel families and their template instantiations, see
 stats), sort_tokens (plain, capacity), permute / unpermute / unpermute_backward (16-byte and
 narrow rows), grouped_mm on the Ampere kernel (bf16 / fp16 x large / small_m / swap_ab tile x the four
 forms and both operand majors; fp32 on the FFMA kernel) and on the Hopper kernel (its three
-operand-major combinations: fwd, dA, dB), and moe_mlp (gated and ungated, both families).
+operand-major combinations: fwd, dA, dB), moe_mlp (gated and ungated, both families), and the
+block-FP8 grouped GEMM (both MMA paths, both forms) and moe_mlp_fp8.
 """
 
 from __future__ import annotations
@@ -217,6 +218,45 @@ def case_moe_mlp(path, dtype, activation):
     return run
 
 
+def case_fp8(mma, form):
+    """grouped_mm_fp8 (MOE_EXT_FP8_MMA=f16|e4m3, ragged-M or batched) and moe_mlp_fp8 (form
+    "mlp") against the contract's formula in fp64 (reference.py)."""
+
+    def run(backend, gen):
+        import moe_ext
+        from moe_ext import reference
+
+        ops, dev = _ops(backend), _dev(backend)
+        os.environ["MOE_EXT_FP8_MMA"] = mma
+        try:
+            if form == "mlp":
+                T, H, I, E, k = 45, 256, 192, 4, 2
+                ids, w = _routing(T, E, k, "cpu", gen)
+                order, slot, offsets = reference.sort_tokens(ids, E)
+                x = torch.randn(T, H, generator=gen).bfloat16()
+                w1, s1 = moe_ext.ops.quantize_weight_fp8(torch.randn(E, 2 * I, H, generator=gen))
+                w2, s2 = moe_ext.ops.quantize_weight_fp8(torch.randn(E, H, I, generator=gen))
+                args = (x, w1, s1, w2, s2, w, order, slot, offsets)
+                y = ops.moe_mlp_fp8(*(t.to(dev) for t in args), "swiglu")
+                _close("moe_mlp_fp8", y, reference.moe_mlp_fp8(*args), 2e-2)
+                return
+            G, M, N, K = 3, 200, 192, 300
+            batched = form == "batched"
+            x = torch.randn(*((G, M, K) if batched else (M, K)), generator=gen)
+            a, a_s = moe_ext.quantize_fp8(x.reshape(-1, K))
+            a, a_s = a.view(*x.shape), a_s.view(*x.shape[:-1], -1)
+            b, b_s = moe_ext.ops.quantize_weight_fp8(torch.randn(G, N, K, generator=gen))
+            offs = None if batched else torch.tensor([50, 50, 170], dtype=torch.int32)
+            args = [t.to(dev) if t is not None else None for t in (a, a_s, b, b_s, offs)]
+            out = ops.grouped_mm_fp8(*args, torch.float32)
+            ref = reference.grouped_mm_fp8(a, a_s, b, b_s, offs, torch.float64)
+            _close(f"grouped_mm_fp8/{mma}", out, ref, 1e-5 if mma == "f16" else 1e-3)
+        finally:
+            os.environ.pop("MOE_EXT_FP8_MMA", None)
+
+    return run
+
+
 def _planted(kind):
     """Self-test of the supervisor (--plant): a case that never returns, or that kills its
     worker the way a device trap does."""
@@ -282,6 +322,10 @@ def cases(backend: str) -> list[tuple[str, object]]:
                 out.append((f"moe_mlp/{path}/{act}/{n}", case_moe_mlp(path, dt, act)))
     out.append(("grouped_mm/fp32/2x3", case_gmm("auto", "auto", torch.float32, "2x3")))
     out.append(("grouped_mm/fp32/2x2", case_gmm("auto", "auto", torch.float32, "2x2")))
+    for mma in ("f16", "e4m3"):  # the FP8 kernel's two MMA paths, both forms
+        for form in ("2x3", "batched"):
+            out.append((f"grouped_mm_fp8/{mma}/{form}", case_fp8(mma, form)))
+    out.append(("moe_mlp_fp8/auto", case_fp8("auto", "mlp")))
     return out
 
 

@@ -205,3 +205,17 @@ def test_moe_mlp_backward_bench_smoke(tmp_path):
     }
     assert float(rows["fwd+bwd save_h"][7]) == 1.0 and float(rows["fwd+bwd recompute"][7]) == 1.22
     assert float(rows["fwd+bwd composite (before)"][7]) == 1.33
+
+
+def test_fp8_bench_smoke(tmp_path):
+    """benchmarks/bench_fp8.py at tiny shapes: GEMM (prefill, decode) and layer rows, FP8 and
+    bf16 measured in the same run, in the JSON."""
+    out = tmp_path / "fp8.json"
+    run_script(
+        ["benchmarks/bench_fp8.py", "--smoke", "--presets", "qwen3-30b-a3b", "--json", str(out)],
+        tmp_path,
+    )
+    rows = json.loads(out.read_text())["rows"]
+    kinds = {(r["case"]["kind"], r["case"]["phase"]) for r in rows}
+    assert {("gemm", "prefill"), ("gemm", "decode1"), ("layer", "prefill")} <= kinds
+    assert all("moe_ext_bf16" in r["baselines"] and r["ours"]["p50"] > 0 for r in rows)

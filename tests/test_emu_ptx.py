@@ -101,6 +101,39 @@ def test_fragment_map_equals_golden(golden):
         assert ops.ptx_fragment_map(key).tolist() == golden[key], key
 
 
+FP8_GOLDEN = json.loads((Path(__file__).parent / "golden/ptx_fragments_fp8.json").read_text())
+
+
+def test_fp8_fragment_map_equals_golden():
+    """The 8-bit m16n8k32 layouts (e4m3 mma.sync), pinned by tests/golden/ptx_fragments_fp8.json
+    (written from the PTX ISA formulas)."""
+    for key in ("m16n8k32.e4m3.A", "m16n8k32.e4m3.B", "m16n8k32.e4m3.C"):
+        assert ops.ptx_fragment_map(key).tolist() == FP8_GOLDEN[key], key
+
+
+def test_mma_e4m3_on_golden_fragments():
+    """One m16n8k32 e4m3 mma with registers packed from the golden layout (4 bytes each, low
+    first): D equals C + A @ B summed in fp32 in k order (e4m3 products are exact in fp32)."""
+    gen = torch.Generator().manual_seed(0)
+    A = (torch.randn(16, 32, generator=gen) * 8).to(torch.float8_e4m3fn)
+    B = (torch.randn(32, 8, generator=gen) * 8).to(torch.float8_e4m3fn)
+    C = torch.randn(16, 8, generator=gen)
+    ga, gb, gc = (torch.tensor(FP8_GOLDEN[f"m16n8k32.e4m3.{m}"]) for m in "ABC")
+    ea = A.view(torch.uint8).long()[ga[..., 0], ga[..., 1]]  # [32, 16]
+    eb = B.view(torch.uint8).long()[gb[..., 0], gb[..., 1]]  # [32, 8]
+
+    def pack(e):  # 4 bytes per register, low byte first
+        return _as_int32(e[:, 0::4] | (e[:, 1::4] << 8) | (e[:, 2::4] << 16) | (e[:, 3::4] << 24))
+
+    d_regs = ops.ptx_mma_fragments(
+        3, pack(ea).contiguous(), pack(eb).contiguous(), C[gc[..., 0], gc[..., 1]].contiguous()
+    )
+    assert moe_ext.emu.last_launch_stats()["mma"] == 1
+    D = torch.empty(16, 8)
+    D[gc[..., 0], gc[..., 1]] = d_regs
+    assert torch.equal(D, sequential_fp32(A.float(), B.float(), C))
+
+
 def test_fragment_map_rejects_unknown_key():
     with pytest.raises(RuntimeError, match="unknown fragment key"):
         ops.ptx_fragment_map("m16n8k32.A")

@@ -53,12 +53,14 @@ def test_dry_run_passes_and_packs_one_archive(tmp_path):
         "route/",
         "sort_tokens",
         "permute+unpermute",
+        "grouped_mm_fp8/e4m3",
+        "moe_mlp_fp8",
     ):
         assert any(n.startswith(family) for n in listed), family
     goals = [json.loads(line) for line in (tmp_path / "session" / "goals.jsonl").open()]
     assert "meta" in goals[0]
     benches = {r["bench"] for r in goals[1:]}
-    assert benches == {"gemm", "decode", "layer", "permute", "route"}, benches
+    assert benches == {"gemm", "decode", "layer", "permute", "route", "fp8"}, benches
     assert not any("error" in r for r in goals[1:])
     assert all(r["family"] for r in goals[1:])
 

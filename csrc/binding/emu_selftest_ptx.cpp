@@ -66,6 +66,12 @@ at::Tensor ptx_fragment_map(c10::string_view key_view) {
     fn = &ptx_layout::mma_m16n8k8_tf32_a, elems = 4;
   else if (key == "m16n8k8.tf32.B")
     fn = &ptx_layout::mma_m16n8k8_tf32_b, elems = 2;
+  else if (key == "m16n8k32.e4m3.A")
+    fn = &ptx_layout::mma_m16n8k32_8bit_a, elems = 16;
+  else if (key == "m16n8k32.e4m3.B")
+    fn = &ptx_layout::mma_m16n8k32_8bit_b, elems = 8;
+  else if (key == "m16n8k32.e4m3.C")
+    fn = &ptx_layout::mma_m16n8_c, elems = 4;
   else if (key == "ldmatrix.x4")
     ldm = true, elems = 8;
   else if (key == "ldmatrix.x4.trans")
@@ -89,7 +95,8 @@ at::Tensor ptx_fragment_map(c10::string_view key_view) {
 at::Tensor ptx_mma_fragments(int64_t kind, const at::Tensor& a, const at::Tensor& b,
                              const at::Tensor& c) {
   const char* op = "ptx_mma_fragments";
-  MOE_CHECK(op, kind >= 0 && kind <= 2, "kind must be 0 (bf16), 1 (f16) or 2 (tf32), got ", kind);
+  MOE_CHECK(op, kind >= 0 && kind <= 3,
+            "kind must be 0 (bf16), 1 (f16), 2 (tf32) or 3 (e4m3, m16n8k32), got ", kind);
   check_cpu_contig(op, "a", a, at::kInt, 32 * 4);
   check_cpu_contig(op, "b", b, at::kInt, 32 * 2);
   check_cpu_contig(op, "c", c, at::kFloat, 32 * 4);
@@ -190,7 +197,8 @@ TORCH_LIBRARY_FRAGMENT(moe_ext_emu_test, m) {
   // (Ops without tensor inputs are registered backend-free, with their schema.)
   // Lane -> element layout the emulator uses, for a shared/golden/ptx_fragments.json key.
   m.def("ptx_fragment_map(str key) -> Tensor", &moe_ext::ptx_fragment_map);
-  // One mma on per-lane fragments: kind 0 bf16, 1 f16 (m16n8k16), 2 tf32 (m16n8k8); d[32,4].
+  // One mma on per-lane fragments: kind 0 bf16, 1 f16 (m16n8k16), 2 tf32 (m16n8k8),
+  // 3 e4m3 (m16n8k32); d[32,4].
   m.def("ptx_mma_fragments(int kind, Tensor a, Tensor b, Tensor c) -> Tensor");
   // ldmatrix_x{num}[_trans] of a 32x8 int16 tile: registers [32, num] int32.
   m.def("ptx_ldmatrix(Tensor tile, int num, bool trans) -> Tensor");

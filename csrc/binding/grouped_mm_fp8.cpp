@@ -1,6 +1,9 @@
 // Binding of grouped_mm_fp8 (DeepSeek-V3 block FP8, DESIGN.md "Contract additions"): checks,
 // then the native CPU op or tensors -> GroupedMmFp8Params and the FP8 grouped GEMM
 // (kernels/grouped_mm_fp8.cuh) on the device target.
+#include <cstdlib>
+#include <cstring>
+
 #include "../cpu/cpu_ops.h"
 #include "../kernels/grouped_mm_fp8.h"
 #include "backend.h"
@@ -52,6 +55,16 @@ void check_grouped_mm_fp8_args(const at::Tensor& a, const at::Tensor& a_scale, c
   check_scale(op, "b_scale", b_scale, {G, blocks128(N), blocks128(K)}, a);
 }
 
+// MOE_EXT_FP8_MMA=auto|f16|e4m3: the FP8 kernel's MMA (Fp8Mma, grouped_mm_fp8.h).
+int32_t fp8_mma_from_env(const char* op) {
+  const char* v = std::getenv("MOE_EXT_FP8_MMA");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return kFp8MmaAuto;
+  if (std::strcmp(v, "f16") == 0) return kFp8MmaF16;
+  if (std::strcmp(v, "e4m3") == 0) return kFp8MmaE4m3;
+  MOE_CHECK(op, false, "MOE_EXT_FP8_MMA must be auto, f16 or e4m3, got '", v, "'");
+  return kFp8MmaAuto;
+}
+
 // contiguous along the last dimension (K for the operands and the scales' K blocks)
 at::Tensor last_dim_unit(const at::Tensor& t) {
   return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
@@ -100,6 +113,7 @@ at::Tensor grouped_mm_fp8_device(const at::Tensor& a, const at::Tensor& a_scale,
   g.num_groups = static_cast<int32_t>(G);
   g.m = M, g.n = N, g.k = K;
   g.stages = stages_from_env(op);
+  p.mma = fp8_mma_from_env(op);
   p.a_scale = asc.const_data_ptr<float>();
   p.a_scale_stride_g = batched ? asc.stride(0) : 0;
   p.a_scale_stride_m = asc.stride(asc.dim() - 2);

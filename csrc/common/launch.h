@@ -30,6 +30,7 @@ struct DeviceLimits {
   size_t smem_per_block_optin;  // the most dynamic + static shared memory one block may use
   size_t smem_per_sm;
   int cc_major;  // compute capability major (9 = Hopper)
+  int cc_minor;  // and minor (8.9 = Ada: fp8 mma.sync)
 };
 }  // namespace moe_ext
 
@@ -72,9 +73,11 @@ inline DeviceLimits device_limits() {
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) dev = 0;
   DeviceLimits& l = cache[dev];
   if (l.sm_count == 0) {  // benign race: every thread computes the same values
-    int sms = 0, optin = 0, per_sm = 0, major = 0;
+    int sms = 0, optin = 0, per_sm = 0, major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
     l.cc_major = major;
+    l.cc_minor = minor;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
     cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);

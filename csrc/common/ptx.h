@@ -5,8 +5,12 @@
 //   mma_m16n8k16_bf16(d, a, b, c)  mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 //   mma_m16n8k16_f16(d, a, b, c)   mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
 //   mma_m16n8k8_tf32(d, a, b, c)   mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
+//   mma_m16n8k32_e4m3(d, a, b, c)  mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 (sm_89+;
+//       four e4m3 bytes per register; on older archs a trap: callers guard it, see
+//       MOE_HAS_FP8_MMA)
 //       D[16x8] = A[16xK] * B[Kx8] + C, one warp; per-lane fragments (a: 4 regs, b: 2, c/d: 4)
-//       in the PTX ISA layouts (`ptx_layout` below; pinned by shared/golden/ptx_fragments.json).
+//       in the PTX ISA layouts (`ptx_layout` below; pinned by shared/golden/ptx_fragments.json,
+//       the 8-bit ones by tests/golden/ptx_fragments_fp8.json).
 //   ldmatrix_x{1,2,4}[_trans](r, smem_row)   ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16
 //       Loads 1/2/4 8x8 matrices of 16-bit elements from shared memory; each lane passes the
 //       address of one 16-byte row (lanes 0-7: rows of matrix 0, 8-15: matrix 1, ...; x1 uses
@@ -36,8 +40,8 @@
 //     the ISA expects .tf32 operands already in tf32 format and the hardware does not round an
 //     unrounded fp32 that way, so kernels convert with cvt_rna_tf32 to match on both paths), then
 //     d[m][n] = fmaf(a[m][k], b[k][n], d) for k = 0, 1, ..., K-1 in order, starting from c.
-//     Products of bf16/fp16/tf32 values are exact in fp32, so this equals a sequential fp32 sum
-//     of exact products. Hardware adds the K products with at least fp32 precision in an
+//     Products of bf16/fp16/tf32/e4m3 values are exact in fp32, so this equals a sequential
+//     fp32 sum of exact products. Hardware adds the K products with at least fp32 precision in an
 //     unspecified order, so GPU and emulator agree to fp32 rounding, not bit for bit.
 //   * ldmatrix: each participating lane reads its own 16-byte row through check_shared (bounds,
 //     16-byte alignment, races, uninitialised bytes), so the 8 rows of one matrix form one
@@ -49,7 +53,9 @@
 //     "uninitialized" shared memory and the launch fails; a thread that exits with copies never
 //     waited for fails too (runtime.cpp, thread_entry). The source is read at landing time.
 //   Not modelled: the timing of asynchronous copies, cache levels (.ca/.cg/L2 hints), and the
-//   hardware's exact accumulation order / internal precision inside an mma.
+//   hardware's exact accumulation order / internal precision inside an mma (Hopper's fp8
+//   tensor cores keep fewer bits than fp32 while adding products, DeepGEMM's reason for
+//   promoting every 128-wide K block; the emulator adds them in fp32).
 #pragma once
 
 #include <cstdint>
@@ -91,6 +97,16 @@ MOE_HOST_DEVICE constexpr Coord mma_m16n8k8_tf32_a(int lane, int e) {
 MOE_HOST_DEVICE constexpr Coord mma_m16n8k8_tf32_b(int lane, int e) {
   return {0, (lane & 3) + 4 * e, lane >> 2};
 }
+// m16n8k32 (8-bit types: e4m3, e5m2, s8) A: 16x32 row-major, 16 elements (4 regs of 4 bytes,
+// low byte first) per lane: regs 0/2 row g, regs 1/3 row g + 8; columns 4t.. (regs 0, 1) and
+// 16 + 4t.. (regs 2, 3).
+MOE_HOST_DEVICE constexpr Coord mma_m16n8k32_8bit_a(int lane, int e) {
+  return {0, (lane >> 2) + 8 * ((e >> 2) & 1), 4 * (lane & 3) + (e & 3) + 16 * (e >> 3)};
+}
+// m16n8k32 8-bit B: 32x8 (k x n), 8 elements (2 regs) per lane: k 4t.. (reg 0), 16 + 4t.. (reg 1).
+MOE_HOST_DEVICE constexpr Coord mma_m16n8k32_8bit_b(int lane, int e) {
+  return {0, 4 * (lane & 3) + (e & 3) + 16 * (e >> 2), lane >> 2};
+}
 // ldmatrix m8n8 .b16: element e of a lane = half (e & 1) of register e >> 1 = matrix e >> 1.
 MOE_HOST_DEVICE constexpr Coord ldmatrix_elem(int lane, int e, bool trans) {
   return trans ? Coord{e >> 1, 2 * (lane & 3) + (e & 1), lane >> 2}
@@ -99,9 +115,16 @@ MOE_HOST_DEVICE constexpr Coord ldmatrix_elem(int lane, int e, bool trans) {
 
 }  // namespace ptx_layout
 
+// Whether this compilation has the fp8 mma.sync (sm_89+; the emulator models an sm_90).
+#if !defined(__CUDACC__) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890)
+#define MOE_HAS_FP8_MMA 1
+#else
+#define MOE_HAS_FP8_MMA 0
+#endif
+
 #if defined(__CUDACC__)
 // =========================================================================== GPU: inline PTX
-// All of these need sm_80+ (the build's lowest arch).
+// All of these need sm_80+ (the build's lowest arch), mma_m16n8k32_e4m3 sm_89+.
 
 MOE_DEVICE MOE_FORCEINLINE uint32_t cvt_rna_tf32(float x) {
   uint32_t r;
@@ -137,6 +160,20 @@ MOE_DEVICE MOE_FORCEINLINE void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
         "f"(c[2]), "f"(c[3]));
+}
+
+MOE_DEVICE MOE_FORCEINLINE void mma_m16n8k32_e4m3(float (&d)[4], const uint32_t (&a)[4],
+                                                  const uint32_t (&b)[2], const float (&c)[4]) {
+#if MOE_HAS_FP8_MMA
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+        "f"(c[2]), "f"(c[3]));
+#else
+  __trap();  // no fp8 mma before sm_89: callers take another path (MOE_HAS_FP8_MMA)
+#endif
 }
 
 // ldmatrix: the shared-window address of this lane's row. No "memory" clobber (as in CUTLASS):

@@ -11,7 +11,7 @@
 
 namespace moe_ext::ptx_selftest {
 
-enum class MmaKind : int32_t { kBf16 = 0, kF16 = 1, kTf32 = 2 };
+enum class MmaKind : int32_t { kBf16 = 0, kF16 = 1, kTf32 = 2, kE4m3 = 3 };
 
 // One warp, one mma instruction on fragments given per lane (tests build them from the golden
 // layouts): d[32][4] = mma(a[32][4], b[32][2], c[32][4]).

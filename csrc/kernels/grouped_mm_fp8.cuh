@@ -14,6 +14,13 @@
 // folded into B's scale. (e4m3fn NaN bytes are not special-cased: a NaN code comes from a NaN
 // input, whose group scale is NaN too, and the scale carries it into the output.)
 //
+// On sm_89+ (kE4m3Mma, Fp8Mma in the .h) the bytes go to m16n8k32 e4m3 MMAs as they are: the
+// same fragment loads, one k32 MMA where the f16 way issues two k16 ones after converting, and
+// B's scale without the 2^16 (Ada: native fp8 HMMA; sm_90a: ptxas unpacks e4m3 to f16 in
+// hardware, F2FP, for f16 HMMAs -- 128 F2FP per slice instead of ~700 integer ops). Hopper's fp8
+// tensor cores add products with fewer bits than fp32 inside an instruction; the per-block
+// promotion below bounds what that can lose to one 128-wide block (the emulator adds exactly).
+//
 // Two-level accumulation (DeepSeek-V3): one K slice of the pipeline is one 128-wide scale block;
 // its MMAs accumulate into `blk` (fp32, zeroed per slice), which is then promoted into `acc` with
 // acc += blk * (a_scale[row] * b_scale[n block] * 2^16). fp8 products never accumulate across
@@ -119,8 +126,11 @@ MOE_DEVICE MOE_FORCEINLINE void load_fp8_tile(unsigned char* smem, const unsigne
   }
 }
 
+template <bool kE4m3Mma>
 __global__ void __launch_bounds__(Fp8Tile::kThreads, 1)
     grouped_mm_fp8_kernel(GroupedMmFp8Params fp, int stages) {
+  // the e4m3 instruction where this compilation has it, else the f16 conversion (same result)
+  constexpr bool kNativeE4m3 = kE4m3Mma && MOE_HAS_FP8_MMA;
   using Tile = Fp8Tile;
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, kThreads = Tile::kThreads;
   using Staging = EpilogueStaging<BM, BN>;
@@ -242,6 +252,16 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads, 1)
           const int row = warp_n0 + nt * 8 + g;
           rb[nt] = ld_shared(reinterpret_cast<const uint2*>(sb + fp8_chunk(row, chunk) + byte));
         }
+        if constexpr (kNativeE4m3) {  // one k32 MMA: bytes 0-3 the k slots 4t.., 4-7 16 + 4t..
+          MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt) {
+            const uint32_t fa[4] = {ra[mt][0].x, ra[mt][1].x, ra[mt][0].y, ra[mt][1].y};
+            MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt) {
+              const uint32_t fb[2] = {rb[nt].x, rb[nt].y};
+              mma_m16n8k32_e4m3(blk[mt][nt], fa, fb, blk[mt][nt]);
+            }
+          }
+          continue;
+        }
         MOE_UNROLL for (int s = 0; s < 2; ++s) {  // k16 step: bytes 4 s .. 4 s + 3 of the 8
           uint32_t fa[Tile::kMmaM][4], fb[Tile::kMmaN][2];
           MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt) {
@@ -257,7 +277,7 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads, 1)
         }
       }
       // promote the block: acc += blk * a_scale[row] * b_scale * 2^16
-      const float b_scale = ld_shared(scales + BM) * kFp8F16Unscale;
+      const float b_scale = ld_shared(scales + BM) * (kNativeE4m3 ? 1.f : kFp8F16Unscale);
       MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)
           MOE_UNROLL for (int rh = 0; rh < 2; ++rh) {
         const float s = ld_shared(scales + warp_m0 + mt * 16 + g + rh * 8) * b_scale;
@@ -306,9 +326,15 @@ cudaError_t launch_grouped_mm_fp8<kKernelTarget>(const GroupedMmFp8Params& p, cu
     return std::max<size_t>(static_cast<size_t>(s) * Tile::kStageBytes, staging) + table;
   };
   while (stages > 2 && bytes(stages) > lim.smem_per_block_optin) --stages;
-  return grouped_gemm_detail::launch_persistent(
-      "grouped_mm_fp8_kernel", grouped_mm_fp8_kernel, Tile::kThreads, bytes(stages),
-      grouped_gemm_detail::max_tiles(p.gemm, Tile::BM, Tile::BN), stream, p, stages);
+  const bool e4m3 =
+      p.mma == kFp8MmaE4m3 || (p.mma == kFp8MmaAuto && lim.cc_major * 10 + lim.cc_minor >= 89);
+  const int64_t tiles = grouped_gemm_detail::max_tiles(p.gemm, Tile::BM, Tile::BN);
+  return e4m3 ? grouped_gemm_detail::launch_persistent("grouped_mm_fp8_kernel",
+                                                       grouped_mm_fp8_kernel<true>, Tile::kThreads,
+                                                       bytes(stages), tiles, stream, p, stages)
+              : grouped_gemm_detail::launch_persistent("grouped_mm_fp8_kernel",
+                                                       grouped_mm_fp8_kernel<false>, Tile::kThreads,
+                                                       bytes(stages), tiles, stream, p, stages);
 }
 
 }  // namespace moe_ext

@@ -21,12 +21,22 @@ namespace moe_ext {
 
 constexpr int kFp8ScaleBlock = 128;  // the K block and B's N block of one scale
 
+// Which tensor-core instruction multiplies the e4m3 tiles (MOE_EXT_FP8_MMA=auto|f16|e4m3):
+// kFp8MmaF16 converts them to f16 in registers (exact) for m16n8k16 f16 MMAs, every arch;
+// kFp8MmaE4m3 issues m16n8k32 e4m3 MMAs (sm_89+: native on Ada, twice the f16 rate there;
+// on sm_90a ptxas lowers them to hardware e4m3 -> f16 unpacks (F2FP) + f16 HMMA, fewer
+// instructions than the integer conversion -- Hopper's fp8 tensor-core rate needs wgmma; a
+// build without the instruction for the running arch, e.g. the compute_80 PTX JIT-compiled on
+// sm_89, computes the f16 way); kFp8MmaAuto: e4m3 from compute capability 8.9 on.
+enum Fp8Mma : int32_t { kFp8MmaAuto = 0, kFp8MmaF16 = 1, kFp8MmaE4m3 = 2 };
+
 struct GroupedMmFp8Params {
   GroupedGemmParams gemm;  // a, b: float8_e4m3fn bits; a_k_major = b_k_major = true
   const float* a_scale;    // [(G,) M, ceil(K / 128)], unit stride along the K blocks; with
   int64_t a_scale_stride_g, a_scale_stride_m;  // gemm.a_gather: indexed like a's rows
   const float* b_scale;                        // [G, ceil(N / 128), ceil(K / 128)], unit along K
   int64_t b_scale_stride_g, b_scale_stride_n;
+  int32_t mma = kFp8MmaAuto;  // Fp8Mma
 };
 
 inline const char* can_implement(const GroupedMmFp8Params& p) {

@@ -37,6 +37,7 @@ __global__ void mma_frag_kernel(MmaFragParams p) {
     case MmaKind::kBf16: mma_m16n8k16_bf16(d, a, b, c); break;
     case MmaKind::kF16: mma_m16n8k16_f16(d, a, b, c); break;
     case MmaKind::kTf32: mma_m16n8k8_tf32(d, a, b, c); break;
+    case MmaKind::kE4m3: mma_m16n8k32_e4m3(d, a, b, c); break;  // traps before sm_89
   }
   for (int i = 0; i < 4; ++i) st_global(p.d + lane * 4 + i, d[i]);
 }

@@ -9,7 +9,7 @@ namespace moe_ext {
 using ::moe_simt::launch_kernel;
 using ::moe_simt::launch_kernel_cluster;
 
-inline DeviceLimits device_limits() { return {2, 227 * 1024, 228 * 1024, 9}; }
+inline DeviceLimits device_limits() { return {2, 227 * 1024, 228 * 1024, 9, 0}; }
 
 template <typename... KArgs>
 cudaError_t allow_dynamic_smem(void (*)(KArgs...), size_t) {

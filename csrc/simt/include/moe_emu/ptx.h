@@ -12,6 +12,7 @@
 
 #include "../../cuda_compat.h"
 #include "../../runtime.h"
+#include "../../../common/fp8.h"  // e4m3_to_f32
 
 namespace moe_ext {
 
@@ -57,7 +58,7 @@ inline uint32_t round_tf32_bits(uint32_t u) {
   return (u + 0x1000u) & 0xffffe000u;
 }
 
-enum class MmaKind { kBf16, kF16, kTf32 };
+enum class MmaKind { kBf16, kF16, kTf32, kE4m3 };
 
 struct MmaIn {
   uint32_t a[4];
@@ -68,7 +69,7 @@ struct MmaIn {
 // The last lane of the warp to arrive computes the whole 16x8 tile from all lanes' fragments.
 template <MmaKind Kind>
 void mma_compute(::moe_simt::Collective& col, void*) {
-  constexpr int K = Kind == MmaKind::kTf32 ? 8 : 16;
+  constexpr int K = Kind == MmaKind::kTf32 ? 8 : Kind == MmaKind::kE4m3 ? 32 : 16;
   float A[16][K], B[K][8], D[16][8];
   for (int lane = 0; lane < ::moe_simt::kWarpSize; ++lane) {
     MmaIn in;
@@ -81,6 +82,15 @@ void mma_compute(::moe_simt::Collective& col, void*) {
       for (int e = 0; e < 2; ++e) {
         const auto p = ptx_layout::mma_m16n8k8_tf32_b(lane, e);
         B[p.row][p.col] = bits_to_float(round_tf32_bits(in.b[e]));
+      }
+    } else if constexpr (Kind == MmaKind::kE4m3) {  // four bytes per register, low first
+      for (int e = 0; e < 16; ++e) {
+        const auto p = ptx_layout::mma_m16n8k32_8bit_a(lane, e);
+        A[p.row][p.col] = e4m3_to_f32(static_cast<uint8_t>(in.a[e >> 2] >> (8 * (e & 3))));
+      }
+      for (int e = 0; e < 8; ++e) {
+        const auto p = ptx_layout::mma_m16n8k32_8bit_b(lane, e);
+        B[p.row][p.col] = e4m3_to_f32(static_cast<uint8_t>(in.b[e >> 2] >> (8 * (e & 3))));
       }
     } else {
       auto widen = [](uint32_t reg, int half) {
@@ -202,6 +212,11 @@ inline void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32
 inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                              const float (&c)[4]) {
   ptx_emu::mma<ptx_emu::MmaKind::kTf32>(d, a, b, c, "mma.sync.m16n8k8.tf32");
+}
+
+inline void mma_m16n8k32_e4m3(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                              const float (&c)[4]) {
+  ptx_emu::mma<ptx_emu::MmaKind::kE4m3>(d, a, b, c, "mma.sync.m16n8k32.e4m3");
 }
 
 inline void ldmatrix_x1(uint32_t (&r)[1], const void* smem_row) {
