@@ -4,14 +4,18 @@
 //                                            gives the same values: one pass over T rows, not N)
 //   2. h[N, 2I] = x_q[order // k] @ w1ᵀ      grouped_mm_fp8 gathering the rows (and their
 //                                            scales) in the kernel's loads; out in x's dtype
-//   3. a_q, a_s = quantize_fp8(act(h))       act in fp32 from h (x's dtype), quantized from fp32;
+//   3. a_q, a_s = quantize_fp8(act(h))       act in fp32 from h (x's dtype), quantized from fp32:
+//                                            on device targets inside the quantization kernel
+//                                            (one read of h, no fp32 tensor); on CPU torch ops
 //                                            in row chunks (fp32 temporaries <= 16 K x 2I)
 //   4. z[N, H]  = a_q @ w2ᵀ                  grouped_mm_fp8, out in x's dtype
 //   5. y[T, H]  = unpermute(z, weights)      fp32 combine in j order
 // On CPU the rows of step 2 are gathered by index_select first. Dropped rows (past offsets[-1])
-// are zero in h and z. Not fused yet: the activation + quantization is its own pass over h.
+// are zero in h and z. Not fused into the first GEMM's epilogue yet: the activation +
+// quantization is its own pass over h (read once, 1 byte + 1/128 scale written per element).
 #include <algorithm>
 #include <string>
+#include <tuple>
 
 #include "../cpu/cpu_ops.h"
 #include "../kernels/grouped_mm_fp8.h"
@@ -58,15 +62,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> moe_mlp_fp8_forward(
   const auto [x_q, x_s] = quantize_fp8<T>(x, kFp8ScaleBlock, "float");
   const auto h =
       grouped_mm_fp8_gathered<T>(x_q, x_s, w1, w1_scale, offsets, order, k, dtype);  // [N, 2I]
-  const int64_t I = act.gated ? h.size(1) / 2 : h.size(1);
-  auto a_q = at::empty({N, I}, x.options().dtype(at::kFloat8_e4m3fn));
-  auto a_s = at::empty({N, blocks128(I)}, x.options().dtype(at::kFloat));
-  for (int64_t r0 = 0; r0 < N; r0 += kActivationChunkRows) {
-    const int64_t n = std::min(kActivationChunkRows, N - r0);
-    const auto a = apply_mlp_activation(h.narrow(0, r0, n).to(at::kFloat), act);  // fp32
-    const auto [q, s] = quantize_fp8<T>(a, kFp8ScaleBlock, "float");
-    a_q.view(at::kByte).narrow(0, r0, n).copy_(q.view(at::kByte));
-    a_s.narrow(0, r0, n).copy_(s);
+  at::Tensor a_q, a_s;
+  if constexpr (T == Target::kCpu) {  // torch ops in row chunks
+    const int64_t I = act.gated ? h.size(1) / 2 : h.size(1);
+    a_q = at::empty({N, I}, x.options().dtype(at::kFloat8_e4m3fn));
+    a_s = at::empty({N, blocks128(I)}, x.options().dtype(at::kFloat));
+    for (int64_t r0 = 0; r0 < N; r0 += kActivationChunkRows) {
+      const int64_t n = std::min(kActivationChunkRows, N - r0);
+      const auto a = apply_mlp_activation(h.narrow(0, r0, n).to(at::kFloat), act);  // fp32
+      const auto [q, s] = quantize_fp8<T>(a, kFp8ScaleBlock, "float");
+      a_q.view(at::kByte).narrow(0, r0, n).copy_(q.view(at::kByte));
+      a_s.narrow(0, r0, n).copy_(s);
+    }
+  } else {  // the activation inside the quantization kernel: one read of h
+    std::tie(a_q, a_s) = quantize_fp8_activated<T>(h, act);
   }
   auto z = grouped_mm_fp8<T>(a_q, a_s, w2, w2_scale, offsets, dtype);  // [N, H]
   auto y = unpermute<T>(z, order, slot, weights);

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "../common/launcher.h"
+#include "../cpu/mlp_activation.h"  // MlpActivation
 
 namespace moe_ext {
 
@@ -99,6 +100,13 @@ at::Tensor grouped_mm_fp8_gathered(const at::Tensor& a, const at::Tensor& a_scal
                                    const at::Tensor& b, const at::Tensor& b_scale,
                                    const at::Tensor& offsets, const at::Tensor& order,
                                    int64_t top_k, at::ScalarType out_dtype);
+
+// quantize_fp8 (group 128, float scales) of act(h) -- gated: act(h[:, :I]) * h[:, I:] -- computed
+// in fp32 inside the quantization kernel: moe_mlp_fp8's second-GEMM input in one pass over h.
+// Device targets only; internal.
+template <Target T>
+std::tuple<at::Tensor, at::Tensor> quantize_fp8_activated(const at::Tensor& h,
+                                                          const MlpActivation& act);
 
 template <Target T>
 at::Tensor moe_mlp_fp8(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w1_scale,

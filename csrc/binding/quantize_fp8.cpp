@@ -46,6 +46,31 @@ std::tuple<at::Tensor, at::Tensor> quantize_fp8(const at::Tensor& x, int64_t gro
   }
 }
 
+template <Target T>
+std::tuple<at::Tensor, at::Tensor> quantize_fp8_activated(const at::Tensor& h,
+                                                          const MlpActivation& act) {
+  static_assert(T != Target::kCpu, "the CPU composes torch ops (moe_mlp_fp8.cpp)");
+  const int64_t M = h.size(0), K = act.gated ? h.size(1) / 2 : h.size(1);
+  const int64_t groups = (K + 127) / 128;
+  const auto hc = h.stride(1) == 1 || h.size(1) <= 1 ? h : h.contiguous();
+  auto x_q = at::empty({M, K}, h.options().dtype(at::kFloat8_e4m3fn));
+  auto scale = at::empty({M, groups}, h.options().dtype(at::kFloat));
+  QuantizeFp8Params p{};
+  p.x = hc.const_data_ptr();
+  p.x_q = static_cast<uint8_t*>(x_q.data_ptr());
+  p.scale = scale.data_ptr<float>();
+  p.rows = M, p.cols = K;
+  p.x_row_stride = hc.stride(0);
+  p.group_size = 128;
+  p.dtype = float_dtype(h);
+  p.act = act.act;
+  p.gated = act.gated;
+  launch_on<T>("moe_mlp_fp8", &launch_quantize_fp8<T>, p,
+               {{"h", hc, false}, {"x_q", x_q, true}, {"scale", scale, true}});
+  return {x_q, scale};
+}
+
 MOE_EXT_INSTANTIATE(quantize_fp8)
+MOE_EXT_INSTANTIATE_DEVICE(quantize_fp8_activated)
 
 }  // namespace moe_ext

@@ -14,6 +14,11 @@
 // arithmetic on the float's bits (common/fp8.h): the same bits on sm_80 (no fp8 cvt), sm_90 and
 // the emulator. The division is IEEE (x / scale, not x * (1 / scale)), as the reference's.
 // Not vectorised yet (a 128-column group is 4 elements per lane); x rows of any stride.
+//
+// Activation mode (moe_mlp_fp8): the value quantized is act(x) or, gated, act(gate) * up from a
+// row of 2K columns, computed in fp32 (kernels/activation.cuh, as the GEMM epilogue computes
+// it) in both passes -- the activation of h and its quantization in one read of h, no fp32
+// [N, I] tensor.
 #pragma once
 
 #include <algorithm>
@@ -25,6 +30,7 @@
 #include "../common/launch.h"
 #include "../common/memory.h"
 #include "../common/warp.h"
+#include "activation.cuh"
 #include "quantize_fp8.h"
 
 namespace moe_ext::MOE_KERNEL_NS {
@@ -45,17 +51,20 @@ __global__ void quantize_fp8_kernel(QuantizeFp8Params p) {
     const int64_t c0 = g * p.group_size;
     const int64_t c1 = std::min<int64_t>(c0 + p.group_size, p.cols);
     const T* src = x + row * p.x_row_stride;
+    auto value = [&](int64_t c) {
+      const float v = to_acc(ld_global_nc(src + c));
+      return p.gated ? gated_activate(v, to_acc(ld_global_nc(src + p.cols + c)), p.act, 0.f)
+                     : activate(v, p.act);
+    };
     float amax = 0.f;
-    for (int64_t c = c0 + lane; c < c1; c += 32) {
-      amax = nan_max(amax, fabsf(to_acc(ld_global_nc(src + c))));
-    }
+    for (int64_t c = c0 + lane; c < c1; c += 32) amax = nan_max(amax, fabsf(value(c)));
     for (int o = 16; o > 0; o /= 2) amax = nan_max(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     float scale = (amax > 1e-10f || amax != amax ? amax : 1e-10f) / kFp8E4m3Max;
     if (p.ue8m0 && scale == scale) scale = pow2_ceil(scale);
     if (lane == 0) st_global(p.scale + row * groups + g, scale);
     uint8_t* dst = p.x_q + row * p.cols;
     for (int64_t c = c0 + lane; c < c1; c += 32)
-      st_global(dst + c, f32_to_e4m3_satfinite(to_acc(ld_global_nc(src + c)) / scale));
+      st_global(dst + c, f32_to_e4m3_satfinite(value(c) / scale));
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include "../common/dtype.h"
 #include "../common/launcher.h"
+#include "grouped_gemm/grouped_gemm.h"  // GemmActivation
 
 namespace moe_ext {
 
@@ -18,6 +19,10 @@ struct QuantizeFp8Params {
   int32_t group_size;    // >= 1
   FloatDtype dtype;      // of x: float32, bfloat16 or float16
   bool ue8m0;            // scales rounded up to powers of two
+  // moe_mlp_fp8's second-GEMM input: the value quantized is act(x) in fp32 (kNone: x itself),
+  // with `gated` act(x[:, k]) * x[:, K + k] of an x of 2K columns (HF gate_up order).
+  GemmActivation act = GemmActivation::kNone;
+  bool gated = false;
 };
 
 inline const char* can_implement(const QuantizeFp8Params& p) {

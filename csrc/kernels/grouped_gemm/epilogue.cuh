@@ -23,6 +23,7 @@
 #include "../../common/convert.h"
 #include "../../common/fast_math.h"
 #include "../../common/memory.h"
+#include "../activation.cuh"
 #include "grouped_gemm.h"
 #include "scheduler.cuh"
 
@@ -80,27 +81,9 @@ MOE_DEVICE MOE_FORCEINLINE void store1(char* dst, float v, GemmElem type) {
     st_global(reinterpret_cast<__half*>(dst), from_acc<__half>(v));
 }
 
-MOE_DEVICE MOE_FORCEINLINE float activate(float x, GemmActivation act) {
-  switch (act) {
-    case GemmActivation::kSilu: return fast_silu(x);  // MUFU ex2 + rcp (common/fast_math.h)
-    case GemmActivation::kGelu: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
-    case GemmActivation::kGeluTanh: {
-      const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-      return 0.5f * x * (1.f + fast_tanh(inner));
-    }
-    case GemmActivation::kRelu: return x > 0.f ? x : 0.f;
-    default: return x;
-  }
-}
-
 // act(gate) * up, with the clamp of p.act_limit when it is set (see GemmActivation).
 MOE_DEVICE MOE_FORCEINLINE float gated_activate(float gate, float up, const GroupedGemmParams& p) {
-  const float lim = p.act_limit;
-  if (lim > 0.f) {  // comparisons, not fminf: a NaN stays NaN as in torch.clamp
-    gate = gate > lim ? lim : gate;
-    up = up > lim ? lim : (up < -lim ? -lim : up);
-  }
-  return activate(gate, p.activation) * up;
+  return gated_activate(gate, up, p.activation, p.act_limit);
 }
 
 // Copies the staged tile (rows m0.., output columns n0.. of problem q) to c. Call after a
