@@ -254,17 +254,25 @@ def test_no_fp32_buffer_as_wide_as_h_cpu():
 
 
 @pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator backend")
-def test_device_backward_chunks_rows(monkeypatch):
-    """The device targets run the elementwise steps in row chunks (bounded fp32 temporaries):
-    any chunk size gives the same bits, the rows being independent."""
-    args = make_case(40, 32, 24, 4, 2, torch.bfloat16, "cpu", capacity=15)
+@pytest.mark.parametrize("activation, limit", [("swiglu", None), ("swiglu", 0.3), ("gelu", None)])
+def test_device_backward_row_pass(activation, limit):
+    """The device targets' elementwise steps run as one kernel pass over the sorted rows
+    (mlp_backward_rows_kernel): no aten op sees an fp32 tensor of the N sorted rows (the
+    chunked composite made [rows, 2I] ones),
+    and the gradients match the native CPU op (torch's derivative kernels) to fp32 rounding of
+    the bf16 results, dropped rows and the clamped SwiGLU included."""
+    args = make_case(40, 32, 24, 4, 2, torch.bfloat16, "cpu", activation, capacity=15)
     dy = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(1)).bfloat16()
-    f = torch.ops.moe_ext_emu.moe_mlp_backward
-    whole = f(dy, *args, "swiglu")
-    monkeypatch.setenv("MOE_EXT_MOE_MLP_BWD_CHUNK", "7")  # 80 rows: 12 chunks, the last short
-    chunked = f(dy, *args, "swiglu")
-    for a, b in zip(whole, chunked):
-        assert torch.equal(a, b)
-    monkeypatch.setenv("MOE_EXT_MOE_MLP_BWD_CHUNK", "0")
-    with pytest.raises(RuntimeError, match="MOE_EXT_MOE_MLP_BWD_CHUNK must be >= 1"):
-        f(dy, *args, "swiglu")
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=acts, record_shapes=True) as prof:
+        emu = torch.ops.moe_ext_emu.moe_mlp_backward(dy, *args, activation, limit)
+    fp32 = [
+        (e.name, shape)
+        for e in prof.events()
+        for shape, dt in zip(e.input_shapes, e.input_dtypes or [])
+        if dt == "float" and len(shape) == 2 and shape[0] == 40 * 2  # a row per assignment
+    ]
+    assert not fp32, fp32
+    cpu = torch.ops.moe_ext.moe_mlp_backward(dy, *args, activation, limit)
+    for name, e, c in zip(("dx", "dw1", "dw2", "dweights"), emu, cpu):
+        torch.testing.assert_close(e.float(), c.float(), rtol=2e-2, atol=2e-2, msg=name)

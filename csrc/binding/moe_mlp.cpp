@@ -20,6 +20,7 @@
 
 #include "../cpu/cpu_ops.h"
 #include "../kernels/grouped_gemm/grouped_gemm.h"
+#include "../kernels/mlp_backward_rows.h"
 #include "backend.h"
 #include "gemm_params.h"
 #include "moe_mlp_args.h"
@@ -164,16 +165,6 @@ MlpActivation checked_activation(const char* op, c10::string_view activation,
   return act;
 }
 
-// Rows per chunk of the device backward's elementwise steps: MOE_EXT_MOE_MLP_BWD_CHUNK (tests
-// set a small one to run several chunks), default 16384.
-int64_t backward_chunk_rows_from_env() {
-  const char* v = std::getenv("MOE_EXT_MOE_MLP_BWD_CHUNK");
-  if (v == nullptr || *v == '\0') return 16384;
-  const long long rows = std::atoll(v);
-  MOE_CHECK("moe_mlp_backward", rows >= 1, "MOE_EXT_MOE_MLP_BWD_CHUNK must be >= 1, got '", v, "'");
-  return rows;
-}
-
 // The backward on a device target (moe_mlp_backward_cpu.cpp's formulas, the steps as that
 // target's ops): 5 grouped GEMMs (4 with h given) and no second forward GEMM.
 template <Target T>
@@ -192,27 +183,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_devi
   const auto da_raw = grouped_mm<T>(g, w2, offsets, none, none);                      // dA' [N, I]
   // routing weight of each sorted row (dropped rows: g and dA' are zero there)
   const auto order_l = order.to(at::kLong);
-  const auto w_sorted = weights.reshape({-1}).index_select(0, order_l).to(acc).unsqueeze(1);
-  // The elementwise steps -- a = act(h), <dA'_i, a_i>, dh = act'(h) (w dA'), dz = w g -- in row
-  // chunks written into x-dtype buffers, so their fp32 temporaries are at most chunk x 2I
-  // (at the Qwen3-30B-A3B shape, T = 32768: 16 K rows x 768 fp32 = 50 MB each, not 805 MB)
+  const auto w_sorted = weights.reshape({-1}).index_select(0, order_l).to(acc).contiguous();
+  // The elementwise steps -- a = act(h), <dA'_i, a_i>, dh = act'(h) (w dA'), dz = w g -- in one
+  // pass over the rows (kernels/mlp_backward_rows.cuh): no fp32 temporaries
   const int64_t N = order.size(0), I = act.gated ? h.size(1) / 2 : h.size(1);
   auto a = at::empty({N, I}, x.options());
   auto dh = at::empty({N, h.size(1)}, x.options());
   auto dz = at::empty({N, x.size(1)}, x.options());
   auto dw_sorted = at::empty({N}, x.options().dtype(acc));
-  const int64_t chunk = backward_chunk_rows_from_env();
-  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
-    const int64_t n = std::min(chunk, N - r0);
-    const auto hc = h.narrow(0, r0, n);
-    const auto ac = apply_mlp_activation(hc, act);
-    a.narrow(0, r0, n).copy_(ac);
-    const auto dac = da_raw.narrow(0, r0, n).to(acc);
-    const auto wc = w_sorted.narrow(0, r0, n);
-    dw_sorted.narrow(0, r0, n).copy_((dac * ac.to(acc)).sum(1));  // <dA'_i, a_i>
-    dh.narrow(0, r0, n).copy_(mlp_activation_backward(hc, dac * wc, act));
-    dz.narrow(0, r0, n).copy_(g.narrow(0, r0, n).to(acc) * wc);  // w ⊙ g
-  }
+  const auto hc = h.stride(1) == 1 ? h : h.contiguous();
+  const auto dac = da_raw.stride(1) == 1 ? da_raw : da_raw.contiguous();
+  const auto gc = g.stride(1) == 1 ? g : g.contiguous();
+  MlpBackwardRowsParams p{};
+  p.h = hc.const_data_ptr(), p.h_stride = hc.stride(0);
+  p.da = dac.const_data_ptr(), p.da_stride = dac.stride(0);
+  p.g = gc.const_data_ptr(), p.g_stride = gc.stride(0);
+  p.w = w_sorted.const_data_ptr<float>();
+  p.a = a.data_ptr(), p.dh = dh.data_ptr(), p.dz = dz.data_ptr();
+  p.dw = dw_sorted.data_ptr<float>();
+  p.rows = N, p.inter = I, p.hidden = x.size(1);
+  p.dtype = float_dtype(x);
+  p.act = act.act, p.gated = act.gated, p.limit = static_cast<float>(act.limit);
+  launch_on<T>("moe_mlp_backward", &launch_mlp_backward_rows<T>, p,
+               {{"h", hc, false},
+                {"dA'", dac, false},
+                {"g", gc, false},
+                {"w", w_sorted, false},
+                {"a", a, true},
+                {"dh", dh, true},
+                {"dz", dz, true},
+                {"dw", dw_sorted, true}});
   auto dw2 = grouped_mm<T>(dz.t(), a, offsets, none, none);     // [E, H, I]
   auto dw1 = grouped_mm<T>(dh.t(), xp, offsets, none, none);    // [E, 2I, H]
   const auto dxp = grouped_mm<T>(dh, w1, offsets, none, none);  // [N, H]
