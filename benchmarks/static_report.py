@@ -45,10 +45,13 @@ LAUNCH = [
     (r"grouped_gemm_tc_kernel.*TensorCoreTile<128, 128", 128, 81_920),
     (r"grouped_gemm_tc_kernel.*TensorCoreTile<32, 128", 128, 51_200),
     (r"grouped_gemm_simt_kernel", 256, 18_432),
+    # 4 stages x (16 KB A + 8 KB B + 512 B row scales + 128 B) = 4 x 25.1 KB, one CTA per SM
+    (r"grouped_mm_fp8_kernel", 256, 4 * 25_216),
     (r"wgmma_gemm_kernel<256>", 160, 1024 + 2 * 40_960 + 4 * 4096 + 32),
     (r"wgmma_gemm_kernel", 160, 1024 + 2 * 24_576 + 4 * 4096 + 32),
     (r"tile_gemm_kernel", 128, 0),
     (r"sort_tokens", 256, 8192),
+    (r"quantize_fp8_kernel|mlp_backward_rows_kernel", 256, 0),  # warp per (row, group) / row
     (r"route", 128, 0),
     (r"unpermute_kernel", 128, 64),
     (r"", 128, 0),
@@ -128,6 +131,10 @@ def emulator_proxies() -> list[dict]:
     b = torch.randn(G, Nn, K, generator=g).bfloat16().transpose(-2, -1)
     offs = torch.tensor([128, 256, 384, 512], dtype=torch.int32)
     gemm_bytes = (M * K + G * K * Nn + M * Nn) * 2
+    a_q, a_s = moe_ext.quantize_fp8(a)
+    w_q, w_s = moe_ext.ops.quantize_weight_fp8(b.transpose(-2, -1).float())
+    fp8 = (a_q, a_s, w_q, w_s)
+    fp8_bytes = M * K + G * K * Nn + M * Nn * 2 + (a_s.numel() + w_s.numel()) * 4
     cases = [
         ("route", lambda: E_ops.route(logits, 8), 4096 * 64 * 4 + 4096 * 8 * 8, 0),
         ("sort_tokens", lambda: E_ops.sort_tokens(ids, E), N * 4 * 3 + E * 4, 0),
@@ -156,6 +163,20 @@ def emulator_proxies() -> list[dict]:
             gemm_bytes,
             2 * M * K * Nn,
         ),
+        # block FP8: e4m3 operands (1 byte), fp32 scales per 128, bf16 output
+        (
+            "grouped_mm_fp8 f16",
+            lambda: _with_fp8_mma("f16", lambda: E_ops.grouped_mm_fp8(*fp8, offs, torch.bfloat16)),
+            fp8_bytes,
+            2 * M * K * Nn,
+        ),
+        (
+            "grouped_mm_fp8 e4m3",
+            lambda: _with_fp8_mma("e4m3", lambda: E_ops.grouped_mm_fp8(*fp8, offs, torch.bfloat16)),
+            fp8_bytes,
+            2 * M * K * Nn,
+        ),
+        ("quantize_fp8", lambda: E_ops.quantize_fp8(a), M * K * 2 + M * K + M * K // 32, 0),
     ]
     rows = []
     for name, fn, ideal, flops in cases:
@@ -174,6 +195,16 @@ def emulator_proxies() -> list[dict]:
             )
         )
     return rows
+
+
+def _with_fp8_mma(mma, fn):
+    import os
+
+    os.environ["MOE_EXT_FP8_MMA"] = mma
+    try:
+        return fn()
+    finally:
+        os.environ.pop("MOE_EXT_FP8_MMA")
 
 
 def _with_path(path, fn):

@@ -75,9 +75,11 @@ def test_static_report_emulator_proxies():
     for op in ("route", "permute", "unpermute", "unpermute_backward"):
         assert rows[op]["moved_over_ideal"] <= 1.05, rows[op]
         assert rows[op]["coalescing"] >= 0.9, rows[op]
-    for op in ("grouped_mm sm80", "grouped_mm sm90"):
+    for op in ("grouped_mm sm80", "grouped_mm sm90", "grouped_mm_fp8 f16", "grouped_mm_fp8 e4m3"):
         assert rows[op]["bank_conflicts"] == 0
         assert rows[op]["h100_model_us"] > 0
+    # the FP8 GEMM reads its 1-byte operands: fewer bytes than the bf16 GEMM of the same shape
+    assert rows["grouped_mm_fp8 f16"]["ideal_bytes"] < rows["grouped_mm sm80"]["ideal_bytes"]
 
 
 @pytest.mark.skipif(not moe_ext.build_info()["emulator"], reason="needs the emulator")
