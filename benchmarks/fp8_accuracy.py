@@ -40,17 +40,12 @@ def backends():
     return out
 
 
-def gemm_problem(M, N, K, counts, seed):
-    gen = torch.Generator().manual_seed(seed)
-    a, a_s = moe_ext.quantize_fp8(torch.randn(M, K, generator=gen) * 2)
-    b, b_s = moe_ext.ops.quantize_weight_fp8(torch.randn(len(counts), N, K, generator=gen))
-    return a, a_s, b, b_s, torch.tensor(counts).cumsum(0).int()
-
-
 def gemm_rows():
+    from test_grouped_mm_fp8 import make_problem
+
     rows = []
     for M, N, K, counts in GEMM_CASES:
-        a, a_s, b, b_s, offs = gemm_problem(M, N, K, counts, M + K)
+        a, a_s, b, b_s, offs = make_problem(M, N, K, len(counts), counts, seed=M + K)
         ref = reference.grouped_mm_fp8(a, a_s, b, b_s, offs, torch.float64)
         mag = reference.grouped_mm_fp8(
             a.float().abs().to(torch.float8_e4m3fn),

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "../kernels/grouped_gemm/grouped_gemm.h"
+#include "../kernels/grouped_mm_fp8.h"  // Fp8Mma
 #include "checks.h"
 #include "gemm_tuning.h"
 
@@ -44,6 +45,16 @@ inline int32_t path_from_env(const char* op) {
   if (std::strcmp(v, "sm90") == 0) return kGemmPathSm90;
   MOE_CHECK(op, false, "MOE_EXT_GEMM_PATH must be auto, sm80 or sm90, got '", v, "'");
   return kGemmPathAuto;
+}
+
+// MOE_EXT_FP8_MMA=auto|f16|e4m3: the FP8 kernel's MMA (Fp8Mma, grouped_mm_fp8.h).
+inline int32_t fp8_mma_from_env(const char* op) {
+  const char* v = std::getenv("MOE_EXT_FP8_MMA");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return kFp8MmaAuto;
+  if (std::strcmp(v, "f16") == 0) return kFp8MmaF16;
+  if (std::strcmp(v, "e4m3") == 0) return kFp8MmaE4m3;
+  MOE_CHECK(op, false, "MOE_EXT_FP8_MMA must be auto, f16 or e4m3, got '", v, "'");
+  return kFp8MmaAuto;
 }
 
 inline GemmElem gemm_elem(at::ScalarType t) {

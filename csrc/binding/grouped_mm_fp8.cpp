@@ -1,9 +1,6 @@
 // Binding of grouped_mm_fp8 (DeepSeek-V3 block FP8, DESIGN.md "Contract additions"): checks,
 // then the native CPU op or tensors -> GroupedMmFp8Params and the FP8 grouped GEMM
 // (kernels/grouped_mm_fp8.cuh) on the device target.
-#include <cstdlib>
-#include <cstring>
-
 #include "../cpu/cpu_ops.h"
 #include "../kernels/grouped_mm_fp8.h"
 #include "backend.h"
@@ -53,16 +50,6 @@ void check_grouped_mm_fp8_args(const at::Tensor& a, const at::Tensor& a_scale, c
   a_scale_shape.back() = blocks128(K);
   check_scale(op, "a_scale", a_scale, a_scale_shape, a);
   check_scale(op, "b_scale", b_scale, {G, blocks128(N), blocks128(K)}, a);
-}
-
-// MOE_EXT_FP8_MMA=auto|f16|e4m3: the FP8 kernel's MMA (Fp8Mma, grouped_mm_fp8.h).
-int32_t fp8_mma_from_env(const char* op) {
-  const char* v = std::getenv("MOE_EXT_FP8_MMA");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return kFp8MmaAuto;
-  if (std::strcmp(v, "f16") == 0) return kFp8MmaF16;
-  if (std::strcmp(v, "e4m3") == 0) return kFp8MmaE4m3;
-  MOE_CHECK(op, false, "MOE_EXT_FP8_MMA must be auto, f16 or e4m3, got '", v, "'");
-  return kFp8MmaAuto;
 }
 
 // contiguous along the last dimension (K for the operands and the scales' K blocks)

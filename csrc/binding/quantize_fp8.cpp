@@ -1,6 +1,7 @@
 // Binding of quantize_fp8 (per-token-group FP8 quantization, DESIGN.md "Contract additions"):
 // checks, then the native CPU op or tensors -> QuantizeFp8Params and the kernel
-// (kernels/quantize_fp8.cuh) on the device target.
+// (kernels/quantize_fp8.cuh) on the device target; and moe_mlp_fp8's activation-quantizing pass
+// through the same kernel.
 #include <string>
 
 #include "../cpu/cpu_ops.h"
@@ -9,6 +10,35 @@
 #include "ops.h"
 
 namespace moe_ext {
+namespace {
+
+// The kernel on x[M, K] (gated: x[M, 2K] holding gate | up, act applied first).
+template <Target T>
+std::tuple<at::Tensor, at::Tensor> quantize_fp8_device(const char* op, const at::Tensor& x,
+                                                       int64_t group_size, bool ue8m0,
+                                                       const MlpActivation& act) {
+  const int64_t M = x.size(0), K = act.gated ? x.size(1) / 2 : x.size(1);
+  const int64_t groups = (K + group_size - 1) / group_size;
+  const auto xc = x.stride(1) == 1 || x.size(1) <= 1 ? x : x.contiguous();
+  auto x_q = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
+  auto scale = at::empty({M, groups}, x.options().dtype(at::kFloat));
+  QuantizeFp8Params p{};
+  p.x = xc.const_data_ptr();
+  p.x_q = static_cast<uint8_t*>(x_q.data_ptr());
+  p.scale = scale.data_ptr<float>();
+  p.rows = M, p.cols = K;
+  p.x_row_stride = xc.stride(0);
+  p.group_size = static_cast<int32_t>(group_size);
+  p.dtype = float_dtype(x);
+  p.ue8m0 = ue8m0;
+  p.act = act.act;
+  p.gated = act.gated;
+  launch_on<T>(op, &launch_quantize_fp8<T>, p,
+               {{"x", xc, false}, {"x_q", x_q, true}, {"scale", scale, true}});
+  return {x_q, scale};
+}
+
+}  // namespace
 
 template <Target T>
 std::tuple<at::Tensor, at::Tensor> quantize_fp8(const at::Tensor& x, int64_t group_size,
@@ -23,51 +53,17 @@ std::tuple<at::Tensor, at::Tensor> quantize_fp8(const at::Tensor& x, int64_t gro
   MOE_CHECK(op, fmt == "float" || fmt == "ue8m0", "scale_format must be 'float' or 'ue8m0', got '",
             fmt, "'");
   const bool ue8m0 = fmt == "ue8m0";
-  if constexpr (T == Target::kCpu) {
+  if constexpr (T == Target::kCpu)
     return quantize_fp8_cpu(x, group_size, ue8m0);
-  } else {
-    const int64_t M = x.size(0), K = x.size(1);
-    const int64_t groups = (K + group_size - 1) / group_size;
-    const auto xc = x.stride(1) == 1 || K <= 1 ? x : x.contiguous();
-    auto x_q = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
-    auto scale = at::empty({M, groups}, x.options().dtype(at::kFloat));
-    QuantizeFp8Params p{};
-    p.x = xc.const_data_ptr();
-    p.x_q = static_cast<uint8_t*>(x_q.data_ptr());
-    p.scale = scale.data_ptr<float>();
-    p.rows = M, p.cols = K;
-    p.x_row_stride = xc.stride(0);
-    p.group_size = static_cast<int32_t>(group_size);
-    p.dtype = float_dtype(x);
-    p.ue8m0 = ue8m0;
-    launch_on<T>(op, &launch_quantize_fp8<T>, p,
-                 {{"x", xc, false}, {"x_q", x_q, true}, {"scale", scale, true}});
-    return {x_q, scale};
-  }
+  else
+    return quantize_fp8_device<T>(op, x, group_size, ue8m0, {GemmActivation::kNone, false});
 }
 
 template <Target T>
 std::tuple<at::Tensor, at::Tensor> quantize_fp8_activated(const at::Tensor& h,
                                                           const MlpActivation& act) {
   static_assert(T != Target::kCpu, "the CPU composes torch ops (moe_mlp_fp8.cpp)");
-  const int64_t M = h.size(0), K = act.gated ? h.size(1) / 2 : h.size(1);
-  const int64_t groups = (K + 127) / 128;
-  const auto hc = h.stride(1) == 1 || h.size(1) <= 1 ? h : h.contiguous();
-  auto x_q = at::empty({M, K}, h.options().dtype(at::kFloat8_e4m3fn));
-  auto scale = at::empty({M, groups}, h.options().dtype(at::kFloat));
-  QuantizeFp8Params p{};
-  p.x = hc.const_data_ptr();
-  p.x_q = static_cast<uint8_t*>(x_q.data_ptr());
-  p.scale = scale.data_ptr<float>();
-  p.rows = M, p.cols = K;
-  p.x_row_stride = hc.stride(0);
-  p.group_size = 128;
-  p.dtype = float_dtype(h);
-  p.act = act.act;
-  p.gated = act.gated;
-  launch_on<T>("moe_mlp_fp8", &launch_quantize_fp8<T>, p,
-               {{"h", hc, false}, {"x_q", x_q, true}, {"scale", scale, true}});
-  return {x_q, scale};
+  return quantize_fp8_device<T>("moe_mlp_fp8", h, 128, false, act);
 }
 
 MOE_EXT_INSTANTIATE(quantize_fp8)

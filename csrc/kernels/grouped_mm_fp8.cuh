@@ -59,7 +59,7 @@
 #include "grouped_gemm/epilogue.cuh"
 #include "grouped_gemm/persistent.cuh"
 #include "grouped_gemm/scheduler.cuh"
-#include "grouped_gemm/tensor_core.cuh"  // cp_async_wait_pending
+#include "grouped_gemm/cp_async_pipeline.cuh"
 #include "grouped_mm_fp8.h"
 
 namespace moe_ext::MOE_KERNEL_NS {
@@ -220,19 +220,8 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads, 1)
         MOE_UNROLL for (int j = 0; j < Tile::kMmaN; ++j) MOE_UNROLL for (int e = 0; e < 4; ++e)
             acc[i][j][e] = 0.f;
 
-    for (int s = 0; s < stages - 1; ++s) {  // prologue: slices 0 .. stages-2 in flight
-      if (s < k_tiles) load_stage(s, s);
-      cp_async_commit();
-    }
-    int read_stage = 0, write_stage = stages - 1;
-    for (int kt = 0; kt < k_tiles; ++kt) {
-      cp_async_wait_pending(stages - 2);  // slice kt has landed (this thread's copies)
-      __syncthreads();                    // ... everyone's; and slice kt-1's stage is free
-      if (kt + stages - 1 < k_tiles) load_stage(write_stage, kt + stages - 1);
-      cp_async_commit();
-      write_stage = write_stage + 1 == stages ? 0 : write_stage + 1;
-      const unsigned char* sa = smem + read_stage * Tile::kStageBytes;
-      read_stage = read_stage + 1 == stages ? 0 : read_stage + 1;
+    cp_async_pipeline(stages, k_tiles, load_stage, [&](int stage, int) {
+      const unsigned char* sa = smem + stage * Tile::kStageBytes;
       const unsigned char* sb = sa + Tile::kABytes;
       const float* scales = reinterpret_cast<const float*>(sa + Tile::kScaleOffset);
 
@@ -260,7 +249,7 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads, 1)
               mma_m16n8k32_e4m3(blk[mt][nt], fa, fb, blk[mt][nt]);
             }
           }
-          continue;
+          continue;  // (the next quarter)
         }
         MOE_UNROLL for (int s = 0; s < 2; ++s) {  // k16 step: bytes 4 s .. 4 s + 3 of the 8
           uint32_t fa[Tile::kMmaM][4], fb[Tile::kMmaN][2];
@@ -284,9 +273,8 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads, 1)
         MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt) MOE_UNROLL for (int e = 0; e < 2; ++e)
             acc[mt][nt][2 * rh + e] += blk[mt][nt][2 * rh + e] * s;
       }
-    }
-    cp_async_wait_all();  // (only empty groups can be pending here)
-    __syncthreads();      // every warp is done with the stages: reuse them for staging
+    });
+    // (the pipeline ends with a barrier: every warp is done with the stages, reuse them)
 
     float* staged = reinterpret_cast<float*>(smem);
     MOE_UNROLL for (int mt = 0; mt < Tile::kMmaM; ++mt)

@@ -42,6 +42,7 @@
 #include "../../common/ptx.h"
 #include "../../common/shared.h"
 #include "../../common/swizzle.h"
+#include "cp_async_pipeline.cuh"
 #include "epilogue.cuh"
 #include "grouped_gemm.h"
 #include "scheduler.cuh"
@@ -104,15 +105,6 @@ MOE_DEVICE MOE_FORCEINLINE void load_tile(unsigned char* smem, const char* src, 
                                             (col % 8) * 2),
                 v);
     }
-  }
-}
-
-MOE_DEVICE MOE_FORCEINLINE void cp_async_wait_pending(int pending) {
-  switch (pending) {  // wait_group takes an immediate
-    case 0: cp_async_wait<0>(); break;
-    case 1: cp_async_wait<1>(); break;
-    case 2: cp_async_wait<2>(); break;
-    default: cp_async_wait<3>(); break;
   }
 }
 
@@ -260,20 +252,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
         MOE_UNROLL for (int j = 0; j < Tile::kMmaN; ++j) MOE_UNROLL for (int e = 0; e < 4; ++e)
             acc[i][j][e] = 0.f;
 
-    for (int s = 0; s < stages - 1; ++s) {  // prologue: slices 0 .. stages-2 in flight
-      if (s < k_tiles) load_stage(s, s);
-      cp_async_commit();
-    }
-    // stage indices advance with wrap-around (no run-time modulo in the loop)
-    int read_stage = 0, write_stage = stages - 1;
-    for (int kt = 0; kt < k_tiles; ++kt) {
-      cp_async_wait_pending(stages - 2);  // slice kt has landed (this thread's copies)
-      __syncthreads();                    // ... everyone's; and slice kt-1's stage is free
-      if (kt + stages - 1 < k_tiles) load_stage(write_stage, kt + stages - 1);
-      cp_async_commit();
-      write_stage = write_stage + 1 == stages ? 0 : write_stage + 1;
-      const unsigned char* sa = smem + read_stage * Tile::kStageBytes;
-      read_stage = read_stage + 1 == stages ? 0 : read_stage + 1;
+    cp_async_pipeline(stages, k_tiles, load_stage, [&](int stage, int) {
+      const unsigned char* sa = smem + stage * Tile::kStageBytes;
       const unsigned char* sb = sa + Tile::kABytes;
       MOE_UNROLL for (int ks = 0; ks < BK / 16; ++ks) {
         uint32_t fa[Tile::kMmaM][4], fb[Tile::kMmaN][2];
@@ -289,9 +269,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
             MOE_UNROLL for (int nt = 0; nt < Tile::kMmaN; ++nt)
                 mma_16816<T>(acc[mt][nt], fa[mt], fb[nt]);
       }
-    }
-    cp_async_wait_all();  // (only empty groups can be pending here)
-    __syncthreads();      // every warp is done with the stages: reuse them for staging
+    });
+    // (the pipeline ends with a barrier: every warp is done with the stages, reuse them)
 
     float* staged = reinterpret_cast<float*>(smem);
     const int g = lane / 4, t = lane % 4;
