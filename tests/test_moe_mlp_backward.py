@@ -276,3 +276,32 @@ def test_device_backward_row_pass(activation, limit):
     cpu = torch.ops.moe_ext.moe_mlp_backward(dy, *args, activation, limit)
     for name, e, c in zip(("dx", "dw1", "dw2", "dweights"), emu, cpu):
         torch.testing.assert_close(e.float(), c.float(), rtol=2e-2, atol=2e-2, msg=name)
+
+
+@pytest.mark.skipif("emu" not in BACKENDS, reason="needs the emulator backend")
+def test_dw1_reads_x_through_order():
+    """dW1 = dhᵀ x[order // k] on device targets: the ragged-K GEMM gathers x's rows in its loads
+    (GroupedGemmParams.b_gather), so with h saved the backward permutes only dy. Exact on small
+    integers (identity activation, unit weights: every product and sum is exact in fp32), dropped
+    rows and empty experts included, against the CPU op."""
+    from moe_ext import emu
+
+    g = torch.Generator().manual_seed(3)
+    T, H, I, E, k = 40, 24, 16, 6, 2
+    x = torch.randint(-3, 4, (T, H), generator=g).bfloat16()
+    w1 = torch.randint(-2, 3, (E, I, H), generator=g).bfloat16()
+    w2 = torch.randint(-2, 3, (E, H, I), generator=g).bfloat16()
+    ids = torch.randint(0, E - 1, (T, k), generator=g).int()  # expert E-1 stays empty
+    ids[:, 1] = (ids[:, 0] + 1) % (E - 1)
+    weights = torch.ones(T, k)
+    order, slot, offsets = moe_ext.sort_tokens(ids, E, 11)  # capacity: dropped rows
+    h = reference.permute(x, order, slot, k).float()
+    h = torch.stack([h[i] @ w1[e].float().T for i, e in enumerate(sort_expert(offsets, T * k))])
+    h = h.bfloat16()
+    dy = torch.randint(-2, 3, (T, H), generator=g).bfloat16()
+    args = (dy, x, w1, w2, weights, order, slot, offsets, "identity", None, h)
+    with emu.launch_log() as log:
+        got = torch.ops.moe_ext_emu.moe_mlp_backward(*args)
+    want = torch.ops.moe_ext.moe_mlp_backward(*args)
+    assert torch.equal(got[1].float(), want[1].float())  # dW1
+    assert [launch["kernel"] for launch in log].count("permute_kernel") == 1  # dy only, not x

@@ -10,12 +10,19 @@
 namespace moe_ext {
 namespace {
 
+// b's rows read through a sorted order (grouped_mm_gathered_b): row k is b[order[k] / top_k].
+struct BGather {
+  at::Tensor order;  // [K] int32
+  int64_t top_k;
+};
+
 // The device path, past the checks shared with the CPU op.
 template <Target T>
 at::Tensor grouped_mm_device(GroupedForm form, const at::Tensor& a, const at::Tensor& b,
                              const std::optional<at::Tensor>& offs,
                              const std::optional<at::Tensor>& bias,
-                             std::optional<at::ScalarType> out_dtype) {
+                             std::optional<at::ScalarType> out_dtype,
+                             const BGather* b_gather = nullptr) {
   using namespace grouped_mm_binding;
   const char* op = "grouped_mm";
   MOE_CHECK(op, a.scalar_type() != at::kDouble,
@@ -73,7 +80,14 @@ at::Tensor grouped_mm_device(GroupedForm form, const at::Tensor& a, const at::Te
   p.c = out.data_ptr();
   p.c_stride_g = out.dim() == 3 ? out.stride(0) : 0;
   p.c_stride_m = out.stride(out.dim() - 2);
-  at::Tensor offs_c, bias_c;
+  at::Tensor offs_c, bias_c, order_c;
+  if (b_gather != nullptr) {
+    order_c = b_gather->order.contiguous();
+    p.b_gather = order_c.const_data_ptr<int32_t>();
+    p.b_gather_div = static_cast<int32_t>(b_gather->top_k);
+    p.b_gather_rows = b.size(0);
+    p.k = order_c.size(0);  // K is the gathered row count, not b's
+  }
   if (offs) {
     offs_c = offs->contiguous();
     p.offs = offs_c.const_data_ptr<int32_t>();
@@ -92,6 +106,7 @@ at::Tensor grouped_mm_device(GroupedForm form, const at::Tensor& a, const at::Te
   launch_on<T>(op, &launch_grouped_gemm<T>, p,
                {{"a", A.t, false},
                 {"b", B.t, false},
+                {"order", order_c, false},
                 {"offs", offs_c, false},
                 {"bias", bias_c, false},
                 {"out", out, true},
@@ -114,6 +129,18 @@ at::Tensor grouped_mm(const at::Tensor& a, const at::Tensor& b,
   }
 }
 
+template <Target T>
+at::Tensor grouped_mm_gathered_b(const at::Tensor& a, const at::Tensor& x,
+                                 const at::Tensor& offsets, const at::Tensor& order,
+                                 int64_t top_k) {
+  static_assert(T != Target::kCpu, "the CPU backward gathers per expert itself");
+  MOE_CHECK("grouped_mm", a.size(1) == order.size(0) && x.stride(1) == 1,
+            "a gathered B needs a[M, K = len(order)] and a row-major x");
+  const BGather g{order, top_k};
+  return grouped_mm_device<T>(GroupedForm::k2Dx2D, a, x, offsets, std::nullopt, std::nullopt, &g);
+}
+
 MOE_EXT_INSTANTIATE(grouped_mm)
+MOE_EXT_INSTANTIATE_DEVICE(grouped_mm_gathered_b)
 
 }  // namespace moe_ext

@@ -175,7 +175,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_devi
   const int64_t k = weights.size(1);
   const auto acc = at::kFloat;
   const auto none = std::nullopt;
-  const auto xp = permute<T>(x, order, slot, k);
+  // x[order / k] is read through order by the dW1 GEMM (bf16/fp16); xp is materialised only to
+  // recompute h or for fp32 (the FFMA kernel does not gather)
+  // (not where the Hopper kernel is forced: its TMA loads cannot gather rows)
+  const bool gather_x = x.scalar_type() != at::kFloat && x.stride(1) == 1 &&
+                        grouped_mm_binding::path_from_env("moe_mlp_backward") != kGemmPathSm90;
+  const at::Tensor xp =
+      !h_in.has_value() || !gather_x ? permute<T>(x, order, slot, k) : at::Tensor();
   const auto h = h_in.has_value()
                      ? h_in->to(x.scalar_type())
                      : grouped_mm<T>(xp, w1.transpose(-2, -1), offsets, none, none);  // [N, 2I]
@@ -213,8 +219,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_devi
                 {"dh", dh, true},
                 {"dz", dz, true},
                 {"dw", dw_sorted, true}});
-  auto dw2 = grouped_mm<T>(dz.t(), a, offsets, none, none);     // [E, H, I]
-  auto dw1 = grouped_mm<T>(dh.t(), xp, offsets, none, none);    // [E, 2I, H]
+  auto dw2 = grouped_mm<T>(dz.t(), a, offsets, none, none);                     // [E, H, I]
+  auto dw1 = gather_x ? grouped_mm_gathered_b<T>(dh.t(), x, offsets, order, k)  // [E, 2I, H]
+                      : grouped_mm<T>(dh.t(), xp, offsets, none, none);
   const auto dxp = grouped_mm<T>(dh, w1, offsets, none, none);  // [N, H]
   const auto ones = at::ones({x.size(0), k}, x.options().dtype(at::kFloat));
   auto dx = unpermute<T>(dxp, order, slot, ones);

@@ -92,6 +92,14 @@ at::Tensor grouped_mm_fp8(const at::Tensor& a, const at::Tensor& a_scale, const 
                           const at::Tensor& b_scale, const std::optional<at::Tensor>& offs,
                           at::ScalarType out_dtype);
 
+// grouped_mm's ragged-K form out[g] = a[:, K_g] @ x[order[K_g] / top_k] with b's rows gathered
+// in the kernel's loads (moe_mlp's dW1 = dhᵀ x[order / k] without the permuted copy of x); a is
+// [M, N] with N = len(order), x [T, H] row-major, out [G, M, H]. Device targets, bf16/fp16.
+// Internal; the arguments are the caller's to check.
+template <Target T>
+at::Tensor grouped_mm_gathered_b(const at::Tensor& a, const at::Tensor& x,
+                                 const at::Tensor& offsets, const at::Tensor& order, int64_t top_k);
+
 // grouped_mm_fp8 of the ragged-M form with a's rows read through sort_tokens' order (row r is
 // a[order[r] / top_k], as permute gathers): no gathered copy on device targets (the kernel's
 // loads gather). Internal (moe_mlp_fp8); the arguments are the caller's to check.

@@ -55,6 +55,12 @@ struct GroupedGemmParams {
   const int32_t* a_gather;  // non-null: row r of A is row a_gather[r] / a_gather_div of a
   int32_t a_gather_div;     //   (x[T, H] read through the sorted order; an entry < 0 or
                             //   >= M is a zero row)
+  // moe_mlp's backward (kRaggedK, bf16/fp16, B stored rows k): row k of B is row
+  // b_gather[k] / b_gather_div of b (x[T, H] read through the sorted order for dW1 = dhᵀ x[order /
+  // k], no gathered copy); an entry outside [0, b_gather_div * b_gather_rows) is a zero row.
+  const int32_t* b_gather;
+  int32_t b_gather_div;
+  int64_t b_gather_rows;
   GemmActivation activation;
   bool gated;             // see GemmActivation; needs a_k_major
   float act_limit;        // gated only: > 0 clamps gate and up first (see GemmActivation)
@@ -146,6 +152,10 @@ inline const char* can_implement(const GroupedGemmParams& p) {
            "in bfloat16 or float16";
   if (p.a_gather != nullptr && (!p.a_k_major || p.a_gather_div <= 0))
     return "a gathered A must be K-major with a positive gather divisor";
+  if (p.b_gather != nullptr && (p.form != GroupedGemmForm::kRaggedK ||
+                                p.in_type == GemmElem::kF32 || p.b_k_major || p.b_gather_div <= 0))
+    return "a gathered B needs the ragged-K form in bfloat16 or float16, rows k, a positive "
+           "gather divisor";
   return nullptr;
 }
 

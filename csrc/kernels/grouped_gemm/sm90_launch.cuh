@@ -124,8 +124,9 @@ cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t st
   const bool type_ok = p.in_type == GemmElem::kBF16 || p.in_type == GemmElem::kF16;
   const bool gather = p.a_gather != nullptr;
   // (an activation exists for moe_mlp's gathered first GEMM only; see stage_output)
-  if (!form_ok || !type_ok || (p.gated && !gather) || (gather && p.a_gather_div <= 0) ||
-      (gather && p.form != GroupedGemmForm::kRaggedM) ||
+  // (a gathered B: TMA cannot gather rows on sm_90, the Ampere kernel's cp.async does)
+  if (!form_ok || !type_ok || p.b_gather != nullptr || (p.gated && !gather) ||
+      (gather && p.a_gather_div <= 0) || (gather && p.form != GroupedGemmForm::kRaggedM) ||
       (!gather && p.activation != GemmActivation::kNone) || p.k <= 0 || p.num_groups <= 0 ||
       p.m > INT32_MAX || p.n > INT32_MAX / 2 || p.k > INT32_MAX ||
       // what the gathered A's 16-byte cp.async needs (the TMA maps check their own operands)

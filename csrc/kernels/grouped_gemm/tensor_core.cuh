@@ -72,14 +72,28 @@ using TensorCoreSwapAb = TensorCoreTile<16, 128, 64, 1, 4, 3, true>;
 // tile; 0 otherwise). `src` is the tile's origin, `pitch` the global row pitch in bytes; rows
 // >= rows_left and columns >= cols_left are zero-filled. With `row_offsets` (shared memory, the
 // gathered A rows), row r starts at src + row_offsets[r] instead, and a negative offset is a
-// zero row.
+// zero row. With `gather` (global memory, the gathered B rows of a k slice: row r is row
+// gather.idx[r] / gather.div of the operand), row r starts at src + that row * pitch.
+struct RowGather {
+  const int32_t* idx = nullptr;
+  int32_t div = 1;
+  int64_t rows = 0;  // idx / div must be in [0, rows), else a zero row
+};
+
 template <int Rows, int Cols, int Threads, int SmemCols = Cols>
 MOE_DEVICE MOE_FORCEINLINE void load_tile(unsigned char* smem, const char* src, int64_t pitch,
                                           int rows_left, int cols_left, bool vec_ok, int tid,
-                                          int chunk0 = 0, const int64_t* row_offsets = nullptr) {
+                                          int chunk0 = 0, const int64_t* row_offsets = nullptr,
+                                          RowGather gather = {}) {
   constexpr int kChunksPerRow = Cols / 8, kChunks = Rows * kChunksPerRow;
   static_assert(kChunks % Threads == 0, "whole chunks per thread");
   auto row_start = [&](int r, bool& live) -> const char* {
+    if (gather.idx != nullptr) {
+      const int32_t i = live ? ld_global_nc(gather.idx + r) : -1;
+      const int64_t row = i >= 0 ? i / gather.div : -1;
+      live = live && row >= 0 && row < gather.rows;
+      return src + (live ? row : 0) * pitch;
+    }
     if (row_offsets == nullptr) return src + r * pitch;
     const int64_t off = ld_shared(row_offsets + r);
     live = live && off >= 0;
@@ -178,6 +192,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
 
   // gathered A rows (moe_mlp): the tile's x-row byte offsets, after the pipeline/staging memory
   const bool gather = p.a_gather != nullptr;
+  const bool b_gathered = !kBKMajor && p.b_gather != nullptr;  // (can_implement: rows k only)
+  int64_t k_start = 0;  // the problem's first k (ragged K): where its b_gather entries begin
   const int main_bytes =
       stages * Tile::kStageBytes > Staging::kBytes ? stages * Tile::kStageBytes : Staging::kBytes;
   int64_t* row_offsets = reinterpret_cast<int64_t*>(smem + main_bytes);
@@ -196,7 +212,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
       const int64_t m0 = static_cast<int64_t>(tc.tile_m) * BM,
                     n0 = static_cast<int64_t>(tc.tile_n) * kTileN;
       const char* a_group = static_cast<const char*>(p.a) + (gather ? 0 : q.a_off * 2);
-      const char* b_group = static_cast<const char*>(p.b) + q.b_off * 2;
+      // (a gathered B: the rows come from b_gather, only the column offset applies)
+      const char* b_group = static_cast<const char*>(p.b) + (b_gathered ? 0 : q.b_off * 2);
       a_vec = ((reinterpret_cast<uintptr_t>(a_group) | static_cast<uint64_t>(a_pitch)) % 16) == 0;
       b_vec = ((reinterpret_cast<uintptr_t>(b_group) | static_cast<uint64_t>(b_pitch)) % 16) == 0;
       a_tile = gather ? a_group : a_group + m0 * p.a_stride_m * 2;
@@ -204,6 +221,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
       m_left = static_cast<int>(q.m - m0 < BM ? q.m - m0 : BM);
       n_left = static_cast<int>(q.n - n0 < kTileN ? q.n - n0 : kTileN);
       k_total = q.k;
+      k_start = q.start;
       if (gather) {  // the previous tile ended with a barrier: the table is free
         for (int r = tid; r < BM; r += kThreads) {
           const int32_t src = r < m_left ? ld_global_nc(p.a_gather + q.start + m0 + r) : -1;
@@ -242,6 +260,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocksPerSm)
         }
       } else if constexpr (kBKMajor) {  // rows n, columns k
         load_tile<BN, BK, kThreads>(sb, b_tile + k0 * 2, b_pitch, n_left, k_left, b_vec, tid);
+      } else if (b_gathered) {  // rows k read through b_gather
+        const RowGather rg{p.b_gather + k_start + k0, p.b_gather_div, p.b_gather_rows};
+        load_tile<BK, BN, kThreads>(sb, b_tile, b_pitch, k_left, n_left, b_vec, tid, 0, nullptr,
+                                    rg);
       } else {  // rows k, columns n
         load_tile<BK, BN, kThreads>(sb, b_tile + k0 * b_pitch, b_pitch, k_left, n_left, b_vec, tid);
       }
