@@ -47,7 +47,7 @@ LAUNCH = [
     (r"grouped_gemm_simt_kernel", 256, 18_432),
     # 4 stages x (16 KB A + 8 KB B + 512 B row scales + 128 B) = 4 x 25.1 KB, one CTA per SM
     (r"grouped_mm_fp8_kernel", 256, 4 * 25_216),
-    (r"wgmma_gemm_kernel<256>", 160, 1024 + 2 * 40_960 + 4 * 4096 + 32),
+    (r"wgmma_gemm_kernel<256", 160, 1024 + 2 * 40_960 + 4 * 4096 + 32),
     (r"wgmma_gemm_kernel", 160, 1024 + 2 * 24_576 + 4 * 4096 + 32),
     (r"tile_gemm_kernel", 128, 0),
     (r"sort_tokens", 256, 8192),

@@ -101,11 +101,14 @@ def test_sass_main_loops_and_no_local_memory():
     # the Hopper layer (sm_90a only): TMA loads, mbarrier waits and wgmma in the test GEMM
     # (64 x 128 and 64 x 256 tiles: HGMMA.64x128x16 and HGMMA.64x256x16)
     hopper = {n: t for (a, n), t in sass.items() if a == "sm_90a" and "wgmma_gemm_kernel" in n}
-    assert len(hopper) == 2, "wgmma_gemm_kernel<128> / <256> missing from the sm_90a cubin"
+    assert len(hopper) == 3, "wgmma_gemm_kernel<128> / <256> / <128, e4m3> missing from sm_90a"
     for width in (128, 256):
-        text = next(t for n, t in hopper.items() if f"ILi{width}E" in n)
+        text = next(t for n, t in hopper.items() if f"ILi{width}ELb0E" in n)
         for op in (f"HGMMA.64x{width}x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"):
             assert op in text, f"{op} not in wgmma_gemm_kernel<{width}>"
+    # the e4m3 variant (wgmma_gemm_kernel<128, true>): the FP8 warpgroup MMA
+    fp8 = next(t for n, t in hopper.items() if "ILi128ELb1E" in n)
+    assert "QGMMA.64x128x32.F32.E4M3.E4M3" in fp8 and "HGMMA" not in fp8
     assert not any("wgmma_gemm_kernel" in n for (a, n) in sass if a == "sm_80")
     # the Hopper grouped GEMM (bf16, fp16) x (TMA A with K-major/K-major, K-major/MN-major and
     # MN-major/MN-major operands; gathered A; gathered A + gated epilogue) x (one CTA per tile,

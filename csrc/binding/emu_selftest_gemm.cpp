@@ -12,8 +12,10 @@ namespace {
 // c[M, N] fp32 = a[M, K] @ b[N, K]^T for bf16 a, b (M, N multiples of 64, K of 32).
 at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
   const char* op = "tile_gemm";
-  MOE_CHECK(op, a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16,
-            "a and b must be bfloat16, got ", describe(a), " and ", describe(b));
+  const bool fp8 = a.scalar_type() == at::kFloat8_e4m3fn;
+  MOE_CHECK(op, (a.scalar_type() == at::kBFloat16 || fp8) && b.scalar_type() == a.scalar_type(),
+            "a and b must both be bfloat16 or both float8_e4m3fn, got ", describe(a), " and ",
+            describe(b));
   check_dim(op, "a", a, 2);
   check_dim(op, "b", b, 2);
   MOE_CHECK(op, a.size(1) == b.size(1), "a [M, K] and b [N, K] must share K, got ", describe(a),
@@ -33,8 +35,10 @@ at::Tensor tile_gemm_emu(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stages, int64_t fault,
                           bool tma_store, int64_t block_n, int64_t cluster_m) {
   const char* op = "wgmma_gemm";
-  MOE_CHECK(op, a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16,
-            "a and b must be bfloat16, got ", describe(a), " and ", describe(b));
+  const bool fp8 = a.scalar_type() == at::kFloat8_e4m3fn;
+  MOE_CHECK(op, (a.scalar_type() == at::kBFloat16 || fp8) && b.scalar_type() == a.scalar_type(),
+            "a and b must both be bfloat16 or both float8_e4m3fn, got ", describe(a), " and ",
+            describe(b));
   check_dim(op, "a", a, 2);
   check_dim(op, "b", b, 2);
   MOE_CHECK(op, a.size(1) == b.size(1), "a [M, K] and b [N, K] must share K, got ", describe(a),
@@ -50,6 +54,9 @@ at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stag
   MOE_CHECK(op, a.size(0) % (64 * cluster_m) == 0, "a's rows must be a multiple of ",
             64 * cluster_m, " with cluster_m ", cluster_m, ", got ", describe(a));
   p.cluster_m = static_cast<int>(cluster_m);
+  p.fp8 = fp8;
+  MOE_CHECK(op, !fp8 || (block_n == 128 && a.size(1) % 128 == 0),
+            "the e4m3 test GEMM takes block_n 128 and K % 128 == 0, got ", describe(a));
   DeviceBackend<Target::kEmu>::launch(op, &emu::launch_wgmma_gemm, p,
                                       {{"a", ac, false}, {"b", bc, false}, {"c", c, true}});
   return c;
@@ -61,7 +68,8 @@ at::Tensor wgmma_gemm_emu(const at::Tensor& a, const at::Tensor& b, int64_t stag
 TORCH_LIBRARY_FRAGMENT(moe_ext_emu_test, m) {
   // Test tile GEMM on the emulator: c = a @ b.T (bf16 in, fp32 out).
   m.def("tile_gemm(Tensor a, Tensor b) -> Tensor");
-  // Hopper test GEMM on the emulator (TMA + mbarrier + wgmma): c = a @ b.T, bf16 in, fp32 out.
+  // Hopper test GEMM on the emulator (TMA + mbarrier + wgmma): c = a @ b.T, bf16 (or e4m3:
+  // wgmma m64n128k32) in, fp32 out.
   m.def(
       "wgmma_gemm(Tensor a, Tensor b, int stages=2, int fault=0, bool tma_store=False, "
       "int block_n=128, int cluster_m=1) -> Tensor");

@@ -23,7 +23,10 @@
 //     consumers are done with it, so empty[s] takes 8 arrivals (4 local warps, 4 of the peer by
 //     remote arrive); a cluster barrier after the barrier inits and one before exit order every
 //     remote access. Global bytes per FLOP: (64 + BN / 2) / (64 BN) instead of (64 + BN) / (64 BN).
-// Preconditions (launcher): M % 64 == 0 (M % 128 with cluster_m 2), N % BN == 0, K % 64 == 0.
+//   * fp8 (kFp8): e4m3 operands, the same bytes per stage (a 128-byte row is 128 elements, K step
+//     128), 4 wgmma.m64n128k32.e4m3 per step at the same 32-byte descriptor advance.
+// Preconditions (launcher): M % 64 == 0 (M % 128 with cluster_m 2), N % BN == 0, K % 64 == 0
+// (K % 128 for fp8).
 #pragma once
 
 #include "../../common/launch.h"
@@ -36,13 +39,13 @@
 namespace moe_ext::MOE_KERNEL_NS {
 
 namespace wgmma_gemm {
-constexpr int kBM = 64, kBK = 64, kThreads = 160;
-constexpr int kABytes = kBM * kBK * 2;
+constexpr int kBM = 64, kRowBytes = 128, kThreads = 160;  // a stage row: one 128-byte atom
+constexpr int kABytes = kBM * kRowBytes;
 constexpr int kMaxStages = 4;
 constexpr int kStagingBytes = 4096;  // per consumer warp: 16 rows x 64 fp32 columns
 template <int BN>
 constexpr int stage_bytes() {
-  return kABytes + BN * kBK * 2;
+  return kABytes + BN * kRowBytes;
 }
 // 1024 bytes of alignment slack + stages + 4 warp stagings + 2 mbarriers per stage
 template <int BN>
@@ -51,13 +54,14 @@ constexpr size_t smem_bytes(int stages) {
 }
 }  // namespace wgmma_gemm
 
-template <int kBN>
+template <int kBN, bool kFp8 = false>
 __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     wgmma_gemm_kernel(const MOE_GRID_CONSTANT TmaDescriptor tma_a,
                       const MOE_GRID_CONSTANT TmaDescriptor tma_b,
                       const MOE_GRID_CONSTANT TmaDescriptor tma_c, WgmmaGemmParams p) {
   using namespace wgmma_gemm;
   constexpr int kStageBytes = stage_bytes<kBN>();
+  constexpr int kBK = kFp8 ? kRowBytes : kRowBytes / 2;  // elements of K per stage
   MOE_SHARED_DYNAMIC(unsigned char, smem_raw);
   unsigned char* smem = smem_raw + (1024 - shared_address(smem_raw) % 1024) % 1024;
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + p.stages * kStageBytes + 4 * kStagingBytes);
@@ -89,7 +93,7 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
         tma_load_2d(stage, &tma_a, kt * kBK, m0, &full[s]);
         if (pair) {
           constexpr int kHalf = kBN / 2;
-          tma_load_2d_multicast(stage + kABytes + rank * kHalf * kBK * 2, &tma_b, kt * kBK,
+          tma_load_2d_multicast(stage + kABytes + rank * kHalf * kRowBytes, &tma_b, kt * kBK,
                                 n0 + static_cast<int>(rank) * kHalf, &full[s], 0x3);
         } else {
           tma_load_2d(stage + kABytes, &tma_b, kt * kBK, n0, &full[s]);
@@ -107,10 +111,12 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
     if (p.fault != 1) mbarrier_wait(&full[s], use & 1, kWaitTestConsumerFull, p.wait_report);
     const unsigned char* stage = smem + s * kStageBytes;
     wgmma_fence();
-    MOE_UNROLL for (int ks = 0; ks < kBK / 16; ++ks) {
+    MOE_UNROLL for (int ks = 0; ks < 4; ++ks) {  // 32 bytes of K per instruction
       const uint64_t da = wgmma_desc(stage + ks * 32, 16, 1024, true);
       const uint64_t db = wgmma_desc(stage + kABytes + ks * 32, 16, 1024, true);
-      if constexpr (kBN == 256)
+      if constexpr (kFp8)
+        wgmma_m64n128k32_e4m3(d, da, db, kt > 0 || ks > 0);
+      else if constexpr (kBN == 256)
         wgmma_m64n256k16<__nv_bfloat16>(d, da, db, kt > 0 || ks > 0);
       else
         wgmma_m64n128k16<__nv_bfloat16>(d, da, db, kt > 0 || ks > 0);
@@ -155,9 +161,10 @@ __global__ void __launch_bounds__(wgmma_gemm::kThreads, 1)
   }
 }
 
-template <int kBN>
+template <int kBN, bool kFp8 = false>
 cudaError_t launch_wgmma_gemm_bn(const WgmmaGemmParams& p, cudaStream_t stream) {
   using namespace wgmma_gemm;
+  constexpr int kBK = kFp8 ? kRowBytes : kRowBytes / 2, kElem = kFp8 ? 1 : 2;
   if ((p.cluster_m != 1 && p.cluster_m != 2) || p.m % (kBM * p.cluster_m) || p.n % kBN ||
       p.k % kBK || p.stages < 1 || p.stages > kMaxStages)
     return cudaErrorInvalidValue;
@@ -165,29 +172,32 @@ cudaError_t launch_wgmma_gemm_bn(const WgmmaGemmParams& p, cudaStream_t stream) 
   TmaDescriptor ta, tb, tc;
   const uint64_t dims_a[2] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.m)};
   const uint64_t dims_b[2] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n)};
-  const uint64_t pitch[1] = {static_cast<uint64_t>(p.k) * 2};
+  const uint64_t pitch[1] = {static_cast<uint64_t>(p.k) * kElem};
   const uint32_t box_a[2] = {kBK, kBM}, box_b[2] = {kBK, static_cast<uint32_t>(kBN / p.cluster_m)};
   const uint64_t dims_c[2] = {static_cast<uint64_t>(p.n), static_cast<uint64_t>(p.m)};
   const uint64_t pitch_c[1] = {static_cast<uint64_t>(p.n) * 4};
   const uint32_t box_c[2] = {32, 16};
-  if (!make_tma_descriptor(&ta, p.a, 2, 2, dims_a, pitch, box_a, TmaSwizzle::k128B) ||
-      !make_tma_descriptor(&tb, p.b, 2, 2, dims_b, pitch, box_b, TmaSwizzle::k128B) ||
+  if (!make_tma_descriptor(&ta, p.a, kElem, 2, dims_a, pitch, box_a, TmaSwizzle::k128B) ||
+      !make_tma_descriptor(&tb, p.b, kElem, 2, dims_b, pitch, box_b, TmaSwizzle::k128B) ||
       !make_tma_descriptor(&tc, p.c, 4, 2, dims_c, pitch_c, box_c, TmaSwizzle::k128B))
     return cudaErrorInvalidValue;
   const size_t smem = smem_bytes<kBN>(p.stages);
-  const cudaError_t err = allow_dynamic_smem(wgmma_gemm_kernel<kBN>, smem);
+  auto* kernel = wgmma_gemm_kernel<kBN, kFp8>;
+  const cudaError_t err = allow_dynamic_smem(kernel, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(p.n / kBN), static_cast<unsigned>(p.m / kBM));
   WgmmaGemmParams q = p;
   q.wait_report = wait_timeout_report_buffer(stream);
   if (p.cluster_m == 2)
-    return launch_kernel_cluster("wgmma_gemm_kernel", wgmma_gemm_kernel<kBN>, grid, dim3(kThreads),
-                                 dim3(1, 2, 1), smem, stream, ta, tb, tc, q);
-  return launch_kernel("wgmma_gemm_kernel", wgmma_gemm_kernel<kBN>, grid, dim3(kThreads), smem,
-                       stream, ta, tb, tc, q);
+    return launch_kernel_cluster("wgmma_gemm_kernel", kernel, grid, dim3(kThreads), dim3(1, 2, 1),
+                                 smem, stream, ta, tb, tc, q);
+  return launch_kernel("wgmma_gemm_kernel", kernel, grid, dim3(kThreads), smem, stream, ta, tb, tc,
+                       q);
 }
 
 cudaError_t launch_wgmma_gemm(const WgmmaGemmParams& p, cudaStream_t stream) {
+  if (p.fp8)
+    return p.block_n == 128 ? launch_wgmma_gemm_bn<128, true>(p, stream) : cudaErrorInvalidValue;
   if (p.block_n == 256) return launch_wgmma_gemm_bn<256>(p, stream);
   if (p.block_n == 128) return launch_wgmma_gemm_bn<128>(p, stream);
   return cudaErrorInvalidValue;

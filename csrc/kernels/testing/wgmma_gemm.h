@@ -10,8 +10,8 @@ namespace moe_ext {
 struct WaitTimeoutReport;  // common/wait_timeout.h
 
 struct WgmmaGemmParams {
-  const void* a;  // [M, K] bf16 row-major
-  const void* b;  // [N, K] bf16 (n-major)
+  const void* a;  // [M, K] bf16 (or e4m3, fp8) row-major
+  const void* b;  // [N, K] bf16 (or e4m3) (n-major)
   float* c;       // [M, N] fp32
   int64_t m, n, k;
   int stages;         // 1..4 pipeline stages
@@ -24,6 +24,7 @@ struct WgmmaGemmParams {
                       // buffer stored with TMA (else: st.global from the fragments)
   int block_n = 128;  // CTA tile columns: 128 (wgmma m64n128k16) or 256 (m64n256k16)
   int cluster_m = 1;  // 2: CTA pairs along M multicast their shared B tile (2-CTA clusters)
+  bool fp8 = false;   // a and b float8_e4m3fn (wgmma m64n128k32 e4m3; block_n 128, K % 128 == 0)
   WaitTimeoutReport* wait_report = nullptr;  // set by the launcher (bounded mbarrier waits)
 };
 

@@ -289,7 +289,7 @@ namespace sm90_emu {
 // or MN-major (the canonical layouts, in 16-byte units T = 8 elements:
 // 128-byte swizzle ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)), none
 // ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))).
-inline size_t wgmma_elem_offset(uint64_t desc, int mn, int k, bool mn_major) {
+inline size_t wgmma_elem_offset(uint64_t desc, int mn, int k, bool mn_major, int elem_bytes = 2) {
   const size_t start = (desc & 0x3FFF) << 4, lbo = ((desc >> 16) & 0x3FFF) << 4;
   const size_t sbo = ((desc >> 32) & 0x3FFF) << 4;
   const int mode = static_cast<int>(desc >> 62);
@@ -300,8 +300,11 @@ inline size_t wgmma_elem_offset(uint64_t desc, int mn, int k, bool mn_major) {
       return swizzle128(start + (mn / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + 2 * (mn % 64));
     return start + (mn / 8) * sbo + (k / 8) * lbo + (k % 8) * 16 + 2 * (mn % 8);
   }
-  if (mode == 1) return swizzle128(start + (mn / 8) * sbo + (mn % 8) * 128 + 2 * k);
-  return start + (mn / 8) * sbo + (k / 8) * lbo + (mn % 8) * 16 + 2 * (k % 8);
+  // K-major (1- or 2-byte elements: a 16-byte core-matrix row holds 16 / elem_bytes of k)
+  const int per_chunk = 16 / elem_bytes;
+  if (mode == 1) return swizzle128(start + (mn / 8) * sbo + (mn % 8) * 128 + elem_bytes * k);
+  return start + (mn / 8) * sbo + (k / per_chunk) * lbo + (mn % 8) * 16 +
+         elem_bytes * (k % per_chunk);
 }
 
 struct WgmmaIn {
@@ -311,34 +314,45 @@ struct WgmmaIn {
 };
 
 // The warp's 16 rows of D = A B (+ D): the last lane computes, writing every lane's d.
-template <bool Bf16, int N>
+enum class WgmmaType { kBf16, kF16, kE4m3 };
+
+template <WgmmaType Type, int N>
 void wgmma_compute(::moe_simt::Collective& col, void*) {
+  constexpr int kBytes = Type == WgmmaType::kE4m3 ? 1 : 2, K = 32 / kBytes;
   WgmmaIn in;
   std::memcpy(&in, col.in[0], sizeof(in));
   const int w = col.warp % 4;
   auto elem = [](uint64_t desc, int mn, int k, bool mn_major) {
-    const size_t off = wgmma_elem_offset(desc, mn, k, mn_major);
-    ::moe_simt::async_shared_read(shared_at(off), 2, "wgmma operand");
-    uint16_t h;
-    std::memcpy(&h, shared_at(off), 2);
-    return Bf16 ? ::moe_ext::ptx_emu::bf16_to_float(h) : ::moe_ext::ptx_emu::f16_to_float(h);
+    const size_t off = wgmma_elem_offset(desc, mn, k, mn_major, kBytes);
+    ::moe_simt::async_shared_read(shared_at(off), kBytes, "wgmma operand");
+    if constexpr (Type == WgmmaType::kE4m3) {
+      uint8_t b;
+      std::memcpy(&b, shared_at(off), 1);
+      return ::moe_ext::e4m3_to_f32(b);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, shared_at(off), 2);
+      return Type == WgmmaType::kBf16 ? ::moe_ext::ptx_emu::bf16_to_float(h)
+                                      : ::moe_ext::ptx_emu::f16_to_float(h);
+    }
   };
   // what the warpgroup's instruction reads from shared: this warp's 16 rows of A, and B once
+  // (32 bytes of K per row for every type)
   auto& stats = ::moe_simt::this_thread().block->stats;
-  stats.wgmma_shared_bytes += 16 * 16 * 2 + (w == 0 ? N * 16 * 2 : 0);
+  stats.wgmma_shared_bytes += 16 * 32 + (w == 0 ? N * 32 : 0);
   if (w == 0) ++stats.wgmma;
-  float A[16][16], B[16][N];
+  float A[16][K], B[K][N];
   for (int r = 0; r < 16; ++r)
-    for (int k = 0; k < 16; ++k) A[r][k] = elem(in.desc_a, 16 * w + r, k, in.trans_a);
+    for (int k = 0; k < K; ++k) A[r][k] = elem(in.desc_a, 16 * w + r, k, in.trans_a);
   for (int n = 0; n < N; ++n)
-    for (int k = 0; k < 16; ++k) B[k][n] = elem(in.desc_b, n, k, in.trans_b);
+    for (int k = 0; k < K; ++k) B[k][n] = elem(in.desc_b, n, k, in.trans_b);
   for (int lane = 0; lane < ::moe_simt::kWarpSize; ++lane) {
     float* d = static_cast<float*>(const_cast<void*>(col.ptr[lane]));
     for (int j = 0; j < N / 8; ++j)
       for (int e = 0; e < 4; ++e) {
         const int r = lane / 4 + 8 * (e / 2), n = 8 * j + 2 * (lane % 4) + e % 2;
         float acc = in.accumulate ? d[4 * j + e] : 0.f;
-        for (int k = 0; k < 16; ++k) acc = std::fma(A[r][k], B[k][n], acc);
+        for (int k = 0; k < K; ++k) acc = std::fma(A[r][k], B[k][n], acc);
         d[4 * j + e] = acc;
       }
   }
@@ -349,9 +363,10 @@ void wgmma_compute(::moe_simt::Collective& col, void*) {
 template <typename T, bool kTransA = false, bool kTransB = false>
 inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0, kTransA, kTransB};
-  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  constexpr auto kType =
+      std::is_same_v<T, __nv_bfloat16> ? sm90_emu::WgmmaType::kBf16 : sm90_emu::WgmmaType::kF16;
   auto col = ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d,
-                                         &sm90_emu::wgmma_compute<kBf16, 128>, nullptr,
+                                         &sm90_emu::wgmma_compute<kType, 128>, nullptr,
                                          "wgmma.mma_async.m64n128k16");
   (void)col;
 }
@@ -359,10 +374,20 @@ inline void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, b
 template <typename T, bool kTransA = false, bool kTransB = false>
 inline void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0, kTransA, kTransB};
-  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  constexpr auto kType =
+      std::is_same_v<T, __nv_bfloat16> ? sm90_emu::WgmmaType::kBf16 : sm90_emu::WgmmaType::kF16;
   auto col = ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d,
-                                         &sm90_emu::wgmma_compute<kBf16, 256>, nullptr,
+                                         &sm90_emu::wgmma_compute<kType, 256>, nullptr,
                                          "wgmma.mma_async.m64n256k16");
+  (void)col;
+}
+
+inline void wgmma_m64n128k32_e4m3(float (&d)[64], uint64_t desc_a, uint64_t desc_b,
+                                  bool accumulate) {
+  const sm90_emu::WgmmaIn in{desc_a, desc_b, accumulate ? 1 : 0, false, false};
+  auto col = ::moe_simt::warp_collective(0xffffffffu, &in, sizeof(in), d,
+                                         &sm90_emu::wgmma_compute<sm90_emu::WgmmaType::kE4m3, 128>,
+                                         nullptr, "wgmma.mma_async.m64n128k32.e4m3");
   (void)col;
 }
 
