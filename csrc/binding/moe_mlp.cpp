@@ -175,11 +175,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> moe_mlp_backward_devi
   const int64_t k = weights.size(1);
   const auto acc = at::kFloat;
   const auto none = std::nullopt;
-  // x[order / k] is read through order by the dW1 GEMM (bf16/fp16); xp is materialised only to
-  // recompute h or for fp32 (the FFMA kernel does not gather)
-  // (not where the Hopper kernel is forced: its TMA loads cannot gather rows)
-  const bool gather_x = x.scalar_type() != at::kFloat && x.stride(1) == 1 &&
-                        grouped_mm_binding::path_from_env("moe_mlp_backward") != kGemmPathSm90;
+  // x[order / k] is read through order by the dW1 GEMM (bf16/fp16, the Ampere kernel); xp is
+  // materialised to recompute h, for fp32 (the FFMA kernel does not gather) and on sm_90
+  // (not where the Hopper kernel runs: its TMA loads cannot gather rows, and on sm_90 the TMA
+  // kernel on a permuted copy is expected to beat the Ampere kernel gathering -- unmeasured)
+  const bool sm80 = grouped_mm_binding::path_from_env("moe_mlp_backward") == kGemmPathSm80;
+  const bool gather_x =
+      x.scalar_type() != at::kFloat && x.stride(1) == 1 && (sm80 || !grouped_gemm_on_sm90<T>());
   const at::Tensor xp =
       !h_in.has_value() || !gather_x ? permute<T>(x, order, slot, k) : at::Tensor();
   const auto h = h_in.has_value()

@@ -104,4 +104,13 @@ cudaError_t launch_grouped_gemm<kKernelTarget>(const GroupedGemmParams& p, cudaS
   }
 }
 
+template <>
+bool grouped_gemm_on_sm90<kKernelTarget>() {
+#if !defined(__CUDACC__) || defined(MOE_EXT_WITH_SM90)
+  return device_limits().cc_major == 9;
+#else
+  return false;
+#endif
+}
+
 }  // namespace moe_ext

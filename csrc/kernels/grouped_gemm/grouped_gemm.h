@@ -164,6 +164,12 @@ inline const char* can_implement(const GroupedGemmParams& p) {
 template <Target T>
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p, cudaStream_t stream);
 
+// Whether the current device runs the Hopper kernel family (sm_90 with the sm_90a build; the
+// emulator models one): the bindings then keep operands in layouts its TMA loads can read (a
+// gathered B would send the problem to the Ampere kernel).
+template <Target T>
+bool grouped_gemm_on_sm90();
+
 // The Hopper kernel alone (built only for sm_90a); cudaErrorNotSupported where it does not apply.
 namespace cuda {
 cudaError_t launch_grouped_gemm_sm90(const GroupedGemmParams& p, cudaStream_t stream);
